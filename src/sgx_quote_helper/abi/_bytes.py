@@ -1,0 +1,65 @@
+"""Small helpers shared by the structure modules: length checks and a bounds-checked reader."""
+
+from __future__ import annotations
+
+import struct
+
+from ..errors import ParseError
+
+
+def expect_len(structure: str, data: bytes, size: int, offset: int = 0) -> bytes:
+    """Return ``bytes(data)`` if it is exactly ``size`` long, else raise :class:`ParseError`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ParseError(structure, offset, f"expected bytes, got {type(data).__name__}")
+    if len(data) != size:
+        raise ParseError(structure, offset + min(len(data), size), f"expected {size} bytes, got {len(data)}")
+    return bytes(data)
+
+
+def check_field(structure: str, name: str, value: bytes, size: int) -> None:
+    """Refuse a fixed-size field of the wrong length when building a structure."""
+    if not isinstance(value, bytes) or len(value) != size:
+        got = len(value) if isinstance(value, (bytes, bytearray)) else type(value).__name__
+        raise ParseError(structure, 0, f"field {name} must be {size} bytes, got {got}")
+
+
+class Reader:
+    """Reads little-endian fields from a buffer and raises ParseError past its end.
+
+    ``base`` is added to offsets in error messages so that nested structures report positions
+    within the outermost input.
+    """
+
+    __slots__ = ("_data", "base", "pos", "structure")
+
+    def __init__(self, data: bytes, structure: str, base: int = 0) -> None:
+        self._data = data
+        self.structure = structure
+        self.base = base
+        self.pos = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self._data) - self.pos
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self._data):
+            raise ParseError(
+                self.structure,
+                self.base + self.pos,
+                f"{what} needs {n} bytes, only {len(self._data) - self.pos} left",
+            )
+        out = self._data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u16(self, what: str) -> int:
+        return int(struct.unpack_from("<H", self.take(2, what))[0])
+
+    def u32(self, what: str) -> int:
+        return int(struct.unpack_from("<I", self.take(4, what))[0])
+
+    def rest(self) -> bytes:
+        out = self._data[self.pos :]
+        self.pos = len(self._data)
+        return out

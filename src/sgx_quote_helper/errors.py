@@ -1,0 +1,145 @@
+"""The one exception tree of sgx-quote-helper.
+
+Every error this package raises on purpose is a subclass of :class:`SgxQuoteHelperError`.
+Callers branch on the type and its attributes, never on the message text.
+
+::
+
+    SgxQuoteHelperError
+    ├── ParseError(structure, offset)       bytes do not form the named structure
+    ├── ProtocolError                       (abstract)
+    │   ├── LocalProtocolError              we were asked to send something invalid
+    │   └── RemoteProtocolError             the peer sent bad framing or protobuf
+    ├── EngineError(status)                 a quoting engine refused (status: QuoteLibStatus)
+    ├── AesmError(status)                   the daemon answered a non-zero errorCode (client side)
+    ├── TransportError                      connect/read/write/timeout failed (client side)
+    ├── BadResponseError                    the daemon's reply is not a valid answer
+    ├── VerificationError(step, reason)     a numbered verification check failed
+    ├── CollateralError                     collateral is missing, malformed or unavailable
+    ├── PlatformStateError                  a simulated platform state directory is unusable
+    └── ConfigError                         bad settings or environment (missing device, library...)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SgxQuoteHelperError(Exception):
+    """Base class of every error raised on purpose by this package."""
+
+
+class ParseError(SgxQuoteHelperError, ValueError):
+    """Bytes do not form the named structure.
+
+    Attributes:
+        structure: name of the structure being parsed (``"Report"``, ``"QuoteV3"``...).
+        offset: byte offset (within the outermost input) where the problem was found.
+        reason: short human explanation.
+    """
+
+    def __init__(self, structure: str, offset: int, reason: str) -> None:
+        self.structure = structure
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"{structure} at offset {offset}: {reason}")
+
+
+class ProtocolError(SgxQuoteHelperError):
+    """A violation of the AESM wire protocol. Abstract: raise a subclass."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ProtocolError:
+        if cls is ProtocolError:
+            raise TypeError("ProtocolError is abstract; use LocalProtocolError or RemoteProtocolError")
+        return super().__new__(cls, *args, **kwargs)
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to send something the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that break the protocol (framing, protobuf, field sizes)."""
+
+
+class EngineError(SgxQuoteHelperError):
+    """A quoting engine refused a request.
+
+    Attributes:
+        status: a ``QuoteLibStatus`` (quote3_error_t) value; ``service`` maps it to an AESM code.
+    """
+
+    def __init__(self, status: int, reason: str = "") -> None:
+        self.status = status
+        self.reason = reason
+        name = getattr(status, "name", None) or hex(int(status))
+        super().__init__(f"{name}: {reason}" if reason else str(name))
+
+
+class AesmError(SgxQuoteHelperError):
+    """The AESM daemon answered with a non-zero errorCode.
+
+    Attributes:
+        status: an ``AesmStatus`` (unknown codes are kept as their number).
+    """
+
+    def __init__(self, status: int, request: str = "") -> None:
+        self.status = status
+        self.request = request
+        name = getattr(status, "name", None) or str(int(status))
+        where = f" to {request}" if request else ""
+        super().__init__(f"daemon answered {name} ({int(status)}){where}")
+
+
+class TransportError(SgxQuoteHelperError):
+    """Connecting to, writing to or reading from the daemon failed (or timed out)."""
+
+
+class BadResponseError(SgxQuoteHelperError):
+    """The daemon's reply is not a valid answer to the request that was sent."""
+
+
+class VerificationError(SgxQuoteHelperError):
+    """A numbered verification step failed.
+
+    Attributes:
+        step: the step number (see ``verify.steps``).
+        reason: short machine-friendly reason (``"pck-chain-untrusted"``...); no secret material.
+        detail: optional human explanation.
+    """
+
+    def __init__(self, step: int, reason: str, detail: str = "") -> None:
+        self.step = step
+        self.reason = reason
+        self.detail = detail
+        text = f"step {step}: {reason}"
+        super().__init__(f"{text}: {detail}" if detail else text)
+
+
+class CollateralError(SgxQuoteHelperError):
+    """Collateral is missing, malformed, or could not be obtained."""
+
+
+class PlatformStateError(SgxQuoteHelperError):
+    """A simulated platform's state directory is missing, partial, corrupt or unwritable."""
+
+
+class ConfigError(SgxQuoteHelperError):
+    """Settings or environment are unusable (bad option, missing device or library...)."""
+
+
+__all__ = [
+    "AesmError",
+    "BadResponseError",
+    "CollateralError",
+    "ConfigError",
+    "EngineError",
+    "LocalProtocolError",
+    "ParseError",
+    "PlatformStateError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "SgxQuoteHelperError",
+    "TransportError",
+    "VerificationError",
+]
