@@ -6,16 +6,38 @@ Pure: no cryptography, no I/O. Every structure has ``SIZE`` (when fixed), ``from
 
 from .codes import AesmStatus, QuoteLibStatus
 from .keyid import AttKeyId, AttKeyIdList, QeReportInfo
+from .pck import PlatformConfiguration, SgxExtensions
+from .quote import (
+    CertificationData,
+    EcdsaSigData,
+    EncryptedPpid,
+    QeReportCertData,
+    Quote,
+    QuoteHeader,
+    parse_quote,
+)
 from .report import Attributes, Report, ReportBody, TargetInfo
+from .tdreport import TdReport10, TdReport15
 
 __all__ = [
     "AesmStatus",
     "AttKeyId",
     "AttKeyIdList",
     "Attributes",
+    "CertificationData",
+    "EcdsaSigData",
+    "EncryptedPpid",
+    "PlatformConfiguration",
+    "QeReportCertData",
     "QeReportInfo",
+    "Quote",
+    "QuoteHeader",
     "QuoteLibStatus",
     "Report",
     "ReportBody",
+    "SgxExtensions",
     "TargetInfo",
+    "TdReport10",
+    "TdReport15",
+    "parse_quote",
 ]

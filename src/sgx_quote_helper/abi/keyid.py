@@ -121,7 +121,9 @@ class AttKeyIdList:
         expected = cls.HEADER_SIZE + n * AttKeyId.SIZE
         if len(data) != expected:
             raise ParseError(
-                "AttKeyIdList", min(len(data), expected), f"{n} entries need {expected} bytes, got {len(data)}"
+                "AttKeyIdList",
+                min(len(data), expected),
+                f"{n} entries need {expected} bytes, got {len(data)}",
             )
         ids = tuple(AttKeyId.from_bytes(data[8 + i * 256 : 8 + (i + 1) * 256]) for i in range(n))
         return cls(ids, id_, version)

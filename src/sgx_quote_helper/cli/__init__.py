@@ -62,7 +62,9 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="sgx-quote-helper")
 def cli() -> None:
     """Out-of-process SGX DCAP quoting: an AESM-compatible quote service, a simulated SGX

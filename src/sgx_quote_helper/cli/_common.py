@@ -40,7 +40,9 @@ def resolve_state_dir(value: Path | None) -> Path:
     return value if value is not None else default_state_dir()
 
 
-def parse_hex(value: str | None, name: str, max_len: int | None = None, exact: int | None = None) -> bytes | None:
+def parse_hex(
+    value: str | None, name: str, max_len: int | None = None, exact: int | None = None
+) -> bytes | None:
     """Parse a hex option value; raise click.BadParameter with a clear message."""
     if value is None:
         return None
@@ -50,7 +52,9 @@ def parse_hex(value: str | None, name: str, max_len: int | None = None, exact: i
     except ValueError:
         raise click.BadParameter(f"{name} must be hex digits, got {value!r}") from None
     if exact is not None and len(raw) != exact:
-        raise click.BadParameter(f"{name} must be exactly {exact} bytes ({2 * exact} hex digits), got {len(raw)}")
+        raise click.BadParameter(
+            f"{name} must be exactly {exact} bytes ({2 * exact} hex digits), got {len(raw)}"
+        )
     if max_len is not None and len(raw) > max_len:
         raise click.BadParameter(f"{name} must be at most {max_len} bytes, got {len(raw)}")
     return raw

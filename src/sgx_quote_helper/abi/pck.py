@@ -1,0 +1,205 @@
+"""The SGX extension of PCK certificates (OID 1.2.840.113741.1.13.1), decoded and encoded.
+
+Layout (``shared/specs/dcap-quote.md`` §2.1): a SEQUENCE of (OID, value) SEQUENCEs: PPID, TCB
+(16 component SVNs, PCESVN, CPUSVN), PCE-ID, FMSPC, SGX type, and for Platform-CA certificates
+PlatformInstanceID and Configuration. Pure DER: callers pass the extension's value bytes (with
+``cryptography``: ``cert.extensions.get_extension_for_oid(...).value.value``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ParseError
+from . import der
+
+SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
+_B = SGX_EXTENSION_OID
+OID_PPID = f"{_B}.1"
+OID_TCB = f"{_B}.2"
+OID_PCESVN = f"{_B}.2.17"
+OID_CPUSVN = f"{_B}.2.18"
+OID_PCEID = f"{_B}.3"
+OID_FMSPC = f"{_B}.4"
+OID_SGX_TYPE = f"{_B}.5"
+OID_PLATFORM_INSTANCE_ID = f"{_B}.6"
+OID_CONFIGURATION = f"{_B}.7"
+OID_DYNAMIC_PLATFORM = f"{_B}.7.1"
+OID_CACHED_KEYS = f"{_B}.7.2"
+OID_SMT_ENABLED = f"{_B}.7.3"
+
+SGX_TYPE_NAMES = {0: "Standard", 1: "Scalable", 2: "ScalableWithIntegrity"}
+
+_S = "SgxExtensions"
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformConfiguration:
+    """Configuration SEQUENCE of Platform-CA PCK certificates."""
+
+    dynamic_platform: bool | None = None
+    cached_keys: bool | None = None
+    smt_enabled: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SgxExtensions:
+    """The decoded SGX extension of a PCK leaf certificate."""
+
+    ppid: bytes
+    tcb_components: tuple[int, ...]
+    pcesvn: int
+    cpusvn: bytes
+    pceid: bytes
+    fmspc: bytes
+    sgx_type: int
+    platform_instance_id: bytes | None = None
+    configuration: PlatformConfiguration | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.tcb_components) != 16 or not all(0 <= c <= 255 for c in self.tcb_components):
+            raise ParseError(_S, 0, "tcb_components must be 16 values in 0..255")
+        for name, size in (("ppid", 16), ("cpusvn", 16), ("pceid", 2), ("fmspc", 6)):
+            value = getattr(self, name)
+            if not isinstance(value, bytes) or len(value) != size:
+                raise ParseError(_S, 0, f"{name} must be {size} bytes")
+
+    @property
+    def sgx_type_name(self) -> str:
+        return SGX_TYPE_NAMES.get(self.sgx_type, f"Unknown({self.sgx_type})")
+
+    @classmethod
+    def from_der(cls, data: bytes) -> SgxExtensions:
+        """Decode the extension value (a DER SEQUENCE); raise ParseError when it is malformed or
+        a required entry (PPID, TCB, PCE-ID, FMSPC, SGX type) is missing."""
+        tag, body, end = der.read_tlv(bytes(data), 0, _S)
+        der.expect(tag, der.TAG_SEQUENCE, _S, "extension")
+        if end != len(data):
+            raise ParseError(_S, end, "bytes after the extension SEQUENCE")
+        fields: dict[str, object] = {}
+        for oid, vtag, value in _pairs(body):
+            if oid == OID_PPID:
+                fields["ppid"] = _octets(vtag, value, 16, "PPID")
+            elif oid == OID_TCB:
+                fields.update(_tcb(vtag, value))
+            elif oid == OID_PCEID:
+                fields["pceid"] = _octets(vtag, value, 2, "PCE-ID")
+            elif oid == OID_FMSPC:
+                fields["fmspc"] = _octets(vtag, value, 6, "FMSPC")
+            elif oid == OID_SGX_TYPE:
+                der.expect(vtag, der.TAG_ENUMERATED, _S, "SGX type")
+                fields["sgx_type"] = der.decode_int(value, _S, "SGX type")
+            elif oid == OID_PLATFORM_INSTANCE_ID:
+                fields["platform_instance_id"] = _octets(vtag, value, 16, "PlatformInstanceID")
+            elif oid == OID_CONFIGURATION:
+                fields["configuration"] = _configuration(vtag, value)
+        missing = [
+            k
+            for k in ("ppid", "tcb_components", "pcesvn", "cpusvn", "pceid", "fmspc", "sgx_type")
+            if k not in fields
+        ]
+        if missing:
+            raise ParseError(_S, 0, f"missing entries: {', '.join(missing)}")
+        return cls(**fields)  # type: ignore[arg-type]
+
+    def to_der(self) -> bytes:
+        """Encode as Intel does (entry order of real PCK certificates)."""
+        tcb = [
+            der.enc_seq(der.enc_oid(f"{OID_TCB}.{i + 1}"), der.enc_int(svn))
+            for i, svn in enumerate(self.tcb_components)
+        ]
+        tcb.append(der.enc_seq(der.enc_oid(OID_PCESVN), der.enc_int(self.pcesvn)))
+        tcb.append(der.enc_seq(der.enc_oid(OID_CPUSVN), der.enc_octets(self.cpusvn)))
+        items = [
+            der.enc_seq(der.enc_oid(OID_PPID), der.enc_octets(self.ppid)),
+            der.enc_seq(der.enc_oid(OID_TCB), der.enc_seq(*tcb)),
+            der.enc_seq(der.enc_oid(OID_PCEID), der.enc_octets(self.pceid)),
+            der.enc_seq(der.enc_oid(OID_FMSPC), der.enc_octets(self.fmspc)),
+            der.enc_seq(der.enc_oid(OID_SGX_TYPE), der.enc_int(self.sgx_type, der.TAG_ENUMERATED)),
+        ]
+        if self.platform_instance_id is not None:
+            items.append(
+                der.enc_seq(der.enc_oid(OID_PLATFORM_INSTANCE_ID), der.enc_octets(self.platform_instance_id))
+            )
+        if self.configuration is not None:
+            conf = []
+            for oid, val in (
+                (OID_DYNAMIC_PLATFORM, self.configuration.dynamic_platform),
+                (OID_CACHED_KEYS, self.configuration.cached_keys),
+                (OID_SMT_ENABLED, self.configuration.smt_enabled),
+            ):
+                if val is not None:
+                    conf.append(der.enc_seq(der.enc_oid(oid), der.enc_bool(val)))
+            items.append(der.enc_seq(der.enc_oid(OID_CONFIGURATION), der.enc_seq(*conf)))
+        return der.enc_seq(*items)
+
+
+def _pairs(body: bytes) -> list[tuple[str, int, bytes]]:
+    out = []
+    for tag, value in der.read_all(body, _S):
+        der.expect(tag, der.TAG_SEQUENCE, _S, "entry")
+        parts = der.read_all(value, _S)
+        if len(parts) != 2:
+            raise ParseError(_S, 0, f"entry must be (OID, value), got {len(parts)} elements")
+        (otag, oid), (vtag, v) = parts
+        der.expect(otag, der.TAG_OID, _S, "entry OID")
+        out.append((der.decode_oid(oid, _S), vtag, v))
+    return out
+
+
+def _octets(tag: int, value: bytes, size: int, what: str) -> bytes:
+    der.expect(tag, der.TAG_OCTET_STRING, _S, what)
+    if len(value) != size:
+        raise ParseError(_S, 0, f"{what} must be {size} bytes, got {len(value)}")
+    return value
+
+
+def _tcb(tag: int, value: bytes) -> dict[str, object]:
+    der.expect(tag, der.TAG_SEQUENCE, _S, "TCB")
+    comps: dict[int, int] = {}
+    out: dict[str, object] = {}
+    for oid, vtag, v in _pairs(value):
+        if oid == OID_PCESVN:
+            der.expect(vtag, der.TAG_INTEGER, _S, "PCESVN")
+            out["pcesvn"] = der.decode_int(v, _S, "PCESVN")
+        elif oid == OID_CPUSVN:
+            out["cpusvn"] = _octets(vtag, v, 16, "CPUSVN")
+        elif oid.startswith(OID_TCB + "."):
+            idx = int(oid.rsplit(".", 1)[1])
+            if 1 <= idx <= 16:
+                der.expect(vtag, der.TAG_INTEGER, _S, f"TCB component {idx}")
+                svn = der.decode_int(v, _S, f"TCB component {idx}")
+                if svn > 255:
+                    raise ParseError(_S, 0, f"TCB component {idx} out of range: {svn}")
+                comps[idx] = svn
+    if sorted(comps) != list(range(1, 17)):
+        raise ParseError(_S, 0, f"TCB needs 16 components, found {len(comps)}")
+    if "pcesvn" not in out or "cpusvn" not in out:
+        raise ParseError(_S, 0, "TCB lacks PCESVN or CPUSVN")
+    out["tcb_components"] = tuple(comps[i] for i in range(1, 17))
+    return out
+
+
+def _configuration(tag: int, value: bytes) -> PlatformConfiguration:
+    der.expect(tag, der.TAG_SEQUENCE, _S, "Configuration")
+    vals: dict[str, bool] = {}
+    names = {
+        OID_DYNAMIC_PLATFORM: "dynamic_platform",
+        OID_CACHED_KEYS: "cached_keys",
+        OID_SMT_ENABLED: "smt_enabled",
+    }
+    for oid, vtag, v in _pairs(value):
+        if oid in names:
+            der.expect(vtag, der.TAG_BOOLEAN, _S, names[oid])
+            if len(v) != 1:
+                raise ParseError(_S, 0, f"{names[oid]}: BOOLEAN must be 1 byte")
+            vals[names[oid]] = v != b"\x00"
+    return PlatformConfiguration(**vals)
+
+
+__all__ = [
+    "SGX_EXTENSION_OID",
+    "SGX_TYPE_NAMES",
+    "PlatformConfiguration",
+    "SgxExtensions",
+]

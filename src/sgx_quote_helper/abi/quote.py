@@ -1,0 +1,401 @@
+"""DCAP ECDSA quotes: v3 (SGX), v4 and v5 (SGX or TDX bodies), byte for byte.
+
+Layouts: ``shared/specs/dcap-quote.md`` §1 (DCAP ``sgx_quote_3.h``, ``sgx_quote_4.h``,
+``sgx_quote_5.h``)::
+
+    v3/v4:  header (48) | body (384 SGX / 584 TD 1.0)                   | sig_len u32 | signature data
+    v5:     header (48) | body_type u16 | body_size u32 | body (384/584/648) | sig_len u32 | signature data
+
+Signature data for attestation key type 2 (ECDSA P-256)::
+
+    v3:     sig (64) | att key (64) | QE report (384) | QE sig (64) | auth u16+n | cert data (u16 type, u32 size, data)
+    v4/v5:  sig (64) | att key (64) | cert data type 6 whose payload is the QE report certification:
+            QE report (384) | QE sig (64) | auth u16+n | inner cert data (normally type 5)
+
+Parsing is strict inside the signed structure (``signature_data_len`` must match exactly) and
+lenient after it: bytes after the signature data are kept in :attr:`Quote.trailing` (real TDX
+quotes carry padding) so ``Quote.from_bytes(b).to_bytes() == b`` for every quote we accept.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..errors import ParseError
+from ._bytes import Reader, check_field
+from .report import ReportBody
+from .tdreport import TdReport10, TdReport15
+
+INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
+
+TEE_TYPE_SGX = 0x00000000
+TEE_TYPE_TDX = 0x00000081
+
+ATT_KEY_TYPE_ECDSA_P256 = 2
+ATT_KEY_TYPE_ECDSA_P384 = 3
+
+# sgx_ql_cert_key_type_t
+CERT_TYPE_PPID_CLEARTEXT = 1
+CERT_TYPE_PPID_RSA2048_ENCRYPTED = 2
+CERT_TYPE_PPID_RSA3072_ENCRYPTED = 3
+CERT_TYPE_PCK_CLEARTEXT = 4
+CERT_TYPE_PCK_CHAIN = 5
+CERT_TYPE_QE_REPORT = 6
+CERT_TYPE_PLATFORM_MANIFEST = 7
+
+# quote v5 body types
+BODY_TYPE_SGX = 1
+BODY_TYPE_TD_REPORT10 = 2
+BODY_TYPE_TD_REPORT15 = 3
+
+Body = ReportBody | TdReport10 | TdReport15
+
+_PPID_SIZES = {
+    CERT_TYPE_PPID_CLEARTEXT: 16,
+    CERT_TYPE_PPID_RSA2048_ENCRYPTED: 256,
+    CERT_TYPE_PPID_RSA3072_ENCRYPTED: 384,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteHeader:
+    """The 48-byte quote header. ``tee_type`` is ``att_key_data_0`` (reserved, 0) in v3."""
+
+    SIZE: ClassVar[int] = 48
+
+    version: int
+    att_key_type: int
+    tee_type: int
+    qe_svn: int
+    pce_svn: int
+    qe_vendor_id: bytes
+    user_data: bytes
+
+    def __post_init__(self) -> None:
+        check_field("QuoteHeader", "qe_vendor_id", self.qe_vendor_id, 16)
+        check_field("QuoteHeader", "user_data", self.user_data, 20)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> QuoteHeader:
+        r = Reader(bytes(data), "QuoteHeader")
+        raw = r.take(cls.SIZE, "header")
+        version, akt, tee, qe_svn, pce_svn = struct.unpack_from("<HHIHH", raw, 0)
+        return cls(version, akt, tee, qe_svn, pce_svn, raw[12:28], raw[28:48])
+
+    def to_bytes(self) -> bytes:
+        head = struct.pack(
+            "<HHIHH", self.version, self.att_key_type, self.tee_type, self.qe_svn, self.pce_svn
+        )
+        return head + self.qe_vendor_id + self.user_data
+
+    @property
+    def qe_id(self) -> bytes:
+        """The 16-byte QE ID Intel's QE puts at the start of user_data."""
+        return self.user_data[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedPpid:
+    """Certification data types 1-3: PPID (clear or RSA-OAEP encrypted) | CPUSVN | PCESVN | PCE-ID."""
+
+    encrypted_ppid: bytes
+    cpusvn: bytes
+    pcesvn: int
+    pceid: int
+
+    @classmethod
+    def from_bytes(cls, cert_type: int, data: bytes, base: int = 0) -> EncryptedPpid:
+        n = _PPID_SIZES.get(cert_type)
+        if n is None:
+            raise ParseError("EncryptedPpid", base, f"certification data type {cert_type} carries no PPID")
+        if len(data) != n + 20:
+            raise ParseError("EncryptedPpid", base, f"type {cert_type} needs {n + 20} bytes, got {len(data)}")
+        pcesvn, pceid = struct.unpack_from("<HH", data, n + 16)
+        return cls(data[:n], data[n : n + 16], pcesvn, pceid)
+
+    def to_bytes(self) -> bytes:
+        return self.encrypted_ppid + self.cpusvn + struct.pack("<HH", self.pcesvn, self.pceid)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificationData:
+    """``sgx_ql_certification_data_t``: u16 type, u32 size, then ``size`` bytes of ``data``."""
+
+    cert_type: int
+    data: bytes
+
+    @classmethod
+    def read(cls, r: Reader) -> CertificationData:
+        cert_type = r.u16("certification data type")
+        size = r.u32("certification data size")
+        return cls(cert_type, r.take(size, f"certification data (type {cert_type})"))
+
+    def to_bytes(self) -> bytes:
+        return struct.pack("<HI", self.cert_type, len(self.data)) + self.data
+
+    def pck_chain_pem(self) -> bytes:
+        """The PEM PCK chain of a type-5 block (trailing NULs stripped), or of the type-5 block nested
+        in a type-6 block."""
+        if self.cert_type == CERT_TYPE_QE_REPORT:
+            return self.qe_report_certification().certification_data.pck_chain_pem()
+        if self.cert_type != CERT_TYPE_PCK_CHAIN:
+            raise ParseError(
+                "CertificationData", 0, f"type {self.cert_type} is not a PCK certificate chain (5)"
+            )
+        return self.data.rstrip(b"\x00")
+
+    def qe_report_certification(self) -> QeReportCertData:
+        """Decode a type-6 block (QE report certification data)."""
+        if self.cert_type != CERT_TYPE_QE_REPORT:
+            raise ParseError(
+                "CertificationData", 0, f"type {self.cert_type} is not QE report certification (6)"
+            )
+        r = Reader(self.data, "QeReportCertData")
+        out = QeReportCertData.read(r)
+        if r.remaining:
+            raise ParseError(
+                "QeReportCertData",
+                r.pos,
+                f"{r.remaining} unexpected bytes after the inner certification data",
+            )
+        return out
+
+    def encrypted_ppid(self) -> EncryptedPpid:
+        """Decode a type 1, 2 or 3 block (PPID, CPUSVN, PCESVN, PCE-ID)."""
+        return EncryptedPpid.from_bytes(self.cert_type, self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class QeReportCertData:
+    """The QE's certification: its report body (signed by the PCK key), auth data, PCK data."""
+
+    qe_report: ReportBody
+    qe_report_signature: bytes
+    qe_auth_data: bytes
+    certification_data: CertificationData
+
+    def __post_init__(self) -> None:
+        check_field("QeReportCertData", "qe_report_signature", self.qe_report_signature, 64)
+
+    @classmethod
+    def read(cls, r: Reader) -> QeReportCertData:
+        body = ReportBody.from_bytes(r.take(ReportBody.SIZE, "QE report"))
+        sig = r.take(64, "QE report signature")
+        auth = r.take(r.u16("QE auth data size"), "QE auth data")
+        return cls(body, sig, auth, CertificationData.read(r))
+
+    def to_bytes(self) -> bytes:
+        return b"".join(
+            (
+                self.qe_report.to_bytes(),
+                self.qe_report_signature,
+                struct.pack("<H", len(self.qe_auth_data)),
+                self.qe_auth_data,
+                self.certification_data.to_bytes(),
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EcdsaSigData:
+    """ECDSA P-256 signature data: ISV signature, attestation key and the QE's certification.
+
+    For v4/v5 quotes ``qe_cert`` travels inside a type-6 certification data block; this class
+    hides that difference (see :meth:`to_bytes`).
+    """
+
+    signature: bytes
+    attestation_key: bytes
+    qe_cert: QeReportCertData
+
+    def __post_init__(self) -> None:
+        check_field("EcdsaSigData", "signature", self.signature, 64)
+        check_field("EcdsaSigData", "attestation_key", self.attestation_key, 64)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, version: int, base: int = 0) -> EcdsaSigData:
+        r = Reader(data, "EcdsaSigData", base)
+        sig = r.take(64, "quote signature")
+        key = r.take(64, "attestation key")
+        if version == 3:
+            qe_cert = QeReportCertData.read(r)
+        else:
+            outer = CertificationData.read(r)
+            if outer.cert_type != CERT_TYPE_QE_REPORT:
+                raise ParseError(
+                    "EcdsaSigData",
+                    base + 128,
+                    f"v{version} quote needs certification data type 6, got {outer.cert_type}",
+                )
+            inner = Reader(outer.data, "QeReportCertData", base + 128 + 6)
+            qe_cert = QeReportCertData.read(inner)
+            if inner.remaining:
+                raise ParseError(
+                    "QeReportCertData", inner.base + inner.pos, f"{inner.remaining} unexpected bytes"
+                )
+        if r.remaining:
+            raise ParseError(
+                "EcdsaSigData", base + r.pos, f"{r.remaining} bytes left inside signature_data_len"
+            )
+        return cls(sig, key, qe_cert)
+
+    def to_bytes(self, version: int) -> bytes:
+        qe = self.qe_cert.to_bytes()
+        if version != 3:
+            qe = CertificationData(CERT_TYPE_QE_REPORT, qe).to_bytes()
+        return self.signature + self.attestation_key + qe
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A DCAP quote v3, v4 or v5 with ECDSA P-256 signature data."""
+
+    header: QuoteHeader
+    body: Body
+    signature_data: EcdsaSigData
+    body_type: int | None = None
+    trailing: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.header.version not in (3, 4, 5):
+            raise ParseError("Quote", 0, f"unsupported quote version {self.header.version}")
+        if (self.header.version == 5) != (self.body_type is not None):
+            raise ParseError("Quote", 48, "body_type is required for v5 quotes and only for them")
+
+    # --- decoding -----------------------------------------------------------------------------
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Quote:
+        """Parse a quote; raise :class:`ParseError` naming the structure and offset on bad input."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ParseError("Quote", 0, f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        r = Reader(data, "Quote")
+        header = QuoteHeader.from_bytes(r.take(QuoteHeader.SIZE, "header"))
+        if header.version not in (3, 4, 5):
+            raise ParseError("Quote", 0, f"unsupported quote version {header.version} (expected 3, 4 or 5)")
+        if header.att_key_type != ATT_KEY_TYPE_ECDSA_P256:
+            raise ParseError(
+                "Quote", 2, f"unsupported attestation key type {header.att_key_type} (expected 2)"
+            )
+        body_type: int | None = None
+        if header.version == 5:
+            body_type = r.u16("body type")
+            body_size = r.u32("body size")
+            cls_ = _V5_BODIES.get(body_type)
+            if cls_ is None:
+                raise ParseError("Quote", 48, f"unknown v5 body type {body_type}")
+            if body_size != cls_.SIZE:
+                raise ParseError(
+                    "Quote", 50, f"body type {body_type} must be {cls_.SIZE} bytes, size says {body_size}"
+                )
+            _check_tee(header, body_type)
+            body: Body = cls_.from_bytes(r.take(cls_.SIZE, "body"))
+        else:
+            cls2 = _v34_body(header)
+            body = cls2.from_bytes(r.take(cls2.SIZE, "body"))
+        sig_len = r.u32("signature_data_len")
+        sig_base = r.pos
+        sig = EcdsaSigData.from_bytes(r.take(sig_len, "signature data"), header.version, sig_base)
+        return cls(header, body, sig, body_type, r.rest())
+
+    # --- encoding -----------------------------------------------------------------------------
+    @property
+    def signed_bytes(self) -> bytes:
+        """What the attestation key signs: header | [v5 body descriptor] | body."""
+        body = self.body.to_bytes()
+        if self.body_type is not None:
+            return self.header.to_bytes() + struct.pack("<HI", self.body_type, len(body)) + body
+        return self.header.to_bytes() + body
+
+    def to_bytes(self) -> bytes:
+        sig = self.signature_data.to_bytes(self.header.version)
+        return self.signed_bytes + struct.pack("<I", len(sig)) + sig + self.trailing
+
+    # --- convenience --------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self.header.version
+
+    @property
+    def is_tdx(self) -> bool:
+        return isinstance(self.body, (TdReport10, TdReport15))
+
+    @property
+    def signature_data_len(self) -> int:
+        return len(self.signature_data.to_bytes(self.header.version))
+
+    @property
+    def qe_report(self) -> ReportBody:
+        return self.signature_data.qe_cert.qe_report
+
+    @property
+    def certification_data(self) -> CertificationData:
+        """The innermost certification data (type 5 PCK chain, type 3 encrypted PPID...)."""
+        return self.signature_data.qe_cert.certification_data
+
+    @property
+    def pck_chain_pem(self) -> bytes | None:
+        """The PEM PCK chain carried in the quote (type 5), or ``None``."""
+        cd = self.certification_data
+        return cd.pck_chain_pem() if cd.cert_type == CERT_TYPE_PCK_CHAIN else None
+
+    @property
+    def report_data(self) -> bytes:
+        return self.body.report_data
+
+
+_V5_BODIES: dict[int, type[ReportBody] | type[TdReport10] | type[TdReport15]] = {
+    BODY_TYPE_SGX: ReportBody,
+    BODY_TYPE_TD_REPORT10: TdReport10,
+    BODY_TYPE_TD_REPORT15: TdReport15,
+}
+
+
+def _check_tee(header: QuoteHeader, body_type: int) -> None:
+    want = TEE_TYPE_SGX if body_type == BODY_TYPE_SGX else TEE_TYPE_TDX
+    if header.tee_type != want:
+        raise ParseError("Quote", 4, f"TEE type {header.tee_type:#x} does not match body type {body_type}")
+
+
+def _v34_body(header: QuoteHeader) -> type[ReportBody] | type[TdReport10]:
+    if header.version == 3:
+        return ReportBody
+    if header.tee_type == TEE_TYPE_SGX:
+        return ReportBody
+    if header.tee_type == TEE_TYPE_TDX:
+        return TdReport10
+    raise ParseError("Quote", 4, f"unknown TEE type {header.tee_type:#x}")
+
+
+def parse_quote(data: bytes) -> Quote:
+    """Parse quote bytes (alias of :meth:`Quote.from_bytes`)."""
+    return Quote.from_bytes(data)
+
+
+__all__ = [
+    "ATT_KEY_TYPE_ECDSA_P256",
+    "ATT_KEY_TYPE_ECDSA_P384",
+    "BODY_TYPE_SGX",
+    "BODY_TYPE_TD_REPORT10",
+    "BODY_TYPE_TD_REPORT15",
+    "CERT_TYPE_PCK_CHAIN",
+    "CERT_TYPE_PCK_CLEARTEXT",
+    "CERT_TYPE_PLATFORM_MANIFEST",
+    "CERT_TYPE_PPID_CLEARTEXT",
+    "CERT_TYPE_PPID_RSA2048_ENCRYPTED",
+    "CERT_TYPE_PPID_RSA3072_ENCRYPTED",
+    "CERT_TYPE_QE_REPORT",
+    "INTEL_QE_VENDOR_ID",
+    "TEE_TYPE_SGX",
+    "TEE_TYPE_TDX",
+    "Body",
+    "CertificationData",
+    "EcdsaSigData",
+    "EncryptedPpid",
+    "QeReportCertData",
+    "Quote",
+    "QuoteHeader",
+    "parse_quote",
+]
