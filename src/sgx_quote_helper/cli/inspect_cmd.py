@@ -11,6 +11,7 @@ import click
 from ..abi.pck import SGX_EXTENSION_OID, SgxExtensions
 from ..abi.quote import CERT_TYPE_PCK_CHAIN, Quote
 from ..abi.report import ReportBody
+from ..abi.tdreport import TdReport15
 from ..errors import ParseError
 from ._common import fail
 
@@ -107,7 +108,7 @@ def summarize(quote: Quote) -> dict[str, Any]:
             attributes=body.td_attributes.hex(),
             debug=body.debug,
         )
-        if hasattr(body, "mr_service_td"):
+        if isinstance(body, TdReport15):
             out["tee_tcb_svn2"] = body.tee_tcb_svn2.hex()
             out["mr_service_td"] = body.mr_service_td.hex()
     out["report_data"] = body.report_data.hex()
