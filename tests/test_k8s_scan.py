@@ -211,3 +211,8 @@ def test_node_capacity_patch_escapes_the_pointer() -> None:
     assert scan.node_capacity_patch("sgx.intel.com/epc", 98566144) == [
         {"op": "add", "path": "/status/capacity/sgx.intel.com~1epc", "value": "98566144"}
     ]
+
+
+def test_nothing_on_a_node_without_sgx() -> None:
+    config = PluginConfig(enclave_resource=scan.INTEL_ENCLAVE_RESOURCE)
+    assert scan.plan_resources(EpcInfo({}, "none"), SgxDevices("none"), config) == []

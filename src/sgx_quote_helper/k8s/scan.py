@@ -293,10 +293,11 @@ def plan_resources(epc: EpcInfo, devices: SgxDevices, config: PluginConfig) -> l
     * EPC: one device per MiB (IDs "0".."N-1", NUMA node from the sysfs split), Allocate hands
       out the enclave node only. Nothing when the node has no EPC.
     * provision (optional): ``provision_slots`` shareable slots handing out ``/dev/sgx_provision``;
-      only the quote-helper pod should request it. Nothing when no provisioning node exists.
+      only the quote-helper pod should request it. Not with the out-of-tree driver (no such node).
     * enclave (optional, Intel's name): ``enclave_slots`` slots handing out the enclave node.
 
-    Device paths come from ``devices`` as found at start-up; health is re-checked later.
+    Device paths come from ``devices`` as found at start-up; health is re-checked later. A node
+    with neither EPC nor SGX device nodes gets nothing.
     """
     plans: list[ResourcePlan] = []
     enclave = devices.enclave or "/dev/sgx_enclave"
@@ -318,7 +319,8 @@ def plan_resources(epc: EpcInfo, devices: SgxDevices, config: PluginConfig) -> l
                 f"{epc.total_mib} MiB of EPC (from {epc.source})",
             )
         )
-    if config.provision_resource and devices.layout != "out-of-tree":
+    sgx_present = devices.layout != "none" or epc.total_mib > 0
+    if config.provision_resource and sgx_present and devices.layout != "out-of-tree":
         provision = devices.provision or _EXPECTED_PROVISION.get(devices.layout, "/dev/sgx_provision")
         plans.append(
             ResourcePlan(
@@ -328,7 +330,7 @@ def plan_resources(epc: EpcInfo, devices: SgxDevices, config: PluginConfig) -> l
                 f"{config.provision_slots} slots of {provision} (for the quote helper only)",
             )
         )
-    if config.enclave_resource:
+    if config.enclave_resource and sgx_present:
         plans.append(
             ResourcePlan(
                 config.enclave_resource,
