@@ -1,0 +1,224 @@
+"""X.509 for DCAP: the pinned root, PCK and TCB-signing chains, CRLs, validity windows.
+
+Loading is separate from verifying (as in ``cryptography.x509``): ``load_*`` only parse, and every
+check takes ``now`` and the trusted root as parameters. Failures raise
+:class:`~sgx_quote_helper.errors.VerificationError` with the step number given by the caller.
+Rules: ``shared/specs/dcap-quote.md`` §2 and §4 (QVL's PckCertVerifier / TCBSigningChain).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ..abi.pck import SGX_EXTENSION_OID, SgxExtensions
+from ..errors import CollateralError, ParseError, VerificationError
+from .roots import INTEL_SGX_ROOT_CA_DER
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----")
+_SGX_EXT = x509.ObjectIdentifier(SGX_EXTENSION_OID)
+
+#: a validity window: (not before, not after, upper bound inclusive?)
+Window = tuple[datetime, datetime, bool]
+
+
+def common_name(cert: x509.Certificate) -> str:
+    """The subject CN ('' if absent)."""
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = attrs[0].value if attrs else ""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def load_pem_chain(pem: bytes | str, step: int, what: str) -> list[x509.Certificate]:
+    """Every PEM certificate in ``pem`` (NULs and text between them ignored), leaf first."""
+    raw = pem.encode("latin-1", "replace") if isinstance(pem, str) else pem
+    blocks = _PEM_CERT.findall(raw)
+    if not blocks:
+        raise VerificationError(step, f"{what}-missing", "no PEM certificate found")
+    try:
+        return [x509.load_pem_x509_certificate(b) for b in blocks]
+    except ValueError as exc:
+        raise VerificationError(step, f"{what}-malformed", str(exc)) from None
+
+
+def load_crl(der: bytes, step: int, what: str) -> x509.CertificateRevocationList:
+    """A DER CRL, or VerificationError(step, '<what>-malformed')."""
+    try:
+        crl = x509.load_der_x509_crl(der)
+        _ = crl.next_update_utc, crl.last_update_utc  # force the lazy fields to decode now
+    except ValueError as exc:
+        raise VerificationError(step, f"{what}-malformed", str(exc)) from None
+    return crl
+
+
+@dataclass(frozen=True)
+class TrustedRoot:
+    """The trust anchor: a self-signed root certificate given as DER or PEM."""
+
+    der: bytes
+
+    @classmethod
+    def intel(cls) -> TrustedRoot:
+        """Intel's production SGX Root CA (the embedded, hash-checked constant)."""
+        return _INTEL
+
+    @classmethod
+    def load(cls, data: bytes) -> TrustedRoot:
+        """Load a root from DER or PEM bytes; CollateralError if it is not one self-signed cert."""
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            try:
+                cert = x509.load_pem_x509_certificate(_PEM_CERT.findall(data)[0])
+            except (ValueError, IndexError):
+                raise CollateralError("root CA: not a PEM certificate") from None
+            data = cert.public_bytes(serialization.Encoding.DER)
+        root = cls(bytes(data))
+        try:
+            cert = root.cert
+            cert.verify_directly_issued_by(cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise CollateralError("root CA: not a self-signed certificate") from None
+        return root
+
+    @cached_property
+    def cert(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
+    @cached_property
+    def sha256(self) -> bytes:
+        return hashlib.sha256(self.der).digest()
+
+    @cached_property
+    def public_key_bytes(self) -> bytes:
+        return self.cert.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+
+
+_INTEL = TrustedRoot(INTEL_SGX_ROOT_CA_DER)
+
+
+def check_window(cert: x509.Certificate, now: datetime, step: int, what: str) -> Window:
+    """notBefore <= now <= notAfter, else '<what>-not-yet-valid' / '<what>-expired'."""
+    lo, hi = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now < lo:
+        raise VerificationError(step, f"{what}-not-yet-valid", f"valid from {lo.isoformat()}")
+    if now > hi:
+        raise VerificationError(step, f"{what}-expired", f"expired {hi.isoformat()}")
+    return (lo, hi, True)
+
+
+def check_issued_by(child: x509.Certificate, issuer: x509.Certificate, step: int, what: str) -> None:
+    """``child`` names ``issuer`` as its issuer and carries a valid signature by its key."""
+    try:
+        child.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        raise VerificationError(step, f"{what}-bad-signature", "not signed by its issuer") from None
+
+
+def check_pinned(chain_root: x509.Certificate, trusted: TrustedRoot, step: int) -> None:
+    """The chain's root is the trusted root (same key and same signature bytes, as QVL checks)."""
+    if chain_root.signature != trusted.cert.signature:
+        raise VerificationError(step, "untrusted-root", "the chain does not end at the trusted root CA")
+    if chain_root.tbs_certificate_bytes == trusted.cert.tbs_certificate_bytes:
+        return  # the very same certificate
+    key = chain_root.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    if key != trusted.public_key_bytes:
+        raise VerificationError(step, "untrusted-root", "the chain does not end at the trusted root CA")
+
+
+def check_crl(
+    crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, step: int, what: str
+) -> Window:
+    """The CRL is issued and signed by ``issuer`` and ``thisUpdate <= now < nextUpdate``."""
+    key = issuer.public_key()
+    if crl.issuer != issuer.subject or not isinstance(key, ec.EllipticCurvePublicKey):
+        raise VerificationError(step, f"{what}-wrong-issuer", "CRL issuer does not match")
+    if not crl.is_signature_valid(key):
+        raise VerificationError(step, f"{what}-bad-signature")
+    lo, hi = crl.last_update_utc, crl.next_update_utc
+    if hi is None:
+        raise VerificationError(step, f"{what}-malformed", "CRL has no nextUpdate")
+    if now < lo:
+        raise VerificationError(step, f"{what}-not-yet-valid", f"valid from {lo.isoformat()}")
+    if now >= hi:
+        raise VerificationError(step, f"{what}-expired", f"expired {hi.isoformat()}")
+    return (lo, hi, False)
+
+
+def check_not_revoked(
+    crl: x509.CertificateRevocationList | None, cert: x509.Certificate, step: int, what: str
+) -> None:
+    """``cert``'s serial is not listed in ``crl`` (no CRL: nothing to check)."""
+    if crl is not None and crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+        raise VerificationError(step, f"{what}-revoked", f"serial {cert.serial_number:x} is revoked")
+
+
+def check_cn(cert: x509.Certificate, phrases: tuple[str, ...], step: int, what: str) -> str:
+    """The subject CN contains every phrase (Intel's role names; SIMULATED prefixes allowed)."""
+    cn = common_name(cert)
+    if not all(p in cn for p in phrases):
+        raise VerificationError(step, f"{what}-wrong-role", f"CN {cn!r} lacks {phrases!r}")
+    return cn
+
+
+def sgx_extensions(leaf: x509.Certificate, step: int) -> SgxExtensions:
+    """The decoded SGX extension (OID 1.2.840.113741.1.13.1) of a PCK leaf certificate."""
+    try:
+        ext = leaf.extensions.get_extension_for_oid(_SGX_EXT).value
+    except x509.ExtensionNotFound:
+        raise VerificationError(step, "pck-sgx-extension-missing") from None
+    except ValueError as exc:
+        raise VerificationError(step, "pck-cert-malformed", str(exc)) from None
+    raw = getattr(ext, "value", None)
+    if not isinstance(raw, bytes):
+        raise VerificationError(step, "pck-sgx-extension-malformed")
+    try:
+        return SgxExtensions.from_der(raw)
+    except ParseError as exc:
+        raise VerificationError(step, "pck-sgx-extension-malformed", str(exc)) from None
+
+
+def ec_key(cert: x509.Certificate, step: int, what: str) -> ec.EllipticCurvePublicKey:
+    """The certificate's P-256 public key."""
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise VerificationError(step, f"{what}-wrong-key-type", "expected an ECDSA P-256 key")
+    return key
+
+
+def split_root(chain: list[x509.Certificate], trusted: TrustedRoot, step: int, what: str) -> x509.Certificate:
+    """The chain's root: its last certificate if self-issued (then pinned), else the trusted root."""
+    last = chain[-1]
+    if last.subject == last.issuer:
+        check_pinned(last, trusted, step)
+        chain.pop()
+    return trusted.cert
+
+
+__all__ = [
+    "TrustedRoot",
+    "Window",
+    "check_cn",
+    "check_crl",
+    "check_issued_by",
+    "check_not_revoked",
+    "check_pinned",
+    "check_window",
+    "common_name",
+    "ec_key",
+    "load_crl",
+    "load_pem_chain",
+    "sgx_extensions",
+    "split_root",
+]

@@ -1,0 +1,264 @@
+"""The numbered verification checks, one small function each.
+
+Every check raises :class:`~sgx_quote_helper.errors.VerificationError` with ``step`` set to a
+:class:`Step` and a short machine-friendly ``reason``; callers and tests branch on those, never on
+message text. The order follows Intel's QVL (``shared/specs/dcap-quote.md`` §4), with dcap-qvl's
+stricter time checks (every certificate, CRL, TCB Info and QE Identity must be valid at ``now``).
+``verify.verifier`` strings them together and caches what only depends on the collateral.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from ..abi.pck import SgxExtensions
+from ..abi.quote import INTEL_QE_VENDOR_ID, TEE_TYPE_SGX, TEE_TYPE_TDX, Quote
+from ..abi.report import ReportBody
+from ..errors import VerificationError
+from . import chain as ch
+from .qeidentity import QeIdentity, QeTcbLevel
+from .tcbinfo import TcbInfo
+
+_ECDSA = ec.ECDSA(hashes.SHA256())
+_P256 = ec.SECP256R1()
+
+
+class Step(IntEnum):
+    """The verification steps, in the order they run."""
+
+    QUOTE_FORMAT = 1  # version / TEE type / attestation key type / QE vendor
+    ROOT_CA = 2  # every chain ends at the pinned (or explicitly passed) root
+    PCK_CHAIN = 3  # PCK leaf <- PCK CA <- root: signatures, roles, validity windows
+    CRL = 4  # root CA CRL and PCK CRL: issuer, signature, window; revocation of the chain
+    TCB_INFO = 5  # TCB signing chain, signature over the exact text, issueDate/nextUpdate
+    QE_IDENTITY = 6  # the same for the QE Identity
+    PLATFORM_MATCH = 7  # FMSPC and PCE-ID of the PCK cert vs TCB Info; TCB Info id vs TEE type
+    QE_REPORT_SIGNATURE = 8  # QE report signed by the PCK key
+    QE_REPORT_DATA = 9  # QE REPORTDATA[0:32] == SHA-256(attestation key || QE auth data)
+    QE_IDENTITY_MATCH = 10  # QE report vs QE Identity (masked MISCSELECT/ATTRIBUTES, MRSIGNER...)
+    ISV_SIGNATURE = 11  # header || body signed by the attestation key
+    TCB_LEVEL = 12  # platform TCB level match (no level = rejection)
+    TDX_MODULE = 13  # TDX module identity (MRSIGNERSEAM, SEAM attributes, module TCB level)
+    POLICY = 14  # the relying party's policy (not authenticity)
+
+    @property
+    def label(self) -> str:
+        """Lower-case name used in JSON output (``"pck_chain"``, ``"policy"``...)."""
+        return self.name.lower()
+
+
+def fail(step: Step, reason: str, detail: str = "") -> VerificationError:
+    """Build the VerificationError for ``step``."""
+    return VerificationError(step, reason, detail)
+
+
+def ecdsa_verify(key: ec.EllipticCurvePublicKey, raw_sig: bytes, data: bytes) -> bool:
+    """Verify a raw r||s P-256 signature over SHA-256(data)."""
+    sig = encode_dss_signature(int.from_bytes(raw_sig[:32], "big"), int.from_bytes(raw_sig[32:], "big"))
+    try:
+        key.verify(sig, data, _ECDSA)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def raw_public_key(xy: bytes, step: Step, what: str) -> ec.EllipticCurvePublicKey:
+    """A P-256 key from its 64-byte X||Y form."""
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(_P256, b"\x04" + xy)
+    except ValueError:
+        raise fail(step, f"{what}-invalid", "not a point on P-256") from None
+
+
+# --- 1 ------------------------------------------------------------------------------------------
+def check_quote_format(quote: Quote) -> None:
+    """Step 1: supported version/TEE combination and Intel's QE vendor ID."""
+    h = quote.header
+    if h.qe_vendor_id != INTEL_QE_VENDOR_ID:
+        raise fail(Step.QUOTE_FORMAT, "unknown-qe-vendor", h.qe_vendor_id.hex())
+    tee = TEE_TYPE_TDX if quote.is_tdx else TEE_TYPE_SGX
+    if h.version >= 4 and h.tee_type != tee:
+        raise fail(Step.QUOTE_FORMAT, "tee-type-mismatch")
+    if quote.is_tdx and h.version not in (4, 5):
+        raise fail(Step.QUOTE_FORMAT, "unsupported-version")
+
+
+# --- 2, 3, 4 ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VerifiedPck:
+    """A PCK chain that passed steps 2-4: the leaf key, its SGX extension and windows."""
+
+    leaf: x509.Certificate
+    key: ec.EllipticCurvePublicKey
+    extensions: SgxExtensions
+    ca_type: str
+    windows: tuple[ch.Window, ...]
+
+
+def check_pck_chain(
+    pem: bytes | str,
+    root: ch.TrustedRoot,
+    now: datetime,
+    root_crl: x509.CertificateRevocationList | None,
+    pck_crl: x509.CertificateRevocationList | None,
+) -> VerifiedPck:
+    """Steps 2-4 for the PCK chain (CRLs ``None`` only when the caller skips CRL checks)."""
+    certs = ch.load_pem_chain(pem, Step.PCK_CHAIN, "pck-chain")
+    if len(certs) not in (2, 3):
+        raise fail(Step.PCK_CHAIN, "pck-chain-length", f"{len(certs)} certificates")
+    root_cert = ch.split_root(certs, root, Step.ROOT_CA, "pck-chain")
+    if len(certs) != 2:
+        raise fail(Step.PCK_CHAIN, "pck-chain-length", "expected leaf and PCK CA")
+    leaf, ca = certs
+    windows = [ch.check_window(root_cert, now, Step.ROOT_CA, "root-ca")]
+    ch.check_issued_by(ca, root_cert, Step.PCK_CHAIN, "pck-ca")
+    ch.check_issued_by(leaf, ca, Step.PCK_CHAIN, "pck-cert")
+    ca_cn = ch.check_cn(ca, ("SGX PCK", "CA"), Step.PCK_CHAIN, "pck-ca")
+    ch.check_cn(leaf, ("SGX PCK Certificate",), Step.PCK_CHAIN, "pck-cert")
+    windows.append(ch.check_window(ca, now, Step.PCK_CHAIN, "pck-ca"))
+    windows.append(ch.check_window(leaf, now, Step.PCK_CHAIN, "pck-cert"))
+    if pck_crl is not None:
+        windows.append(ch.check_crl(pck_crl, ca, now, Step.CRL, "pck-crl"))
+    ch.check_not_revoked(root_crl, ca, Step.CRL, "pck-ca")
+    ch.check_not_revoked(pck_crl, leaf, Step.CRL, "pck-cert")
+    ext = ch.sgx_extensions(leaf, Step.PCK_CHAIN)
+    ca_type = "processor" if "Processor" in ca_cn else "platform" if "Platform" in ca_cn else "unknown"
+    key = ch.ec_key(leaf, Step.PCK_CHAIN, "pck-cert")
+    return VerifiedPck(leaf, key, ext, ca_type, tuple(windows))
+
+
+def check_root_crl(
+    der: bytes, root: ch.TrustedRoot, now: datetime
+) -> tuple[x509.CertificateRevocationList, ch.Window]:
+    """Step 4 (root half): the root CA CRL is signed by the trusted root and current."""
+    crl = ch.load_crl(der, Step.CRL, "root-ca-crl")
+    return crl, ch.check_crl(crl, root.cert, now, Step.CRL, "root-ca-crl")
+
+
+def load_pck_crl(der: bytes) -> x509.CertificateRevocationList:
+    """Parse the PCK CRL (its issuer is checked against the quote's PCK CA in step 4)."""
+    return ch.load_crl(der, Step.CRL, "pck-crl")
+
+
+# --- 5, 6 ---------------------------------------------------------------------------------------
+def check_signing_chain(
+    step: Step,
+    what: str,
+    chain_pem: str,
+    root: ch.TrustedRoot,
+    root_crl: x509.CertificateRevocationList | None,
+    now: datetime,
+) -> tuple[ec.EllipticCurvePublicKey, list[ch.Window]]:
+    """Steps 5/6 (chain half): the TCB Signing cert is issued by the root, current, not revoked."""
+    certs = ch.load_pem_chain(chain_pem, step, f"{what}-chain")
+    root_cert = ch.split_root(certs, root, Step.ROOT_CA, f"{what}-chain")
+    if len(certs) != 1:
+        raise fail(step, f"{what}-chain-length", f"{len(certs)} certificates before the root")
+    signer = certs[0]
+    ch.check_issued_by(signer, root_cert, step, "tcb-signing-cert")
+    ch.check_cn(signer, ("SGX TCB Signing",), step, "tcb-signing-cert")
+    windows = [
+        ch.check_window(root_cert, now, Step.ROOT_CA, "root-ca"),
+        ch.check_window(signer, now, step, "tcb-signing-cert"),
+    ]
+    ch.check_not_revoked(root_crl, signer, step, "tcb-signing-cert")
+    return ch.ec_key(signer, step, "tcb-signing-cert"), windows
+
+
+def check_json_signature(
+    step: Step, what: str, key: ec.EllipticCurvePublicKey, text: str, signature: bytes
+) -> None:
+    """Steps 5/6 (signature half): the signature covers the exact signed text."""
+    if not ecdsa_verify(key, signature, text.encode()):
+        raise fail(step, f"{what}-bad-signature")
+
+
+def check_issued_window(step: Step, what: str, issue: datetime, next_update: datetime, now: datetime) -> None:
+    """Steps 5/6 (time half): ``issueDate <= now <= nextUpdate``."""
+    if now < issue:
+        raise fail(step, f"{what}-not-yet-valid", f"issued {issue.isoformat()}")
+    if now > next_update:
+        raise fail(step, f"{what}-expired", f"next update was due {next_update.isoformat()}")
+
+
+# --- 7 ------------------------------------------------------------------------------------------
+def check_platform_match(
+    quote: Quote, ext: SgxExtensions, tcb_info: TcbInfo, qe_identity: QeIdentity
+) -> None:
+    """Step 7: FMSPC and PCE-ID of the PCK cert equal TCB Info's; collateral kinds fit the TEE."""
+    if quote.is_tdx != tcb_info.is_tdx or (quote.is_tdx and tcb_info.version < 3):
+        raise fail(Step.PLATFORM_MATCH, "tcb-info-wrong-tee", f"TCB Info id {tcb_info.id}")
+    if qe_identity.id != ("TD_QE" if quote.is_tdx else "QE"):
+        raise fail(Step.PLATFORM_MATCH, "qe-identity-wrong-tee", f"QE Identity id {qe_identity.id}")
+    if ext.fmspc != tcb_info.fmspc:
+        raise fail(Step.PLATFORM_MATCH, "fmspc-mismatch", f"{ext.fmspc.hex()} != {tcb_info.fmspc.hex()}")
+    if ext.pceid != tcb_info.pce_id:
+        raise fail(Step.PLATFORM_MATCH, "pceid-mismatch")
+
+
+# --- 8, 9, 10, 11 -------------------------------------------------------------------------------
+def check_qe_report_signature(key: ec.EllipticCurvePublicKey, qe_report: bytes, signature: bytes) -> None:
+    """Step 8: the PCK leaf key signed the 384-byte QE report."""
+    if not ecdsa_verify(key, signature, qe_report):
+        raise fail(Step.QE_REPORT_SIGNATURE, "qe-report-bad-signature")
+
+
+def check_qe_report_data(qe_report: ReportBody, attestation_key: bytes, auth_data: bytes) -> None:
+    """Step 9: QE REPORTDATA[0:32] == SHA-256(attestation key || QE auth data) (QVL compares 32 B)."""
+    if hashlib.sha256(attestation_key + auth_data).digest() != qe_report.report_data[:32]:
+        raise fail(Step.QE_REPORT_DATA, "qe-report-data-mismatch")
+
+
+def check_qe_identity(qe_report: ReportBody, identity: QeIdentity) -> QeTcbLevel:
+    """Step 10: masked MISCSELECT and ATTRIBUTES, MRSIGNER, ISVPRODID; then the ISVSVN level."""
+    s = Step.QE_IDENTITY_MATCH
+    if qe_report.misc_select & identity.miscselect_mask != identity.miscselect & identity.miscselect_mask:
+        raise fail(s, "qe-miscselect-mismatch")
+    attrs = qe_report.attributes.to_bytes()
+    mask = identity.attributes_mask
+    if any((a & m) != (b & m) for a, b, m in zip(attrs, identity.attributes, mask, strict=True)):
+        raise fail(s, "qe-attributes-mismatch")
+    if qe_report.mr_signer != identity.mrsigner:
+        raise fail(s, "qe-mrsigner-mismatch")
+    if qe_report.isv_prod_id != identity.isvprodid:
+        raise fail(s, "qe-isvprodid-mismatch")
+    for level in identity.levels:
+        if qe_report.isv_svn >= level.isvsvn:
+            return level
+    raise fail(s, "qe-tcb-not-supported", f"QE ISVSVN {qe_report.isv_svn} below every level")
+
+
+def check_isv_signature(key: ec.EllipticCurvePublicKey, signed: bytes, signature: bytes) -> None:
+    """Step 11: the attestation key signed header || body."""
+    if not ecdsa_verify(key, signature, signed):
+        raise fail(Step.ISV_SIGNATURE, "quote-bad-signature")
+
+
+__all__ = [
+    "Step",
+    "VerifiedPck",
+    "check_issued_window",
+    "check_isv_signature",
+    "check_json_signature",
+    "check_pck_chain",
+    "check_platform_match",
+    "check_qe_identity",
+    "check_qe_report_data",
+    "check_qe_report_signature",
+    "check_quote_format",
+    "check_root_crl",
+    "check_signing_chain",
+    "ecdsa_verify",
+    "fail",
+    "load_pck_crl",
+    "raw_public_key",
+]

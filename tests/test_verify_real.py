@@ -1,0 +1,135 @@
+"""Every real vector with collateral reaches its expected verdict (``shared/testdata/real``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sgx_quote_helper.errors import VerificationError
+from sgx_quote_helper.verify.collateral import Collateral, from_pcs_responses, load_dcap_qvl_json
+from sgx_quote_helper.verify.policy import Policy
+from sgx_quote_helper.verify.status import TcbStatus
+from sgx_quote_helper.verify.steps import Step
+from sgx_quote_helper.verify.verifier import Verifier, verify
+
+from .conftest import load_expected, real_dir
+
+CSW = TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED
+
+# (vector, collateral file, converged status, platform advisory IDs); QE UpToDate in all
+ACCEPTING = [
+    ("phala-sgx-v3-processor", "collateral-2025-06.dcap-qvl.json", CSW, ("INTEL-SA-00289", "INTEL-SA-00615")),
+    ("phala-sgx-v3-processor", "collateral-2023-11.dcap-qvl.json", CSW, ("INTEL-SA-00289", "INTEL-SA-00615")),
+    ("tdx/phala-tdx-v4", "collateral-2025-06.dcap-qvl.json", TcbStatus.UP_TO_DATE, ()),
+]
+
+
+def _case(vector: str, collateral: str) -> tuple[bytes, Collateral, int]:
+    d = real_dir(vector)
+    now = next(c["now_unix"] for c in load_expected(d)["cases"] if c["collateral"] == collateral)
+    return (d / "quote.bin").read_bytes(), load_dcap_qvl_json((d / collateral).read_text()), now
+
+
+@pytest.mark.parametrize(("vector", "collateral", "status", "advisories"), ACCEPTING)
+def test_real_vector_accepted(
+    vector: str, collateral: str, status: TcbStatus, advisories: tuple[str, ...]
+) -> None:
+    quote, coll, now = _case(vector, collateral)
+    v = verify(quote, coll, now)
+    assert v.accepted and v.rejection is None
+    assert v.status is status and v.platform_status is status
+    assert v.qe_status is TcbStatus.UP_TO_DATE
+    assert v.advisory_ids == advisories
+    assert v.crls_checked
+    assert v.to_dict()["status"] == status.value
+
+
+def test_phala_sgx_identity_fields() -> None:
+    quote, coll, now = _case("phala-sgx-v3-processor", "collateral-2025-06.dcap-qvl.json")
+    v = verify(quote, coll, now)
+    assert v.fmspc.hex().upper() == "00A067110000"
+    assert v.ca_type == "processor" and v.sgx_type == 0
+    assert bytes.fromhex(v.to_dict()["report_data"]).startswith(b"Hello, world!")
+    assert v.tcb_evaluation_data_number == 17
+    assert v.warnings  # accepted with a warning: not UpToDate
+
+
+def test_automata_debug_rejected_by_policy_then_allowed() -> None:
+    quote, coll, now = _case("automata-sgx-v3-debug", "collateral-2024-08.dcap-qvl.json")
+    v = verify(quote, coll, now)
+    assert not v.accepted
+    assert v.rejection is not None and (v.rejection.step, v.rejection.reason) == ("policy", "debug")
+    assert v.status is CSW  # the TCB status is still reported
+    with pytest.raises(VerificationError) as exc:
+        v.require_accepted()
+    assert (exc.value.step, exc.value.reason) == (Step.POLICY, "debug")
+    allowed = verify(quote, coll, now, policy=Policy(allow_debug=True))
+    assert allowed.accepted and allowed.status is CSW
+    assert allowed.advisory_ids == ("INTEL-SA-00289", "INTEL-SA-00615")
+
+
+def test_tdx_v5_outdated_has_no_matching_level() -> None:
+    quote, coll, now = _case("tdx/phala-tdx-v5-outdated", "collateral-2026-02.dcap-qvl.json")
+    with pytest.raises(VerificationError) as exc:
+        verify(quote, coll, now)
+    assert (exc.value.step, exc.value.reason) == (Step.TCB_LEVEL, "no-matching-tcb-level")
+
+
+def test_automata_tdx_v5_service_td_rejected_by_default() -> None:
+    quote, coll, now = _case("tdx/automata-tdx-v5", "collateral-2025-06.dcap-qvl.json")
+    v = verify(quote, coll, now)
+    assert v.rejection is not None and v.rejection.reason == "service-td"
+    assert v.tee == "TDX" and v.quote_version == 5
+    assert verify(quote, coll, now, policy=Policy(allow_service_td=True)).accepted
+
+
+def _oasis() -> tuple[bytes, Collateral]:
+    d: Path = real_dir("oasis-sgx-v3-platform")
+    coll = from_pcs_responses(
+        tcb_info_response=(d / "tcb_info_v3_2022-12.json").read_bytes(),
+        tcb_info_issuer_chain=(d / "tcb_info_issuer_chain.pem").read_text(),
+        qe_identity_response=(d / "qe_identity_2022-12.json").read_bytes(),
+    )
+    return (d / "quote.bin").read_bytes(), coll
+
+
+def test_oasis_partial_collateral_needs_the_dangerous_switch() -> None:
+    quote, coll = _oasis()
+    with pytest.raises(VerificationError) as exc:
+        verify(quote, coll, 1671497404)
+    assert (exc.value.step, exc.value.reason) == (Step.CRL, "root-ca-crl-missing")
+    v = verify(quote, coll, 1671497404, dangerous_skip_crls=True)
+    assert v.status is TcbStatus.SW_HARDENING_NEEDED
+    assert v.advisory_ids == ("INTEL-SA-00615", "INTEL-SA-00657")
+    assert v.qe_status is TcbStatus.UP_TO_DATE
+    assert v.ca_type == "platform" and not v.crls_checked
+
+
+@pytest.mark.parametrize(
+    ("now", "step", "reason"),
+    [
+        (1671194735, Step.TCB_INFO, "tcb-info-not-yet-valid"),  # QE identity also not yet issued
+        (1673786737, Step.QE_IDENTITY, "qe-identity-expired"),
+        (1891163522, Step.TCB_INFO, "tcb-signing-cert-expired"),
+        (1670238720, Step.TCB_INFO, "tcb-info-not-yet-valid"),
+    ],
+)
+def test_oasis_time_windows(now: int, step: Step, reason: str) -> None:
+    quote, coll = _oasis()
+    with pytest.raises(VerificationError) as exc:
+        verify(quote, coll, now, dangerous_skip_crls=True)
+    assert (exc.value.step, exc.value.reason) == (step, reason)
+
+
+def test_warm_cache_is_equivalent_and_respects_time() -> None:
+    quote, coll, now = _case("phala-sgx-v3-processor", "collateral-2025-06.dcap-qvl.json")
+    v = Verifier()
+    first = v.verify(quote, coll, now)
+    again = v.verify(quote, coll, now + 60)
+    assert first.status is again.status and first.advisory_ids == again.advisory_ids
+    # the same cached collateral, asked about a time past its window, fails with the precise step
+    with pytest.raises(VerificationError) as exc:
+        v.verify(quote, coll, now + 40 * 86400)
+    assert exc.value.step in (Step.CRL, Step.TCB_INFO, Step.QE_IDENTITY)
+    assert v.verify(quote, coll, now).status is first.status
