@@ -1,0 +1,107 @@
+"""``SimulatedEngine``: the :class:`~sgx_quote_helper.engine.base.QuotingEngine` of a simulated platform.
+
+It behaves like DCAP's ``sgx_ql_init_quote`` / ``sgx_ql_get_quote_size`` / ``sgx_ql_get_quote``
+with QE3 and the PCE (``shared/specs/aesm-protocol.md`` §6):
+
+- one key id, ECDSA-P256 QE3 (matched by its 158-byte base; others raise UNSUPPORTED_ATT_KEY_ID);
+- ``init_quote(want_pub_key_id=False)`` is a size query (32, no target info);
+  ``init_quote(want_pub_key_id=True)`` loads the stored attestation key or creates one, certifies it
+  and returns the QE's target info and the ECDSA_ID;
+- a platform whose attestation key was stored by an earlier run quotes at once (QE3's sealed blob);
+- ``get_quote`` checks the app report's MAC as QE3 would (INVALID_REPORT if it was not made for the
+  QE's target info), signs header || body with the attestation key, and answers the app's
+  ``QeReportInfo`` with a QE report MAC'd for the app.
+
+Thread-safe: quotes are serialised by one lock (real QE3 quotes one at a time too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+from ..abi.codes import QuoteLibStatus
+from ..abi.keyid import AttKeyId, QeReportInfo
+from ..abi.report import Report
+from ..errors import EngineError
+from .base import InitQuoteResult, QuoteResult
+from .platform import Platform
+from .qe import QE_TARGET_INFO, CertifiedKey, qe_report_body
+
+#: sizeof(sgx_sha256_hash_t): the ECDSA_ID
+PUB_KEY_ID_SIZE = 32
+
+
+class SimulatedEngine:
+    """Quoting engine backed by a :class:`Platform` (real signatures, simulated trust anchor)."""
+
+    name = "simulated"
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self._key_id = AttKeyId.ecdsa_p256_qe3()
+        self._base = self._key_id.base
+        self._lock = threading.Lock()
+        stored = platform.attestation_key()
+        self._certified: CertifiedKey | None = CertifiedKey.certify(platform, stored) if stored else None
+
+    def supported_key_ids(self) -> list[AttKeyId]:
+        """The single ECDSA-P256 QE3 key id."""
+        return [self._key_id]
+
+    def _check_key_id(self, key_id: AttKeyId) -> None:
+        if key_id.base != self._base:
+            raise EngineError(
+                QuoteLibStatus.UNSUPPORTED_ATT_KEY_ID, "only the ECDSA-P256 QE3 key id is supported"
+            )
+
+    def _ready(self) -> CertifiedKey:
+        certified = self._certified
+        if certified is None:
+            raise EngineError(
+                QuoteLibStatus.ATT_KEY_NOT_INITIALIZED,
+                "no attestation key yet: call InitQuoteEx with a pub key id",
+            )
+        return certified
+
+    def init_quote(self, key_id: AttKeyId, want_pub_key_id: bool) -> InitQuoteResult:
+        """Size query, or load/create + certify the attestation key and return QE target info + ECDSA_ID."""
+        self._check_key_id(key_id)
+        if not want_pub_key_id:
+            return InitQuoteResult(PUB_KEY_ID_SIZE)
+        with self._lock:
+            if self._certified is None:
+                self._certified = CertifiedKey.certify(self.platform, self.platform.ensure_attestation_key())
+            certified = self._certified
+        return InitQuoteResult(PUB_KEY_ID_SIZE, QE_TARGET_INFO, certified.ecdsa_id)
+
+    def quote_size(self, key_id: AttKeyId) -> int:
+        """The exact length :meth:`get_quote` returns."""
+        self._check_key_id(key_id)
+        return self._ready().quote_size
+
+    def get_quote(
+        self, report: Report, key_id: AttKeyId, qe_report_info: QeReportInfo | None = None
+    ) -> QuoteResult:
+        """Verify the app's report MAC, then build and sign the v3 quote (and the QE report if asked)."""
+        self._check_key_id(key_id)
+        certified = self._ready()
+        if not self.platform.verify_report_mac(report, QE_TARGET_INFO):
+            raise EngineError(
+                QuoteLibStatus.INVALID_REPORT,
+                "report MAC does not verify: it was not made for the QE's target info",
+            )
+        with self._lock:
+            quote = certified.quote(report.body)
+        if qe_report_info is None:
+            return QuoteResult(quote)
+        digest = hashlib.sha256(qe_report_info.nonce + quote).digest()
+        body = qe_report_body(self.platform, digest + bytes(32))
+        qe_report = self.platform.report_for(qe_report_info.app_enclave_target_info, body)
+        return QuoteResult(quote, qe_report_info.with_qe_report(qe_report))
+
+    def close(self) -> None:
+        """Nothing to release (keys live in memory and on disk). Idempotent."""
+
+
+__all__ = ["PUB_KEY_ID_SIZE", "SimulatedEngine"]
