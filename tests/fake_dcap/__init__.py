@@ -1,0 +1,84 @@
+"""A fake Intel DCAP quote library (C, built with gcc into a temp dir) for hardware-free tests.
+
+``fake_dcap`` (session fixture) compiles ``fake_qe3_logic.c`` (the sgx_ql_* core calls with
+Intel's prototypes, answering from a REAL quote of ``../shared/testdata/real``), a minimal
+variant without the optional symbols, and ``fake_pce_logic.c``; it skips the tests only when gcc
+is absent. ``FakeDcap.control`` is a ctypes handle on the same loaded library, used to force
+statuses and read what the engine did (see the C file's header).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import real_dir
+
+HERE = Path(__file__).resolve().parent
+#: the real quote the fake library serves
+QUOTE_VECTOR = "phala-sgx-v3-processor"
+
+
+@dataclass(frozen=True)
+class FakeDcap:
+    qe3: Path  # full fake libsgx_qe3_logic.so
+    qe3_minimal: Path  # without sgx_ql_get_keyid and load_qe
+    pce: Path  # fake libsgx_pce_logic.so
+    quote: bytes  # the real quote it serves
+    device_root: Path  # holds sgx_enclave and sgx_provision (plain files)
+
+    @property
+    def control(self) -> ctypes.CDLL:
+        lib = ctypes.CDLL(str(self.qe3), mode=ctypes.RTLD_GLOBAL)
+        lib.fake_dcap_set_status.argtypes = [ctypes.c_char_p, ctypes.c_uint32]
+        lib.fake_dcap_calls.argtypes = [ctypes.c_char_p]
+        lib.fake_dcap_calls.restype = ctypes.c_uint32
+        return lib
+
+    def force(self, fn: str, status: int) -> None:
+        assert self.control.fake_dcap_set_status(fn.encode(), status) == 0
+
+    def calls(self, fn: str) -> int:
+        return int(self.control.fake_dcap_calls(fn.encode()))
+
+    def reset(self) -> None:
+        self.control.fake_dcap_reset()
+
+
+def _gcc(out: Path, *args: str) -> None:
+    cmd = ["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-o", str(out), *args]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def fake_dcap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeDcap]:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed: cannot build the fake DCAP library")
+    quote_path = real_dir(QUOTE_VECTOR) / "quote.bin"
+    out = tmp_path_factory.mktemp("fake_dcap")
+    pce = out / "libfake_pce_logic.so"
+    qe3 = out / "libfake_qe3_logic.so"
+    minimal = out / "libfake_qe3_logic_minimal.so"
+    _gcc(pce, str(HERE / "fake_pce_logic.c"))
+    _gcc(qe3, str(HERE / "fake_qe3_logic.c"))
+    _gcc(minimal, "-DFAKE_MINIMAL", str(HERE / "fake_qe3_logic.c"))
+    devices = out / "dev"
+    devices.mkdir()
+    for name in ("sgx_enclave", "sgx_provision"):
+        (devices / name).write_bytes(b"")
+    old = os.environ.get("FAKE_DCAP_QUOTE")
+    os.environ["FAKE_DCAP_QUOTE"] = str(quote_path)
+    # the fake QE3 logic leaves sgx_pce_get_target undefined, like Intel's: load the PCE first
+    ctypes.CDLL(str(pce), mode=ctypes.RTLD_GLOBAL)
+    yield FakeDcap(qe3, minimal, pce, quote_path.read_bytes(), devices)
+    if old is None:
+        os.environ.pop("FAKE_DCAP_QUOTE", None)
+    else:
+        os.environ["FAKE_DCAP_QUOTE"] = old
