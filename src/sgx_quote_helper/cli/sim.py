@@ -1,0 +1,347 @@
+"""``sgx-quote-helper sim``: the simulated SGX platform from the command line.
+
+Subcommands: ``init`` (create a platform), ``report`` (stand-in for EREPORT), ``quote`` (report +
+quote in-process), ``collateral`` (signed collateral, dcap-qvl JSON) and ``root-ca`` (the trust anchor).
+Every subcommand takes ``--state-dir DIR``. Bad input exits 2 with one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..abi.keyid import AttKeyId
+from ..abi.quote import Quote
+from ..abi.report import TargetInfo
+from ..errors import ConfigError, EngineError, ParseError, PlatformStateError
+from ._common import fail, parse_hex, resolve_state_dir, state_dir_option
+
+_ERRORS = (PlatformStateError, ConfigError, ParseError, EngineError)
+
+
+class _OneLineErrors(click.Group):
+    """Turn usage errors of the subcommands (bad or missing options) into one ``error:`` line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            fail(exc.format_message())
+
+
+def _write(out: str, data: bytes) -> None:
+    """Write ``data`` to the file ``out`` (``-`` = standard output)."""
+    if out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        Path(out).write_bytes(data)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror}")
+
+
+def _say(out: str, message: str) -> None:
+    """Report what was done; on stderr when the data itself went to stdout."""
+    click.echo(message, err=out == "-")
+
+
+def _hex(value: str | None, name: str, **kw: int) -> bytes | None:
+    try:
+        return parse_hex(value, name, **kw)
+    except click.BadParameter as exc:
+        fail(exc.message)
+
+
+def _open_platform(state_dir: Path | None) -> Any:
+    from ..engine.platform import Platform
+
+    try:
+        return Platform.open(resolve_state_dir(state_dir), create=True)
+    except _ERRORS as exc:
+        fail(str(exc))
+
+
+def _identity_options(f: Any) -> Any:
+    """The enclave identity flags shared by ``report`` and ``quote``."""
+    options = [
+        click.option(
+            "--report-data", metavar="HEX", help="Up to 64 bytes of report data, hex (zero-padded)."
+        ),
+        click.option(
+            "--mrenclave", metavar="HEX", help="MRENCLAVE of the simulated enclave (32 bytes hex) [zero]."
+        ),
+        click.option(
+            "--mrsigner", metavar="HEX", help="MRSIGNER of the simulated enclave (32 bytes hex) [zero]."
+        ),
+        click.option("--isv-prod-id", type=click.IntRange(0, 0xFFFF), default=0, show_default=True),
+        click.option("--isv-svn", type=click.IntRange(0, 0xFFFF), default=0, show_default=True),
+        click.option(
+            "--debug", is_flag=True, help="Set the DEBUG attribute (verifiers reject debug enclaves)."
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _identity(report_data: str | None, mrenclave: str | None, mrsigner: str | None) -> dict[str, bytes]:
+    return {
+        "report_data": _hex(report_data, "--report-data", max_len=64) or b"",
+        "mr_enclave": _hex(mrenclave, "--mrenclave", exact=32) or bytes(32),
+        "mr_signer": _hex(mrsigner, "--mrsigner", exact=32) or bytes(32),
+    }
+
+
+@click.group(cls=_OneLineErrors, no_args_is_help=True)
+def sim() -> None:
+    """The simulated SGX platform: real DCAP quotes without SGX hardware.
+
+    A platform lives in a state directory: its report-key secret, PPID, FMSPC, SVNs and a
+    SIMULATED Intel PKI (root CA, PCK CA, PCK certificate, TCB signing certificate). It is created
+    on first use, or explicitly with `sim init`. Verifiers accept its quotes only when told to
+    trust its root (`sim root-ca`), never with Intel's.
+
+    \b
+    Examples:
+      sgx-quote-helper sim init --state-dir /tmp/plat
+      sgx-quote-helper sim quote --state-dir /tmp/plat --report-data 48656c6c6f --out quote.bin
+      sgx-quote-helper sim collateral --state-dir /tmp/plat --out collateral.json
+      sgx-quote-helper sim root-ca --state-dir /tmp/plat --der --out root.der
+    """
+
+
+@sim.command("init")
+@state_dir_option
+@click.option("--fmspc", metavar="HEX", help="FMSPC, 6 bytes hex [00A0A5510000].")
+@click.option("--cpusvn", metavar="HEX", help="CPUSVN, 16 bytes hex [the current simulated TCB level].")
+@click.option("--pcesvn", type=click.IntRange(0, 0xFFFF), default=None, help="PCE SVN [13].")
+@click.option("--qe-svn", type=click.IntRange(0, 0xFFFF), default=None, help="QE SVN [8].")
+@click.option(
+    "--ca",
+    type=click.Choice(["processor", "platform"]),
+    default="processor",
+    show_default=True,
+    help="Which PCK CA issues the PCK certificate.",
+)
+@click.option(
+    "--cert-data",
+    type=click.Choice(["pck-chain", "encrypted-ppid"]),
+    default="pck-chain",
+    show_default=True,
+    help="Quote certification data: type 5 (PEM chain) or type 3 (encrypted PPID).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing platform (new keys, new PPID).")
+def init_cmd(
+    state_dir: Path | None,
+    fmspc: str | None,
+    cpusvn: str | None,
+    pcesvn: int | None,
+    qe_svn: int | None,
+    ca: str,
+    cert_data: str,
+    force: bool,
+) -> None:
+    """Create a simulated platform (refuses to replace one unless --force).
+
+    Lower SVNs than the defaults make an older, out-of-date platform: verifiers then report
+    OutOfDate (or the status of the TCB level it matches) with the advisory ids of that level.
+
+    \b
+    Examples:
+      sgx-quote-helper sim init --state-dir /tmp/plat
+      sgx-quote-helper sim init --state-dir /tmp/old --cpusvn 0d0d0303ffff01000000000000000000
+      sgx-quote-helper sim init --state-dir /tmp/mp --ca platform --cert-data encrypted-ppid --force
+    """
+    from ..engine import identity
+    from ..engine.platform import Platform
+
+    kwargs: dict[str, Any] = {"ca": ca, "cert_data": cert_data, "force": force}
+    kwargs["fmspc"] = _hex(fmspc, "--fmspc", exact=6) or identity.DEFAULT_FMSPC
+    kwargs["cpusvn"] = _hex(cpusvn, "--cpusvn", exact=16) or identity.DEFAULT_CPUSVN
+    kwargs["pcesvn"] = identity.DEFAULT_PCESVN if pcesvn is None else pcesvn
+    kwargs["qe_svn"] = identity.DEFAULT_QE_SVN if qe_svn is None else qe_svn
+    path = resolve_state_dir(state_dir)
+    try:
+        platform = Platform.init(path, **kwargs)
+    except _ERRORS as exc:
+        fail(str(exc))
+    ident = platform.identity
+    click.echo(f"created a simulated SGX platform in {path}")
+    click.echo(f"  FMSPC {ident.fmspc.hex().upper()}  CPUSVN {ident.cpusvn.hex()}  PCESVN {ident.pcesvn}")
+    click.echo(f"  QE SVN {ident.qe_svn}  PCK CA {ident.ca}  certification data {ident.cert_data}")
+
+
+@sim.command("report")
+@state_dir_option
+@click.option(
+    "--target-info",
+    "target_info",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The 512-byte TARGETINFO of the enclave the report is for (e.g. the QE's).",
+)
+@click.option(
+    "--out", required=True, metavar="FILE", help="Where to write the 432-byte report ('-' = stdout)."
+)
+@_identity_options
+def report_cmd(
+    state_dir: Path | None,
+    target_info: Path,
+    out: str,
+    report_data: str | None,
+    mrenclave: str | None,
+    mrsigner: str | None,
+    isv_prod_id: int,
+    isv_svn: int,
+    debug: bool,
+) -> None:
+    """Stand in for EREPORT: write a REPORT MAC'd for the given target enclave.
+
+    C apps and other languages use this where an enclave would call EREPORT: get the QE's
+    target info (InitQuoteEx), make the report here, send it with GetQuoteEx.
+
+    \b
+    Example:
+      sgx-quote-helper sim report --target-info qe_target_info.bin \\
+          --report-data 00112233 --mrenclave $(printf 'ab%.0s' {1..32}) --out report.bin
+    """
+    try:
+        target = TargetInfo.from_bytes(target_info.read_bytes())
+    except OSError as exc:
+        fail(f"cannot read {target_info}: {exc.strerror}")
+    except ParseError as exc:
+        fail(f"{target_info} is not a target info: {exc}")
+    ident = _identity(report_data, mrenclave, mrsigner)
+    platform = _open_platform(state_dir)
+    report = platform.ereport(
+        target,
+        ident["report_data"],
+        mr_enclave=ident["mr_enclave"],
+        mr_signer=ident["mr_signer"],
+        isv_prod_id=isv_prod_id,
+        isv_svn=isv_svn,
+        debug=debug,
+    )
+    _write(out, report.to_bytes())
+    _say(
+        out,
+        f"wrote a {len(report.to_bytes())}-byte report for target MRENCLAVE {target.mr_enclave.hex()} to {out}",
+    )
+
+
+@sim.command("quote")
+@state_dir_option
+@click.option("--out", required=True, metavar="FILE", help="Where to write the quote ('-' = stdout).")
+@_identity_options
+def quote_cmd(
+    state_dir: Path | None,
+    out: str,
+    report_data: str | None,
+    mrenclave: str | None,
+    mrsigner: str | None,
+    isv_prod_id: int,
+    isv_svn: int,
+    debug: bool,
+) -> None:
+    """Make an enclave report and a DCAP quote for it, in-process (no quote service needed).
+
+    \b
+    Examples:
+      sgx-quote-helper sim quote --out quote.bin --report-data "$(printf hello | xxd -p)"
+      sgx-quote-helper sim quote --mrenclave <64 hex> --isv-svn 2 --out - | sgx-quote-helper inspect -
+    """
+    from ..engine.qe import QE_TARGET_INFO
+    from ..engine.simulated import SimulatedEngine
+
+    ident = _identity(report_data, mrenclave, mrsigner)
+    platform = _open_platform(state_dir)
+    engine = SimulatedEngine(platform)
+    key_id = AttKeyId.ecdsa_p256_qe3()
+    try:
+        engine.init_quote(key_id, True)
+        report = platform.ereport(
+            QE_TARGET_INFO,
+            ident["report_data"],
+            mr_enclave=ident["mr_enclave"],
+            mr_signer=ident["mr_signer"],
+            isv_prod_id=isv_prod_id,
+            isv_svn=isv_svn,
+            debug=debug,
+        )
+        quote = engine.get_quote(report, key_id).quote
+    except _ERRORS as exc:
+        fail(str(exc))
+    _write(out, quote)
+    cert_type = Quote.from_bytes(quote).certification_data.cert_type
+    _say(out, f"wrote a {len(quote)}-byte DCAP quote v3 (certification data type {cert_type}) to {out}")
+
+
+def _parse_now(value: str | None) -> dt.datetime:
+    if value is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        if value.isdigit():
+            return dt.datetime.fromtimestamp(int(value), dt.UTC)
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        fail(f"--now must be unix seconds or an ISO 8601 time like 2026-01-31T12:00:00Z, got {value!r}")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@sim.command("collateral")
+@state_dir_option
+@click.option("--out", required=True, metavar="FILE", help="Where to write the JSON ('-' = stdout).")
+@click.option(
+    "--now",
+    metavar="TIME",
+    help="Issue time: unix seconds or ISO 8601 [the current time]. "
+    "Dates are issued one hour before it and stay valid 30 days.",
+)
+def collateral_cmd(state_dir: Path | None, out: str, now: str | None) -> None:
+    """Write signed collateral (TCB Info, QE Identity, CRLs) in dcap-qvl's QuoteCollateralV3 JSON.
+
+    \b
+    Example (verify a simulated quote with dcap-qvl, trusting the simulated root):
+      sgx-quote-helper sim collateral --out coll.json
+      sgx-quote-helper sim root-ca --der --out root.der
+      python -c "import dcap_qvl,time; print(dcap_qvl.verify_with_root_ca(open('quote.bin','rb').read(),
+        dcap_qvl.QuoteCollateralV3.from_json(open('coll.json').read()), open('root.der','rb').read(),
+        int(time.time())).status)"
+    """
+    from ..engine.collateral import quote_collateral_json
+
+    when = _parse_now(now)
+    platform = _open_platform(state_dir)
+    _write(out, quote_collateral_json(platform, when).encode())
+    _say(
+        out,
+        f"wrote collateral for FMSPC {platform.identity.fmspc.hex().upper()} issued {when:%Y-%m-%dT%H:%M:%SZ} to {out}",
+    )
+
+
+@sim.command("root-ca")
+@state_dir_option
+@click.option("--out", required=True, metavar="FILE", help="Where to write the certificate ('-' = stdout).")
+@click.option("--der", is_flag=True, help="DER instead of PEM.")
+def root_ca_cmd(state_dir: Path | None, out: str, der: bool) -> None:
+    """Export the SIMULATED Intel SGX Root CA certificate (the anchor verifiers must be told to trust).
+
+    \b
+    Examples:
+      sgx-quote-helper sim root-ca --out root.pem
+      sgx-quote-helper sim root-ca --der --out root.der
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    platform = _open_platform(state_dir)
+    encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+    _write(out, platform.certs["root"].public_bytes(encoding))
+    _say(out, f"wrote the SIMULATED Intel SGX Root CA ({'DER' if der else 'PEM'}) to {out}")
+
+
+__all__ = ["sim"]
