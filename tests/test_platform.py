@@ -10,6 +10,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sgx_quote_helper.abi.pck import SgxExtensions
 from sgx_quote_helper.abi.report import Attributes, Report, TargetInfo
@@ -272,3 +274,51 @@ def test_report_key_derivation_inputs() -> None:
 def test_report_data_too_long(platform: Platform) -> None:
     with pytest.raises(ParseError):
         platform.ereport(TARGET, bytes(65))
+
+
+# -- fuzz: a manifest from outside is parsed or refused with PlatformStateError, nothing else ----------
+
+_FIELDS = ["fmspc", "cpusvn", "pcesvn", "pce_id", "qe_svn", "sgx_type", "ca", "cert_data", "ppid", "qe_id"]
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(platform_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _copy(platform_dir, tmp_path_factory.mktemp("fuzz") / "state")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    mutations=st.dictionaries(
+        st.sampled_from([*_FIELDS, "format", "format_version"]), _json_values, max_size=4
+    ),
+    drop=st.lists(st.sampled_from(_FIELDS), max_size=2),
+)
+def test_fuzz_manifest(
+    platform_dir: Path, fuzz_dir: Path, mutations: dict[str, object], drop: list[str]
+) -> None:
+    manifest = json.loads((platform_dir / MANIFEST).read_text())
+    manifest.update(mutations)
+    for name in drop:
+        manifest.pop(name, None)
+    (fuzz_dir / MANIFEST).write_text(json.dumps(manifest))
+    try:
+        loaded = Platform.open(fuzz_dir)
+    except PlatformStateError:
+        return
+    assert len(loaded.identity.cpusvn) == 16 and len(loaded.identity.fmspc) == 6
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=300))
+def test_fuzz_manifest_bytes(
+    platform_dir: Path, tmp_path_factory: pytest.TempPathFactory, content: bytes
+) -> None:
+    d = tmp_path_factory.mktemp("fz")
+    (d / MANIFEST).write_bytes(content)
+    with pytest.raises(PlatformStateError):
+        Platform.open(d)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from sgx_quote_helper.abi.keyid import AttKeyId
+from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.engine import collateral as C
 from sgx_quote_helper.engine.platform import Platform
 from sgx_quote_helper.engine.qe import QE_TARGET_INFO
@@ -210,3 +211,12 @@ def test_crls_and_pck_cert(default: tuple[Platform, bytes]) -> None:
         platform.certs["pck_ca"].subject,
         platform.certs["root"].subject,
     ]
+
+
+def test_pccs_helpers(tmp_path: Path) -> None:
+    platform, quote = _make(tmp_path / "e", cert_data="encrypted-ppid")
+    eppid = Quote.from_bytes(quote).certification_data.encrypted_ppid()
+    assert C.decrypt_ppid(platform, eppid.encrypted_ppid) == platform.identity.ppid
+    assert C.decrypt_ppid(platform, bytes(384)) is None
+    tcbm = C.pck_cert_tcbm(platform)
+    assert tcbm == (platform.identity.cpusvn.hex() + "0d00").upper()

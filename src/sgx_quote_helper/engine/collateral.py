@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from ..abi.keyid import QE3_MRSIGNER, QE3_PROD_ID
 from . import pki
 from .platform import Platform
-from .qe import raw_signature
+from .qe import PPID_OAEP, raw_signature
 from .tcb_history import QE_LEVELS, TCB_EVALUATION_DATA_NUMBER, TCB_LEVELS
 
 #: validity of TCB Info and QE Identity, as Intel's (30 days)
@@ -155,6 +155,21 @@ def pck_cert_pem(platform: Platform) -> tuple[bytes, bytes]:
     return leaf, platform.pck_ca_chain_pem()
 
 
+def pck_cert_tcbm(platform: Platform) -> str:
+    """The ``SGX-TCBm`` header value of the PCK certificate: hex(CPUSVN (16) || PCESVN (u16 LE)), upper case."""
+    ident = platform.identity
+    return (ident.cpusvn + ident.pcesvn.to_bytes(2, "little")).hex().upper()
+
+
+def decrypt_ppid(platform: Platform, encrypted_ppid: bytes) -> bytes | None:
+    """What Intel's PCS does with ``pckcert?encrypted_ppid=``: RSA-3072-OAEP-SHA256 decrypt with the
+    platform's PCE encryption key. ``None`` if it was not encrypted to this platform."""
+    try:
+        return platform.pce_encryption_key.decrypt(encrypted_ppid, PPID_OAEP)
+    except ValueError:
+        return None
+
+
 def root_ca_der(platform: Platform) -> bytes:
     """The SIMULATED root certificate, DER (the trust anchor a verifier pins)."""
     return platform.certs["root"].public_bytes(serialization.Encoding.DER)
@@ -192,7 +207,9 @@ def quote_collateral_json(platform: Platform, now: dt.datetime) -> str:
 
 __all__ = [
     "COLLATERAL_VALIDITY",
+    "decrypt_ppid",
     "pck_cert_pem",
+    "pck_cert_tcbm",
     "pck_crl_der",
     "qe_identity_json",
     "qe_identity_response",

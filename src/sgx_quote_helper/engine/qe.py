@@ -48,6 +48,8 @@ QE_ATTRIBUTES = Attributes(FLAG_INIT | FLAG_MODE64BIT | FLAG_PROVISIONKEY, 0xE7)
 #: QE3's authentication data: the reference bytes 0x00..0x1f (quoting_enclave_3.cpp gen_att_key)
 QE_AUTH_DATA = bytes(range(32))
 QE_TARGET_INFO = TargetInfo(mr_enclave=SIMULATED_QE_MRENCLAVE, attributes=QE_ATTRIBUTES, misc_select=0)
+#: how the PCE encrypts the PPID for certification data type 3 (RSA-3072, OAEP with SHA-256)
+PPID_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
 def raw_signature(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
@@ -81,10 +83,7 @@ def certification_data(platform: Platform) -> CertificationData:
     ident = platform.identity
     if ident.cert_data == "pck-chain":
         return CertificationData(CERT_TYPE_PCK_CHAIN, platform.pck_chain_pem() + b"\0")
-    encrypted = platform.pce_encryption_key.public_key().encrypt(
-        ident.ppid,
-        padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
-    )
+    encrypted = platform.pce_encryption_key.public_key().encrypt(ident.ppid, PPID_OAEP)
     ppid = EncryptedPpid(encrypted, ident.cpusvn, ident.pcesvn, ident.pce_id)
     return CertificationData(CERT_TYPE_PPID_RSA3072_ENCRYPTED, ppid.to_bytes())
 
@@ -136,6 +135,7 @@ class CertifiedKey:
 
 
 __all__ = [
+    "PPID_OAEP",
     "QE_ATTRIBUTES",
     "QE_AUTH_DATA",
     "QE_TARGET_INFO",
