@@ -78,8 +78,16 @@ def _identity_options(f: Any) -> Any:
         click.option(
             "--mrsigner", metavar="HEX", help="MRSIGNER of the simulated enclave (32 bytes hex) [zero]."
         ),
-        click.option("--isv-prod-id", type=click.IntRange(0, 0xFFFF), default=0, show_default=True),
-        click.option("--isv-svn", type=click.IntRange(0, 0xFFFF), default=0, show_default=True),
+        click.option(
+            "--isv-prod-id", type=click.IntRange(0, 0xFFFF), default=0, show_default=True, help="ISVPRODID."
+        ),
+        click.option(
+            "--isv-svn",
+            type=click.IntRange(0, 0xFFFF),
+            default=0,
+            show_default=True,
+            help="ISVSVN (enclave SVN).",
+        ),
         click.option(
             "--debug", is_flag=True, help="Set the DEBUG attribute (verifiers reject debug enclaves)."
         ),
@@ -253,7 +261,9 @@ def quote_cmd(
     \b
     Examples:
       sgx-quote-helper sim quote --out quote.bin --report-data "$(printf hello | xxd -p)"
-      sgx-quote-helper sim quote --mrenclave <64 hex> --isv-svn 2 --out - | sgx-quote-helper inspect -
+      sgx-quote-helper sim quote --mrenclave <64 hex> --isv-svn 2 --out quote.bin
+      sgx-quote-helper inspect quote.bin
+      sgx-quote-helper sim quote --out - | base64 -w0    # '-' writes the quote to stdout
     """
     from ..engine.qe import QE_TARGET_INFO
     from ..engine.simulated import SimulatedEngine
