@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -53,11 +52,10 @@ class Collateral:
             if len(getattr(self, name)) != 64:
                 raise CollateralError(f"collateral: {name} must be 64 bytes (r||s)")
 
-    @cached_property
-    def digest(self) -> bytes:
-        """SHA-256 over every field (length-prefixed): the cache key of this collateral."""
-        h = hashlib.sha256()
-        for value in (
+    @property
+    def cache_key(self) -> tuple[object, ...]:
+        """Every field, as an exact (collision-free) cache key for verified collateral."""
+        return (
             self.tcb_info_issuer_chain,
             self.tcb_info,
             self.tcb_info_signature,
@@ -68,10 +66,7 @@ class Collateral:
             self.root_ca_crl,
             self.pck_crl,
             self.pck_certificate_chain,
-        ):
-            raw = b"\xff" if value is None else value.encode() if isinstance(value, str) else value
-            h.update(len(raw).to_bytes(8, "little") + raw)
-        return h.digest()
+        )
 
     @cached_property
     def tcb_info_model(self) -> TcbInfo:

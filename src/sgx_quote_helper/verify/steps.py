@@ -104,21 +104,34 @@ class VerifiedPck:
     windows: tuple[ch.Window, ...]
 
 
-def check_pck_chain(
-    pem: bytes | str,
-    root: ch.TrustedRoot,
-    now: datetime,
-    root_crl: x509.CertificateRevocationList | None,
-    pck_crl: x509.CertificateRevocationList | None,
-) -> VerifiedPck:
-    """Steps 2-4 for the PCK chain (CRLs ``None`` only when the caller skips CRL checks)."""
+@dataclass(frozen=True)
+class PckChain:
+    """A parsed PCK chain whose root passed pinning (step 2): leaf, PCK CA, root."""
+
+    leaf: x509.Certificate
+    ca: x509.Certificate
+    root: x509.Certificate
+
+
+def load_pck_chain(pem: bytes | str, root: ch.TrustedRoot) -> PckChain:
+    """Steps 2-3 (parse half): leaf and PCK CA, ending at the trusted root (pinned)."""
     certs = ch.load_pem_chain(pem, Step.PCK_CHAIN, "pck-chain")
     if len(certs) not in (2, 3):
         raise fail(Step.PCK_CHAIN, "pck-chain-length", f"{len(certs)} certificates")
     root_cert = ch.split_root(certs, root, Step.ROOT_CA, "pck-chain")
     if len(certs) != 2:
         raise fail(Step.PCK_CHAIN, "pck-chain-length", "expected leaf and PCK CA")
-    leaf, ca = certs
+    return PckChain(certs[0], certs[1], root_cert)
+
+
+def check_pck_chain(
+    chain: PckChain,
+    now: datetime,
+    root_crl: x509.CertificateRevocationList | None,
+    pck_crl: x509.CertificateRevocationList | None,
+) -> VerifiedPck:
+    """Steps 2-4 for the PCK chain (CRLs ``None`` only when the caller skips CRL checks)."""
+    leaf, ca, root_cert = chain.leaf, chain.ca, chain.root
     windows = [ch.check_window(root_cert, now, Step.ROOT_CA, "root-ca")]
     ch.check_issued_by(ca, root_cert, Step.PCK_CHAIN, "pck-ca")
     ch.check_issued_by(leaf, ca, Step.PCK_CHAIN, "pck-cert")
@@ -244,6 +257,7 @@ def check_isv_signature(key: ec.EllipticCurvePublicKey, signed: bytes, signature
 
 
 __all__ = [
+    "PckChain",
     "Step",
     "VerifiedPck",
     "check_issued_window",
@@ -259,6 +273,7 @@ __all__ = [
     "check_signing_chain",
     "ecdsa_verify",
     "fail",
+    "load_pck_chain",
     "load_pck_crl",
     "raw_public_key",
 ]

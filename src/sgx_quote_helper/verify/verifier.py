@@ -16,7 +16,6 @@ network: quote bytes, collateral, root and ``now`` are parameters.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,6 +36,8 @@ from .status import TcbStatus, converge
 from .steps import Step, VerifiedPck
 from .tcbinfo import TcbInfo
 from .verdict import Verdict
+
+Key = tuple[object, ...]
 
 
 def as_datetime(now: datetime | float) -> datetime:
@@ -105,7 +106,7 @@ class Verifier:
     def verify_collateral(self, collateral: Collateral, now: datetime | float) -> VerifiedCollateral:
         """Steps 4 (root CA CRL), 5 (TCB Info) and 6 (QE Identity); cached per collateral and root."""
         now = as_datetime(now)
-        key = (collateral.digest, self.root.sha256, self.dangerous_skip_crls)
+        key = (collateral.cache_key, self.root.sha256, self.dangerous_skip_crls)
         hit = self._collateral.get(key)
         if hit is not None and within(hit.windows, now):
             return hit
@@ -146,21 +147,14 @@ class Verifier:
         return out
 
     # -- PCK chain (steps 2-4) -------------------------------------------------------------------
-    def _verify_pck(
-        self, chain_pem: bytes, vc: VerifiedCollateral, collateral: Collateral, now: datetime
-    ) -> tuple[VerifiedPck, tuple[object, ...]]:
-        key = (
-            hashlib.sha256(chain_pem).digest(),
-            collateral.digest,
-            self.root.sha256,
-            self.dangerous_skip_crls,
-        )
+    def _cached_pck(
+        self, chain_pem: bytes, collateral: Collateral, now: datetime
+    ) -> tuple[VerifiedPck | None, Key]:
+        key = (chain_pem, collateral.cache_key, self.root.sha256, self.dangerous_skip_crls)
         hit = self._pck.get(key)
         if hit is not None and within(hit.windows, now):
             return hit, key
-        pck = st.check_pck_chain(chain_pem, self.root, now, vc.root_crl, vc.pck_crl)
-        self._pck.put(key, pck)
-        return pck, key
+        return None, key
 
     def _attestation_key(self, raw: bytes) -> ec.EllipticCurvePublicKey:
         key = self._keys.get(raw)
@@ -189,9 +183,14 @@ class Verifier:
         now_dt = as_datetime(now)
         q = quote if isinstance(quote, Quote) else Quote.from_bytes(quote)
         st.check_quote_format(q)
-        vc = self.verify_collateral(collateral, now_dt)
         chain_pem = _pck_chain_of(q, pck_chain, collateral)
-        pck, pck_key = self._verify_pck(chain_pem, vc, collateral, now_dt)
+        pck, pck_key = self._cached_pck(chain_pem, collateral, now_dt)
+        chain = st.load_pck_chain(chain_pem, self.root) if pck is None else None  # root pinning first
+        vc = self.verify_collateral(collateral, now_dt)
+        if chain is not None:
+            pck = st.check_pck_chain(chain, now_dt, vc.root_crl, vc.pck_crl)
+            self._pck.put(pck_key, pck)
+        assert pck is not None
         ext = pck.extensions
         st.check_platform_match(q, ext, vc.tcb_info, vc.qe_identity)
         qe_cert = q.signature_data.qe_cert

@@ -1,0 +1,90 @@
+"""Collateral fetching from a loopback fake PCCS (types 5 and 3), and the CLI's --pccs path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sgx_quote_helper.abi.quote import Quote
+from sgx_quote_helper.cli.verify import verify as verify_cmd
+from sgx_quote_helper.errors import CollateralError, VerificationError
+from sgx_quote_helper.verify.collateral import load_dcap_qvl_json
+from sgx_quote_helper.verify.fetch import CollateralFetcher, HttpResponse, normalise_base, urllib_getter
+from sgx_quote_helper.verify.status import TcbStatus
+from sgx_quote_helper.verify.steps import Step
+from sgx_quote_helper.verify.verifier import verify
+
+from .conftest import real_dir
+from .fake_pccs import FakePccs
+from .verify_pki import FMSPC, NOW, SimPki, pccs_routes
+
+
+def test_normalise_base() -> None:
+    assert normalise_base("http://h:1/sgx/certification/v4/") == "http://h:1"
+    assert normalise_base("http://h:1/") == "http://h:1"
+
+
+def test_fetch_real_collateral_reproduces_the_verdict() -> None:
+    d = real_dir("phala-sgx-v3-processor")
+    quote = (d / "quote.bin").read_bytes()
+    original = load_dcap_qvl_json((d / "collateral-2025-06.dcap-qvl.json").read_text())
+    routes = pccs_routes(original, bytes.fromhex("00A067110000"), "processor")
+    with FakePccs(routes) as pccs:
+        fetched = CollateralFetcher(pccs.url + "/sgx/certification/v4", urllib_getter(5)).fetch(
+            Quote.from_bytes(quote)
+        )
+    assert fetched.tcb_info == original.tcb_info  # the exact signed text survives the round trip
+    assert fetched.root_ca_crl == original.root_ca_crl and fetched.pck_crl == original.pck_crl
+    v = verify(quote, fetched, 1750334400)
+    assert v.status is TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED
+    assert "/sgx/certification/v4/tcb?fmspc=00A067110000" in pccs.requests
+
+
+def test_type3_quote_fetches_its_pck_certificate() -> None:
+    pki = SimPki(cert_type=3)
+    quote = pki.quote()
+    with pytest.raises(VerificationError) as exc:
+        verify(quote, pki.collateral(), NOW, root_ca=pki.root_der)
+    assert (exc.value.step, exc.value.reason) == (Step.PCK_CHAIN, "pck-chain-missing")
+    with FakePccs(pki.pccs_routes()) as pccs:
+        coll = CollateralFetcher(pccs.url, urllib_getter(5)).fetch(Quote.from_bytes(quote))
+    pckcert = next(r for r in pccs.requests if "pckcert" in r)
+    assert "encrypted_ppid=" + "EE" * 384 in pckcert and "qeid=3987622EE6968A54977C8626EF471235" in pckcert
+    assert "pcesvn=0D00" in pckcert and "pceid=0000" in pckcert
+    assert coll.pck_certificate_chain is not None
+    v = verify(quote, coll, NOW, root_ca=pki.root_der)
+    assert v.status is TcbStatus.UP_TO_DATE and v.accepted
+
+
+def test_tcbm_mismatch_and_http_errors_are_collateral_errors() -> None:
+    pki = SimPki(cert_type=3)
+    routes = pki.pccs_routes()
+    status, body, headers = routes["pckcert"]
+    routes["pckcert"] = (status, body, {**headers, "SGX-TCBm": "00" * 18})
+    q = Quote.from_bytes(pki.quote())
+    with FakePccs(routes) as pccs, pytest.raises(CollateralError):
+        CollateralFetcher(pccs.url, urllib_getter(5)).fetch(q)
+
+    def missing(url: str) -> HttpResponse:
+        return HttpResponse(404, b"")
+
+    with pytest.raises(CollateralError):
+        CollateralFetcher("http://127.0.0.1:9", missing).fetch(q)
+
+
+def test_cli_pccs_with_explicit_root(tmp_path: Path) -> None:
+    pki = SimPki()
+    (tmp_path / "q.bin").write_bytes(pki.quote())
+    (tmp_path / "root.der").write_bytes(pki.root_der)
+    with FakePccs(pki.pccs_routes()) as pccs:
+        args = [str(tmp_path / "q.bin"), "--pccs", pccs.url, "--now", NOW.isoformat(), "--json"]
+        ok = CliRunner().invoke(verify_cmd, [*args, "--root-ca", str(tmp_path / "root.der")])
+        bad = CliRunner().invoke(verify_cmd, args)
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["status"] == "UpToDate"
+    assert bad.exit_code == 1
+    assert json.loads(bad.stdout)["error"] == {"step": "root_ca", "reason": "untrusted-root"}
+    assert FMSPC.hex().upper() == json.loads(ok.stdout)["fmspc"]
