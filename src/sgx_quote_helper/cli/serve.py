@@ -1,0 +1,171 @@
+"""``sgx-quote-helper serve``: run the AESM-compatible quote service in the foreground."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..engine.base import QuotingEngine
+from ..errors import ConfigError, SgxQuoteHelperError
+from ._common import fail, resolve_state_dir, state_dir_option
+
+ENGINES = ("simulated", "dcap")
+
+
+def _mode(value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise click.BadParameter(
+            f"socket mode must be octal digits like 0777 or 0660, got {value!r}"
+        ) from None
+    if not 0 <= mode <= 0o7777:
+        raise click.BadParameter(f"socket mode {value} is out of range")
+    return mode
+
+
+def open_engine(kind: str, state_dir: Path | None) -> QuotingEngine:
+    """Build the engine named on the command line (imports only what that engine needs)."""
+    if kind == "simulated":
+        from ..engine.platform import Platform
+        from ..engine.simulated import SimulatedEngine
+
+        return SimulatedEngine(Platform.open(resolve_state_dir(state_dir), create=True))
+    if kind == "dcap":
+        from ..engine.dcap import DcapEngine
+
+        return DcapEngine()
+    raise ConfigError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINES)}")
+
+
+@click.command("serve")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="/var/run/aesmd/aesm.socket",
+    show_default=True,
+    help="Unix socket to serve (Intel's clients only ever use the default).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default="simulated",
+    show_default=True,
+    help="simulated: software QE on a simulated platform (real signatures, SIMULATED Intel PKI); "
+    "dcap: Intel's QE3/PCE on real SGX hardware.",
+)
+@state_dir_option
+@click.option(
+    "--replace", is_flag=True, help="Take the socket even if another program (e.g. aesmd) serves it."
+)
+@click.option(
+    "--socket-mode", default="0777", show_default=True, help="Permission bits of the socket (octal)."
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Quote requests queued or running before new ones are answered BUSY (18).",
+)
+@click.option(
+    "--backlog", type=click.IntRange(min=1), default=1024, show_default=True, help="listen() backlog."
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds an idle client connection is kept open.",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=15.0,
+    show_default=True,
+    help="Seconds a client has to finish sending a request it began.",
+)
+@click.option(
+    "--max-frame-size",
+    type=click.IntRange(min=64),
+    default=1 << 20,
+    show_default=True,
+    help="Largest request.",
+)
+@click.option(
+    "--no-uvloop", is_flag=True, help="Use asyncio's default event loop even if uvloop is installed."
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info is the default, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def serve(
+    socket_path: Path,
+    engine: str,
+    state_dir: Path | None,
+    replace: bool,
+    socket_mode: str,
+    max_in_flight: int,
+    backlog: int,
+    idle_timeout: float,
+    read_timeout: float,
+    max_frame_size: int,
+    no_uvloop: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Serve SGX quotes over the AESM (aesmd) socket protocol, as Intel's aesmd does.
+
+    Apps reach it with Intel's libsgx_quote_ex / libsgx_dcap_ql (set SGX_AESM_ADDR=1 for the
+    latter), Open Enclave, Gramine, Fortanix, Enarx, oasis-core, or our Python client. The socket
+    path is taken over without a gap from a running sgx-quote-helper (updates), a stale socket is
+    replaced, and a path served by another program is refused unless --replace. SIGTERM stops
+    gracefully: queued and in-flight requests are answered first.
+
+    \b
+    Examples:
+      sgx-quote-helper serve                                  # simulated platform, default socket
+      sgx-quote-helper serve --socket /tmp/aesm/aesm.socket --state-dir /tmp/plat
+      sgx-quote-helper serve --engine dcap --socket-mode 0660 # real SGX hardware
+      sgx-quote-helper healthcheck --socket /tmp/aesm/aesm.socket
+    """
+    level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    from ..server.config import ServerConfig
+    from ..server.run import run_server
+    from ..service import AesmService
+
+    try:
+        config = ServerConfig(
+            socket_path=socket_path,
+            socket_mode=_mode(socket_mode),
+            backlog=backlog,
+            max_in_flight=max_in_flight,
+            max_frame_size=max_frame_size,
+            idle_timeout=idle_timeout,
+            read_timeout=read_timeout,
+            replace=replace,
+            use_uvloop=not no_uvloop,
+        )
+        quoting_engine = open_engine(engine, state_dir)
+    except click.BadParameter:
+        raise
+    except SgxQuoteHelperError as exc:
+        fail(str(exc), 2)
+    try:
+        service = AesmService(
+            quoting_engine, version=__version__, instance_id=secrets.token_hex(8), pid=os.getpid()
+        )
+        reason = run_server(service, config)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    finally:
+        quoting_engine.close()
+    logging.getLogger(__name__).info("exiting: %s", reason)

@@ -1,0 +1,117 @@
+"""Run the quote daemon in the foreground: event loop choice, signals, start-up checks.
+
+``run_server(service, config)`` blocks until SIGTERM/SIGINT (graceful stop, socket unlinked if still
+ours) or until a successor takes the socket path over (graceful stop, path left alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import signal
+from collections.abc import Callable
+
+from ..service import AesmService
+from .config import ServerConfig
+from .unix import AesmServer
+
+log = logging.getLogger(__name__)
+
+#: file descriptors we want: room for at least 1,024 concurrent client connections
+WANTED_NOFILE = 4096
+
+
+def protobuf_backend() -> str:
+    """The protobuf runtime in use ("upb" is the fast one; "python" is ~15x slower)."""
+    from google.protobuf.internal import api_implementation
+
+    return str(api_implementation.Type())
+
+
+def uvloop_available() -> bool:
+    """True when uvloop can be imported."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_environment() -> list[str]:
+    """Start-up checks; returns the warnings it logged (protobuf backend, fd limit)."""
+    warnings: list[str] = []
+    backend = protobuf_backend()
+    if backend != "upb":
+        warnings.append(
+            f"protobuf runs on its {backend!r} backend, not 'upb': each request costs ~15x more CPU "
+            "(unset PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION / install the protobuf wheel)"
+        )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < WANTED_NOFILE:
+        target = WANTED_NOFILE if hard == resource.RLIM_INFINITY else min(WANTED_NOFILE, hard)
+        if target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError):
+                pass
+        if soft < 1100:
+            warnings.append(f"only {soft} file descriptors allowed: fewer than ~1,024 concurrent clients")
+    for w in warnings:
+        log.warning("%s", w)
+    return warnings
+
+
+def new_event_loop(use_uvloop: bool = True) -> tuple[asyncio.AbstractEventLoop, str]:
+    """A fresh event loop (uvloop when wanted and installed) and its name."""
+    if use_uvloop and uvloop_available():
+        import uvloop
+
+        return uvloop.new_event_loop(), "uvloop"
+    if use_uvloop:
+        log.warning("uvloop is not installed: using asyncio's default loop (about 2x slower per connection)")
+    return asyncio.new_event_loop(), "asyncio"
+
+
+async def serve(
+    service: AesmService, config: ServerConfig, on_ready: Callable[[AesmServer], None] | None = None
+) -> str:
+    """Start an :class:`AesmServer`, stop it on SIGTERM/SIGINT; returns why it stopped."""
+    server = AesmServer(service, config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_stop, f"signal {signal.Signals(sig).name}")
+    if on_ready is not None:
+        on_ready(server)
+    try:
+        return await server.serve_until_stopped()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run_server(
+    service: AesmService, config: ServerConfig, on_ready: Callable[[AesmServer], None] | None = None
+) -> str:
+    """Blocking entry point (see the module doc). Raises ConfigError if the path cannot be served."""
+    check_environment()
+    loop, name = new_event_loop(config.use_uvloop)
+    log.info("event loop: %s, protobuf backend: %s", name, protobuf_backend())
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(serve(service, config, on_ready))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+__all__ = [
+    "check_environment",
+    "new_event_loop",
+    "protobuf_backend",
+    "run_server",
+    "serve",
+    "uvloop_available",
+]

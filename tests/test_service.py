@@ -1,0 +1,310 @@
+"""service.py: AESM semantics (aesm-protocol.md §6), one test per checklist item of §8 (5-8)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+
+from sgx_quote_helper.abi.codes import AesmStatus, QuoteLibStatus
+from sgx_quote_helper.abi.keyid import AttKeyId, AttKeyIdList, QeReportInfo
+from sgx_quote_helper.abi.report import Report, ReportBody, TargetInfo
+from sgx_quote_helper.errors import EngineError
+from sgx_quote_helper.service import AesmService, aesm_status_for
+from sgx_quote_helper.testing.fakes import FAKE_QE_MRENCLAVE, FAKE_QUOTE_SIZE, FakeEngine, fake_quote
+from sgx_quote_helper.wire import messages as m
+
+KEY = AttKeyId.ecdsa_p256_qe3()
+KEY_RAW = KEY.to_bytes()
+GOOD_REPORT = Report(ReportBody(report_data=b"r" * 64), key_id=b"k" * 32, mac=b"m" * 16)
+APP_TI = TargetInfo(mr_enclave=b"A" * 32)
+INFO = QeReportInfo(b"n" * 16, APP_TI)
+
+
+def service(**kw: object) -> tuple[AesmService, FakeEngine]:
+    eng = FakeEngine(**kw)  # type: ignore[arg-type]
+    return AesmService(eng, version="t", instance_id="i", pid=7), eng
+
+
+def ready() -> tuple[AesmService, FakeEngine]:
+    return service(initialised=True)
+
+
+# ---- item 5: key id discovery and selection
+
+
+def test_supported_num_is_one() -> None:
+    svc, _ = service()
+    assert svc.handle(m.GetSupportedAttKeyIDNumRequest(15000)) == m.GetSupportedAttKeyIDNumResponse(0, 1)
+
+
+def test_supported_num_zero_is_service_unavailable_with_num() -> None:
+    svc, _ = service(key_ids=[])
+    assert svc.handle(m.GetSupportedAttKeyIDNumRequest()) == m.GetSupportedAttKeyIDNumResponse(30, 0)
+
+
+def test_supported_ids_exact_buffer() -> None:
+    svc, _ = service()
+    resp = svc.handle(m.GetSupportedAttKeyIDsRequest(256))
+    assert resp == m.GetSupportedAttKeyIDsResponse(0, KEY_RAW)
+    assert KEY_RAW[154:158] == (2).to_bytes(4, "little")  # algorithm_id ECDSA-P256, what Enarx picks
+
+
+@pytest.mark.parametrize("size", [0, 255, 257, 512])
+def test_supported_ids_wrong_buffer_is_parameter_error(size: int) -> None:
+    svc, _ = service()
+    assert svc.handle(m.GetSupportedAttKeyIDsRequest(size)) == m.GetSupportedAttKeyIDsResponse(3)
+
+
+def test_select_without_list_returns_the_ecdsa_id() -> None:
+    svc, _ = service()
+    assert svc.handle(m.SelectAttKeyIDRequest(None, 15000)) == m.SelectAttKeyIDResponse(0, KEY_RAW)
+
+
+def test_select_matches_by_158_byte_base_and_returns_the_entry() -> None:
+    svc, _ = service()
+    other = AttKeyId(algorithm_id=0)  # EPID: not offered
+    same_base = AttKeyId(spid=b"s" * 16, att_key_type=1)  # differs only after byte 158
+    raw = AttKeyIdList((other, same_base)).to_bytes()
+    assert svc.handle(m.SelectAttKeyIDRequest(raw)) == m.SelectAttKeyIDResponse(0, same_base.to_bytes())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        bytes(7),
+        AttKeyIdList((KEY,), id=1).to_bytes(),
+        AttKeyIdList((KEY,), version=1).to_bytes(),
+        AttKeyIdList((KEY,) * 11).to_bytes(),
+        AttKeyIdList((KEY,)).to_bytes() + b"\0",
+        AttKeyIdList((KEY,)).to_bytes()[:-1],
+    ],
+    ids=["empty", "short-header", "id", "version", "11-entries", "long", "short"],
+)
+def test_select_bad_list_is_parameter_error(raw: bytes) -> None:
+    svc, _ = service()
+    assert svc.handle(m.SelectAttKeyIDRequest(raw)) == m.SelectAttKeyIDResponse(3)
+
+
+def test_select_no_match_is_38() -> None:
+    svc, _ = service()
+    raw = AttKeyIdList((AttKeyId(algorithm_id=0), AttKeyId(prod_id=2))).to_bytes()
+    assert svc.handle(m.SelectAttKeyIDRequest(raw)) == m.SelectAttKeyIDResponse(38)
+
+
+# ---- item 6: InitQuoteEx
+
+
+@pytest.mark.parametrize("garbage", [None, 0, 140393291379042, 0xFFFFFFFFFFFFFFFF])
+def test_init_size_query_ignores_buf_size(garbage: int | None) -> None:
+    svc, eng = service()
+    resp = svc.handle(m.InitQuoteExRequest(KEY_RAW, False, garbage))
+    assert resp == m.InitQuoteExResponse(0, target_info=bytes(512), pub_key_id_size=32)
+    assert not eng.initialised  # a size query does not create the key
+
+
+def test_init_with_buffer_returns_target_info_and_ecdsa_id() -> None:
+    svc, eng = service()
+    resp = svc.handle(m.InitQuoteExRequest(KEY_RAW, True, 32, 15000))
+    assert resp == m.InitQuoteExResponse(0, eng.target_info.to_bytes(), 32, eng.pub_key_id)
+    assert eng.initialised
+
+
+@pytest.mark.parametrize("size", [None, 0, 16, 33, 64])
+def test_init_with_buffer_needs_32(size: int | None) -> None:
+    svc, _ = service()
+    resp = svc.handle(m.InitQuoteExRequest(KEY_RAW, True, size))
+    assert isinstance(resp, m.InitQuoteExResponse)
+    assert resp.error_code == 3 and resp.target_info is None and resp.pub_key_id is None
+    assert resp.pub_key_id_size is not None  # always sent
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"), [(None, 3), (KEY_RAW[:255], 3), (AttKeyId(prod_id=2).to_bytes(), 38)]
+)
+def test_init_key_id_checks(raw: bytes | None, code: int) -> None:
+    svc, _ = service()
+    resp = svc.handle(m.InitQuoteExRequest(raw, True, 32))
+    assert isinstance(resp, m.InitQuoteExResponse) and resp.error_code == code
+
+
+def test_init_accepts_longer_key_id_matching_by_base() -> None:
+    svc, _ = service()
+    resp = svc.handle(m.InitQuoteExRequest(KEY_RAW + b"extra", True, 32))
+    assert isinstance(resp, m.InitQuoteExResponse) and resp.error_code == 0
+
+
+# ---- item 7: GetQuoteSizeEx and GetQuoteEx
+
+
+def test_quote_size_before_init_is_42_then_size() -> None:
+    svc, _ = service()
+    assert svc.handle(m.GetQuoteSizeExRequest(KEY_RAW)) == m.GetQuoteSizeExResponse(42)
+    svc.handle(m.InitQuoteExRequest(KEY_RAW, True, 32))
+    assert svc.handle(m.GetQuoteSizeExRequest(KEY_RAW)) == m.GetQuoteSizeExResponse(0, FAKE_QUOTE_SIZE)
+
+
+def test_quote_size_key_checks() -> None:
+    svc, _ = ready()
+    assert svc.handle(m.GetQuoteSizeExRequest(None)) == m.GetQuoteSizeExResponse(3)
+    assert svc.handle(
+        m.GetQuoteSizeExRequest(AttKeyId(algorithm_id=3).to_bytes())
+    ) == m.GetQuoteSizeExResponse(38)
+
+
+@pytest.mark.parametrize("extra", [0, 1, 100, 8192 - FAKE_QUOTE_SIZE])
+def test_quote_is_zero_padded_to_buf_size(extra: int) -> None:
+    svc, _ = ready()
+    size = FAKE_QUOTE_SIZE + extra
+    resp = svc.handle(m.GetQuoteExRequest(GOOD_REPORT.to_bytes(), KEY_RAW, None, size))
+    assert isinstance(resp, m.GetQuoteExResponse)
+    assert resp.error_code == 0 and resp.qe_report_info is None
+    assert resp.quote == fake_quote(GOOD_REPORT) + bytes(extra)
+    assert len(resp.quote) == size  # Enarx requires exactly buf_size
+
+
+def test_quote_buffer_too_small_is_3() -> None:
+    svc, _ = ready()
+    resp = svc.handle(m.GetQuoteExRequest(GOOD_REPORT.to_bytes(), KEY_RAW, None, FAKE_QUOTE_SIZE - 1))
+    assert resp == m.GetQuoteExResponse(3)
+
+
+def test_quote_huge_buffer_is_out_of_memory() -> None:
+    svc, _ = ready()
+    resp = svc.handle(m.GetQuoteExRequest(GOOD_REPORT.to_bytes(), KEY_RAW, None, 0xFFFFFFFF))
+    assert resp == m.GetQuoteExResponse(21)
+
+
+def test_qe_report_info_echoed_and_filled() -> None:
+    svc, _ = ready()
+    resp = svc.handle(m.GetQuoteExRequest(GOOD_REPORT.to_bytes(), KEY_RAW, INFO.to_bytes(), 8192))
+    assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == 0
+    assert resp.qe_report_info is not None and len(resp.qe_report_info) == 960
+    back = QeReportInfo.from_bytes(resp.qe_report_info)
+    assert back.nonce == INFO.nonce and back.app_enclave_target_info == APP_TI
+    qe = Report.from_bytes(back.qe_report)
+    assert qe.body.mr_enclave == FAKE_QE_MRENCLAVE
+    # report_data hashes the real quote, not the padding
+    assert qe.body.report_data == hashlib.sha256(INFO.nonce + fake_quote(GOOD_REPORT)).digest() + bytes(32)
+
+
+def test_qe_report_info_echoed_unchanged_on_error() -> None:
+    svc, _ = service()  # no key yet: 42
+    resp = svc.handle(m.GetQuoteExRequest(GOOD_REPORT.to_bytes(), KEY_RAW, INFO.to_bytes(), 8192))
+    assert resp == m.GetQuoteExResponse(42, None, INFO.to_bytes())
+
+
+# ---- item 8: validation as AESM does
+
+
+@pytest.mark.parametrize(
+    ("report", "info", "key", "code"),
+    [
+        (bytes(431), None, KEY_RAW, 3),
+        (bytes(433), None, KEY_RAW, 3),
+        (b"", None, KEY_RAW, 3),
+        (GOOD_REPORT.to_bytes(), bytes(959), KEY_RAW, 3),
+        (GOOD_REPORT.to_bytes(), bytes(961), KEY_RAW, 3),
+        (GOOD_REPORT.to_bytes(), None, None, 3),
+        (GOOD_REPORT.to_bytes(), None, KEY_RAW[:200], 3),
+        (GOOD_REPORT.to_bytes(), None, AttKeyId(mrsigner=bytes(48)).to_bytes(), 38),
+        (Report(ReportBody()).to_bytes(), None, KEY_RAW, 47),  # the fake's "MAC does not verify"
+    ],
+    ids=["431", "433", "empty", "info-959", "info-961", "no-key", "short-key", "other-key", "bad-mac"],
+)
+def test_get_quote_validation(report: bytes, info: bytes | None, key: bytes | None, code: int) -> None:
+    svc, _ = ready()
+    resp = svc.handle(m.GetQuoteExRequest(report, key, info, 8192))
+    assert isinstance(resp, m.GetQuoteExResponse)
+    assert (resp.error_code, resp.quote) == (code, None)
+    assert resp.qe_report_info == info
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (QuoteLibStatus.ERROR_INVALID_PARAMETER, 3),
+        (QuoteLibStatus.ATT_KEY_NOT_INITIALIZED, 42),
+        (QuoteLibStatus.INVALID_REPORT, 47),
+        (QuoteLibStatus.ENCLAVE_LOST, 46),
+        (QuoteLibStatus.NETWORK_ERROR, 12),
+        (QuoteLibStatus.MESSAGE_ERROR, 22),
+        (QuoteLibStatus.UNSUPPORTED_ATT_KEY_ID, 38),
+        (QuoteLibStatus.ATT_KEY_CERT_DATA_INVALID, 43),
+        (QuoteLibStatus.NO_PLATFORM_CERT_DATA, 44),
+        (QuoteLibStatus.KEY_CERTIFCATION_ERROR, 50),
+        (QuoteLibStatus.OUT_OF_EPC, 29),
+        (QuoteLibStatus.UNABLE_TO_GENERATE_QE_REPORT, 49),
+        (QuoteLibStatus(0xE0FF), 1),
+    ],
+)
+def test_engine_errors_map_like_the_ecdsa_bundle(status: QuoteLibStatus, code: int) -> None:
+    assert aesm_status_for(status) == code
+    svc, eng = ready()
+    eng.fail["get_quote"] = EngineError(status)
+    resp = svc.handle(m.GetQuoteExRequest(GOOD_REPORT.to_bytes(), KEY_RAW, None, 8192))
+    assert resp == m.GetQuoteExResponse(code)
+
+
+def test_engine_crash_is_unexpected_error() -> None:
+    svc, eng = ready()
+    eng.fail["quote_size"] = RuntimeError("bug")  # type: ignore[assignment]
+    assert svc.handle(m.GetQuoteSizeExRequest(KEY_RAW)) == m.GetQuoteSizeExResponse(1)
+
+
+# ---- items 3-4: legacy, probe, unknown
+
+
+@pytest.mark.parametrize("field", sorted(m.LEGACY_FIELDS))
+def test_legacy_requests_get_their_own_response_type(field: int) -> None:
+    svc, _ = service()
+    assert svc.handle(m.LegacyRequest(field, b"")) == m.LegacyResponse(field, AesmStatus.SERVICE_UNAVAILABLE)
+
+
+def test_empty_and_unknown_get_no_answer() -> None:
+    svc, _ = service()
+    assert svc.handle(m.EmptyRequest()) is None
+    assert svc.handle(m.UnknownRequest((30,))) is None
+
+
+def test_probe_identifies_us() -> None:
+    svc, _ = service()
+    assert svc.handle(m.HelperProbeRequest()) == m.HelperProbeResponse(0, "sgx-quote-helper", "t", 7, "i")
+
+
+def test_busy_answers_keep_the_request_type() -> None:
+    svc, _ = service()
+    busy = AesmStatus.BUSY
+    assert svc.error_response(
+        m.GetQuoteExRequest(b"", None, INFO.to_bytes(), 1), busy
+    ) == m.GetQuoteExResponse(18, None, INFO.to_bytes())
+    resp = svc.error_response(m.InitQuoteExRequest(KEY_RAW, False, 999), busy)
+    assert resp == m.InitQuoteExResponse(18, pub_key_id_size=32)
+    assert svc.error_response(m.LegacyRequest(2), busy) == m.LegacyResponse(2, 18)
+    assert svc.error_response(m.EmptyRequest(), busy) is None
+    assert svc.needs_engine(m.GetQuoteExRequest()) and not svc.needs_engine(
+        m.GetSupportedAttKeyIDNumRequest()
+    )
+
+
+def test_engine_calls_are_serialised() -> None:
+    svc, eng = ready()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(30):
+                resp = svc.handle(m.GetQuoteExRequest(GOOD_REPORT.to_bytes(), KEY_RAW, None, 8192))
+                assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == 0
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert eng.calls["get_quote"] == 180 and eng.max_concurrent == 1
