@@ -185,3 +185,14 @@ def test_help_has_examples_and_state_dir(sub: str) -> None:
     assert code == 0
     text = out.decode()
     assert "Example" in text and "--state-dir" in text and "sgx-quote-helper sim" in text
+
+
+def test_init_pki_from(state: Path, tmp_path: Path) -> None:
+    d = tmp_path / "node2"
+    code, _, err = run("sim", "init", "--state-dir", str(d), "--pki-from", str(state))
+    assert code == 0, err
+    assert Platform.open(d).certs["root"] == Platform.open(state).certs["root"]
+    code, _, err = run(
+        "sim", "init", "--state-dir", str(tmp_path / "n3"), "--pki-from", str(tmp_path / "none")
+    )
+    assert_one_error_line(code, err, "no simulated platform")

@@ -322,3 +322,20 @@ def test_fuzz_manifest_bytes(
     (d / MANIFEST).write_bytes(content)
     with pytest.raises(PlatformStateError):
         Platform.open(d)
+
+
+def test_shared_pki(platform_dir: Path, platform: Platform, tmp_path: Path) -> None:
+    same = Platform.init(tmp_path / "same", pki_from=platform_dir, cpusvn=bytes(16))
+    for role in ("root", "tcb_signing", "pck_ca"):
+        assert same.certs[role] == platform.certs[role]
+    assert same.certs["pck"] != platform.certs["pck"] and same.identity.ppid != platform.identity.ppid
+    same.certs["pck"].verify_directly_issued_by(platform.certs["pck_ca"])
+    other_ca = Platform.init(tmp_path / "other", pki_from=platform_dir, ca="platform")
+    assert other_ca.certs["root"] == platform.certs["root"]
+    assert other_ca.certs["pck_ca"] != platform.certs["pck_ca"]
+    other_ca.certs["pck_ca"].verify_directly_issued_by(platform.certs["root"])
+    assert Platform.open(tmp_path / "same").certs["root"] == platform.certs["root"]
+    with pytest.raises(ConfigError):
+        Platform.init(platform_dir, pki_from=platform_dir, force=True)
+    with pytest.raises(PlatformStateError):
+        Platform.init(tmp_path / "x", pki_from=tmp_path / "missing")

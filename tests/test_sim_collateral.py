@@ -220,3 +220,15 @@ def test_pccs_helpers(tmp_path: Path) -> None:
     assert C.decrypt_ppid(platform, bytes(384)) is None
     tcbm = C.pck_cert_tcbm(platform)
     assert tcbm == (platform.identity.cpusvn.hex() + "0d00").upper()
+
+
+def test_shared_pki_verifies_with_one_root(default: tuple[Platform, bytes], tmp_path: Path) -> None:
+    first, _ = default
+    second, quote = _make(tmp_path / "second", pki_from=first.state.path)
+    res = dcap_qvl.verify_with_root_ca(
+        quote,
+        dcap_qvl.QuoteCollateralV3.from_json(C.quote_collateral_json(second, NOW)),
+        C.root_ca_der(first),
+        NOW_S,
+    )
+    assert res.status == "UpToDate"

@@ -144,6 +144,13 @@ def sim() -> None:
     help="Quote certification data: type 5 (PEM chain) or type 3 (encrypted PPID).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing platform (new keys, new PPID).")
+@click.option(
+    "--pki-from",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Join another platform's SIMULATED PKI (same root CA and TCB signing certificate), so one "
+    "root and one collateral service cover several simulated machines.",
+)
 def init_cmd(
     state_dir: Path | None,
     fmspc: str | None,
@@ -153,6 +160,7 @@ def init_cmd(
     ca: str,
     cert_data: str,
     force: bool,
+    pki_from: Path | None,
 ) -> None:
     """Create a simulated platform (refuses to replace one unless --force).
 
@@ -164,11 +172,12 @@ def init_cmd(
       sgx-quote-helper sim init --state-dir /tmp/plat
       sgx-quote-helper sim init --state-dir /tmp/old --cpusvn 0d0d0303ffff01000000000000000000
       sgx-quote-helper sim init --state-dir /tmp/mp --ca platform --cert-data encrypted-ppid --force
+      sgx-quote-helper sim init --state-dir /tmp/node2 --pki-from /tmp/plat
     """
     from ..engine import identity
     from ..engine.platform import Platform
 
-    kwargs: dict[str, Any] = {"ca": ca, "cert_data": cert_data, "force": force}
+    kwargs: dict[str, Any] = {"ca": ca, "cert_data": cert_data, "force": force, "pki_from": pki_from}
     kwargs["fmspc"] = _hex(fmspc, "--fmspc", exact=6) or identity.DEFAULT_FMSPC
     kwargs["cpusvn"] = _hex(cpusvn, "--cpusvn", exact=16) or identity.DEFAULT_CPUSVN
     kwargs["pcesvn"] = identity.DEFAULT_PCESVN if pcesvn is None else pcesvn

@@ -27,7 +27,6 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -69,12 +68,6 @@ def _now(now: dt.datetime | None) -> dt.datetime:
     return pki.whole_seconds(now if now is not None else dt.datetime.now(dt.UTC))
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def _check_int(name: str, value: int, hi: int) -> None:
     if not isinstance(value, int) or not 0 <= value <= hi:
         raise ConfigError(f"{name} must be an integer 0..{hi}, got {value!r}")
@@ -103,7 +96,7 @@ class Platform:
     def pce_encryption_key(self) -> rsa.RSAPrivateKey:
         """The PCE's RSA-3072 PPID encryption key (loaded on first use: RSA loading is slow)."""
         if self._pce_key is None:
-            pce = _load_key(self.state, PCE_ENCRYPTION_KEY)
+            pce = self.state.read_private_key(PCE_ENCRYPTION_KEY)
             if not isinstance(pce, rsa.RSAPrivateKey) or pce.key_size != 3072:
                 raise PlatformStateError(f"{self.state.file(PCE_ENCRYPTION_KEY)} is not an RSA-3072 key")
             self._pce_key = pce
@@ -124,8 +117,14 @@ class Platform:
         cert_data: CertDataKind = "pck-chain",
         force: bool = False,
         now: dt.datetime | None = None,
+        pki_from: Path | None = None,
     ) -> Platform:
         """Create a new platform in ``state_dir`` (which must be empty or absent unless ``force``).
+
+        With ``pki_from`` (another platform's state directory) the new platform joins that
+        platform's SIMULATED PKI: same root CA and TCB signing certificate, and the same PCK CA when
+        both use the same CA type (else a new PCK CA under the shared root). Verifiers and one
+        collateral service then trust several simulated machines through one root, as with Intel's.
 
         Raises:
             ConfigError: a parameter is out of range.
@@ -145,6 +144,11 @@ class Platform:
                 f"certification data must be one of {', '.join(CERT_DATA_KINDS)}, got {cert_data!r}"
             )
         state = StateDir(state_dir)
+        shared = None
+        if pki_from is not None:
+            if Path(pki_from).resolve() == state.path.resolve():
+                raise ConfigError("--pki-from must name another platform's state directory")
+            shared = cls.open(pki_from)
         with state.lock():
             existing = state.contents()
             if existing and not force:
@@ -154,7 +158,7 @@ class Platform:
                 )
             if existing:
                 state.remove_all()
-            return cls._create(state, fmspc, cpusvn, pcesvn, qe_svn, ca, cert_data, _now(now))
+            return cls._create(state, fmspc, cpusvn, pcesvn, qe_svn, ca, cert_data, _now(now), shared)
 
     @classmethod
     def _create(
@@ -167,6 +171,7 @@ class Platform:
         ca: pki.CaType,
         cert_data: CertDataKind,
         now: dt.datetime,
+        shared: Platform | None = None,
     ) -> Platform:
         identity = PlatformIdentity(
             fmspc=fmspc,
@@ -183,14 +188,22 @@ class Platform:
         )
         keys = {role: ec.generate_private_key(ec.SECP256R1()) for role in PKI_FILES}
         serial = x509.random_serial_number
-        root = pki.make_root_ca(keys["root"], now=now, serial=serial())
-        pck_ca = pki.make_pck_ca(ca, keys["pck_ca"], keys["root"], root, now=now, serial=serial())
+        certs: dict[str, x509.Certificate] = {}
+        if shared is not None:
+            reused = (
+                ("root", "tcb_signing", "pck_ca") if shared.identity.ca == ca else ("root", "tcb_signing")
+            )
+            for role in reused:
+                keys[role], certs[role] = shared.keys[role], shared.certs[role]
+        root = certs.get("root") or pki.make_root_ca(keys["root"], now=now, serial=serial())
+        pck_ca = certs.get("pck_ca") or pki.make_pck_ca(
+            ca, keys["pck_ca"], keys["root"], root, now=now, serial=serial()
+        )
         certs = {
             "root": root,
             "pck_ca": pck_ca,
-            "tcb_signing": pki.make_tcb_signing(
-                keys["tcb_signing"], keys["root"], root, now=now, serial=serial()
-            ),
+            "tcb_signing": certs.get("tcb_signing")
+            or pki.make_tcb_signing(keys["tcb_signing"], keys["root"], root, now=now, serial=serial()),
             "pck": pki.make_pck_leaf(
                 keys["pck"].public_key(),
                 ca,
@@ -204,9 +217,9 @@ class Platform:
         pce_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
         secret = os.urandom(16)
         state.write(SECRET, secret, private=True)
-        state.write(PCE_ENCRYPTION_KEY, _pem_key(pce_key), private=True)
+        state.write_private_key(PCE_ENCRYPTION_KEY, pce_key)
         for role, (cert_file, key_file) in PKI_FILES.items():
-            state.write(key_file, _pem_key(keys[role]), private=True)
+            state.write_private_key(key_file, keys[role])
             state.write(cert_file, certs[role].public_bytes(serialization.Encoding.PEM))
         manifest = {
             "format": FORMAT,
@@ -282,7 +295,7 @@ class Platform:
         keys: dict[str, ec.EllipticCurvePrivateKey] = {}
         certs: dict[str, x509.Certificate] = {}
         for role, (cert_file, key_file) in PKI_FILES.items():
-            keys[role] = _load_ec_key(state, key_file)
+            keys[role] = state.read_ec_key(key_file)
             try:
                 certs[role] = x509.load_pem_x509_certificate(state.read(cert_file))
             except ValueError:
@@ -301,7 +314,7 @@ class Platform:
         """The stored attestation key, or ``None`` if InitQuoteEx never ran on this platform."""
         if not self.state.file(ATTESTATION_KEY).exists():
             return None
-        return _load_ec_key(self.state, ATTESTATION_KEY)
+        return self.state.read_ec_key(ATTESTATION_KEY)
 
     def ensure_attestation_key(self) -> ec.EllipticCurvePrivateKey:
         """Load the attestation key, or generate and store it (0600) if there is none."""
@@ -309,7 +322,7 @@ class Platform:
             key = self.attestation_key()
             if key is None:
                 key = ec.generate_private_key(ec.SECP256R1())
-                self.state.write(ATTESTATION_KEY, _pem_key(key), private=True)
+                self.state.write_private_key(ATTESTATION_KEY, key)
             return key
 
     # -- PKI views ----------------------------------------------------------------------------------
@@ -381,22 +394,6 @@ class Platform:
     def verify_report_mac(self, report: Report, as_target: TargetInfo) -> bool:
         """Would the enclave described by ``as_target`` accept ``report``'s MAC? (constant-time)"""
         return report_key.verify_report(self._secret, self.identity.cpusvn, report, as_target)
-
-
-def _load_key(state: StateDir, name: str) -> Any:
-    try:
-        return serialization.load_pem_private_key(state.read(name), password=None)
-    except (ValueError, TypeError):
-        raise PlatformStateError(
-            f"{state.file(name)} is corrupt: not an unencrypted PEM private key"
-        ) from None
-
-
-def _load_ec_key(state: StateDir, name: str) -> ec.EllipticCurvePrivateKey:
-    key = _load_key(state, name)
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise PlatformStateError(f"{state.file(name)} is not an ECDSA P-256 key")
-    return key
 
 
 __all__ = [

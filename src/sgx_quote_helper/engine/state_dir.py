@@ -17,6 +17,10 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..errors import PlatformStateError
 
@@ -99,6 +103,29 @@ class StateDir:
             ) from None
         except OSError as exc:
             raise PlatformStateError(f"cannot read {target}: {exc.strerror}") from exc
+
+    def write_private_key(self, name: str, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
+        """Store ``key`` as unencrypted PKCS#8 PEM, mode 0600 (the directory itself is 0700)."""
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        self.write(name, pem, private=True)
+
+    def read_private_key(self, name: str) -> Any:
+        """Load the PEM private key ``name``; a malformed one is a :class:`PlatformStateError`."""
+        try:
+            return serialization.load_pem_private_key(self.read(name), password=None)
+        except (ValueError, TypeError):
+            raise PlatformStateError(
+                f"{self.file(name)} is corrupt: not an unencrypted PEM private key"
+            ) from None
+
+    def read_ec_key(self, name: str) -> ec.EllipticCurvePrivateKey:
+        """Load the ECDSA P-256 private key ``name``."""
+        key = self.read_private_key(name)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise PlatformStateError(f"{self.file(name)} is not an ECDSA P-256 key")
+        return key
 
     def remove_all(self) -> None:
         """Delete every regular file in the directory except the lock (used by ``--force``)."""
