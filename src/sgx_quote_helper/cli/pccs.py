@@ -1,0 +1,280 @@
+"""``sgx-quote-helper pccs``: the PCCS-compatible collateral service (``serve``) and its cache
+maintenance (``refresh``). Bad input exits 2 with one ``error:`` line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import CollateralError, ConfigError, PlatformStateError
+from ._common import default_state_dir, fail
+
+_ERRORS = (ConfigError, PlatformStateError, CollateralError)
+
+
+def default_db() -> Path:
+    """``$XDG_CACHE_HOME/sgx-quote-helper/pccs.sqlite`` (``~/.cache/...``)."""
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "sgx-quote-helper" / "pccs.sqlite"
+
+
+def _clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def _open_cache(db: Path | None) -> Any:
+    from ..pccs.cache import CollateralCache
+
+    path = db or default_db()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create {path.parent}: {exc.strerror}")
+    try:
+        return CollateralCache(path)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def pccs() -> None:
+    """PCCS-compatible collateral service: Intel's PCS/PCCS API (v3 and v4, SGX and TDX paths) for
+    DCAP verifiers and quote providers (dcap-qvl's get_collateral, Intel's QCNL with pccs_url, our
+    `verify --pccs`).
+
+    \b
+    Two modes:
+      --simulated     serve the SIMULATED collateral of local platforms (sim init), re-signed as
+                      time passes; answers pckcert for encrypted-PPID (type 3) platforms
+      --upstream URL  cache Intel's PCS (or another PCCS) in SQLite and serve from the cache
+    """
+
+
+@pccs.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8081, show_default=True, help="Port (0: any free port)."
+)
+@click.option("--simulated", is_flag=True, help="Serve the simulated platforms' collateral.")
+@click.option(
+    "--state-dir",
+    "state_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Simulated platform state directory (repeatable; they must share one SIMULATED PKI) "
+    "[default: $SGX_QUOTE_HELPER_STATE or the XDG state dir].",
+)
+@click.option(
+    "--upstream", metavar="URL", help="Cache this PCS/PCCS (e.g. https://api.trustedservices.intel.com)."
+)
+@click.option(
+    "--api-key",
+    envvar="PCCS_API_KEY",
+    metavar="KEY",
+    help="Ocp-Apim-Subscription-Key sent upstream when the client sends none [env PCCS_API_KEY].",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite cache file [~/.cache/sgx-quote-helper/pccs.sqlite].",
+)
+@click.option(
+    "--root-ca-crl-url",
+    metavar="URL",
+    help="Where to get the root CA CRL when the upstream has no /rootcacrl [Intel's distribution point].",
+)
+@click.option(
+    "--refresh-interval",
+    type=click.FloatRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Seconds between background refreshes of cached entries near expiry.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve(
+    host: str,
+    port: int,
+    simulated: bool,
+    state_dirs: tuple[Path, ...],
+    upstream: str | None,
+    api_key: str | None,
+    db: Path | None,
+    root_ca_crl_url: str | None,
+    refresh_interval: float,
+    log_level: str,
+) -> None:
+    """Serve collateral over HTTP until SIGINT/SIGTERM.
+
+    Prints one line `pccs ready at http://HOST:PORT (MODE)` on stdout once it answers (with --port 0,
+    the port actually bound). Access log and errors go to stderr; Prometheus metrics at /metrics;
+    GET / and /healthz answer 200.
+
+    \b
+    Examples:
+      sgx-quote-helper sim init --state-dir /tmp/p1 --cert-data encrypted-ppid
+      sgx-quote-helper pccs serve --simulated --state-dir /tmp/p1 --port 8081
+      curl 'http://127.0.0.1:8081/sgx/certification/v4/tcb?fmspc=00906ED50000'
+      sgx-quote-helper pccs serve --upstream https://api.trustedservices.intel.com \\
+          --api-key "$PCS_KEY" --db /var/cache/pccs.sqlite --host 0.0.0.0
+    """
+    if simulated == (upstream is not None):
+        fail("give exactly one of --simulated or --upstream URL")
+    if simulated and (db is not None or api_key is not None or root_ca_crl_url is not None):
+        fail("--db, --api-key and --root-ca-crl-url apply to caching mode (--upstream) only")
+    if upstream is None and state_dirs == ():
+        state_dirs = (default_state_dir(),)
+    if upstream is not None and state_dirs:
+        fail("--state-dir applies to --simulated only")
+    _logging(log_level)
+    try:
+        asyncio.run(_serve(host, port, state_dirs, upstream, api_key, db, root_ca_crl_url, refresh_interval))
+    except _ERRORS as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def _source(
+    state_dirs: tuple[Path, ...],
+    upstream: str | None,
+    api_key: str | None,
+    db: Path | None,
+    crl_url: str | None,
+) -> tuple[Any, Any]:
+    from ..pccs.app import HttpGetter
+    from ..pccs.cache import INTEL_ROOT_CA_CRL_URL, CachingSource
+    from ..pccs.metrics import Metrics
+
+    metrics = Metrics()
+    if upstream is None:
+        from ..engine.platform import Platform
+        from ..pccs.store import SimulatedStore
+
+        platforms = [Platform.open(d) for d in state_dirs]
+        return SimulatedStore(platforms, _clock), metrics
+    source = CachingSource(
+        _open_cache(db),
+        upstream,
+        HttpGetter(),
+        _clock,
+        api_key=api_key,
+        root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL,
+        on_upstream=metrics.upstream_outcome,
+    )
+    return source, metrics
+
+
+async def _serve(
+    host: str,
+    port: int,
+    state_dirs: tuple[Path, ...],
+    upstream: str | None,
+    api_key: str | None,
+    db: Path | None,
+    crl_url: str | None,
+    refresh_interval: float,
+) -> None:
+    from ..pccs.app import make_app, refresh_loop, start
+    from ..pccs.cache import CachingSource
+
+    source, metrics = _source(state_dirs, upstream, api_key, db, crl_url)
+    runner, url = await start(make_app(source, metrics), host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    refresher = None
+    if isinstance(source, CachingSource):
+        refresher = asyncio.create_task(refresh_loop(source, refresh_interval))
+    click.echo(f"pccs ready at {url} ({source.mode})")
+    sys.stdout.flush()
+    try:
+        await stop.wait()
+    finally:
+        if refresher is not None:
+            refresher.cancel()
+        await runner.cleanup()
+        if isinstance(source, CachingSource):
+            await source.drain()
+            await source.getter.close()  # type: ignore[attr-defined]
+            source.cache.close()
+
+
+@pccs.command()
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite cache file [~/.cache/sgx-quote-helper/pccs.sqlite].",
+)
+@click.option("--upstream", metavar="URL", required=True, help="The PCS/PCCS to refetch from.")
+@click.option(
+    "--api-key", envvar="PCCS_API_KEY", metavar="KEY", help="Ocp-Apim-Subscription-Key [env PCCS_API_KEY]."
+)
+@click.option(
+    "--root-ca-crl-url", metavar="URL", help="Root CA CRL location if the upstream has no /rootcacrl."
+)
+def refresh(db: Path | None, upstream: str, api_key: str | None, root_ca_crl_url: str | None) -> None:
+    """Refetch everything in the cache from the upstream now (a failed entry keeps its old copy).
+
+    Prints one line per entry; exits 1 if any entry failed. Safe to run beside a running
+    `pccs serve` on the same --db (cron it, as Intel's PCCS refreshes daily).
+
+    \b
+    Example:
+      sgx-quote-helper pccs refresh --db /var/cache/pccs.sqlite \\
+          --upstream https://api.trustedservices.intel.com --api-key "$PCS_KEY"
+    """
+    try:
+        results = asyncio.run(_refresh(db, upstream, api_key, root_ca_crl_url))
+    except _ERRORS as exc:
+        fail(str(exc))
+    if not results:
+        click.echo("nothing cached yet")
+    for key, outcome in results.items():
+        click.echo(
+            f"{outcome:>9}  {key}" if not outcome.startswith("failed") else f"failed     {key}: {outcome[8:]}"
+        )
+    if any(v.startswith("failed") for v in results.values()):
+        sys.exit(1)
+
+
+async def _refresh(
+    db: Path | None, upstream: str, api_key: str | None, crl_url: str | None
+) -> dict[str, str]:
+    from ..pccs.app import HttpGetter
+    from ..pccs.cache import INTEL_ROOT_CA_CRL_URL, CachingSource
+
+    getter = HttpGetter()
+    cache = _open_cache(db)
+    try:
+        source = CachingSource(
+            cache, upstream, getter, _clock, api_key=api_key, root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL
+        )
+        return await source.refresh_all()
+    finally:
+        await getter.close()
+        cache.close()
+
+
+__all__ = ["pccs"]

@@ -1,0 +1,206 @@
+"""The HTTP face of the collateral service: aiohttp routes for the PCS/PCCS API, health, metrics, and
+the aiohttp client that reaches an upstream.
+
+Every collateral path (see :mod:`.resource`) goes to one handler that parses the request, asks the
+:class:`Source` (simulated store or caching source) and answers with the document's exact bytes and
+Intel's headers. Errors are JSON ``{"error": ..., "message": ...}``: 400 bad parameters, 404 unknown
+path or no such FMSPC/platform, 405 wrong method, 414 query string too long, 502 upstream failed.
+``GET /`` and ``/healthz`` answer 200 (the server only listens once its source is loaded);
+``/metrics`` is Prometheus text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+
+from ..errors import CollateralError, ParseError
+from .cache import API_KEY_HEADER, CachingSource, Lookup, UpstreamReply
+from .metrics import Metrics
+from .resource import MAX_QUERY_LENGTH, Resource, parse_resource
+
+log = logging.getLogger("sgx_quote_helper.pccs")
+access_log = logging.getLogger("sgx_quote_helper.pccs.access")
+
+#: request line limit handed to aiohttp's parser: long enough that our own 414 (JSON) answers first
+MAX_REQUEST_LINE = 65536
+#: largest upstream body accepted (a PCK CRL with many entries is a few hundred KiB)
+MAX_UPSTREAM_BODY = 8 * 1024 * 1024
+
+SOURCE_KEY: web.AppKey[Source] = web.AppKey("source")
+METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics")
+ENDPOINT_KEY: web.RequestKey[str] = web.RequestKey("endpoint", str)
+
+
+class Source(Protocol):
+    """Where collateral comes from: :class:`.store.SimulatedStore` or :class:`.cache.CachingSource`."""
+
+    @property
+    def mode(self) -> str: ...
+
+    async def get(self, resource: Resource, api_key: str | None = None) -> Lookup: ...
+
+
+def _error(status: int, error: str, message: str) -> web.Response:
+    return web.json_response({"error": error, "message": message}, status=status)
+
+
+def _label(request: web.Request) -> str:
+    path = request.path
+    if path in ("/", "/healthz"):
+        return "health"
+    if path == "/metrics":
+        return "metrics"
+    return "other"
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    metrics = request.app[METRICS_KEY]
+    start = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        reason = exc.reason or "error"
+        response = _error(
+            exc.status, reason.lower().replace(" ", "-"), f"{request.method} {request.path}: {reason}"
+        )
+    except Exception:
+        log.exception("unexpected error answering %s", request.path_qs[:200])
+        response = _error(500, "internal-error", "internal error; see the server log")
+    endpoint = request.get(ENDPOINT_KEY, _label(request))
+    metrics.requests.labels(endpoint, str(response.status)).inc()
+    metrics.duration.labels(endpoint).observe(time.perf_counter() - start)
+    return response
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "mode": request.app[SOURCE_KEY].mode})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS_KEY]
+    return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
+
+
+async def _collateral(request: web.Request) -> web.Response:
+    raw_query = request.query_string
+    if len(raw_query) > MAX_QUERY_LENGTH:
+        return _error(414, "uri-too-long", f"query string longer than {MAX_QUERY_LENGTH} characters")
+    try:
+        resource = parse_resource(request.path, request.query.items(), len(raw_query))
+    except ParseError as exc:
+        return _error(400, "bad-request", exc.reason)
+    if resource is None:
+        return _error(404, "not-found", f"no such endpoint: {request.path[:200]}")
+    request[ENDPOINT_KEY] = resource.endpoint
+    metrics = request.app[METRICS_KEY]
+    try:
+        lookup = await request.app[SOURCE_KEY].get(resource, request.headers.get(API_KEY_HEADER))
+    except CollateralError as exc:
+        return _error(502, "upstream-unavailable", str(exc))
+    metrics.lookups.labels(resource.endpoint, lookup.outcome).inc()
+    document = lookup.document
+    if document is None:
+        return _error(404, "not-found", f"no collateral for {resource.key}")
+    headers = {"Content-Type": document.content_type, **dict(document.headers)}
+    return web.Response(body=document.body, headers=headers)
+
+
+def make_app(source: Source, metrics: Metrics | None = None) -> web.Application:
+    """The aiohttp application serving ``source``."""
+    app = web.Application(middlewares=[_json_errors], client_max_size=64 * 1024)
+    app[SOURCE_KEY] = source
+    app[METRICS_KEY] = metrics or Metrics()
+    app.router.add_get("/", _health)
+    app.router.add_get("/healthz", _health)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/{tail:.*}", _collateral)
+    return app
+
+
+class HttpGetter:
+    """The upstream getter of :class:`CachingSource`, on an aiohttp client session."""
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, url: str, headers: Mapping[str, str]) -> UpstreamReply:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.get(url, headers=dict(headers)) as resp:
+                body = await resp.content.read(MAX_UPSTREAM_BODY + 1)
+                if len(body) > MAX_UPSTREAM_BODY:
+                    raise CollateralError(f"upstream answer larger than {MAX_UPSTREAM_BODY} bytes: {url}")
+                return UpstreamReply(resp.status, {k: v for k, v in resp.headers.items()}, body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CollateralError(f"upstream unreachable: {type(exc).__name__}: {exc}") from None
+
+    async def close(self) -> None:
+        """Close the client session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def refresh_loop(source: CachingSource, interval: float) -> None:
+    """Every ``interval`` seconds, refresh the cached entries past their refresh point."""
+    while True:
+        await asyncio.sleep(interval)
+        results = await source.refresh_all(due_only=True)
+        failed = {k: v for k, v in results.items() if v.startswith("failed")}
+        if results:
+            log.info("refreshed %d cached entries (%d failed)", len(results), len(failed))
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request: client, method, path (cut to 300 characters), status, size, seconds."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        target = request.path_qs
+        if len(target) > 300:
+            target = target[:300] + f"...(+{len(target) - 300})"
+        self.logger.info(
+            '%s "%s %s" %d %d %.4fs',
+            request.remote,
+            request.method,
+            target,
+            response.status,
+            response.body_length,
+            time,
+        )
+
+
+async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """Start serving ``app`` on ``host:port`` (port 0: any free port).
+
+    Returns:
+        The runner (``await runner.cleanup()`` to stop) and the base URL actually bound.
+    """
+    runner = web.AppRunner(
+        app,
+        access_log=access_log,
+        access_log_class=AccessLogger,
+        max_line_size=MAX_REQUEST_LINE,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0]
+    shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
+    return runner, f"http://{shown}:{bound[1]}"
+
+
+__all__ = ["HttpGetter", "Metrics", "Source", "make_app", "refresh_loop", "start"]

@@ -1,0 +1,334 @@
+"""The caching mode of the collateral service: an SQLite store of upstream answers, and the policy that
+fronts an upstream PCS/PCCS with it.
+
+- :class:`CollateralCache` keeps each answer (body, content type, Intel headers, validity) under
+  its canonical path-and-query (:attr:`Resource.key`), in one SQLite file (WAL, so ``pccs refresh``
+  can run beside ``pccs serve``).
+- :class:`CachingSource` answers from the cache while an entry is fresh; once it is past its
+  refresh point (``max_age`` after it was fetched, or ``ahead`` before its ``nextUpdate``) but still
+  valid it is served at once and refreshed in the background; an expired or missing entry is fetched
+  synchronously (one upstream request per key however many clients ask at once). When the
+  upstream is down, still-valid entries keep being served. Errors, 404s and malformed answers
+  (:func:`document.upstream_document` refuses them) are never stored.
+
+The upstream is reached through an injected :data:`Getter` (the aiohttp client lives in ``app``), and
+time through an injected clock, so all of this runs under test with a fake upstream and a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from ..errors import CollateralError, ConfigError, ParseError
+from .document import Document, upstream_document
+from .resource import Resource, parse_resource
+
+log = logging.getLogger("sgx_quote_helper.pccs")
+
+API_KEY_HEADER = "Ocp-Apim-Subscription-Key"
+#: where Intel publishes the root CA CRL (the root certificate's CRL distribution point)
+INTEL_ROOT_CA_CRL_URL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
+INTEL_PCS_HOST = "api.trustedservices.intel.com"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS collateral (
+    key TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    meta TEXT NOT NULL,
+    fetched_at TEXT NOT NULL,
+    next_update TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class UpstreamReply:
+    """What the getter got: HTTP status, response headers and body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+#: ``await getter(url, request_headers)``; raises CollateralError when the upstream cannot be reached
+Getter = Callable[[str, Mapping[str, str]], Awaitable[UpstreamReply]]
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A stored answer and when it was fetched."""
+
+    key: str
+    document: Document
+    fetched_at: datetime
+
+
+class CollateralCache:
+    """SQLite store of collateral answers keyed by canonical path-and-query."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open cache database {self.path}: {exc}") from None
+
+    def get(self, key: str) -> CacheEntry | None:
+        """The entry stored under ``key`` (a corrupt record counts as absent)."""
+        row = self._db.execute(
+            "SELECT body, meta, fetched_at FROM collateral WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            return CacheEntry(key, Document.from_json(bytes(row[0]), row[1]), datetime.fromisoformat(row[2]))
+        except (CollateralError, ValueError):
+            log.warning("cache: dropping corrupt record %s", key)
+            self.delete(key)
+            return None
+
+    def put(self, key: str, document: Document, fetched_at: datetime) -> None:
+        """Store (or replace) the answer under ``key``."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO collateral (key, body, meta, fetched_at, next_update) VALUES (?, ?, ?, ?, ?)",
+            (
+                key,
+                document.body,
+                document.to_json(),
+                fetched_at.isoformat(),
+                document.next_update.isoformat(),
+            ),
+        )
+
+    def delete(self, key: str) -> None:
+        """Forget ``key``."""
+        self._db.execute("DELETE FROM collateral WHERE key = ?", (key,))
+
+    def stored_keys(self) -> list[str]:
+        """Every stored key, sorted."""
+        return [r[0] for r in self._db.execute("SELECT key FROM collateral ORDER BY key")]
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM collateral").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+
+def resource_for_key(key: str) -> Resource:
+    """Parse a stored key back into its :class:`Resource` (ParseError if it is not one)."""
+    parts = urlsplit(key)
+    resource = parse_resource(parts.path, parse_qsl(parts.query, keep_blank_values=True))
+    if resource is None:
+        raise ParseError("cache key", 0, f"not a collateral path: {key[:80]!r}")
+    return resource
+
+
+def upstream_base(url: str) -> str:
+    """Normalise an upstream base URL: no trailing slash, no trailing ``/sgx/certification/vN``."""
+    base = url.rstrip("/")
+    for suffix in ("/sgx/certification/v4", "/sgx/certification/v3"):
+        base = base.removesuffix(suffix)
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"upstream must be an http(s) URL, got {url!r}")
+    return base
+
+
+@dataclass(frozen=True)
+class RefreshPolicy:
+    """When a still-valid entry is refetched (in the background, while it keeps being served)."""
+
+    max_age: timedelta = timedelta(hours=24)
+    ahead: timedelta = timedelta(hours=24)
+    #: no more than one refresh attempt per key in this interval (a failing upstream is not hammered)
+    min_interval: timedelta = timedelta(minutes=1)
+
+    def fresh(self, entry: CacheEntry, now: datetime) -> bool:
+        """Serve without refreshing?"""
+        return now < entry.fetched_at + self.max_age and now < entry.document.next_update - self.ahead
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A source's answer: the document (``None``: not found) and how it was obtained."""
+
+    document: Document | None
+    outcome: str  # hit | stale | miss | refreshed | not-found | simulated
+
+
+@dataclass
+class CachingSource:
+    """Collateral from an upstream PCS/PCCS, through a :class:`CollateralCache`."""
+
+    cache: CollateralCache
+    upstream: str
+    getter: Getter
+    clock: Clock
+    api_key: str | None = None
+    policy: RefreshPolicy = field(default_factory=RefreshPolicy)
+    root_ca_crl_url: str = INTEL_ROOT_CA_CRL_URL
+    #: called with (endpoint, outcome) after every upstream request: ok | not-found | error | malformed
+    on_upstream: Callable[[str, str], None] | None = None
+    _inflight: dict[str, asyncio.Future[Document | None]] = field(default_factory=dict, init=False)
+    _attempted: dict[str, datetime] = field(default_factory=dict, init=False)
+    _background: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self.upstream = upstream_base(self.upstream)
+
+    @property
+    def mode(self) -> str:
+        return "caching"
+
+    def url_for(self, resource: Resource) -> str:
+        """The upstream URL for ``resource`` (API v3 gets ``update`` only when it is ``early``)."""
+        params = [
+            (k, v)
+            for k, v in resource.query()
+            if not (k == "update" and resource.version == 3 and v == "standard")
+        ]
+        return self.upstream + resource.path + ("?" + urlencode(params) if params else "")
+
+    async def get(self, resource: Resource, api_key: str | None = None) -> Lookup:
+        """Answer ``resource`` from the cache or the upstream (see the module docstring).
+
+        Raises:
+            CollateralError: nothing valid is cached and the upstream failed or answered garbage.
+        """
+        entry = self.cache.get(resource.key)
+        now = self.clock()
+        if entry is not None and now < entry.document.next_update:
+            if self.policy.fresh(entry, now):
+                return Lookup(entry.document, "hit")
+            self._refresh_in_background(resource, api_key, now)
+            return Lookup(entry.document, "stale")
+        document = await self.fetch(resource, api_key)
+        if document is None:
+            return Lookup(None, "not-found")
+        return Lookup(document, "miss" if entry is None else "refreshed")
+
+    async def fetch(self, resource: Resource, api_key: str | None = None) -> Document | None:
+        """Fetch ``resource`` from the upstream now and cache a valid answer (one request per key at a
+        time: concurrent callers share it). ``None`` means the upstream answered 404."""
+        key = resource.key
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Document | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            self._attempted[key] = self.clock()
+            document = await self._fetch_upstream(resource, api_key)
+            if document is not None:
+                self.cache.put(key, document, self.clock())
+            future.set_result(document)
+            return document
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: concurrent waiters get it, nobody else must
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _fetch_upstream(self, resource: Resource, api_key: str | None) -> Document | None:
+        key = api_key or self.api_key
+        headers = {"Accept": "*/*"}
+        if key:
+            headers[API_KEY_HEADER] = key
+        if resource.kind == "rootcacrl" and urlsplit(self.upstream).hostname == INTEL_PCS_HOST:
+            # Intel's PCS has no /rootcacrl: PCCS takes the CRL from the root's distribution point
+            reply = await self._request(resource, self.root_ca_crl_url, {"Accept": "*/*"})
+        else:
+            reply = await self._request(resource, self.url_for(resource), headers)
+            if resource.kind == "rootcacrl" and reply.status == 404:  # an upstream PCS-like, not a PCCS
+                reply = await self._request(resource, self.root_ca_crl_url, {"Accept": "*/*"})
+        if reply.status == 404:
+            self._report(resource, "not-found")
+            return None
+        if reply.status != 200:
+            self._report(resource, "error")
+            raise CollateralError(f"upstream answered HTTP {reply.status} for {resource.key}")
+        try:
+            document = upstream_document(resource, reply.headers, reply.body)
+        except CollateralError:
+            self._report(resource, "malformed")
+            raise
+        self._report(resource, "ok")
+        return document
+
+    async def _request(self, resource: Resource, url: str, headers: Mapping[str, str]) -> UpstreamReply:
+        try:
+            return await self.getter(url, headers)
+        except CollateralError:
+            self._report(resource, "error")
+            raise
+
+    def _report(self, resource: Resource, outcome: str) -> None:
+        if self.on_upstream is not None:
+            self.on_upstream(resource.endpoint, outcome)
+
+    def _refresh_in_background(self, resource: Resource, api_key: str | None, now: datetime) -> None:
+        last = self._attempted.get(resource.key)
+        if resource.key in self._inflight or (last is not None and now < last + self.policy.min_interval):
+            return
+        task = asyncio.get_running_loop().create_task(self._quiet_refresh(resource, api_key))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _quiet_refresh(self, resource: Resource, api_key: str | None) -> None:
+        try:
+            await self.fetch(resource, api_key)
+        except CollateralError as exc:
+            log.warning("refresh of %s failed, still serving the cached copy: %s", resource.key, exc)
+
+    async def drain(self) -> None:
+        """Wait for the background refreshes started so far."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def refresh_all(self, *, due_only: bool = False) -> dict[str, str]:
+        """Refetch every cached entry (or, with ``due_only``, those past their refresh point).
+
+        Returns:
+            key -> ``ok`` | ``not-found`` | ``failed: <reason>`` (an entry that fails keeps its old copy).
+        """
+        results: dict[str, str] = {}
+        now = self.clock()
+        for key in self.cache.stored_keys():
+            entry = self.cache.get(key)
+            if entry is None or (due_only and self.policy.fresh(entry, now)):
+                continue
+            try:
+                document = await self.fetch(resource_for_key(key))
+                results[key] = "ok" if document is not None else "not-found"
+            except (CollateralError, ParseError) as exc:
+                results[key] = f"failed: {exc}"
+        return results
+
+
+__all__ = [
+    "API_KEY_HEADER",
+    "INTEL_ROOT_CA_CRL_URL",
+    "CacheEntry",
+    "CachingSource",
+    "Clock",
+    "CollateralCache",
+    "Getter",
+    "Lookup",
+    "RefreshPolicy",
+    "UpstreamReply",
+    "resource_for_key",
+    "upstream_base",
+]

@@ -1,0 +1,270 @@
+"""A collateral document as served over HTTP (body, content type, Intel's headers, validity), and the
+checks an upstream answer must pass before it is served or cached.
+
+The header names and encodings are Intel's (dcap-quote.md §3.4): issuer chains are URL-encoded PEM
+(leaf first, root last); ``/tcb`` says ``TCB-Info-Issuer-Chain`` in API v4 and
+``SGX-TCB-Info-Issuer-Chain`` in v3; ``/rootcacrl`` answers the DER CRL as hex text, as Intel's PCCS
+does. A document's ``next_update`` is when it stops being valid (TCB Info / QE Identity
+``nextUpdate``, a CRL's nextUpdate, a PCK certificate's notAfter).
+
+Nothing here does I/O or reads the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..errors import CollateralError
+from ..verify.collateral import crl_to_der, decode_issuer_chain, signed_member
+from .resource import Resource
+
+JSON = "application/json"
+PEM = "application/x-pem-file"
+CRL = "application/pkix-crl"
+
+TCB_CHAIN_V4 = "TCB-Info-Issuer-Chain"
+TCB_CHAIN_V3 = "SGX-TCB-Info-Issuer-Chain"
+ENCLAVE_CHAIN = "SGX-Enclave-Identity-Issuer-Chain"
+PCK_CRL_CHAIN = "SGX-PCK-CRL-Issuer-Chain"
+PCK_CERT_CHAIN = "SGX-PCK-Certificate-Issuer-Chain"
+TCBM = "SGX-TCBm"
+FMSPC = "SGX-FMSPC"
+CA_TYPE = "SGX-PCK-Certificate-CA-Type"
+
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One answer to serve: exact body bytes, content type, extra headers, and its validity window."""
+
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...]
+    next_update: datetime
+    issue_date: datetime | None = None
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (case-insensitive), or ``None``."""
+        low = name.lower()
+        return next((v for k, v in self.headers if k.lower() == low), None)
+
+    def to_json(self) -> str:
+        """Metadata (everything but the body) as JSON text, for the cache."""
+        return json.dumps(
+            {
+                "content_type": self.content_type,
+                "headers": [list(h) for h in self.headers],
+                "next_update": self.next_update.isoformat(),
+                "issue_date": self.issue_date.isoformat() if self.issue_date else None,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, body: bytes, meta: str) -> Document:
+        """Inverse of :meth:`to_json` (raises CollateralError on a corrupt record)."""
+        try:
+            obj = json.loads(meta)
+            return cls(
+                body=body,
+                content_type=str(obj["content_type"]),
+                headers=tuple((str(k), str(v)) for k, v in obj["headers"]),
+                next_update=datetime.fromisoformat(obj["next_update"]),
+                issue_date=datetime.fromisoformat(obj["issue_date"]) if obj["issue_date"] else None,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CollateralError(f"cache record is corrupt: {exc}") from None
+
+
+def encode_chain(pem: str | bytes) -> str:
+    """URL-encode a PEM chain for an issuer-chain header, as Intel does (every reserved byte escaped)."""
+    text = pem.decode("ascii") if isinstance(pem, bytes) else pem
+    return quote(text, safe="")
+
+
+def chain_header_name(resource: Resource) -> str | None:
+    """The issuer-chain header this resource's answer carries (``None`` for ``rootcacrl``)."""
+    if resource.kind == "tcb":
+        return TCB_CHAIN_V3 if resource.version == 3 else TCB_CHAIN_V4
+    return {
+        "qe_identity": ENCLAVE_CHAIN,
+        "qve_identity": ENCLAVE_CHAIN,
+        "pckcrl": PCK_CRL_CHAIN,
+        "pckcert": PCK_CERT_CHAIN,
+    }.get(resource.kind)
+
+
+def content_type(resource: Resource) -> str:
+    """The Content-Type PCS/PCCS use for this resource."""
+    if resource.kind in ("tcb", "qe_identity", "qve_identity"):
+        return JSON
+    if resource.kind == "pckcrl":
+        return CRL if resource.der_crl else PEM
+    if resource.kind == "rootcacrl":
+        return CRL
+    return PEM
+
+
+def parse_time(value: Any, what: str) -> datetime:
+    """An RFC 3339 UTC timestamp from Intel JSON (``2025-06-19T10:56:11Z``)."""
+    if not isinstance(value, str):
+        raise CollateralError(f"{what}: missing or not a string")
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise CollateralError(f"{what}: not an RFC 3339 date: {value[:40]!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _chain(headers: Mapping[str, str], names: tuple[str, ...], what: str) -> str:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for name in names:
+        value = lowered.get(name.lower())
+        if value:
+            pem = decode_issuer_chain(value)
+            try:
+                certs = x509.load_pem_x509_certificates(pem.encode("latin-1"))
+            except ValueError:
+                raise CollateralError(f"{what}: issuer chain header holds no valid certificate") from None
+            if not certs:
+                raise CollateralError(f"{what}: issuer chain header is empty")
+            return pem
+    raise CollateralError(f"{what}: missing header {names[0]}")
+
+
+def _signed_json(resource: Resource, body: bytes, member: str) -> tuple[dict[str, Any], datetime, datetime]:
+    text, _signature = signed_member(body, member)
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise CollateralError(f"{resource.endpoint}: {member} is not JSON") from None
+    if not isinstance(obj, dict):
+        raise CollateralError(f"{resource.endpoint}: {member} is not a JSON object")
+    issue = parse_time(obj.get("issueDate"), f"{resource.endpoint}: issueDate")
+    nxt = parse_time(obj.get("nextUpdate"), f"{resource.endpoint}: nextUpdate")
+    if nxt <= issue:
+        raise CollateralError(f"{resource.endpoint}: nextUpdate is not after issueDate")
+    return obj, issue, nxt
+
+
+def _crl(der: bytes, what: str) -> x509.CertificateRevocationList:
+    try:
+        crl = x509.load_der_x509_crl(der)
+        _ = crl.next_update_utc, crl.last_update_utc, crl.issuer
+    except ValueError:
+        raise CollateralError(f"{what}: not a valid X.509 CRL") from None
+    if crl.next_update_utc is None:
+        raise CollateralError(f"{what}: CRL has no nextUpdate")
+    return crl
+
+
+def upstream_document(resource: Resource, headers: Mapping[str, str], body: bytes) -> Document:
+    """Check a 200 answer from an upstream PCS/PCCS and turn it into a :class:`Document`.
+
+    Checks: JSON parses and holds the signed member and a 64-byte hex signature, dates parse and the
+    FMSPC / identity kind match the request; CRLs parse (DER, PEM or hex text); the PCK certificate
+    parses and its info headers are well-formed; issuer-chain headers hold PEM certificates.
+
+    Raises:
+        CollateralError: the answer is malformed (it must then be neither served nor cached).
+    """
+    what = f"upstream {resource.endpoint}"
+    name = chain_header_name(resource)
+    if resource.kind == "tcb":
+        obj, issue, nxt = _signed_json(resource, body, "tcbInfo")
+        if str(obj.get("fmspc", "")).upper() != resource.fmspc:
+            raise CollateralError(f"{what}: answer is for FMSPC {obj.get('fmspc')!r}, not {resource.fmspc}")
+        if "id" in obj and obj["id"] != resource.tee.upper():
+            raise CollateralError(f"{what}: TCB Info id {obj['id']!r} does not match {resource.tee}")
+        pem = _chain(headers, (TCB_CHAIN_V4, TCB_CHAIN_V3), what)
+        return Document(body, JSON, ((name or TCB_CHAIN_V4, encode_chain(pem)),), nxt, issue)
+    if resource.kind in ("qe_identity", "qve_identity"):
+        obj, issue, nxt = _signed_json(resource, body, "enclaveIdentity")
+        expected = {"qe_identity": ("QE", "TD_QE"), "qve_identity": ("QVE",)}[resource.kind]
+        if "id" in obj and obj["id"] not in expected:
+            raise CollateralError(f"{what}: identity id {obj['id']!r} is not {'/'.join(expected)}")
+        pem = _chain(headers, (ENCLAVE_CHAIN,), what)
+        return Document(body, JSON, ((ENCLAVE_CHAIN, encode_chain(pem)),), nxt, issue)
+    if resource.kind in ("pckcrl", "rootcacrl"):
+        der = crl_to_der(body, what)
+        crl = _crl(der, what)
+        assert crl.next_update_utc is not None
+        if resource.kind == "rootcacrl":
+            return Document(der.hex().encode(), CRL, (), crl.next_update_utc, crl.last_update_utc)
+        pem = _chain(headers, (PCK_CRL_CHAIN,), what)
+        out = der if resource.der_crl else crl.public_bytes(Encoding.PEM)
+        return Document(
+            out,
+            content_type(resource),
+            ((PCK_CRL_CHAIN, encode_chain(pem)),),
+            crl.next_update_utc,
+            crl.last_update_utc,
+        )
+    return _pck_document(resource, headers, body, what)
+
+
+def _pck_document(resource: Resource, headers: Mapping[str, str], body: bytes, what: str) -> Document:
+    try:
+        cert = x509.load_pem_x509_certificate(body)
+    except ValueError:
+        raise CollateralError(f"{what}: body is not a PEM certificate") from None
+    pem = _chain(headers, (PCK_CERT_CHAIN,), what)
+    lowered = {k.lower(): v for k, v in headers.items()}
+    tcbm, fmspc, ca = (lowered.get(h.lower(), "") for h in (TCBM, FMSPC, CA_TYPE))
+    if len(tcbm) != 36 or not _HEX.fullmatch(tcbm):
+        raise CollateralError(f"{what}: {TCBM} must be 36 hex digits")
+    if len(fmspc) != 12 or not _HEX.fullmatch(fmspc):
+        raise CollateralError(f"{what}: {FMSPC} must be 12 hex digits")
+    if ca.lower() not in ("processor", "platform"):
+        raise CollateralError(f"{what}: {CA_TYPE} must be processor or platform")
+    return pck_document(body, pem, tcbm, fmspc, ca, cert.not_valid_after_utc, cert.not_valid_before_utc)
+
+
+def pck_document(
+    cert_pem: bytes,
+    chain_pem: str | bytes,
+    tcbm: str,
+    fmspc: str,
+    ca: str,
+    not_after: datetime,
+    not_before: datetime | None = None,
+) -> Document:
+    """The ``pckcert`` answer: PEM leaf plus the issuer chain, TCBm, FMSPC and CA-type headers."""
+    headers = (
+        (PCK_CERT_CHAIN, encode_chain(chain_pem)),
+        (TCBM, tcbm.upper()),
+        (FMSPC, fmspc.upper()),
+        (CA_TYPE, ca.lower()),
+    )
+    return Document(cert_pem, PEM, headers, not_after, not_before)
+
+
+__all__ = [
+    "CA_TYPE",
+    "CRL",
+    "ENCLAVE_CHAIN",
+    "FMSPC",
+    "JSON",
+    "PCK_CERT_CHAIN",
+    "PCK_CRL_CHAIN",
+    "PEM",
+    "TCBM",
+    "TCB_CHAIN_V3",
+    "TCB_CHAIN_V4",
+    "Document",
+    "chain_header_name",
+    "content_type",
+    "encode_chain",
+    "parse_time",
+    "pck_document",
+    "upstream_document",
+]

@@ -1,0 +1,153 @@
+"""pccs.resource: PCS/PCCS paths and query parameters are parsed strictly; anything else is refused
+with ParseError (or ``None`` for a path that is not a collateral path), never another exception."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sgx_quote_helper.errors import ParseError
+from sgx_quote_helper.pccs.resource import MAX_QUERY_LENGTH, Resource, parse_resource
+
+EPPID = "ab" * 384
+TCB = "/sgx/certification/v4/tcb"
+
+
+def _parse(url: str) -> Resource | None:
+    path, _, query = url.partition("?")
+    pairs = [tuple(p.split("=", 1)) if "=" in p else (p, "") for p in query.split("&") if p]
+    return parse_resource(path, pairs, len(query))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        (f"{TCB}?fmspc=00a067110000", f"{TCB}?fmspc=00A067110000&update=standard"),
+        (f"{TCB}?fmspc=00A067110000&update=early", f"{TCB}?fmspc=00A067110000&update=early"),
+        (f"{TCB}?fmspc=00A067110000&update=EARLY&foo=bar", f"{TCB}?fmspc=00A067110000&update=early"),
+        (
+            "/sgx/certification/v3/tcb?fmspc=00606a000000",
+            "/sgx/certification/v3/tcb?fmspc=00606A000000&update=standard",
+        ),
+        (
+            "/tdx/certification/v4/tcb?fmspc=90C06F000000",
+            "/tdx/certification/v4/tcb?fmspc=90C06F000000&update=standard",
+        ),
+        ("/sgx/certification/v4/qe/identity", "/sgx/certification/v4/qe/identity?update=standard"),
+        ("/tdx/certification/v4/qe/identity?update=early", "/tdx/certification/v4/qe/identity?update=early"),
+        ("/sgx/certification/v4/qve/identity", "/sgx/certification/v4/qve/identity?update=standard"),
+        (
+            "/sgx/certification/v4/pckcrl?ca=processor&encoding=der",
+            "/sgx/certification/v4/pckcrl?ca=processor&encoding=der",
+        ),
+        ("/sgx/certification/v3/pckcrl?ca=Platform", "/sgx/certification/v3/pckcrl?ca=platform"),
+        ("/sgx/certification/v4/rootcacrl", "/sgx/certification/v4/rootcacrl"),
+        ("/sgx/certification/v4/rootcacrl/", "/sgx/certification/v4/rootcacrl"),
+        (
+            f"/sgx/certification/v4/pckcert?qeid={'00' * 16}&encrypted_ppid={EPPID}&cpusvn={'0a' * 16}&pcesvn=0d00&pceid=0000",
+            f"/sgx/certification/v4/pckcert?encrypted_ppid={EPPID.upper()}&cpusvn={'0A' * 16}&pcesvn=0D00&pceid=0000",
+        ),
+        (
+            f"/sgx/certification/v4/pckcert?ppid={'11' * 16}&cpusvn={'0a' * 16}&pcesvn=0d00&pceid=0000",
+            f"/sgx/certification/v4/pckcert?ppid={'11' * 16}&cpusvn={'0A' * 16}&pcesvn=0D00&pceid=0000",
+        ),
+    ],
+)
+def test_valid_requests_have_canonical_keys(url: str, key: str) -> None:
+    resource = _parse(url)
+    assert resource is not None
+    assert resource.key == key
+    # the key parses back to the same resource (the cache relies on it)
+    again = _parse(key)
+    assert again is not None and again.key == key
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/",
+        "/sgx/certification/v2/tcb?fmspc=00A067110000",
+        "/sgx/certification/v4/tcbx?fmspc=00A067110000",
+        "/tdx/certification/v3/tcb?fmspc=00A067110000",
+        "/tdx/certification/v4/pckcrl?ca=processor",
+        "/tdx/certification/v4/rootcacrl",
+        "/sgx/certification/v4/../v4/tcb",
+    ],
+)
+def test_other_paths_are_not_collateral(url: str) -> None:
+    assert _parse(url) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        TCB,
+        f"{TCB}?fmspc=",
+        f"{TCB}?fmspc=00A0671100",
+        f"{TCB}?fmspc=00A06711000000",
+        f"{TCB}?fmspc=00A06711000G",
+        f"{TCB}?fmspc=00A067110000&fmspc=00A067110000",
+        f"{TCB}?fmspc=00A067110000&update=late",
+        "/sgx/certification/v4/qe/identity?update=",
+        "/sgx/certification/v4/pckcrl",
+        "/sgx/certification/v4/pckcrl?ca=cpu",
+        "/sgx/certification/v4/pckcrl?ca=processor&encoding=base64",
+        "/sgx/certification/v4/pckcert?cpusvn=00&pcesvn=0000&pceid=0000",
+        f"/sgx/certification/v4/pckcert?encrypted_ppid={EPPID}&pcesvn=0d00&pceid=0000",
+        f"/sgx/certification/v4/pckcert?encrypted_ppid={EPPID[:-2]}&cpusvn={'0a' * 16}&pcesvn=0d00&pceid=0000",
+        f"/sgx/certification/v4/pckcert?ppid={'11' * 16}&encrypted_ppid={EPPID}&cpusvn={'0a' * 16}&pcesvn=0d00&pceid=0000",
+        f"/sgx/certification/v4/pckcert?ppid={'11' * 16}&cpusvn={'0a' * 16}&pcesvn=0d00&pceid=0000&qeid=12",
+        f"{TCB}?fmspc=00A067110000&pad={'a' * MAX_QUERY_LENGTH}",
+    ],
+)
+def test_bad_parameters_raise_parse_error(url: str) -> None:
+    with pytest.raises(ParseError):
+        _parse(url)
+
+
+def test_labels_and_encodings() -> None:
+    crl = _parse("/sgx/certification/v4/pckcrl?ca=processor&encoding=der")
+    assert crl is not None and crl.der_crl and crl.endpoint == "sgx/v4/pckcrl"
+    pem = _parse("/sgx/certification/v3/pckcrl?ca=processor")
+    assert pem is not None and not pem.der_crl
+    tdx = _parse("/tdx/certification/v4/qe/identity")
+    assert tdx is not None and tdx.path == "/tdx/certification/v4/qe/identity" and tdx.tee == "tdx"
+
+
+_NAMES = st.sampled_from(
+    ["fmspc", "ca", "encoding", "update", "encrypted_ppid", "ppid", "cpusvn", "pcesvn", "pceid", "qeid", "x"]
+)
+_PATHS = st.sampled_from(
+    [
+        "/sgx/certification/v4/tcb",
+        "/sgx/certification/v3/tcb",
+        "/tdx/certification/v4/tcb",
+        "/sgx/certification/v4/qe/identity",
+        "/sgx/certification/v4/pckcrl",
+        "/sgx/certification/v4/pckcert",
+        "/sgx/certification/v4/rootcacrl",
+    ]
+) | st.text(max_size=60)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    path=_PATHS,
+    pairs=st.lists(
+        st.tuples(
+            _NAMES | st.text(max_size=8),
+            st.text(max_size=40) | st.text("0123456789abcdefABCDEF", max_size=34),
+        ),
+        max_size=8,
+    ),
+)
+def test_fuzz_parse_or_refuse(path: str, pairs: list[tuple[str, str]]) -> None:
+    try:
+        resource = parse_resource(path, pairs, sum(len(a) + len(b) + 2 for a, b in pairs))
+    except ParseError:
+        return
+    if resource is not None:
+        # whatever parsed has a canonical key that parses back to itself
+        again = _parse(resource.key)
+        assert again is not None and again.key == resource.key
