@@ -339,3 +339,14 @@ def test_shared_pki(platform_dir: Path, platform: Platform, tmp_path: Path) -> N
         Platform.init(platform_dir, pki_from=platform_dir, force=True)
     with pytest.raises(PlatformStateError):
         Platform.init(tmp_path / "x", pki_from=tmp_path / "missing")
+
+
+def test_force_never_deletes_foreign_files(tmp_path: Path) -> None:
+    d = tmp_path / "home"
+    d.mkdir()
+    (d / "notes.txt").write_text("precious")
+    for force in (False, True):
+        with pytest.raises(PlatformStateError, match="not part of a platform" if force else "already holds"):
+            Platform.init(d, force=force)
+    assert (d / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in d.iterdir() if p.name != ".lock") == ["notes.txt"]

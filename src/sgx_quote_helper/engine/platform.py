@@ -61,6 +61,10 @@ PKI_FILES = {
     "pck": ("pck.pem", "pck.key.pem"),
     "tcb_signing": ("tcb-signing.pem", "tcb-signing.key.pem"),
 }
+#: every file a platform directory may hold (``--force`` deletes only these)
+OWN_FILES = frozenset(
+    {MANIFEST, SECRET, ATTESTATION_KEY, PCE_ENCRYPTION_KEY, *(f for pair in PKI_FILES.values() for f in pair)}
+)
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:
@@ -156,8 +160,13 @@ class Platform:
                 raise PlatformStateError(
                     f"state directory {state.path} already holds {what}; use --force to replace it"
                 )
-            if existing:
-                state.remove_all()
+            foreign = [name for name in existing if name not in OWN_FILES]
+            if foreign:
+                raise PlatformStateError(
+                    f"state directory {state.path} holds files that are not part of a platform "
+                    f"({', '.join(foreign[:3])}); refusing to replace it, choose an empty directory"
+                )
+            state.remove(existing)
             return cls._create(state, fmspc, cpusvn, pcesvn, qe_svn, ca, cert_data, _now(now), shared)
 
     @classmethod

@@ -5,6 +5,7 @@ Rules:
   reader sees the old file or the new one, never half of one;
 - private material is created with mode 0600 (and the directory with 0700);
 - the manifest is written last: a directory with files but no manifest is *partial*;
+- ``remove()`` deletes only the names it is given (never a whole directory);
 - ``lock()`` takes an exclusive ``fcntl.flock`` on ``DIR/.lock`` so two processes creating the
   same platform at once serialise instead of interleaving;
 - any unreadable, missing or malformed file raises :class:`PlatformStateError` naming the file.
@@ -127,14 +128,13 @@ class StateDir:
             raise PlatformStateError(f"{self.file(name)} is not an ECDSA P-256 key")
         return key
 
-    def remove_all(self) -> None:
-        """Delete every regular file in the directory except the lock (used by ``--force``)."""
-        for p in self.path.iterdir():
-            if p.name != LOCK_NAME and p.is_file():
-                try:
-                    p.unlink()
-                except OSError as exc:
-                    raise PlatformStateError(f"cannot remove {p}: {exc.strerror}") from exc
+    def remove(self, names: list[str]) -> None:
+        """Delete the named files (used by ``--force``; the caller names only files it owns)."""
+        for name in names:
+            try:
+                self.file(name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise PlatformStateError(f"cannot remove {self.file(name)}: {exc.strerror}") from exc
 
 
 __all__ = ["LOCK_NAME", "StateDir"]
