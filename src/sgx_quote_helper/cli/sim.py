@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,9 @@ from ..abi.quote import Quote
 from ..abi.report import TargetInfo
 from ..errors import ConfigError, EngineError, ParseError, PlatformStateError
 from ._common import fail, parse_hex, resolve_state_dir, state_dir_option
+
+if TYPE_CHECKING:
+    from ..engine.platform import Platform
 
 _ERRORS = (PlatformStateError, ConfigError, ParseError, EngineError)
 
@@ -57,7 +60,7 @@ def _hex(value: str | None, name: str, **kw: int) -> bytes | None:
         fail(exc.message)
 
 
-def _open_platform(state_dir: Path | None) -> Any:
+def _open_platform(state_dir: Path | None) -> Platform:
     from ..engine.platform import Platform
 
     try:
@@ -318,8 +321,8 @@ def _parse_now(value: str | None) -> dt.datetime:
 @click.option(
     "--now",
     metavar="TIME",
-    help="Issue time: unix seconds or ISO 8601 [the current time]. "
-    "Dates are issued one hour before it and stay valid 30 days.",
+    help="Issue time: unix seconds or ISO 8601 [the current time]. Dates are issued one hour before "
+    "it and stay valid 30 days; the platform's certificates are valid from a day before its creation.",
 )
 def collateral_cmd(state_dir: Path | None, out: str, now: str | None) -> None:
     """Write signed collateral (TCB Info, QE Identity, CRLs) in dcap-qvl's QuoteCollateralV3 JSON.
