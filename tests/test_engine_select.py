@@ -59,3 +59,18 @@ def test_simulated_needs_a_platform(tmp_path: Path) -> None:
 def test_other_names_are_refused(name: str) -> None:
     with pytest.raises(ConfigError):
         select_engine(name)
+
+
+def test_serve_engine_auto_exits_at_once_without_hardware(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sgx_quote_helper.cli import cli
+
+    if Path("/dev/sgx_enclave").exists():
+        pytest.skip("this machine has SGX: auto would serve from the hardware engine")
+    sock = tmp_path / "aesm.socket"
+    result = CliRunner().invoke(cli, ["serve", "--engine", "auto", "--socket", str(sock)])
+    assert result.exit_code != 0
+    assert "/dev/sgx_enclave" in result.output
+    assert "--engine simulated" in result.output
+    assert not sock.exists()

@@ -15,7 +15,7 @@ from ..engine.base import QuotingEngine
 from ..errors import ConfigError, SgxQuoteHelperError
 from ._common import fail, resolve_state_dir, state_dir_option
 
-ENGINES = ("simulated", "dcap")
+ENGINES = ("simulated", "dcap", "auto")
 
 
 def _mode(value: str) -> int:
@@ -32,16 +32,10 @@ def _mode(value: str) -> int:
 
 def open_engine(kind: str, state_dir: Path | None) -> QuotingEngine:
     """Build the engine named on the command line (imports only what that engine needs)."""
-    if kind == "simulated":
-        from ..engine.platform import Platform
-        from ..engine.simulated import SimulatedEngine
+    # engine choice (auto/dcap/simulated) lives in engine.select, shared with the in-process mode
+    from ..engine.select import select_engine
 
-        return SimulatedEngine(Platform.open(resolve_state_dir(state_dir), create=True))
-    if kind == "dcap":
-        from ..engine.dcap import DcapEngine
-
-        return DcapEngine()
-    raise ConfigError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINES)}")
+    return select_engine(kind, state_dir=resolve_state_dir(state_dir), create_state=True)
 
 
 @click.command("serve")
@@ -59,7 +53,9 @@ def open_engine(kind: str, state_dir: Path | None) -> QuotingEngine:
     default="simulated",
     show_default=True,
     help="simulated: software QE on a simulated platform (real signatures, SIMULATED Intel PKI); "
-    "dcap: Intel's QE3/PCE on real SGX hardware.",
+    "dcap: Intel's QE3/PCE on real SGX hardware; auto: dcap when /dev/sgx_enclave, "
+    "/dev/sgx_provision and Intel's quote library are present, otherwise exit non-zero saying "
+    "what is missing (never falls back to simulated).",
 )
 @state_dir_option
 @click.option(
@@ -132,6 +128,7 @@ def serve(
       sgx-quote-helper serve                                  # simulated platform, default socket
       sgx-quote-helper serve --socket /tmp/aesm/aesm.socket --state-dir /tmp/plat
       sgx-quote-helper serve --engine dcap --socket-mode 0660 # real SGX hardware
+      sgx-quote-helper serve --engine auto                    # hardware, or refuse to start
       sgx-quote-helper healthcheck --socket /tmp/aesm/aesm.socket
     """
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
