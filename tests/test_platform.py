@@ -350,3 +350,11 @@ def test_force_never_deletes_foreign_files(tmp_path: Path) -> None:
             Platform.init(d, force=force)
     assert (d / "notes.txt").read_text() == "precious"
     assert sorted(p.name for p in d.iterdir() if p.name != ".lock") == ["notes.txt"]
+
+
+def test_deeply_nested_manifest(tmp_path: Path) -> None:
+    d = tmp_path / "deep"
+    d.mkdir()
+    (d / MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(PlatformStateError, match="corrupt"):
+        Platform.open(d)

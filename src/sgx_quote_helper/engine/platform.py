@@ -287,7 +287,7 @@ class Platform:
             manifest = json.loads(raw)
             if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
                 raise ValueError("not a platform manifest")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise PlatformStateError(f"{state.file(MANIFEST)} is corrupt: {exc}") from None
         if manifest.get("format_version") != FORMAT_VERSION:
             raise PlatformStateError(
