@@ -72,7 +72,19 @@ def _cert(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca, content_commitment=not ca, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+    )  # fmt: skip
     if ext is not None:
         b = b.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSION_OID), ext), False)
     return b.sign(issuer_key, hashes.SHA256())
@@ -85,7 +97,14 @@ def _pem(*certs: x509.Certificate) -> str:
 def _crl(
     issuer: str, key: ec.EllipticCurvePrivateKey, revoked: tuple[int, ...], last: datetime, nxt: datetime
 ) -> bytes:
-    b = x509.CertificateRevocationListBuilder().issuer_name(_name(issuer)).last_update(last).next_update(nxt)
+    b = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(_name(issuer))
+        .last_update(last)
+        .next_update(nxt)
+        .add_extension(x509.CRLNumber(1), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+    )
     for serial in revoked:
         b = b.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(last).build()
