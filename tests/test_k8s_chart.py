@@ -323,7 +323,9 @@ def _option_names(module: str, attr: str) -> set[str]:
         ("quote-helper", "DaemonSet", "serve", "serve"),
     ],
 )
-def test_rendered_args_parse_with_our_cli(component: str, kind: str, module: str, attr: str) -> None:
+def test_rendered_args_parse_with_our_cli(
+    component: str, kind: str, module: str, attr: str, tmp_path: Path
+) -> None:
     objs = objects(ALL_ON, "sgx")
     (c,) = one(objs, kind, component)["spec"]["template"]["spec"]["containers"]
     assert c["args"][0] == component.replace("quote-helper", "serve")
@@ -332,6 +334,10 @@ def test_rendered_args_parse_with_our_cli(component: str, kind: str, module: str
     serve_exists = module == "serve" and importlib.util.find_spec("sgx_quote_helper.cli.serve") is not None
     if serve_exists and "--metrics-port" not in _option_names("serve", "serve"):  # issue 8 adds it
         args = [a for a in args if not a.startswith("--metrics-port")]
+    if module == "webhook":  # the Secret's files, as mounted in the pod
+        (tmp_path / "tls.crt").write_text("cert")
+        (tmp_path / "tls.key").write_text("key")
+        args = [a.replace("=/tls/", f"={tmp_path}/") for a in args]
     _accepts(module, attr, args)
 
 
