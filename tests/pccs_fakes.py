@@ -123,27 +123,24 @@ def fake_pcs_app(pcs: FakePcs) -> web.Application:
 def fake_pcs_in_thread() -> Iterator[tuple[FakePcs, str]]:
     """A FakePcs on its own event loop in a thread (for CLI subprocess tests)."""
     pcs = FakePcs()
+    with app_in_thread(fake_pcs_app(pcs)) as url:
+        yield pcs, url
+
+
+@contextmanager
+def app_in_thread(app: web.Application) -> Iterator[str]:
+    """Serve ``app`` (127.0.0.1, any port) on an event loop in a background thread; yield its URL.
+
+    Lets synchronous clients (urllib, click's CliRunner) and ``asyncio.run`` in the test thread
+    talk to it."""
     loop = asyncio.new_event_loop()
-    ready: dict[str, Any] = {}
-    started = threading.Event()
-
-    async def main() -> None:
-        runner = web.AppRunner(fake_pcs_app(pcs))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        ready["url"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        ready["runner"] = runner
-        started.set()
-
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    asyncio.run_coroutine_threadsafe(main(), loop).result(timeout=10)
-    started.wait(10)
+    runner, url = asyncio.run_coroutine_threadsafe(start(app, "127.0.0.1", 0), loop).result(timeout=10)
     try:
-        yield pcs, ready["url"]
+        yield url
     finally:
-        asyncio.run_coroutine_threadsafe(ready["runner"].cleanup(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()

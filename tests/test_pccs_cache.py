@@ -167,9 +167,9 @@ def test_stale_entries_refresh_ahead_and_expired_ones_synchronously(tmp_path: Pa
             env.clock.now = PHALA_NOW + timedelta(days=31)  # past nextUpdate: refetched before answering
             assert (await env.get(TCB))[0] == 200
             assert len(env.pcs.hits) == 3
-            entry = env.source.cache.get(
-                parse_resource("/sgx/certification/v4/tcb", [("fmspc", PHALA_FMSPC)]).key
-            )  # type: ignore[union-attr]
+            resource = parse_resource("/sgx/certification/v4/tcb", [("fmspc", PHALA_FMSPC)])
+            assert resource is not None
+            entry = env.source.cache.get(resource.key)
             assert entry is not None and entry.fetched_at == env.clock.now
 
     run(scenario())

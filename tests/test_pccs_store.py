@@ -1,0 +1,219 @@
+"""pccs.store (simulated mode) over real HTTP on loopback: dcap-qvl's ``get_collateral`` fetches from
+it and ``verify_with_root_ca`` says UpToDate; our verifier's ``--pccs`` does the same, including a
+type-3 (encrypted PPID) platform whose PCK certificate comes from ``pckcert``; documents are
+re-signed as time passes; unknown FMSPCs and platforms are 404."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.error import HTTPError
+from urllib.parse import unquote
+from urllib.request import urlopen
+
+import dcap_qvl
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from sgx_quote_helper.abi.keyid import AttKeyId
+from sgx_quote_helper.abi.quote import Quote
+from sgx_quote_helper.cli import cli
+from sgx_quote_helper.engine import collateral as C
+from sgx_quote_helper.engine.platform import Platform
+from sgx_quote_helper.engine.qe import QE_TARGET_INFO
+from sgx_quote_helper.engine.simulated import SimulatedEngine
+from sgx_quote_helper.errors import ConfigError
+from sgx_quote_helper.pccs.app import make_app
+from sgx_quote_helper.pccs.store import SimulatedStore
+from sgx_quote_helper.verify.tcbinfo import TcbInfo
+
+from .pccs_fakes import Clock, app_in_thread
+
+KEY_ID = AttKeyId.ecdsa_p256_qe3()
+FMSPC_B = bytes.fromhex("00906ED50000")
+
+
+def _quote(platform: Platform) -> bytes:
+    engine = SimulatedEngine(platform)
+    engine.init_quote(KEY_ID, True)
+    report = platform.ereport(QE_TARGET_INFO, b"pccs test", mr_enclave=b"\x21" * 32, mr_signer=b"\x43" * 32)
+    return engine.get_quote(report, KEY_ID).quote
+
+
+class Sim:
+    """Two platforms under one SIMULATED PKI (A: PCK chain in quotes; B: encrypted PPID, other FMSPC),
+    a quote from each, and the root; the store's clock starts at creation time + 2 days."""
+
+    def __init__(self, tmp: Path) -> None:
+        created = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+        self.a = Platform.init(tmp / "a", now=created)
+        self.b = Platform.init(
+            tmp / "b", now=created, cert_data="encrypted-ppid", fmspc=FMSPC_B, pki_from=tmp / "a"
+        )
+        self.quote_a = _quote(self.a)
+        self.quote_b = _quote(self.b)
+        self.root_der = C.root_ca_der(self.a)
+        self.clock = Clock(created + timedelta(days=2))
+        self.tmp = tmp
+
+    @property
+    def now(self) -> int:
+        return int(self.clock.now.timestamp())
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Sim:
+    return Sim(tmp_path_factory.mktemp("pccs-sim"))
+
+
+@pytest.fixture(scope="module")
+def url(sim: Sim) -> Any:
+    store = SimulatedStore([sim.a, sim.b], sim.clock)
+    with app_in_thread(make_app(store)) as base:
+        yield base
+
+
+def _get(url: str) -> tuple[int, bytes, Any]:
+    try:
+        with urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read(), resp.headers
+    except HTTPError as exc:
+        return exc.code, exc.read(), exc.headers
+
+
+def _raw_verify(cert_pem: str, signature: bytes, data: bytes) -> None:
+    key = x509.load_pem_x509_certificates(cert_pem.encode())[0].public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    key.verify(der, data, ec.ECDSA(hashes.SHA256()))
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+def test_dcap_qvl_get_collateral_then_verify_with_root_ca(sim: Sim, url: str, which: str) -> None:
+    quote = sim.quote_a if which == "a" else sim.quote_b
+
+    async def fetch() -> Any:
+        return await dcap_qvl.get_collateral(url, quote)
+
+    collateral = asyncio.run(fetch())
+    result = dcap_qvl.verify_with_root_ca(quote, collateral, sim.root_der, sim.now)
+    assert result.status == "UpToDate"
+    # and plain verify (Intel's production root pinned) refuses the SIMULATED chain
+    with pytest.raises(Exception):  # noqa: B017  (dcap-qvl raises a plain ValueError/RuntimeError)
+        dcap_qvl.verify(quote, collateral, sim.now)
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+def test_our_verifier_with_pccs(sim: Sim, url: str, which: str) -> None:
+    quote_file = sim.tmp / f"quote-{which}.bin"
+    quote_file.write_bytes(sim.quote_a if which == "a" else sim.quote_b)
+    root_file = sim.tmp / "root.der"
+    root_file.write_bytes(sim.root_der)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "verify",
+            str(quote_file),
+            "--pccs",
+            url,
+            "--root-ca",
+            str(root_file),
+            "--now",
+            str(sim.now),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.stdout)
+    assert verdict["status"] == "UpToDate"
+    if which == "b":
+        assert Quote.from_bytes(sim.quote_b).pck_chain_pem is None  # the chain came from /pckcert
+
+
+def test_documents_are_resigned_as_time_passes(sim: Sim) -> None:
+    store = SimulatedStore([sim.a], Clock(sim.clock.now))
+    fmspc = sim.a.identity.fmspc.hex()
+    with app_in_thread(make_app(store)) as base:
+        tcb = f"{base}/sgx/certification/v4/tcb?fmspc={fmspc}"
+        status, first, headers = _get(tcb)
+        assert status == 200
+        assert _get(tcb)[1] == first  # stable between re-issues
+        store.clock.now += timedelta(days=2)  # type: ignore[attr-defined]
+        later = _get(tcb)[1]
+        assert later != first
+        for body in (first, later):
+            obj = json.loads(body)
+            text = body.decode().split('"tcbInfo":', 1)[1].rsplit(',"signature"', 1)[0]
+            _raw_verify(
+                unquote(headers["TCB-Info-Issuer-Chain"]), bytes.fromhex(obj["signature"]), text.encode()
+            )
+        issue = datetime.fromisoformat(json.loads(later)["tcbInfo"]["issueDate"])
+        assert issue > datetime.fromisoformat(json.loads(first)["tcbInfo"]["issueDate"])
+        assert datetime.fromisoformat(json.loads(later)["tcbInfo"]["nextUpdate"]) > store.clock.now  # type: ignore[attr-defined]
+
+
+def test_v3_tcb_is_tcb_info_v2_with_the_v3_header(sim: Sim, url: str) -> None:
+    status, body, headers = _get(f"{url}/sgx/certification/v3/tcb?fmspc={sim.a.identity.fmspc.hex()}")
+    assert status == 200
+    assert "SGX-TCB-Info-Issuer-Chain" in headers and "TCB-Info-Issuer-Chain" not in headers
+    text = body.decode().split('"tcbInfo":', 1)[1].rsplit(',"signature"', 1)[0]
+    info = TcbInfo.parse(text)
+    assert info.version == 2
+    _raw_verify(
+        unquote(headers["SGX-TCB-Info-Issuer-Chain"]),
+        bytes.fromhex(json.loads(body)["signature"]),
+        text.encode(),
+    )
+    # v3 pckcrl is PEM by default, DER on request
+    assert _get(f"{url}/sgx/certification/v3/pckcrl?ca=processor")[1].startswith(b"-----BEGIN X509 CRL-----")
+    assert _get(f"{url}/sgx/certification/v4/pckcrl?ca=processor&encoding=der")[1][:1] == b"\x30"
+
+
+def test_pckcert_headers_and_refusals(sim: Sim, url: str) -> None:
+    ident = sim.b.identity
+    eppid = Quote.from_bytes(sim.quote_b).certification_data.encrypted_ppid()
+    base = f"{url}/sgx/certification/v4/pckcert?cpusvn={ident.cpusvn.hex()}&pcesvn={ident.pcesvn.to_bytes(2, 'little').hex()}&pceid=0000"
+    status, body, headers = _get(f"{base}&encrypted_ppid={eppid.encrypted_ppid.hex()}&qeid={'00' * 16}")
+    assert status == 200
+    assert x509.load_pem_x509_certificate(body) == sim.b.certs["pck"]
+    assert headers["SGX-TCBm"] == C.pck_cert_tcbm(sim.b)
+    assert headers["SGX-FMSPC"] == FMSPC_B.hex().upper()
+    assert headers["SGX-PCK-Certificate-CA-Type"] == "processor"
+    chain = x509.load_pem_x509_certificates(unquote(headers["SGX-PCK-Certificate-Issuer-Chain"]).encode())
+    assert chain == [sim.b.certs["pck_ca"], sim.b.certs["root"]]
+    assert _get(f"{base}&ppid={ident.ppid.hex()}")[0] == 200
+    assert _get(f"{base}&ppid={'00' * 16}")[0] == 404
+    assert _get(f"{base}&encrypted_ppid={'01' * 384}")[0] == 404  # not encrypted to any platform
+    lower = f"{url}/sgx/certification/v4/pckcert?cpusvn={'00' * 16}&pcesvn=0000&pceid=0000&ppid={ident.ppid.hex()}"
+    assert _get(lower)[0] == 404  # raw TCB below the platform's only certificate
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/sgx/certification/v4/tcb?fmspc=112233445566",
+        "/tdx/certification/v4/tcb?fmspc=00906ED50000",
+        "/tdx/certification/v4/qe/identity",
+        "/sgx/certification/v4/qve/identity",
+        "/sgx/certification/v4/pckcrl?ca=platform",
+    ],
+)
+def test_unknown_collateral_is_404_json(url: str, path: str) -> None:
+    status, body, headers = _get(url + path)
+    assert status == 404 and headers["Content-Type"].startswith("application/json")
+    assert json.loads(body)["error"] == "not-found"
+
+
+def test_platforms_of_different_pkis_are_refused(sim: Sim, tmp_path: Path) -> None:
+    other = Platform.init(tmp_path / "other")
+    with pytest.raises(ConfigError):
+        SimulatedStore([sim.a, other], sim.clock)
+    with pytest.raises(ConfigError):
+        SimulatedStore([], sim.clock)
