@@ -4,6 +4,7 @@ raise anything but our errors (parse-or-raise-our-error)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from functools import cache
 
@@ -112,3 +113,34 @@ def test_verify_on_mutated_real_quote(data: st.DataObject) -> None:
                 q[off : off + 2] = data.draw(st.binary(min_size=2, max_size=2))
     with contextlib.suppress(*OURS):
         assert isinstance(_VERIFIER.verify(bytes(q), coll, 1750334400), Verdict)
+
+
+_FIELDS = [
+    "root_ca_crl",
+    "pck_crl",
+    "tcb_info_issuer_chain",
+    "qe_identity_issuer_chain",
+    "pck_crl_issuer_chain",
+]
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+@FUZZ
+@given(st.sampled_from(_FIELDS), st.data())
+def test_verify_on_mutated_collateral_pki(name: str, data: st.DataObject) -> None:
+    quote, text = _real()
+    coll = load_dcap_qvl_json(text)
+    value = getattr(coll, name)
+    raw = bytearray(value.encode() if isinstance(value, str) else value)
+    for _ in range(data.draw(st.integers(1, 3))):
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        raw[pos] = (
+            ord(data.draw(st.sampled_from(_B64)))
+            if isinstance(value, str)
+            else data.draw(st.integers(0, 255))
+        )
+    new = raw.decode() if isinstance(value, str) else bytes(raw)
+    with contextlib.suppress(*OURS):
+        assert isinstance(
+            _VERIFIER.verify(quote, dataclasses.replace(coll, **{name: new})  # type: ignore[arg-type], 1750334400), Verdict
+        )

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from ..abi.pck import SGX_EXTENSION_OID, SgxExtensions
@@ -38,26 +41,35 @@ def common_name(cert: x509.Certificate) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
+@contextmanager
+def malformed(step: int, what: str) -> Iterator[None]:
+    """Turn a lazily-decoded certificate field that does not parse into '<what>-malformed'."""
+    try:
+        yield
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+        if isinstance(exc, VerificationError):
+            raise
+        raise VerificationError(step, f"{what}-malformed", str(exc)) from None
+
+
 def load_pem_chain(pem: bytes | str, step: int, what: str) -> list[x509.Certificate]:
     """Every PEM certificate in ``pem`` (NULs and text between them ignored), leaf first."""
     raw = pem.encode("latin-1", "replace") if isinstance(pem, str) else pem
     blocks = _PEM_CERT.findall(raw)
     if not blocks:
         raise VerificationError(step, f"{what}-missing", "no PEM certificate found")
-    try:
+    with malformed(step, what):
         return [x509.load_pem_x509_certificate(b) for b in blocks]
-    except ValueError as exc:
-        raise VerificationError(step, f"{what}-malformed", str(exc)) from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def load_crl(der: bytes, step: int, what: str) -> x509.CertificateRevocationList:
     """A DER CRL, or VerificationError(step, '<what>-malformed')."""
-    try:
+    with malformed(step, what):
         crl = x509.load_der_x509_crl(der)
-        _ = crl.next_update_utc, crl.last_update_utc  # force the lazy fields to decode now
-    except ValueError as exc:
-        raise VerificationError(step, f"{what}-malformed", str(exc)) from None
-    return crl
+        _ = crl.next_update_utc, crl.last_update_utc, crl.issuer  # decode the lazy fields now
+        return crl
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,14 @@ class TrustedRoot:
 _INTEL = TrustedRoot(INTEL_SGX_ROOT_CA_DER)
 
 
+def public_key(cert: x509.Certificate, step: int, what: str) -> CertificatePublicKeyTypes:
+    """The certificate's public key, or '<what>-bad-key' when it does not decode."""
+    try:
+        return cert.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise VerificationError(step, f"{what}-bad-key", str(exc)) from None
+
+
 def check_window(cert: x509.Certificate, now: datetime, step: int, what: str) -> Window:
     """notBefore <= now <= notAfter, else '<what>-not-yet-valid' / '<what>-expired'."""
     lo, hi = cert.not_valid_before_utc, cert.not_valid_after_utc
@@ -130,7 +150,7 @@ def check_pinned(chain_root: x509.Certificate, trusted: TrustedRoot, step: int) 
         raise VerificationError(step, "untrusted-root", "the chain does not end at the trusted root CA")
     if chain_root.tbs_certificate_bytes == trusted.cert.tbs_certificate_bytes:
         return  # the very same certificate
-    key = chain_root.public_key().public_bytes(
+    key = public_key(chain_root, step, "root-ca").public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
     if key != trusted.public_key_bytes:
@@ -141,7 +161,15 @@ def check_crl(
     crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, step: int, what: str
 ) -> Window:
     """The CRL is issued and signed by ``issuer`` and ``thisUpdate <= now < nextUpdate``."""
-    key = issuer.public_key()
+    with malformed(step, what):
+        return _check_crl(crl, issuer, now, step, what)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_crl(
+    crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, step: int, what: str
+) -> Window:
+    key = public_key(issuer, step, what)
     if crl.issuer != issuer.subject or not isinstance(key, ec.EllipticCurvePublicKey):
         raise VerificationError(step, f"{what}-wrong-issuer", "CRL issuer does not match")
     if not crl.is_signature_valid(key):
@@ -191,7 +219,7 @@ def sgx_extensions(leaf: x509.Certificate, step: int) -> SgxExtensions:
 
 def ec_key(cert: x509.Certificate, step: int, what: str) -> ec.EllipticCurvePublicKey:
     """The certificate's P-256 public key."""
-    key = cert.public_key()
+    key = public_key(cert, step, what)
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise VerificationError(step, f"{what}-wrong-key-type", "expected an ECDSA P-256 key")
     return key
@@ -219,6 +247,8 @@ __all__ = [
     "ec_key",
     "load_crl",
     "load_pem_chain",
+    "malformed",
+    "public_key",
     "sgx_extensions",
     "split_root",
 ]

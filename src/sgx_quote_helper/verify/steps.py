@@ -118,7 +118,8 @@ def load_pck_chain(pem: bytes | str, root: ch.TrustedRoot) -> PckChain:
     certs = ch.load_pem_chain(pem, Step.PCK_CHAIN, "pck-chain")
     if len(certs) not in (2, 3):
         raise fail(Step.PCK_CHAIN, "pck-chain-length", f"{len(certs)} certificates")
-    root_cert = ch.split_root(certs, root, Step.ROOT_CA, "pck-chain")
+    with ch.malformed(Step.PCK_CHAIN, "pck-chain"):
+        root_cert = ch.split_root(certs, root, Step.ROOT_CA, "pck-chain")
     if len(certs) != 2:
         raise fail(Step.PCK_CHAIN, "pck-chain-length", "expected leaf and PCK CA")
     return PckChain(certs[0], certs[1], root_cert)
@@ -131,6 +132,16 @@ def check_pck_chain(
     pck_crl: x509.CertificateRevocationList | None,
 ) -> VerifiedPck:
     """Steps 2-4 for the PCK chain (CRLs ``None`` only when the caller skips CRL checks)."""
+    with ch.malformed(Step.PCK_CHAIN, "pck-chain"):
+        return _check_pck_chain(chain, now, root_crl, pck_crl)
+
+
+def _check_pck_chain(
+    chain: PckChain,
+    now: datetime,
+    root_crl: x509.CertificateRevocationList | None,
+    pck_crl: x509.CertificateRevocationList | None,
+) -> VerifiedPck:
     leaf, ca, root_cert = chain.leaf, chain.ca, chain.root
     windows = [ch.check_window(root_cert, now, Step.ROOT_CA, "root-ca")]
     ch.check_issued_by(ca, root_cert, Step.PCK_CHAIN, "pck-ca")
@@ -172,6 +183,18 @@ def check_signing_chain(
     now: datetime,
 ) -> tuple[ec.EllipticCurvePublicKey, list[ch.Window]]:
     """Steps 5/6 (chain half): the TCB Signing cert is issued by the root, current, not revoked."""
+    with ch.malformed(step, f"{what}-chain"):
+        return _check_signing_chain(step, what, chain_pem, root, root_crl, now)
+
+
+def _check_signing_chain(
+    step: Step,
+    what: str,
+    chain_pem: str,
+    root: ch.TrustedRoot,
+    root_crl: x509.CertificateRevocationList | None,
+    now: datetime,
+) -> tuple[ec.EllipticCurvePublicKey, list[ch.Window]]:
     certs = ch.load_pem_chain(chain_pem, step, f"{what}-chain")
     root_cert = ch.split_root(certs, root, Step.ROOT_CA, f"{what}-chain")
     if len(certs) != 1:
