@@ -154,6 +154,7 @@ class _Connection(asyncio.Protocol):
                 return
             srv.stats.requests += 1
             service = srv.service
+            assert service is not None  # only the upstream proxy has none, and it overrides _next
             if isinstance(request, m.EmptyRequest | m.UnknownRequest):
                 what = (
                     "empty envelope"
@@ -264,12 +265,18 @@ class AesmServer:
     """The quote daemon's socket server (see the module doc).
 
     Args:
-        service: the request semantics.
+        service: the request semantics (``None`` for the upstream proxy, ``server.proxy``, whose
+            connections forward raw frames instead).
         config: socket path, limits, timeouts.
         executor: where engine requests run (default: a one-thread pool, created on start).
     """
 
-    def __init__(self, service: AesmService, config: ServerConfig, executor: Executor | None = None) -> None:
+    #: the per-connection protocol; the upstream proxy (server/proxy.py) plugs in its own
+    connection_class: type[_Connection] = _Connection
+
+    def __init__(
+        self, service: AesmService | None, config: ServerConfig, executor: Executor | None = None
+    ) -> None:
         self.service = service
         self.config = config
         self.stats = ServerStats()
@@ -312,16 +319,20 @@ class AesmServer:
         self._listen_dup = sock.dup()  # keeps the listener alive to drain the backlog at stop
         self._listen_dup.setblocking(False)
         self._server = await self.loop.create_unix_server(
-            lambda: _Connection(self), sock=sock, backlog=cfg.backlog
+            lambda: self.connection_class(self), sock=sock, backlog=cfg.backlog
         )
         self._sweeper = asyncio.create_task(self._sweep(), name="aesm-sweep")
         log.info(
-            "serving AESM protocol on %s (mode %o, engine %s, max in flight %d)",
+            "serving AESM protocol on %s (mode %o, %s, max in flight %d)",
             cfg.socket_path,
             cfg.socket_mode,
-            self.service.engine.name,
+            self.describe(),
             cfg.max_in_flight,
         )
+
+    def describe(self) -> str:
+        """What answers the requests, for logs ("engine simulated", "proxy to ...")."""
+        return f"engine {self.service.engine.name}" if self.service is not None else "no engine"
 
     def request_stop(self, reason: str = "stop requested", unlink: bool = True) -> None:
         """Ask the server to shut down gracefully (safe from signal handlers via the loop)."""
@@ -418,7 +429,7 @@ class AesmServer:
                     log.warning("draining the backlog: %s", exc)
                     break
                 conn.setblocking(False)
-                await self.loop.connect_accepted_socket(lambda: _Connection(self), conn)
+                await self.loop.connect_accepted_socket(lambda: self.connection_class(self), conn)
         finally:
             dup.close()
 
