@@ -22,6 +22,8 @@ from .conftest import REAL
 
 PHALA = REAL / "phala-sgx-v3-processor"
 PHALA_FMSPC = "00A067110000"
+PHALA_TDX = REAL / "tdx" / "phala-tdx-v4"
+PHALA_TDX_FMSPC = "B0C06F000000"
 #: the `now` of the phala vector's 2025-06 collateral (expected.json)
 PHALA_NOW = datetime(2025, 6, 19, 12, 0, 0, tzinfo=UTC)
 
@@ -42,15 +44,17 @@ def phala_collateral() -> dict[str, Any]:
 
 
 class FakePcs:
-    """Intel's PCS (plus PCCS's /rootcacrl) serving one platform's real collateral.
+    """Intel's PCS (plus PCCS's /rootcacrl) serving real collateral: the phala SGX platform (FMSPC
+    00A067110000, processor CA) on the SGX paths and the phala TDX platform (FMSPC B0C06F000000,
+    platform CA) on the TDX paths.
 
     ``mode`` breaks it on purpose: ``ok``, ``500``, ``garbage``, ``short-signature``, ``no-chain``,
     ``wrong-fmspc``, ``bad-crl``, ``no-rootcacrl`` (404 there; the CRL is at /IntelSGXRootCA.der).
     """
 
     def __init__(self) -> None:
-        c = phala_collateral()
-        self.c = c
+        self.c = phala_collateral()
+        self.tdx = json.loads((PHALA_TDX / "collateral-2025-06.dcap-qvl.json").read_text())
         self.hits: list[str] = []
         self.api_keys: list[str | None] = []
         self.mode = "ok"
@@ -61,12 +65,14 @@ class FakePcs:
     async def handle(self, request: web.Request) -> web.Response:
         self.hits.append(request.path_qs)
         self.api_keys.append(request.headers.get("Ocp-Apim-Subscription-Key"))
-        c, mode, path = self.c, self.mode, request.path
+        mode, path = self.mode, request.path
+        tdx = path.startswith("/tdx/")
+        c = self.tdx if tdx or request.query.get("ca") == "platform" else self.c
         if mode == "500":
             return web.Response(status=500, text="upstream broke")
         chain = quote(c["tcb_info_issuer_chain"], safe="")
         if path.endswith("/tcb"):
-            if request.query.get("fmspc", "").upper() != PHALA_FMSPC:
+            if request.query.get("fmspc", "").upper() != (PHALA_TDX_FMSPC if tdx else PHALA_FMSPC):
                 return web.Response(status=404)
             sig = c["tcb_info_signature"][:10] if mode == "short-signature" else c["tcb_info_signature"]
             text = (
@@ -83,7 +89,7 @@ class FakePcs:
                 content_type="application/json",
             )
         if path.endswith("/pckcrl"):
-            if request.query.get("ca") != "processor":
+            if request.query.get("ca") not in ("processor", "platform"):
                 return web.Response(status=404)
             der = bytes.fromhex(c["pck_crl"])
             if mode == "bad-crl":

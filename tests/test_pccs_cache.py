@@ -299,3 +299,98 @@ def test_concurrent_misses_share_one_upstream_request(tmp_path: Path) -> None:
 
     run(scenario(GatedGetter(reply), True))
     run(scenario(GatedGetter(None), False))
+
+
+def test_tdx_paths_through_the_cache_with_dcap_qvl(tmp_path: Path) -> None:
+    quote = (real_dir("tdx/phala-tdx-v4") / "quote.bin").read_bytes()
+
+    async def scenario() -> None:
+        async with Env(tmp_path) as env:
+            collateral = await dcap_qvl.get_collateral(env.url, quote)
+            result = dcap_qvl.verify(quote, collateral, int(PHALA_NOW.timestamp()))
+            assert result.status == "UpToDate"
+            paths = {h.split("?")[0] for h in env.pcs.hits}
+            assert {"/tdx/certification/v4/tcb", "/tdx/certification/v4/qe/identity"} <= paths
+            hits = len(env.pcs.hits)
+            await dcap_qvl.get_collateral(env.url, quote)
+            assert len(env.pcs.hits) == hits
+
+    run(scenario())
+
+
+class RecordingGetter:
+    """A getter that records URLs and answers from a table (404 otherwise)."""
+
+    def __init__(self, table: dict[str, UpstreamReply]) -> None:
+        self.table = table
+        self.urls: list[str] = []
+
+    async def __call__(self, url: str, headers: Mapping[str, str]) -> UpstreamReply:
+        self.urls.append(url)
+        return self.table.get(url, UpstreamReply(404, {}, b""))
+
+
+def test_intel_pcs_upstream_takes_the_root_crl_from_its_distribution_point(tmp_path: Path) -> None:
+    from .pccs_fakes import phala_collateral
+
+    der = bytes.fromhex(phala_collateral()["root_ca_crl"])
+    crl_url = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
+    getter = RecordingGetter({crl_url: UpstreamReply(200, {}, der)})
+    source = CachingSource(
+        CollateralCache(tmp_path / "c.db"),
+        "https://api.trustedservices.intel.com/sgx/certification/v4/",
+        getter,
+        Clock(PHALA_NOW),
+        api_key="secret",
+    )
+    resource = parse_resource("/sgx/certification/v4/rootcacrl", [])
+    tcb = parse_resource("/sgx/certification/v3/tcb", [("fmspc", PHALA_FMSPC)])
+    assert resource is not None and tcb is not None
+
+    async def scenario() -> None:
+        lookup = await source.get(resource)
+        assert lookup.document is not None and lookup.document.body == der.hex().encode()
+        assert getter.urls == [crl_url]  # PCS has no /rootcacrl: not asked
+        assert (await source.get(tcb)).outcome == "not-found"
+        # base URL normalised; API v3 asks without update=standard
+        assert (
+            getter.urls[-1]
+            == f"https://api.trustedservices.intel.com/sgx/certification/v3/tcb?fmspc={PHALA_FMSPC}"
+        )
+
+    run(scenario())
+
+
+def test_refresh_loop_refreshes_due_entries(tmp_path: Path) -> None:
+    from sgx_quote_helper.pccs.app import refresh_loop
+
+    async def scenario() -> None:
+        async with Env(tmp_path) as env:
+            await env.get(TCB)
+            await env.get(QE)
+            rounds = 0
+
+            async def fake_sleep(_: float) -> None:
+                nonlocal rounds
+                rounds += 1
+                if rounds == 1:
+                    return  # first round: nothing is due yet
+                if rounds == 2:
+                    env.clock.now += timedelta(hours=25)  # second round: both due
+                    return
+                raise asyncio.CancelledError
+
+            with pytest.raises(asyncio.CancelledError):
+                await refresh_loop(env.source, 60, sleep=fake_sleep)
+            assert len(env.pcs.hits) == 4  # 2 first fetches + 2 refreshes in round 2
+
+    run(scenario())
+
+
+def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
+    from sgx_quote_helper.errors import ConfigError
+
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError):
+        CollateralCache(bad)

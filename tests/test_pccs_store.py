@@ -217,3 +217,36 @@ def test_platforms_of_different_pkis_are_refused(sim: Sim, tmp_path: Path) -> No
         SimulatedStore([sim.a, other], sim.clock)
     with pytest.raises(ConfigError):
         SimulatedStore([], sim.clock)
+
+
+def test_caching_pccs_in_front_of_a_simulated_pccs(sim: Sim, url: str, tmp_path: Path) -> None:
+    """Another PCCS as the upstream: a type-3 quote's PCK certificate, TCB Info, QE Identity and CRLs
+    all pass through the cache (and come from it the second time)."""
+    from sgx_quote_helper.pccs.app import HttpGetter
+    from sgx_quote_helper.pccs.cache import CachingSource, CollateralCache, UpstreamReply
+
+    from .pccs_fakes import serving
+
+    urls: list[str] = []
+
+    async def scenario() -> None:
+        http = HttpGetter(timeout=10)
+
+        async def counting(u: str, headers: Any) -> UpstreamReply:
+            urls.append(u)
+            return await http(u, headers)
+
+        source = CachingSource(CollateralCache(tmp_path / "c.db"), url, counting, Clock(sim.clock.now))
+        try:
+            async with serving(make_app(source)) as front:
+                for _ in range(2):
+                    collateral = await dcap_qvl.get_collateral(front, sim.quote_b)
+                    result = dcap_qvl.verify_with_root_ca(sim.quote_b, collateral, sim.root_der, sim.now)
+                    assert result.status == "UpToDate"
+                    assert len(urls) == 5  # pckcert, pckcrl, tcb, qe/identity, rootcacrl: once each
+        finally:
+            await http.close()
+            source.cache.close()
+
+    asyncio.run(scenario())
+    assert any("/pckcert?" in u and "encrypted_ppid=" in u for u in urls)

@@ -161,7 +161,8 @@ def _source(
     api_key: str | None,
     db: Path | None,
     crl_url: str | None,
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, Any]:
+    """(source, metrics, HTTP getter or None) for the chosen mode."""
     from ..pccs.app import HttpGetter
     from ..pccs.cache import INTEL_ROOT_CA_CRL_URL, CachingSource
     from ..pccs.metrics import Metrics
@@ -172,17 +173,18 @@ def _source(
         from ..pccs.store import SimulatedStore
 
         platforms = [Platform.open(d) for d in state_dirs]
-        return SimulatedStore(platforms, _clock), metrics
+        return SimulatedStore(platforms, _clock), metrics, None
+    getter = HttpGetter()
     source = CachingSource(
         _open_cache(db),
         upstream,
-        HttpGetter(),
+        getter,
         _clock,
         api_key=api_key,
         root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL,
         on_upstream=metrics.upstream_outcome,
     )
-    return source, metrics
+    return source, metrics, getter
 
 
 async def _serve(
@@ -198,7 +200,7 @@ async def _serve(
     from ..pccs.app import make_app, refresh_loop, start
     from ..pccs.cache import CachingSource
 
-    source, metrics = _source(state_dirs, upstream, api_key, db, crl_url)
+    source, metrics, getter = _source(state_dirs, upstream, api_key, db, crl_url)
     runner, url = await start(make_app(source, metrics), host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -217,8 +219,9 @@ async def _serve(
         await runner.cleanup()
         if isinstance(source, CachingSource):
             await source.drain()
-            await source.getter.close()  # type: ignore[attr-defined]
             source.cache.close()
+        if getter is not None:
+            await getter.close()
 
 
 @pccs.command()

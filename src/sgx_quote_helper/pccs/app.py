@@ -155,14 +155,21 @@ class HttpGetter:
             self._session = None
 
 
-async def refresh_loop(source: CachingSource, interval: float) -> None:
-    """Every ``interval`` seconds, refresh the cached entries past their refresh point."""
+async def refresh_loop(
+    source: CachingSource,
+    interval: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Every ``interval`` seconds, refresh the cached entries past their refresh point (runs until
+    cancelled; a failing upstream is logged and retried next round)."""
     while True:
-        await asyncio.sleep(interval)
+        await sleep(interval)
         results = await source.refresh_all(due_only=True)
-        failed = {k: v for k, v in results.items() if v.startswith("failed")}
+        failed = [k for k, v in results.items() if v.startswith("failed")]
         if results:
             log.info("refreshed %d cached entries (%d failed)", len(results), len(failed))
+        for key in failed:
+            log.warning("refresh of %s: %s", key, results[key])
 
 
 class AccessLogger(AbstractAccessLogger):
