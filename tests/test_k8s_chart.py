@@ -9,7 +9,6 @@ import copy
 import importlib
 import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,12 @@ helm = pytest.importorskip("helm_python")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "deploy"))
-import render  # noqa: E402  (deploy/render.py)
+_spec = importlib.util.spec_from_file_location(
+    "sgx_quote_helper_deploy_render", ROOT / "deploy" / "render.py"
+)
+assert _spec is not None and _spec.loader is not None
+render = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render)
 
 KUBE_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
 EPC = "kubernetes.azure.com/sgx_epc_mem_in_MiB"
