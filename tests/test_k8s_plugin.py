@@ -235,7 +235,6 @@ def test_kubelet_restart_re_registers(short_tmp: Path) -> None:
             assert set(again) == {EPC, PROV}
             listing = await restarted.next_list(EPC)  # the re-created socket really serves
             assert len(listing.devices) == 8
-            assert manager.registrations == 4
         finally:
             await restarted.stop()
 
@@ -306,3 +305,75 @@ def test_missing_kubelet_dir_is_a_config_error(tmp_path: Path) -> None:
         asyncio.run(manager.run(asyncio.Event()))
     with pytest.raises(ConfigError):
         DevicePluginManager([], tmp_path, tmp_path)
+
+
+def test_cli_process_registers_and_cleans_up_on_sigterm(short_tmp: Path) -> None:
+    """The real `sgx-quote-helper device-plugin` process against the fake kubelet."""
+    import signal
+    import sys
+
+    async def main() -> None:
+        kubelet_dir, sysfs, dev = node_tree(short_tmp, epc_mib=4)
+        kubelet = FakeKubelet(kubelet_dir)
+        await kubelet.start()
+        exe = Path(sys.executable).parent / "sgx-quote-helper"
+        proc = await asyncio.create_subprocess_exec(
+            str(exe),
+            "device-plugin",
+            f"--kubelet-dir={kubelet_dir}",
+            f"--sysfs-root={sysfs}",
+            f"--dev-root={dev}",
+            "--no-cpuid",
+            "--poll-interval=0.05",
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            regs = await registered(kubelet)
+            assert set(regs) == {EPC, PROV}
+            assert len((await kubelet.next_list(EPC)).devices) == 4
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), WAIT)
+            assert proc.returncode == 0, err.decode()
+            assert b"EPC 4 MiB (sysfs), layout in-kernel" in err
+            assert not list(kubelet_dir.glob("kubernetes.azure.com-*.sock"))
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await kubelet.stop()
+
+    asyncio.run(main())
+
+
+class FlakyKubelet(FakeKubelet):
+    """Refuses the first registration of each resource, like a kubelet still starting up."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.refused: list[str] = []
+
+    async def Register(self, request: pb.RegisterRequest, context: Any) -> pb.Empty:
+        if request.resource_name not in self.refused:
+            self.refused.append(request.resource_name)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "not ready")
+        return await super().Register(request, context)
+
+
+def test_refused_registration_is_retried(short_tmp: Path) -> None:
+    async def main() -> None:
+        kubelet_dir, sysfs, dev = node_tree(short_tmp)
+        plans = scan.plan_resources(scan.discover_epc(sysfs), scan.find_devices(dev), PluginConfig())
+        kubelet = FlakyKubelet(kubelet_dir)
+        await kubelet.start()
+        manager = DevicePluginManager(plans, kubelet_dir, dev, poll_interval=0.02)
+        stop = asyncio.Event()
+        runner = asyncio.create_task(manager.run(stop))
+        try:
+            await until_done(registered(kubelet), runner)
+            assert sorted(kubelet.refused) == sorted([EPC, PROV])
+        finally:
+            stop.set()
+            await asyncio.wait_for(runner, WAIT)
+            await kubelet.stop()
+
+    asyncio.run(main())
