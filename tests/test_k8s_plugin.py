@@ -331,6 +331,8 @@ def test_cli_process_registers_and_cleans_up_on_sigterm(short_tmp: Path) -> None
             regs = await registered(kubelet)
             assert set(regs) == {EPC, PROV}
             assert len((await kubelet.next_list(EPC)).devices) == 4
+            proc.send_signal(signal.SIGHUP)  # forces a new registration of every resource
+            assert set(await registered(kubelet)) == {EPC, PROV}
             proc.send_signal(signal.SIGTERM)
             _, err = await asyncio.wait_for(proc.communicate(), WAIT)
             assert proc.returncode == 0, err.decode()

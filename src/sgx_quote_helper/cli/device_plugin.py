@@ -110,7 +110,7 @@ def device_plugin(
     """Advertise SGX EPC and device nodes to the kubelet (device plugin API v1beta1).
 
     EPC comes from sysfs (per NUMA node), else CPUID leaf 0x12. The plugin registers one resource
-    per socket in KUBELET_DIR, re-registers when the kubelet restarts, and reports devices
+    per socket in KUBELET_DIR, re-registers when the kubelet restarts (or on SIGHUP), and reports devices
     unhealthy while their device nodes are missing. Apps request the EPC resource and get
     /dev/sgx_enclave; /dev/sgx_provision goes only to pods requesting the provision resource.
 
@@ -202,11 +202,12 @@ async def _serve(plans: list[ResourcePlan], kubelet_dir: Path, dev_root: Path, p
     from ..k8s.plugin import DevicePluginManager
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     manager = DevicePluginManager(plans, kubelet_dir, dev_root, poll_interval=poll_interval)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, manager.reregister)
     await manager.run(stop)
 
 

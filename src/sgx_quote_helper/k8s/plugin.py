@@ -23,7 +23,7 @@ import grpc
 from ..errors import ConfigError
 from . import deviceplugin_pb2 as pb
 from . import deviceplugin_pb2_grpc as _pb_grpc
-from .scan import ResourcePlan, plan_healthy
+from .scan import ResourcePlan, missing_nodes, plan_healthy
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,11 @@ class ResourceServer(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
         self._socket_identity = None
+
+    @property
+    def started(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._server is not None
 
     @property
     def serving(self) -> bool:
@@ -198,9 +203,9 @@ class ResourceServer(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"{self.plan.resource_name}: unknown device IDs {unknown[:5]}",
                 )
-            if not plan_healthy(self.dev_root, self.plan):
+            missing = missing_nodes(self.dev_root, self.plan)
+            if missing:
                 await self.refresh_health()
-                missing = [n.host_path for n in self.plan.allocate]
                 await context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"{self.plan.resource_name}: SGX device node(s) {missing} missing on this node",
@@ -269,13 +274,18 @@ class DevicePluginManager:
             for server in self.servers:
                 await server.stop()
 
+    def reregister(self) -> None:
+        """Register every resource again at the next step (SIGHUP does this)."""
+        for reg in self._registered:
+            reg.kubelet = None
+
     async def step(self) -> None:
         """One round: refresh health, (re)start servers whose socket vanished, (re)register."""
         kubelet = _identity(self.kubelet_socket)
         for server, reg in zip(self.servers, self._registered, strict=True):
             await server.refresh_health()
             if not server.serving:
-                if server._server is not None:
+                if server.started:
                     log.warning(
                         "%s: our socket %s was removed; restarting",
                         server.plan.resource_name,

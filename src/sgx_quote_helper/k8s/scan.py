@@ -342,9 +342,18 @@ def plan_resources(epc: EpcInfo, devices: SgxDevices, config: PluginConfig) -> l
     return plans
 
 
+def missing_nodes(dev_root: Path, plan: ResourcePlan) -> list[str]:
+    """The host device nodes of ``plan`` that do not exist under ``dev_root`` (host paths)."""
+    return [
+        n.host_path
+        for n in plan.allocate
+        if not (dev_root / PurePosixPath(n.host_path).relative_to("/dev")).exists()
+    ]
+
+
 def plan_healthy(dev_root: Path, plan: ResourcePlan) -> bool:
     """True while every host device node the plan hands out exists under ``dev_root``."""
-    return all((dev_root / PurePosixPath(n.host_path).relative_to("/dev")).exists() for n in plan.allocate)
+    return not missing_nodes(dev_root, plan)
 
 
 def node_capacity_patch(resource_name: str, value: int) -> list[dict[str, object]]:
@@ -372,6 +381,7 @@ __all__ = [
     "discover_epc",
     "epc_sections_from_cpuid",
     "find_devices",
+    "missing_nodes",
     "node_capacity_patch",
     "plan_healthy",
     "plan_resources",
