@@ -160,6 +160,7 @@ def test_cli_caching_mode_and_refresh(tmp_path: Path) -> None:
             assert mode == "caching"
             for path in (f"{TCB}?fmspc={PHALA_FMSPC}", "/sgx/certification/v4/qe/identity"):
                 assert _get(base + path)[0] == 200
+            assert "pccs_cache_entries 2.0" in _get(base + "/metrics")[1].decode()
         finally:
             _stop(proc)
         assert pcs.api_keys and set(pcs.api_keys) == {"k1"}

@@ -394,3 +394,27 @@ def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ConfigError):
         CollateralCache(bad)
+
+
+class ReadOnlyCache(CollateralCache):
+    def put(self, key: str, document: Any, fetched_at: Any) -> None:
+        raise CollateralError("cache: cannot store (read-only test double)")
+
+
+def test_a_cache_that_cannot_store_still_serves_good_answers(tmp_path: Path) -> None:
+    real_dir("phala-sgx-v3-processor")
+
+    async def scenario() -> None:
+        pcs = FakePcs()
+        async with serving(fake_pcs_app(pcs)) as upstream:
+            getter = HttpGetter(timeout=5)
+            source = CachingSource(ReadOnlyCache(tmp_path / "ro.db"), upstream, getter, Clock(PHALA_NOW))
+            resource = parse_resource("/sgx/certification/v4/qe/identity", [])
+            assert resource is not None
+            for _ in range(2):
+                lookup = await source.get(resource)
+                assert lookup.document is not None and lookup.outcome == "miss"
+            assert len(pcs.hits) == 2
+            await getter.close()
+
+    run(scenario())

@@ -184,6 +184,7 @@ def _source(
         root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL,
         on_upstream=metrics.upstream_outcome,
     )
+    metrics.track_cache_size(source.cache.__len__)
     return source, metrics, getter
 
 

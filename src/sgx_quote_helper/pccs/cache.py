@@ -85,9 +85,13 @@ class CollateralCache:
 
     def get(self, key: str) -> CacheEntry | None:
         """The entry stored under ``key`` (a corrupt record counts as absent)."""
-        row = self._db.execute(
-            "SELECT body, meta, fetched_at FROM collateral WHERE key = ?", (key,)
-        ).fetchone()
+        try:
+            row = self._db.execute(
+                "SELECT body, meta, fetched_at FROM collateral WHERE key = ?", (key,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("cache: cannot read %s (%s); treating it as absent", key, exc)
+            return None
         if row is None:
             return None
         try:
@@ -98,17 +102,25 @@ class CollateralCache:
             return None
 
     def put(self, key: str, document: Document, fetched_at: datetime) -> None:
-        """Store (or replace) the answer under ``key``."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO collateral (key, body, meta, fetched_at, next_update) VALUES (?, ?, ?, ?, ?)",
-            (
-                key,
-                document.body,
-                document.to_json(),
-                fetched_at.isoformat(),
-                document.next_update.isoformat(),
-            ),
+        """Store (or replace) the answer under ``key``.
+
+        Raises:
+            CollateralError: the database refused the write (full disk, read-only file, locked).
+        """
+        row = (
+            key,
+            document.body,
+            document.to_json(),
+            fetched_at.isoformat(),
+            document.next_update.isoformat(),
         )
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO collateral (key, body, meta, fetched_at, next_update) VALUES (?, ?, ?, ?, ?)",
+                row,
+            )
+        except sqlite3.Error as exc:
+            raise CollateralError(f"cache: cannot store {key}: {exc}") from None
 
     def delete(self, key: str) -> None:
         """Forget ``key``."""
@@ -232,7 +244,10 @@ class CachingSource:
             self._attempted[key] = self.clock()
             document = await self._fetch_upstream(resource, api_key)
             if document is not None:
-                self.cache.put(key, document, self.clock())
+                try:
+                    self.cache.put(key, document, self.clock())
+                except CollateralError as exc:  # still a good answer: serve it uncached
+                    log.warning("%s", exc)
             future.set_result(document)
             return document
         except BaseException as exc:

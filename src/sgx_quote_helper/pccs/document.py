@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import CollateralError
@@ -41,6 +42,8 @@ FMSPC = "SGX-FMSPC"
 CA_TYPE = "SGX-PCK-Certificate-CA-Type"
 
 _HEX = re.compile(r"[0-9A-Fa-f]+")
+#: what cryptography raises for bytes that are not a certificate / CRL (InvalidVersion is no ValueError)
+_X509_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def _chain(headers: Mapping[str, str], names: tuple[str, ...], what: str) -> str
             pem = decode_issuer_chain(value)
             try:
                 certs = x509.load_pem_x509_certificates(pem.encode("latin-1"))
-            except ValueError:
+            except _X509_ERRORS:
                 raise CollateralError(f"{what}: issuer chain header holds no valid certificate") from None
             if not certs:
                 raise CollateralError(f"{what}: issuer chain header is empty")
@@ -160,7 +163,7 @@ def _crl(der: bytes, what: str) -> x509.CertificateRevocationList:
     try:
         crl = x509.load_der_x509_crl(der)
         _ = crl.next_update_utc, crl.last_update_utc, crl.issuer
-    except ValueError:
+    except _X509_ERRORS:
         raise CollateralError(f"{what}: not a valid X.509 CRL") from None
     if crl.next_update_utc is None:
         raise CollateralError(f"{what}: CRL has no nextUpdate")
@@ -215,7 +218,7 @@ def upstream_document(resource: Resource, headers: Mapping[str, str], body: byte
 def _pck_document(resource: Resource, headers: Mapping[str, str], body: bytes, what: str) -> Document:
     try:
         cert = x509.load_pem_x509_certificate(body)
-    except ValueError:
+    except _X509_ERRORS:
         raise CollateralError(f"{what}: body is not a PEM certificate") from None
     pem = _chain(headers, (PCK_CERT_CHAIN,), what)
     lowered = {k.lower(): v for k, v in headers.items()}

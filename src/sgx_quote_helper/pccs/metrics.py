@@ -4,7 +4,9 @@ or a fixed word, never from the raw request path."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
@@ -39,6 +41,11 @@ class Metrics:
             ["endpoint"],
             registry=self.registry,
         )
+
+    def track_cache_size(self, size: Callable[[], int]) -> None:
+        """Export ``pccs_cache_entries`` (read from ``size`` at each scrape)."""
+        gauge = Gauge("pccs_cache_entries", "Entries in the SQLite collateral cache.", registry=self.registry)
+        gauge.set_function(lambda: float(size()))
 
     def upstream_outcome(self, endpoint: str, outcome: str) -> None:
         """Count one upstream request (the ``on_upstream`` hook of the caching source)."""

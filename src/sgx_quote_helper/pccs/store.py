@@ -48,6 +48,8 @@ from .resource import Resource
 
 #: a simulated document is re-issued (new dates, new signature) once it is this old
 REISSUE = timedelta(days=1)
+#: decrypted PPIDs remembered (each decryption is one RSA-3072 private operation per platform)
+MAX_REMEMBERED_PPIDS = 4096
 
 
 def _der(cert: x509.Certificate) -> bytes:
@@ -183,6 +185,8 @@ class SimulatedStore:
             return next((p for p in self.platforms if p.identity.ppid.hex().upper() == resource.ppid), None)
         encrypted = resource.encrypted_ppid or ""
         if encrypted not in self._ppids:
+            if len(self._ppids) >= MAX_REMEMBERED_PPIDS:  # bounded: clients choose these values
+                self._ppids.clear()
             self._ppids[encrypted] = self._decrypt(bytes.fromhex(encrypted))
         return self._ppids[encrypted]
 
