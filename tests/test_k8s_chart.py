@@ -370,11 +370,19 @@ def test_probe_parses_with_healthcheck() -> None:
     _accepts("healthcheck", "healthcheck", PROBE[2:])
 
 
+def test_sample_job_command_parses_with_our_cli() -> None:
+    (job,) = by_kind(objects({}, "default"), "Job")
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    assert c["command"][:2] == ["sgx-quote-helper", "doctor"]
+    _accepts("doctor", "doctor", c["command"][2:])
+
+
 @pytest.mark.parametrize(
     "values",
     [
         {"pccs": {"enabled": True, "mode": "bogus"}},
         {"webhook": {"enabled": True, "tls": {"existingSecret": "x"}}},
+        {"sgx": {"epcResource": "sgx.intel.com/epc"}},
     ],
 )
 def test_bad_values_fail_to_render(values: dict[str, Any]) -> None:

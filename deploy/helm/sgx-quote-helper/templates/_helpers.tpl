@@ -15,6 +15,9 @@
 {{- end -}}
 
 {{- define "sqh.image" -}}
+{{- if eq .Values.sgx.epcResource "sgx.intel.com/epc" -}}
+{{- fail "sgx.epcResource: sgx.intel.com/epc counts bytes as node capacity (devicePlugin.publishEpcCapacity), not device-plugin MiB; use kubernetes.azure.com/sgx_epc_mem_in_MiB or another per-MiB name" -}}
+{{- end -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
