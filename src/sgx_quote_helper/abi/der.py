@@ -6,6 +6,8 @@ and OBJECT IDENTIFIER. Pure; raises :class:`ParseError` on malformed input.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from ..errors import ParseError
 
 TAG_BOOLEAN = 0x01
@@ -67,6 +69,7 @@ def decode_int(value: bytes, structure: str, what: str) -> int:
     return int.from_bytes(value, "big")
 
 
+@lru_cache(maxsize=512)  # a PCK extension repeats the same ~23 OIDs; decoding them dominates parsing
 def decode_oid(value: bytes, structure: str) -> str:
     if not value:
         raise ParseError(structure, 0, "empty OBJECT IDENTIFIER")

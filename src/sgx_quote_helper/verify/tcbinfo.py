@@ -126,9 +126,15 @@ def _obj(value: Any) -> dict[str, Any]:
 
 
 def _svn_list(items: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(items, list) or len(items) != 16:
+    if type(items) is not list or len(items) != 16:
         raise CollateralError(f"TCB Info: {what} must list 16 components")
-    return tuple(get_int(_obj(c), "svn", _W, 0, 255) for c in items)
+    out = []
+    for c in items:  # hot path of cold verification: plain type checks, no helpers
+        svn = c.get("svn") if type(c) is dict else None
+        if type(svn) is not int or not 0 <= svn <= 255:
+            raise CollateralError(f"TCB Info: {what} entries need an 'svn' in 0..255")
+        out.append(svn)
+    return tuple(out)
 
 
 def _level(raw: Any, version: int, tdx: bool) -> TcbLevel:

@@ -34,7 +34,7 @@ from .policy import DEFAULT_POLICY, Policy
 from .qeidentity import QeIdentity, QeTcbLevel
 from .status import TcbStatus, converge
 from .steps import Step, VerifiedPck
-from .tcbinfo import TcbInfo
+from .tcbinfo import TcbInfo, TcbLevel
 from .verdict import Verdict
 
 Key = tuple[object, ...]
@@ -96,10 +96,11 @@ class Verifier:
         self._pck: LruCache[VerifiedPck] = LruCache(cache_size)
         self._qe: LruCache[_QeCheck] = LruCache(cache_size * 4)
         self._keys: LruCache[ec.EllipticCurvePublicKey] = LruCache(cache_size * 16)
+        self._tcb: LruCache[PlatformTcb] = LruCache(cache_size * 4)
 
     def clear_caches(self) -> None:
         """Forget everything verified so far."""
-        for c in (self._collateral, self._pck, self._qe, self._keys):
+        for c in (self._collateral, self._pck, self._qe, self._keys, self._tcb):
             c.clear()
 
     # -- collateral (steps 4-6) ------------------------------------------------------------------
@@ -194,7 +195,8 @@ class Verifier:
         ext = pck.extensions
         st.check_platform_match(q, ext, vc.tcb_info, vc.qe_identity)
         qe_cert = q.signature_data.qe_cert
-        qe_bytes = qe_cert.qe_report.to_bytes()
+        raw = _raw_regions(quote, q)
+        qe_bytes = raw[1] if raw is not None else qe_cert.qe_report.to_bytes()
         qe_key = (pck_key, qe_bytes, qe_cert.qe_report_signature)
         qe_hit = self._qe.get(qe_key)
         if qe_hit is None:
@@ -204,11 +206,36 @@ class Verifier:
             qe_hit = _QeCheck(st.check_qe_identity(qe_cert.qe_report, vc.qe_identity))
             self._qe.put(qe_key, qe_hit)
         att_key = self._attestation_key(q.signature_data.attestation_key)
-        st.check_isv_signature(att_key, q.signed_bytes, q.signature_data.signature)
-        verdict = _tcb_verdict(q, pck, vc, qe_hit.level, now_dt)
+        st.check_isv_signature(
+            att_key, raw[0] if raw is not None else q.signed_bytes, q.signature_data.signature
+        )
+        body = q.body
+        tdx_key = (
+            (body.tee_tcb_svn, body.mr_signer_seam, body.seam_attributes)
+            if isinstance(body, (TdReport10, TdReport15))
+            else None
+        )
+        ptcb = self._tcb.get((pck_key, tdx_key))
+        if ptcb is None:
+            ptcb = platform_tcb(q, pck, vc.tcb_info)
+            self._tcb.put((pck_key, tdx_key), ptcb)
+        verdict = _verdict(q, pck, vc, ptcb, qe_hit.level)
         return (policy or self.policy).evaluate(
             verdict, now_dt, min(vc.tcb_info.issue_date, vc.qe_identity.issue_date)
         )
+
+
+def _raw_regions(quote: bytes | Quote, q: Quote) -> tuple[bytes, bytes] | None:
+    """The signed header||body and the QE report as they sit in the input bytes (no re-encoding).
+
+    ``None`` when the caller passed a parsed Quote. Offsets follow dcap-quote.md §1.3/§1.5; the
+    parser has already validated every length, so slicing cannot run past the data.
+    """
+    if isinstance(quote, Quote):
+        return None
+    signed_len = 48 + (6 if q.body_type is not None else 0) + type(q.body).SIZE
+    qe_off = signed_len + 4 + 128 + (6 if q.version >= 4 else 0)
+    return quote[:signed_len], quote[qe_off : qe_off + 384]
 
 
 def _pck_chain_of(q: Quote, explicit: bytes | str | None, collateral: Collateral) -> bytes:
@@ -229,44 +256,57 @@ def _pck_chain_of(q: Quote, explicit: bytes | str | None, collateral: Collateral
     )
 
 
-def _tcb_verdict(
-    q: Quote, pck: VerifiedPck, vc: VerifiedCollateral, qe: QeTcbLevel, now: datetime
-) -> Verdict:
-    """Steps 12-13: the platform TCB level (and TDX module), then Intel's status convergence."""
+@dataclass(frozen=True)
+class PlatformTcb:
+    """Steps 12-13 for one platform (and TD module): the level, its status and advisories."""
+
+    level: TcbLevel
+    status: TcbStatus
+    advisory_ids: tuple[str, ...]
+    module_status: TcbStatus | None
+
+
+def platform_tcb(q: Quote, pck: VerifiedPck, tcb_info: TcbInfo) -> PlatformTcb:
+    """Steps 12-13: the platform TCB level (and TDX module identity and level)."""
     ext = pck.extensions
     body = q.body
     tee_tcb_svn = body.tee_tcb_svn if isinstance(body, (TdReport10, TdReport15)) else None
-    level = tcb.match_platform_level(vc.tcb_info, ext.tcb_components, ext.pcesvn, tee_tcb_svn)
+    level = tcb.match_platform_level(tcb_info, ext.tcb_components, ext.pcesvn, tee_tcb_svn)
     if level is None:
         raise st.fail(Step.TCB_LEVEL, "no-matching-tcb-level")
     platform = level.status
     advisories = list(level.advisory_ids)
     module_status: TcbStatus | None = None
     if isinstance(body, (TdReport10, TdReport15)):
-        module_status, module_advisories = _tdx_module(vc.tcb_info, body)
+        module_status, module_advisories = _tdx_module(tcb_info, body)
         if module_status is not None:
             platform = tcb.converge_module(module_status, platform)
         advisories += [a for a in module_advisories if a not in advisories]
-    windows = vc.windows + pck.windows
+    return PlatformTcb(level, platform, tuple(advisories), module_status)
+
+
+def _verdict(q: Quote, pck: VerifiedPck, vc: VerifiedCollateral, p: PlatformTcb, qe: QeTcbLevel) -> Verdict:
+    """Intel's status convergence and the verdict value."""
+    ext = pck.extensions
     return Verdict(
-        status=converge(qe.status, platform),
-        platform_status=platform,
+        status=converge(qe.status, p.status),
+        platform_status=p.status,
         qe_status=qe.status,
-        advisory_ids=tuple(advisories),
+        advisory_ids=p.advisory_ids,
         qe_advisory_ids=qe.advisory_ids,
-        tcb_date=level.tcb_date,
+        tcb_date=p.level.tcb_date,
         qe_tcb_date=qe.tcb_date,
         tcb_evaluation_data_number=vc.tcb_info.tcb_evaluation_data_number,
-        earliest_expiration=min(w[1] for w in windows),
+        earliest_expiration=min(w[1] for w in (*vc.windows, *pck.windows)),
         fmspc=ext.fmspc,
         pce_id=ext.pceid,
         ca_type=pck.ca_type,
         sgx_type=ext.sgx_type,
         tee="TDX" if q.is_tdx else "SGX",
         quote_version=q.version,
-        body=body,
+        body=q.body,
         crls_checked=vc.root_crl is not None and vc.pck_crl is not None,
-        tdx_module_status=module_status,
+        tdx_module_status=p.module_status,
     )
 
 
