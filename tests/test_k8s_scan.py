@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sgx_quote_helper.errors import ConfigError, PlatformStateError
 from sgx_quote_helper.k8s import scan
@@ -61,7 +63,7 @@ def test_sysfs_epc_per_numa_node(tmp_path: Path) -> None:
     assert epc.total_mib == 96
 
 
-@pytest.mark.parametrize("bad", ["lots", "-5", ""])
+@pytest.mark.parametrize("bad", ["lots", "-5", "", "+5", "1_000", "٣"])
 def test_sysfs_garbage_is_a_platform_error(tmp_path: Path, bad: str) -> None:
     with pytest.raises(PlatformStateError):
         scan.read_sysfs_epc(make_sysfs(tmp_path, {0: bad}))
@@ -216,3 +218,21 @@ def test_node_capacity_patch_escapes_the_pointer() -> None:
 def test_nothing_on_a_node_without_sgx() -> None:
     config = PluginConfig(enclave_resource=scan.INTEL_ENCLAVE_RESOURCE)
     assert scan.plan_resources(EpcInfo({}, "none"), SgxDevices("none"), config) == []
+
+
+@pytest.fixture(scope="module")
+def sysfs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fuzz-sysfs")
+    (root / "devices/system/node/node0/x86").mkdir(parents=True)
+    return root
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=40))
+def test_fuzz_sysfs_bytes_parse_or_raise_our_error(sysfs_file: Path, raw: bytes) -> None:
+    (sysfs_file / "devices/system/node/node0/x86/sgx_total_bytes").write_bytes(raw)
+    try:
+        found = scan.read_sysfs_epc(sysfs_file)
+    except PlatformStateError:
+        return
+    assert found is not None and found[0] == int(raw.decode().strip())

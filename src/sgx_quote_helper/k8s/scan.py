@@ -81,13 +81,14 @@ def read_sysfs_epc(sysfs_root: Path) -> dict[int, int] | None:
         path = entry / "x86" / "sgx_total_bytes"
         if not path.is_file():
             continue
-        text = path.read_text().strip()
+        raw = path.read_bytes()[:64]
+        text = raw.decode("ascii", "replace").strip()
         try:
+            if not text.isdigit():
+                raise ValueError(text)
             value = int(text, 10)
         except ValueError:
             raise PlatformStateError(f"{path}: expected a byte count, found {text[:40]!r}") from None
-        if value < 0:
-            raise PlatformStateError(f"{path}: negative byte count {value}")
         found[int(m.group(1))] = value
     return found or None
 
