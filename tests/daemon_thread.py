@@ -1,4 +1,4 @@
-"""Run an :class:`AesmServer` on a temporary Unix socket in a background thread (test helper)."""
+"""Run an :class:`AesmServer` (or the upstream proxy) on a temporary Unix socket in a thread."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from sgx_quote_helper.service import AesmService
 
 
 @contextmanager
-def running_daemon(service: AesmService, socket_path: Path, **config: Any) -> Iterator[AesmServer]:
-    """Serve ``service`` on ``socket_path`` until the block ends (then a graceful stop)."""
-    server = AesmServer(service, ServerConfig(socket_path=socket_path, use_uvloop=False, **config))
+def running(server: AesmServer) -> Iterator[AesmServer]:
+    """Serve with ``server`` until the block ends (then a graceful stop)."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     failure: list[BaseException] = []
@@ -45,3 +44,11 @@ def running_daemon(service: AesmService, socket_path: Path, **config: Any) -> It
         loop.call_soon_threadsafe(server.request_stop, "test over")
         thread.join(30)
         loop.close()
+
+
+@contextmanager
+def running_daemon(service: AesmService, socket_path: Path, **config: Any) -> Iterator[AesmServer]:
+    """Serve ``service`` on ``socket_path`` until the block ends."""
+    server = AesmServer(service, ServerConfig(socket_path=socket_path, use_uvloop=False, **config))
+    with running(server) as srv:
+        yield srv

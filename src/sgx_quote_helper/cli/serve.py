@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,7 +16,10 @@ from ..engine.base import QuotingEngine
 from ..errors import ConfigError, SgxQuoteHelperError
 from ._common import fail, resolve_state_dir, state_dir_option
 
-ENGINES = ("simulated", "dcap", "auto")
+if TYPE_CHECKING:
+    from ..server.config import ServerConfig
+
+ENGINES = ("simulated", "dcap", "auto", "proxy")
 
 
 def _mode(value: str) -> int:
@@ -38,6 +42,27 @@ def open_engine(kind: str, state_dir: Path | None) -> QuotingEngine:
     return select_engine(kind, state_dir=resolve_state_dir(state_dir), create_state=True)
 
 
+def _run_proxy(config: ServerConfig, upstream_socket: Path | None, timeout: float) -> None:
+    """Serve ``config``'s socket by forwarding every frame to ``upstream_socket``."""
+    from ..server.proxy import ProxyServer, Upstream
+    from ..server.run import run_server
+
+    if upstream_socket is None:
+        raise click.BadParameter("--engine proxy needs --upstream-socket PATH")
+    try:
+        server = ProxyServer(
+            Upstream(upstream_socket, timeout=timeout),
+            config,
+            version=__version__,
+            instance_id=secrets.token_hex(8),
+            pid=os.getpid(),
+        )
+        reason = run_server(None, config, server=server)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    logging.getLogger(__name__).info("exiting: %s", reason)
+
+
 @click.command("serve")
 @click.option(
     "--socket",
@@ -55,7 +80,21 @@ def open_engine(kind: str, state_dir: Path | None) -> QuotingEngine:
     help="simulated: software QE on a simulated platform (real signatures, SIMULATED Intel PKI); "
     "dcap: Intel's QE3/PCE on real SGX hardware; auto: dcap when /dev/sgx_enclave, "
     "/dev/sgx_provision and Intel's quote library are present, otherwise exit non-zero saying "
-    "what is missing (never falls back to simulated).",
+    "what is missing (never falls back to simulated); proxy: forward every request to another "
+    "AESM (--upstream-socket).",
+)
+@click.option(
+    "--upstream-socket",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --engine proxy: the AESM socket to forward to (e.g. the host's aesmd).",
+)
+@click.option(
+    "--upstream-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="With --engine proxy: seconds for one upstream exchange before answering SERVICE_UNAVAILABLE (30).",
 )
 @state_dir_option
 @click.option(
@@ -103,6 +142,8 @@ def open_engine(kind: str, state_dir: Path | None) -> QuotingEngine:
 def serve(
     socket_path: Path,
     engine: str,
+    upstream_socket: Path | None,
+    upstream_timeout: float,
     state_dir: Path | None,
     replace: bool,
     socket_mode: str,
@@ -129,6 +170,7 @@ def serve(
       sgx-quote-helper serve --socket /tmp/aesm/aesm.socket --state-dir /tmp/plat
       sgx-quote-helper serve --engine dcap --socket-mode 0660 # real SGX hardware
       sgx-quote-helper serve --engine auto                    # hardware, or refuse to start
+      sgx-quote-helper serve --engine proxy --upstream-socket /var/run/aesmd-host/aesm.socket
       sgx-quote-helper healthcheck --socket /tmp/aesm/aesm.socket
     """
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
@@ -151,6 +193,11 @@ def serve(
             replace=replace,
             use_uvloop=not no_uvloop,
         )
+        if engine == "proxy":  # no engine here: frames go to another AESM (server/proxy.py)
+            _run_proxy(config, upstream_socket, upstream_timeout)
+            return
+        if upstream_socket is not None:
+            raise click.BadParameter("--upstream-socket goes with --engine proxy")
         quoting_engine = open_engine(engine, state_dir)
     except click.BadParameter:
         raise

@@ -75,10 +75,16 @@ def new_event_loop(use_uvloop: bool = True) -> tuple[asyncio.AbstractEventLoop, 
 
 
 async def serve(
-    service: AesmService, config: ServerConfig, on_ready: Callable[[AesmServer], None] | None = None
+    service: AesmService | None,
+    config: ServerConfig,
+    on_ready: Callable[[AesmServer], None] | None = None,
+    *,
+    server: AesmServer | None = None,
 ) -> str:
-    """Start an :class:`AesmServer`, stop it on SIGTERM/SIGINT; returns why it stopped."""
-    server = AesmServer(service, config)
+    """Start an :class:`AesmServer` (or the given ``server``, e.g. the upstream proxy), stop it on
+    SIGTERM/SIGINT; returns why it stopped."""
+    if server is None:
+        server = AesmServer(service, config)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,15 +99,23 @@ async def serve(
 
 
 def run_server(
-    service: AesmService, config: ServerConfig, on_ready: Callable[[AesmServer], None] | None = None
+    service: AesmService | None,
+    config: ServerConfig,
+    on_ready: Callable[[AesmServer], None] | None = None,
+    *,
+    server: AesmServer | None = None,
 ) -> str:
-    """Blocking entry point (see the module doc). Raises ConfigError if the path cannot be served."""
+    """Blocking entry point (see the module doc). Raises ConfigError if the path cannot be served.
+
+    ``server`` replaces the default ``AesmServer(service, config)`` (the upstream proxy passes its
+    ``ProxyServer`` and no service).
+    """
     check_environment()
     loop, name = new_event_loop(config.use_uvloop)
     log.info("event loop: %s, protobuf backend: %s", name, protobuf_backend())
     try:
         asyncio.set_event_loop(loop)
-        return loop.run_until_complete(serve(service, config, on_ready))
+        return loop.run_until_complete(serve(service, config, on_ready, server=server))
     finally:
         asyncio.set_event_loop(None)
         loop.close()
