@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,16 @@ def _open_cache(db: Path | None) -> Any:
         return CollateralCache(path)
     except ConfigError as exc:
         fail(str(exc))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop when installed (about 2x the requests/s of asyncio's), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _logging(level: str) -> None:
@@ -148,7 +159,10 @@ def serve(
         fail("--state-dir applies to --simulated only")
     _logging(log_level)
     try:
-        asyncio.run(_serve(host, port, state_dirs, upstream, api_key, db, root_ca_crl_url, refresh_interval))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(
+                _serve(host, port, state_dirs, upstream, api_key, db, root_ca_crl_url, refresh_interval)
+            )
     except _ERRORS as exc:
         fail(str(exc))
     except OSError as exc:

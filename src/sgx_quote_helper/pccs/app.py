@@ -108,6 +108,7 @@ async def _collateral(request: web.Request) -> web.Response:
     try:
         lookup = await request.app[SOURCE_KEY].get(resource, request.headers.get(API_KEY_HEADER))
     except CollateralError as exc:
+        log.warning("%s: %s", resource.key[:200], exc)
         return _error(502, "upstream-unavailable", str(exc))
     metrics.lookups.labels(resource.endpoint, lookup.outcome).inc()
     document = lookup.document
