@@ -1,4 +1,4 @@
-"""A small thread-safe LRU map for verified collateral, PCK chains, QE reports and keys.
+"""A small thread-safe bounded map for verified collateral, PCK chains, QE reports and keys.
 
 Items are stored with the validity windows they were verified under; the verifier re-checks the
 windows against ``now`` on every hit (:func:`within`), so an entry is never used past its window
@@ -19,37 +19,36 @@ from .chain import Window
 V = TypeVar("V")
 
 
+def intersect(windows: Iterable[Window]) -> Window:
+    """The one window inside all of ``windows`` (exclusive upper bound wins a tie)."""
+    ws = list(windows)
+    lo = max(w[0] for w in ws)
+    hi = min(w[1] for w in ws)
+    return (lo, hi, all(w[2] for w in ws if w[1] == hi))
+
+
 def within(windows: Iterable[Window], now: datetime) -> bool:
     """``now`` lies inside every window (inclusive or exclusive upper bound as recorded)."""
     return all(lo <= now < hi or (inclusive and now == hi) for lo, hi, inclusive in windows)
 
 
-class LruCache(Generic[V]):
-    """A bounded mapping; the least recently used entry is evicted first. Safe across threads."""
+class BoundedCache(Generic[V]):
+    """A bounded mapping; the oldest entry is evicted first. Safe across threads (writes locked)."""
 
     def __init__(self, maxsize: int = 256) -> None:
         self.maxsize = maxsize
         self._data: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: Hashable) -> V | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return value
+        """The value or None. Lock-free (a dict read is atomic); eviction is oldest-inserted first."""
+        return self._data.get(key)
 
     def put(self, key: Hashable, value: V) -> None:
         if self.maxsize <= 0:
             return
         with self._lock:
             self._data[key] = value
-            self._data.move_to_end(key)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
 
@@ -61,4 +60,4 @@ class LruCache(Generic[V]):
         return len(self._data)
 
 
-__all__ = ["LruCache", "within"]
+__all__ = ["BoundedCache", "intersect", "within"]

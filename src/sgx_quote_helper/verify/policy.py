@@ -16,15 +16,30 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ..abi.report import ReportBody
 from ..abi.tdreport import TdReport15
 from ..errors import ConfigError
 from .status import TcbStatus
-from .verdict import Rejection, Verdict
+from .verdict import Body, Rejection, Verdict
 
 S = TcbStatus
+
+
+class Facts(Protocol):
+    """What a policy reads from a verdict."""
+
+    @property
+    def body(self) -> Body: ...
+    @property
+    def status(self) -> TcbStatus: ...
+    @property
+    def advisory_ids(self) -> tuple[str, ...]: ...
+    @property
+    def qe_advisory_ids(self) -> tuple[str, ...]: ...
+
+
 DEFAULT_ALLOWED = frozenset(
     {S.UP_TO_DATE, S.SW_HARDENING_NEEDED, S.CONFIGURATION_NEEDED, S.CONFIGURATION_AND_SW_HARDENING_NEEDED}
 )
@@ -96,15 +111,18 @@ class Policy:
 
     def evaluate(self, verdict: Verdict, now: datetime, collateral_issued: datetime) -> Verdict:
         """Return ``verdict`` with the policy's decision (first failing rule) and warnings."""
-        rejection = self._first_violation(verdict, now, collateral_issued)
-        warnings: tuple[str, ...] = ()
-        if verdict.status is not S.UP_TO_DATE:
-            warnings = (
-                f"TCB status {verdict.status.value}: {', '.join(verdict.advisory_ids) or 'no advisories'}",
-            )
-        return verdict.with_policy(rejection, warnings)
+        return verdict.with_policy(*self.decide(verdict, now, collateral_issued))
 
-    def _first_violation(self, v: Verdict, now: datetime, issued: datetime) -> Rejection | None:
+    def decide(
+        self, v: Facts, now: datetime, collateral_issued: datetime
+    ) -> tuple[Rejection | None, tuple[str, ...]]:
+        """The decision (first failing rule, or None) and the warnings for these facts."""
+        warnings: tuple[str, ...] = ()
+        if v.status is not S.UP_TO_DATE:
+            warnings = (f"TCB status {v.status.value}: {', '.join(v.advisory_ids) or 'no advisories'}",)
+        return self._first_violation(v, now, collateral_issued), warnings
+
+    def _first_violation(self, v: Facts, now: datetime, issued: datetime) -> Rejection | None:
         b = v.body
         if b.debug and not self.allow_debug:
             return Rejection("policy", "debug", "debug enclaves/TDs are rejected by default")
@@ -153,4 +171,4 @@ def _hex(value: Any, key: str, size: int | None) -> bytes:
 
 DEFAULT_POLICY = Policy()
 
-__all__ = ["DEFAULT_ALLOWED", "DEFAULT_POLICY", "Policy"]
+__all__ = ["DEFAULT_ALLOWED", "DEFAULT_POLICY", "Facts", "Policy"]

@@ -16,8 +16,10 @@ network: quote bytes, collateral, root and ``now`` are parameters.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -27,7 +29,7 @@ from ..abi.tdreport import TdReport10, TdReport15
 from ..errors import ParseError, VerificationError
 from . import steps as st
 from . import tcb
-from .cache import LruCache, within
+from .cache import BoundedCache, intersect, within
 from .chain import TrustedRoot, Window
 from .collateral import Collateral
 from .policy import DEFAULT_POLICY, Policy
@@ -35,7 +37,7 @@ from .qeidentity import QeIdentity, QeTcbLevel
 from .status import TcbStatus, converge
 from .steps import Step, VerifiedPck
 from .tcbinfo import TcbInfo, TcbLevel
-from .verdict import Verdict
+from .verdict import Body, Verdict
 
 Key = tuple[object, ...]
 
@@ -92,11 +94,11 @@ class Verifier:
             self.root = TrustedRoot.load(root_ca)
         self.policy = policy
         self.dangerous_skip_crls = dangerous_skip_crls
-        self._collateral: LruCache[VerifiedCollateral] = LruCache(cache_size)
-        self._pck: LruCache[VerifiedPck] = LruCache(cache_size)
-        self._qe: LruCache[_QeCheck] = LruCache(cache_size * 4)
-        self._keys: LruCache[ec.EllipticCurvePublicKey] = LruCache(cache_size * 16)
-        self._tcb: LruCache[PlatformTcb] = LruCache(cache_size * 4)
+        self._collateral: BoundedCache[VerifiedCollateral] = BoundedCache(cache_size)
+        self._pck: BoundedCache[VerifiedPck] = BoundedCache(cache_size)
+        self._qe: BoundedCache[_QeCheck] = BoundedCache(cache_size * 4)
+        self._keys: BoundedCache[ec.EllipticCurvePublicKey] = BoundedCache(cache_size * 16)
+        self._tcb: BoundedCache[PlatformTcb] = BoundedCache(cache_size * 4)
 
     def clear_caches(self) -> None:
         """Forget everything verified so far."""
@@ -143,7 +145,7 @@ class Verifier:
         qe = collateral.qe_identity_model
         st.check_issued_window(Step.QE_IDENTITY, "qe-identity", qe.issue_date, qe.next_update, now)
         windows.append((qe.issue_date, qe.next_update, True))
-        out = VerifiedCollateral(tcb_info, qe, root_crl, pck_crl, tuple(windows))
+        out = VerifiedCollateral(tcb_info, qe, root_crl, pck_crl, (intersect(windows),))
         self._collateral.put(key, out)
         return out
 
@@ -190,6 +192,7 @@ class Verifier:
         vc = self.verify_collateral(collateral, now_dt)
         if chain is not None:
             pck = st.check_pck_chain(chain, now_dt, vc.root_crl, vc.pck_crl)
+            pck = dataclasses.replace(pck, windows=(intersect(pck.windows),))
             self._pck.put(pck_key, pck)
         assert pck is not None
         ext = pck.extensions
@@ -219,10 +222,7 @@ class Verifier:
         if ptcb is None:
             ptcb = platform_tcb(q, pck, vc.tcb_info)
             self._tcb.put((pck_key, tdx_key), ptcb)
-        verdict = _verdict(q, pck, vc, ptcb, qe_hit.level)
-        return (policy or self.policy).evaluate(
-            verdict, now_dt, min(vc.tcb_info.issue_date, vc.qe_identity.issue_date)
-        )
+        return _verdict(q, pck, vc, ptcb, qe_hit.level, policy or self.policy, now_dt)
 
 
 def _raw_regions(quote: bytes | Quote, q: Quote) -> tuple[bytes, bytes] | None:
@@ -285,11 +285,31 @@ def platform_tcb(q: Quote, pck: VerifiedPck, tcb_info: TcbInfo) -> PlatformTcb:
     return PlatformTcb(level, platform, tuple(advisories), module_status)
 
 
-def _verdict(q: Quote, pck: VerifiedPck, vc: VerifiedCollateral, p: PlatformTcb, qe: QeTcbLevel) -> Verdict:
-    """Intel's status convergence and the verdict value."""
+class _Facts(NamedTuple):
+    body: Body
+    status: TcbStatus
+    advisory_ids: tuple[str, ...]
+    qe_advisory_ids: tuple[str, ...]
+
+
+def _verdict(
+    q: Quote,
+    pck: VerifiedPck,
+    vc: VerifiedCollateral,
+    p: PlatformTcb,
+    qe: QeTcbLevel,
+    policy: Policy,
+    now: datetime,
+) -> Verdict:
+    """Intel's status convergence, the policy's decision, and the verdict value."""
     ext = pck.extensions
+    status = converge(qe.status, p.status)
+    issued = min(vc.tcb_info.issue_date, vc.qe_identity.issue_date)
+    rejection, warnings = policy.decide(_Facts(q.body, status, p.advisory_ids, qe.advisory_ids), now, issued)
     return Verdict(
-        status=converge(qe.status, p.status),
+        rejection=rejection,
+        warnings=warnings,
+        status=status,
         platform_status=p.status,
         qe_status=qe.status,
         advisory_ids=p.advisory_ids,
