@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from sgx_quote_helper.abi.keyid import AttKeyId
+from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.cli.verify import verify as verify_cmd
 from sgx_quote_helper.engine import collateral as sim_collateral
 from sgx_quote_helper.engine.platform import Platform
@@ -74,3 +75,23 @@ def test_cli_root_ca_pem_or_der(tmp_path: Path) -> None:
     rejected = CliRunner().invoke(verify_cmd, [*base, "--json"])
     assert rejected.exit_code == 1
     assert json.loads(rejected.stdout)["error"] == {"step": "root_ca", "reason": "untrusted-root"}
+
+
+@pytest.mark.parametrize("cert_data", ["pck-chain", "encrypted-ppid"])
+def test_fetch_from_our_pccs_service(tmp_path: Path, cert_data: str) -> None:
+    """The fetcher against the project's own collateral service (pccs/, simulated store)."""
+    from sgx_quote_helper.pccs.app import make_app
+    from sgx_quote_helper.pccs.store import SimulatedStore
+    from sgx_quote_helper.verify.fetch import CollateralFetcher, urllib_getter
+
+    from .pccs_fakes import Clock, app_in_thread
+
+    platform = Platform.init(tmp_path / "p", now=NOW, cert_data=cert_data)  # type: ignore[arg-type]
+    engine = SimulatedEngine(platform)
+    engine.init_quote(KEY_ID, True)
+    quote = engine.get_quote(platform.ereport(QE_TARGET_INFO, b"via pccs"), KEY_ID).quote
+    with app_in_thread(make_app(SimulatedStore([platform], Clock(NOW)))) as base:
+        coll = CollateralFetcher(base, urllib_getter(5)).fetch(Quote.from_bytes(quote))
+    assert (coll.pck_certificate_chain is not None) == (cert_data == "encrypted-ppid")
+    v = verify(quote, coll, NOW, root_ca=sim_collateral.root_ca_der(platform))
+    assert v.status is TcbStatus.UP_TO_DATE and v.accepted
