@@ -143,9 +143,20 @@ def serve(
 
     \b
     Examples:
+      # one simulated platform whose quotes carry an encrypted PPID (type 3)
       sgx-quote-helper sim init --state-dir /tmp/p1 --cert-data encrypted-ppid
-      sgx-quote-helper pccs serve --simulated --state-dir /tmp/p1 --port 8081
-      curl 'http://127.0.0.1:8081/sgx/certification/v4/tcb?fmspc=00906ED50000'
+      sgx-quote-helper pccs serve --simulated --state-dir /tmp/p1 --port 8081 &
+      curl 'http://127.0.0.1:8081/sgx/certification/v4/tcb?fmspc=00A0A5510000'
+      sgx-quote-helper sim quote --state-dir /tmp/p1 --out q.bin
+      sgx-quote-helper sim root-ca --state-dir /tmp/p1 --der --out root.der
+      sgx-quote-helper verify q.bin --pccs http://127.0.0.1:8081 --root-ca root.der
+    \b
+      # two platforms under one SIMULATED root, one service
+      sgx-quote-helper sim init --state-dir /tmp/p2 --fmspc 00906ED50000 --pki-from /tmp/p1
+      sgx-quote-helper pccs serve --simulated --state-dir /tmp/p1 --state-dir /tmp/p2
+    \b
+      # a caching PCCS in front of Intel's PCS (Intel's QCNL: "pccs_url":
+      # "http://HOST:8081/sgx/certification/v4/")
       sgx-quote-helper pccs serve --upstream https://api.trustedservices.intel.com \\
           --api-key "$PCS_KEY" --db /var/cache/pccs.sqlite --host 0.0.0.0
     """
