@@ -165,6 +165,19 @@ def test_busy_past_in_flight_bound(sock_dir: Path) -> None:
         held.close()
 
 
+@pytest.mark.parametrize("inline_below", [0.0, 0.5])
+def test_engine_thread_or_inline(sock_dir: Path, inline_below: float) -> None:
+    path = sock_dir / "aesm.socket"
+    eng = FakeEngine(initialised=True)
+    with start(path, eng, inline_engine_below=inline_below), QuoteClient(path, reuse_connection=True) as c:
+        for i in range(5):
+            assert c.get_quote_ex(report(i), buf_size=1456).quote == fake_quote(report(i))
+    if inline_below == 0:  # always the engine thread
+        assert eng.threads == {"aesm-engine_0": 5}
+    else:  # the first call is measured in the engine thread, the fast ones then run on the loop
+        assert eng.threads["aesm-engine_0"] == 1 and eng.threads["aesm-server"] == 4
+
+
 def test_stale_socket_replaced(sock_dir: Path) -> None:
     path = sock_dir / "aesm.socket"
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

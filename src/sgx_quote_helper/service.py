@@ -118,6 +118,7 @@ class AesmService:
         self._lock = threading.Lock()
         self._key_ids: list[AttKeyId] | None = None
         self._bases: list[bytes] = []
+        self._parsed: dict[bytes, AttKeyId] = {}
         self._dispatch: dict[type, Callable[..., m.Response]] = {
             m.GetSupportedAttKeyIDNumRequest: self._key_id_num,
             m.GetSupportedAttKeyIDsRequest: self._key_ids_all,
@@ -189,6 +190,7 @@ class AesmService:
         if self._key_ids is None:
             ids = list(self.engine.supported_key_ids())
             self._bases = [k.base for k in ids]
+            self._parsed = {k.to_bytes(): k for k in ids}
             self._key_ids = ids
         return self._key_ids, self._bases
 
@@ -199,7 +201,9 @@ class AesmService:
         _, bases = self._available()
         if raw[: AttKeyId.BASE_SIZE] not in bases:
             raise _Refused(AesmStatus.UNSUPPORTED_ATT_KEY_ID)
-        return AttKeyId.from_bytes(raw[: AttKeyId.SIZE])
+        exact = raw[: AttKeyId.SIZE]
+        known = self._parsed.get(exact)  # the common case: exactly an offered id, parsed once
+        return known if known is not None else AttKeyId.from_bytes(exact)
 
     # -------------------------------------------------------------- handlers
 

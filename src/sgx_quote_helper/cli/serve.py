@@ -152,6 +152,7 @@ def serve(
     idle_timeout: float,
     read_timeout: float,
     max_frame_size: int,
+    inline_engine_ms: float,
     no_uvloop: bool,
     verbose: int,
     quiet: bool,
@@ -192,6 +193,7 @@ def serve(
             read_timeout=read_timeout,
             replace=replace,
             use_uvloop=not no_uvloop,
+            inline_engine_below=inline_engine_ms / 1000,
         )
         if engine == "proxy":  # no engine here: frames go to another AESM (server/proxy.py)
             _run_proxy(config, upstream_socket, upstream_timeout)

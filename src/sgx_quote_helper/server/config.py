@@ -33,6 +33,10 @@ class ServerConfig:
         path_check_interval: how often we check the path still names our socket (takeover).
         shutdown_grace: upper bound in seconds on finishing queued and in-flight work at shutdown.
         use_uvloop: use uvloop's event loop when it is installed.
+        inline_engine_below: engine requests of a kind that recently took less than this many
+            seconds run directly on the event loop when nothing waits for the engine thread (a
+            thread hop costs ~100 µs, more than a simulated quote); slower engines (hardware, ms
+            per quote) always run in the engine thread. 0 = always use the engine thread.
     """
 
     socket_path: Path = DEFAULT_SOCKET_PATH
@@ -47,6 +51,7 @@ class ServerConfig:
     path_check_interval: float = 0.5
     shutdown_grace: float = 10.0
     use_uvloop: bool = True
+    inline_engine_below: float = 0.0005
 
     def __post_init__(self) -> None:
         if len(str(self.socket_path).encode()) > MAX_UNIX_PATH - 12:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import socket
 import struct
+import time
 from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,6 +50,13 @@ class ServerStats:
     requests: int = 0
     busy: int = 0
     client_errors: int = 0
+
+
+def _timed(service: AesmService, request: m.Request) -> tuple[m.Request, m.Response | None, float]:
+    """Run in the engine thread: the answer and how long the engine work took."""
+    t0 = time.perf_counter()
+    response = service.handle(request)
+    return request, response, time.perf_counter() - t0
 
 
 class _Connection(asyncio.Protocol):
@@ -170,9 +178,15 @@ class _Connection(asyncio.Protocol):
                     srv.stats.busy += 1
                     self._reply(service.error_response(request, AesmStatus.BUSY))
                     continue
+                if srv.inline_ok(request):  # a fast engine and nothing queued: no thread hop
+                    t0 = time.perf_counter()
+                    response = service.handle(request)
+                    srv.record_cost(request, time.perf_counter() - t0)
+                    self._reply(response)
+                    continue
                 srv.in_flight += 1
                 self._processing = True
-                fut = srv.loop.run_in_executor(srv.executor, service.handle, request)
+                fut = srv.loop.run_in_executor(srv.executor, _timed, service, request)
                 fut.add_done_callback(self._engine_done)
                 return
             self._reply(service.handle(request))
@@ -187,12 +201,13 @@ class _Connection(asyncio.Protocol):
         if self._closing and not self._processing and self.transport is not None:
             self.transport.close()
 
-    def _engine_done(self, fut: asyncio.Future[m.Response | None]) -> None:
+    def _engine_done(self, fut: asyncio.Future[tuple[m.Request, m.Response | None, float]]) -> None:
         srv = self._server
         srv.in_flight -= 1
         self._processing = False
         try:
-            response = fut.result()
+            request, response, cost = fut.result()
+            srv.record_cost(request, cost)
         except Exception:  # the service already maps engine errors; this is a bug
             log.exception("service failed")
             response = None
@@ -294,6 +309,7 @@ class AesmServer:
         self._stop_requested: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._unlink_on_stop = True
+        self._cost: dict[type, float] = {}  # moving average of engine seconds per request type
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set in start()
 
     async def start(self) -> None:
@@ -366,6 +382,17 @@ class AesmServer:
                         cfg.socket_path,
                     )
                     self.request_stop("socket path taken over", unlink=False)
+
+    def inline_ok(self, request: m.Request) -> bool:
+        """Run this engine request on the loop? Only when nothing waits for the engine thread
+        and requests of this kind have recently taken less than ``inline_engine_below``."""
+        limit = self.config.inline_engine_below
+        return limit > 0 and self.in_flight == 0 and self._cost.get(type(request), limit) < limit
+
+    def record_cost(self, request: m.Request, seconds: float) -> None:
+        """Update the moving average of engine time for this kind of request."""
+        old = self._cost.get(type(request))
+        self._cost[type(request)] = seconds if old is None else old * 0.8 + seconds * 0.2
 
     def _connection_gone(self) -> None:
         if self.stopping and self._idle is not None and self.in_flight == 0 and not self.connections:

@@ -7,8 +7,8 @@ before init_quote" (ATT_KEY_NOT_INITIALIZED), a report check hook (INVALID_REPOR
 report back in ``qe_report_info`` with report_data = SHA-256(nonce || quote) || 32 zero bytes.
 
 Knobs for tests: ``fail`` (method name -> EngineError to raise), ``gate`` (a threading.Event
-``get_quote`` waits on, to hold a request in flight), ``calls`` (per-method counters) and
-``max_concurrent`` (the highest number of overlapping engine calls seen).
+``get_quote`` waits on, to hold a request in flight), ``calls`` (per-method counters), ``threads``
+(calls per thread name) and ``max_concurrent`` (the highest number of overlapping engine calls).
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class FakeEngine:
         self.pub_key_id = hashlib.sha256(b"fake attestation key").digest()
         self.fail: dict[str, EngineError] = {}
         self.calls: Counter[str] = Counter()
+        self.threads: Counter[str] = Counter()  # name of the thread each engine call ran on
         self.max_concurrent = 0
         self.closed = False
         self._active = 0
@@ -82,6 +83,7 @@ class FakeEngine:
     def _enter(self, what: str) -> None:
         with self._mutex:
             self.calls[what] += 1
+            self.threads[threading.current_thread().name] += 1
             self._active += 1
             self.max_concurrent = max(self.max_concurrent, self._active)
         if what in self.fail:
