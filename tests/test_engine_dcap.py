@@ -5,6 +5,7 @@ The fake exports Intel's sgx_ql_* prototypes and serves a real quote; see tests/
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import subprocess
@@ -283,3 +284,18 @@ def test_missing_pce_library_is_named(fake: FakeDcap, tmp_path: Path) -> None:
     assert "sgx_pce_get_target" in proc.stdout  # the dynamic loader's reason
     assert "PCE logic library" in proc.stdout
     assert "libsgx-dcap-ql" in proc.stdout
+
+
+def test_qpl_path_is_passed_to_the_library(fake: FakeDcap) -> None:
+    eng = make_engine(fake, qpl_path="/opt/azure/libdcap_quoteprov.so")
+    try:
+        control = fake.control
+        control.fake_dcap_qpl_path.restype = ctypes.c_char_p
+        assert control.fake_dcap_qpl_path() == b"/opt/azure/libdcap_quoteprov.so"
+    finally:
+        eng.close()
+    fake.force("qpl", QuoteLibStatus.PLATFORM_LIB_UNAVAILABLE)
+    with pytest.raises(ConfigError, match="PLATFORM_LIB_UNAVAILABLE"):
+        make_engine(fake, qpl_path="/nope.so")
+    with pytest.raises(ConfigError, match="does not export sgx_set_qpl_path"):
+        make_engine(fake, library=str(fake.qe3_minimal), qpl_path="/x.so")

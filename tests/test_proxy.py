@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -343,7 +344,12 @@ def test_serve_engine_proxy_command(tmp_path: Path) -> None:
         cmd += ["--engine", "proxy", "--upstream-socket", str(upstream), "--socket", str(sock), "-q"]
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         try:
-            with QuoteClient(sock, retry_deadline=30) as client:
+            deadline = time.monotonic() + 60
+            while not sock.exists():  # a subprocess offers no event to wait on: poll its socket
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "the proxy did not create its socket"
+                time.sleep(0.02)
+            with QuoteClient(sock, retry_deadline=5) as client:
                 assert client.probe().instance_id != "upstream-1"  # the proxy answers for itself
                 assert client.get_supported_att_key_ids() == [AttKeyId.ecdsa_p256_qe3()]
                 assert client.init_quote_ex().target_info.mr_enclave != bytes(32)

@@ -19,7 +19,9 @@
  * "keyid", "init", "size" or "quote"; fake_dcap_calls(fn), fake_dcap_policy(),
  * fake_dcap_last_refresh(), fake_dcap_saw_aesm_addr(), fake_dcap_max_inflight() (most callers
  * inside sgx_ql_get_quote at once), fake_dcap_reset().
- * Build with -DFAKE_MINIMAL to leave out the optional sgx_ql_get_keyid and load_qe.
+ * fake_dcap_qpl_path() is what sgx_set_qpl_path ("qpl") received.
+ * Build with -DFAKE_MINIMAL to leave out the optional sgx_ql_get_keyid, load_qe and
+ * sgx_set_qpl_path.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -39,8 +41,10 @@ typedef uint32_t quote3_error_t;
 /* provided by libsgx_pce_logic.so (real return type: sgx_pce_error_t, 0 = success) */
 extern uint32_t sgx_pce_get_target(uint8_t *p_target, uint16_t *p_isvsvn);
 
-enum { F_POLICY, F_LOAD_QE, F_KEYID, F_INIT, F_SIZE, F_QUOTE, F_COUNT };
-static const char *const k_names[F_COUNT] = {"policy", "load_qe", "keyid", "init", "size", "quote"};
+enum { F_POLICY, F_LOAD_QE, F_KEYID, F_INIT, F_SIZE, F_QUOTE, F_QPL, F_COUNT };
+static const char *const k_names[F_COUNT] = {"policy", "load_qe", "keyid", "init", "size", "quote",
+                                             "qpl"};
+static char g_qpl_path[256];
 
 static uint32_t g_forced[F_COUNT];
 static uint32_t g_calls[F_COUNT];
@@ -74,6 +78,7 @@ uint32_t fake_dcap_calls(const char *fn) {
     return i < 0 ? 0xFFFFFFFFu : g_calls[i];
 }
 int fake_dcap_policy(void) { return g_policy; }
+const char *fake_dcap_qpl_path(void) { return g_qpl_path; }
 int fake_dcap_last_refresh(void) { return g_last_refresh; }
 int fake_dcap_saw_aesm_addr(void) { return g_saw_aesm_addr; }
 int fake_dcap_max_inflight(void) { return g_max_inflight; }
@@ -85,6 +90,7 @@ void fake_dcap_reset(void) {
     g_key_ready = 0;
     g_saw_aesm_addr = 0;
     g_max_inflight = 0;
+    g_qpl_path[0] = 0;
 }
 
 /* count the call, note the environment, and answer a forced status if one is set */
@@ -145,6 +151,14 @@ quote3_error_t sgx_ql_get_keyid(uint8_t *p_att_key_id_ext) {
     memcpy(p_att_key_id_ext + 6, k_qe3_mrsigner, 32);
     memcpy(p_att_key_id_ext + 54, &prod, 4);
     memcpy(p_att_key_id_ext + 154, &alg, 4);
+    return QL_SUCCESS;
+}
+
+quote3_error_t sgx_set_qpl_path(const char *p_path) {
+    uint32_t forced = enter(F_QPL);
+    if (forced) return forced;
+    if (p_path == NULL || strlen(p_path) >= sizeof g_qpl_path) return QL_ERROR_INVALID_PARAMETER;
+    strcpy(g_qpl_path, p_path);
     return QL_SUCCESS;
 }
 

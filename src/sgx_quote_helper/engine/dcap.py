@@ -116,6 +116,11 @@ class DcapEngine:
         self.library = library
         self._fn = _bind(lib, library)
         if qpl_path is not None:
+            if "sgx_set_qpl_path" not in self._fn:
+                raise ConfigError(
+                    f"{library} does not export sgx_set_qpl_path (DCAP older than 1.8?): install the "
+                    f"quote provider library as libdcap_quoteprov.so.1 on the loader path instead"
+                )
             self._start_call("sgx_set_qpl_path", qpl_path.encode(), what=f"set the QPL path {qpl_path}")
         self._start_call(
             "sgx_ql_set_enclave_load_policy", SGX_QL_PERSISTENT, what="set the enclave load policy"
@@ -255,6 +260,8 @@ def _raise_for(status: int, call: str) -> None:
 
 def _trim(buf: bytes) -> bytes:
     """The quote without the buffer's tail: 436 + signature_data_len for SGX v3/v4 quotes."""
+    if len(buf) < _QUOTE_SIG_DATA_OFFSET:
+        return buf
     version, _key_type, tee_type = struct.unpack_from("<HHI", buf, 0)
     if version in (3, 4) and tee_type == 0:
         (sig_len,) = struct.unpack_from("<I", buf, _QUOTE_SIG_LEN_OFFSET)
