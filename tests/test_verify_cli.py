@@ -111,3 +111,20 @@ def test_bad_input_exits_2(tmp_path: Path, mutate: str) -> None:
 
 def test_parse_now_forms() -> None:
     assert parse_now("1750334400") == parse_now("2025-06-19T12:00:00Z") == parse_now("2025-06-19T12:00:00")
+
+
+def test_bench_verify_json_is_one_line() -> None:
+    from sgx_quote_helper.cli.bench import bench
+
+    q, c = _phala()
+    res = CliRunner().invoke(
+        bench,
+        ["verify", "--quote", q, "--collateral", c, "--now", "1750334400", "--seconds", "0.05", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1
+    obj = json.loads(lines[0])
+    assert obj["cold_per_s"] > 0 and obj["warm_per_s"] > 0
+    assert obj["status"] == "ConfigurationAndSWHardeningNeeded"
+    assert "measuring" in res.stderr

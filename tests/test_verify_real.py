@@ -133,3 +133,30 @@ def test_warm_cache_is_equivalent_and_respects_time() -> None:
         v.verify(quote, coll, now + 40 * 86400)
     assert exc.value.step in (Step.CRL, Step.TCB_INFO, Step.QE_IDENTITY)
     assert v.verify(quote, coll, now).status is first.status
+
+
+def test_shared_verifier_is_consistent_across_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    quote, coll, now = _case("phala-sgx-v3-processor", "collateral-2025-06.dcap-qvl.json")
+    tdx_quote, tdx_coll, tdx_now = _case("tdx/phala-tdx-v4", "collateral-2025-06.dcap-qvl.json")
+    v = Verifier(cache_size=2)  # tiny caches: constant eviction while threads race
+
+    def one(i: int) -> tuple[str, str]:
+        if i % 3 == 2:
+            try:
+                v.verify(quote, coll, now + 60 * 86400)  # outside the window: must never be served
+            except VerificationError as exc:
+                return ("error", str(exc.step))
+            return ("accepted-out-of-window", "")
+        if i % 2:
+            return ("sgx", v.verify(quote, coll, now).status.value)
+        return ("tdx", v.verify(tdx_quote, tdx_coll, tdx_now).status.value)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = set(pool.map(one, range(60)))
+    assert results == {
+        ("sgx", CSW.value),
+        ("tdx", TcbStatus.UP_TO_DATE.value),
+        ("error", str(int(Step.TCB_INFO))),
+    }
