@@ -418,3 +418,33 @@ def test_a_cache_that_cannot_store_still_serves_good_answers(tmp_path: Path) -> 
             await getter.close()
 
     run(scenario())
+
+
+def test_a_caller_that_goes_away_does_not_cancel_the_fetch_for_others(tmp_path: Path) -> None:
+    from .pccs_fakes import phala_collateral
+
+    c = phala_collateral()
+    body = (
+        '{"enclaveIdentity":' + c["qe_identity"] + ',"signature":"' + c["qe_identity_signature"] + '"}'
+    ).encode()
+    getter = GatedGetter(
+        UpstreamReply(200, {"SGX-Enclave-Identity-Issuer-Chain": c["qe_identity_issuer_chain"]}, body)
+    )
+    resource = parse_resource("/sgx/certification/v4/qe/identity", [])
+    assert resource is not None
+
+    async def scenario() -> None:
+        source = CachingSource(
+            CollateralCache(tmp_path / "c.db"), "http://pcs.invalid", getter, Clock(PHALA_NOW)
+        )
+        first = asyncio.create_task(source.get(resource))
+        second = asyncio.create_task(source.get(resource))
+        await getter.started.wait()
+        first.cancel()
+        getter.gate.set()
+        lookup = await second
+        assert lookup.document is not None and getter.calls == 1
+        assert first.cancelled()
+        assert (await source.get(resource)).outcome == "hit"
+
+    run(scenario())

@@ -23,6 +23,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -193,7 +194,7 @@ class CachingSource:
     root_ca_crl_url: str = INTEL_ROOT_CA_CRL_URL
     #: called with (endpoint, outcome) after every upstream request: ok | not-found | error | malformed
     on_upstream: Callable[[str, str], None] | None = None
-    _inflight: dict[str, asyncio.Future[Document | None]] = field(default_factory=dict, init=False)
+    _inflight: dict[str, asyncio.Task[Document | None]] = field(default_factory=dict, init=False)
     _attempted: dict[str, datetime] = field(default_factory=dict, init=False)
     _background: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
@@ -232,30 +233,35 @@ class CachingSource:
         return Lookup(document, "miss" if entry is None else "refreshed")
 
     async def fetch(self, resource: Resource, api_key: str | None = None) -> Document | None:
-        """Fetch ``resource`` from the upstream now and cache a valid answer (one request per key at a
-        time: concurrent callers share it). ``None`` means the upstream answered 404."""
+        """Fetch ``resource`` from the upstream now and cache a valid answer. ``None`` means the
+        upstream answered 404.
+
+        One upstream request per key at a time: concurrent callers await the same task, which runs
+        on its own, so a caller that goes away (client disconnect) does not cancel it for the others.
+        """
         key = resource.key
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Document | None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
+        task = self._inflight.get(key)
+        if task is None:
             self._attempted[key] = self.clock()
-            document = await self._fetch_upstream(resource, api_key)
-            if document is not None:
-                try:
-                    self.cache.put(key, document, self.clock())
-                except CollateralError as exc:  # still a good answer: serve it uncached
-                    log.warning("%s", exc)
-            future.set_result(document)
-            return document
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: concurrent waiters get it, nobody else must
-            raise
-        finally:
+            task = asyncio.get_running_loop().create_task(self._fetch_and_store(resource, api_key))
+            self._inflight[key] = task
+            task.add_done_callback(partial(self._fetched, key))
+        return await asyncio.shield(task)
+
+    def _fetched(self, key: str, task: asyncio.Task[Document | None]) -> None:
+        if self._inflight.get(key) is task:
             del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here: callers that left must not leave it "never retrieved"
+
+    async def _fetch_and_store(self, resource: Resource, api_key: str | None) -> Document | None:
+        document = await self._fetch_upstream(resource, api_key)
+        if document is not None:
+            try:
+                self.cache.put(resource.key, document, self.clock())
+            except CollateralError as exc:  # still a good answer: serve it uncached
+                log.warning("%s", exc)
+        return document
 
     async def _fetch_upstream(self, resource: Resource, api_key: str | None) -> Document | None:
         key = api_key or self.api_key
@@ -309,9 +315,9 @@ class CachingSource:
             log.warning("refresh of %s failed, still serving the cached copy: %s", resource.key, exc)
 
     async def drain(self) -> None:
-        """Wait for the background refreshes started so far."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        """Wait for the upstream fetches and background refreshes under way."""
+        while self._background or self._inflight:
+            await asyncio.gather(*self._background, *self._inflight.values(), return_exceptions=True)
 
     async def refresh_all(self, *, due_only: bool = False) -> dict[str, str]:
         """Refetch every cached entry (or, with ``due_only``, those past their refresh point).
