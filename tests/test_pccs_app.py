@@ -4,6 +4,7 @@ SIGTERM, and refreshes a cache."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sgx_quote_helper.cli import cli
 from sgx_quote_helper.engine.platform import Platform
@@ -202,3 +205,30 @@ def test_cli_help_has_examples() -> None:
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0
     assert "Examples:" in CliRunner().invoke(cli, ["pccs", "serve", "--help"]).output
+
+
+_QUERY_CHARS = st.sampled_from(
+    [*"0123456789abcdefABCDEFxyz=&%;+/?#[]@!$'()*,-._~ ", "%ff", "%00", "%zz", "%C3%A9", "%e9"]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from([TCB, "/sgx/certification/v4/pckcrl", "/sgx/certification/v4/pckcert", "/x"]),
+    query=st.lists(_QUERY_CHARS, max_size=60).map("".join),
+)
+def test_fuzz_raw_queries_never_crash_the_server(url: str, path: str, query: str) -> None:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest(
+            "GET", path + "?" + query.replace(" ", "%20").replace("#", "%23"), skip_accept_encoding=True
+        )
+        conn.endheaders()
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    assert resp.status in (200, 400, 404, 414), (resp.status, body[:200])
+    if resp.status != 200:
+        assert json.loads(body)["error"]
