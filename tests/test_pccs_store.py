@@ -31,6 +31,7 @@ from sgx_quote_helper.engine.qe import QE_TARGET_INFO
 from sgx_quote_helper.engine.simulated import SimulatedEngine
 from sgx_quote_helper.errors import ConfigError
 from sgx_quote_helper.pccs.app import make_app
+from sgx_quote_helper.pccs.resource import parse_resource
 from sgx_quote_helper.pccs.store import SimulatedStore
 from sgx_quote_helper.verify.tcbinfo import TcbInfo
 
@@ -250,3 +251,15 @@ def test_caching_pccs_in_front_of_a_simulated_pccs(sim: Sim, url: str, tmp_path:
 
     asyncio.run(scenario())
     assert any("/pckcert?" in u and "encrypted_ppid=" in u for u in urls)
+
+
+def test_a_clock_set_back_gets_documents_issued_before_it(sim: Sim) -> None:
+    clock = Clock(sim.clock.now)
+    store = SimulatedStore([sim.a], clock)
+    resource = parse_resource("/sgx/certification/v4/qe/identity", [])
+    assert resource is not None
+    later = asyncio.run(store.get(resource)).document
+    clock.now -= timedelta(hours=5)
+    earlier = asyncio.run(store.get(resource)).document
+    assert later is not None and earlier is not None and later.issue_date and earlier.issue_date
+    assert earlier.issue_date <= clock.now < later.issue_date

@@ -123,12 +123,17 @@ class SimulatedStore:
         """The document for ``resource`` (``None`` when no simulated platform has it)."""
         now = self.clock()
         cached = self._docs.get(resource.key)
-        if cached is not None and cached.issue_date is not None and now < cached.issue_date + self.reissue:
+        if cached is not None and self._current(cached, now):
             return Lookup(cached, "simulated")
         document = self.make(resource, now)
         if document is not None and resource.kind != "pckcert":
             self._docs[resource.key] = document
         return Lookup(document, "simulated" if document is not None else "not-found")
+
+    def _current(self, document: Document, now: datetime) -> bool:
+        """Issued no later than ``now`` (a clock set back gets new documents) and not yet due."""
+        issued = document.issue_date
+        return issued is not None and issued <= now < issued + self.reissue
 
     def make(self, resource: Resource, now: datetime) -> Document | None:
         """Issue the document for ``resource`` at ``now`` (``None``: not served in simulated mode)."""
