@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,32 +89,40 @@ class Upstream:
             raise UpstreamFailure(f"no reply from {self.socket_path} within {self.timeout:g}s") from None
 
     async def _exchange(self, body: bytes) -> bytes | None:
+        # raw non-blocking socket calls: no transport/stream objects per upstream connection
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
-        except OSError as exc:
-            raise UpstreamFailure(f"cannot connect to {self.socket_path}: {exc.strerror or exc}") from None
-        try:
-            writer.write(encode_frame(body))
-            await writer.drain()
-            prefix = await reader.read(HEADER.size)
-            if not prefix:
-                return None  # closed without a reply byte: pass the close on
-            if len(prefix) < HEADER.size:
-                prefix += await reader.readexactly(HEADER.size - len(prefix))
-            (size,) = HEADER.unpack(prefix)
-            if size > self.max_response:
+            try:
+                await loop.sock_connect(sock, str(self.socket_path))
+            except OSError as exc:
                 raise UpstreamFailure(
-                    f"{self.socket_path} announced a {size}-byte reply (limit {self.max_response})"
-                )
-            return await reader.readexactly(size)
-        except asyncio.IncompleteReadError as exc:
-            raise UpstreamFailure(
-                f"{self.socket_path} closed after {len(exc.partial)} bytes of a reply"
-            ) from None
-        except OSError as exc:
-            raise UpstreamFailure(f"talking to {self.socket_path} failed: {exc}") from None
+                    f"cannot connect to {self.socket_path}: {exc.strerror or exc}"
+                ) from None
+            try:
+                await loop.sock_sendall(sock, encode_frame(body))
+                buf = bytearray()
+                need = HEADER.size
+                while len(buf) < need:
+                    chunk = await loop.sock_recv(sock, 65536)
+                    if not chunk:
+                        if not buf:
+                            return None  # closed without a reply byte: pass the close on
+                        raise UpstreamFailure(f"{self.socket_path} closed after {len(buf)} bytes of a reply")
+                    buf += chunk
+                    if need == HEADER.size and len(buf) >= HEADER.size:
+                        (size,) = HEADER.unpack_from(buf)
+                        if size > self.max_response:
+                            raise UpstreamFailure(
+                                f"{self.socket_path} announced a {size}-byte reply (limit {self.max_response})"
+                            )
+                        need += size
+                return bytes(buf[HEADER.size : need])
+            except OSError as exc:
+                raise UpstreamFailure(f"talking to {self.socket_path} failed: {exc}") from None
         finally:
-            writer.close()
+            sock.close()
 
 
 def error_reply(body: bytes, status: AesmStatus) -> bytes | None:
