@@ -335,3 +335,17 @@ def test_sigterm_in_a_real_process(sock_dir: Path) -> None:
     assert proc.returncode == 0, err
     assert "STOPPED signal SIGTERM" in out
     assert not path.exists()
+
+
+def test_startup_warns_when_protobuf_is_not_upb(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sgx_quote_helper.server import run
+
+    monkeypatch.setattr(run, "protobuf_backend", lambda: "python")
+    with caplog.at_level(logging.WARNING):
+        warnings = run.check_environment()
+    assert any("'upb'" in w for w in warnings)
+    assert any("upb" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    monkeypatch.setattr(run, "protobuf_backend", lambda: "upb")
+    assert not any("upb" in w for w in run.check_environment())
