@@ -6,6 +6,7 @@ answers and errors are never cached; dcap-qvl fetches and verifies through the c
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Coroutine, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -448,3 +449,35 @@ def test_a_caller_that_goes_away_does_not_cancel_the_fetch_for_others(tmp_path: 
         assert (await source.get(resource)).outcome == "hit"
 
     run(scenario())
+
+
+def test_our_verifier_fetches_real_collateral_through_the_cache(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sgx_quote_helper.cli import cli
+
+    from .pccs_fakes import app_in_thread, fake_pcs_in_thread
+
+    quote_file = real_dir("phala-sgx-v3-processor") / "quote.bin"
+    with fake_pcs_in_thread() as (pcs, upstream):
+        source = CachingSource(
+            CollateralCache(tmp_path / "c.db"), upstream, HttpGetter(timeout=5), Clock(PHALA_NOW)
+        )
+        with app_in_thread(make_app(source)) as url:
+            for _ in range(2):
+                result = CliRunner().invoke(
+                    cli,
+                    [
+                        "verify",
+                        str(quote_file),
+                        "--pccs",
+                        url,
+                        "--now",
+                        str(int(PHALA_NOW.timestamp())),
+                        "--json",
+                    ],
+                )
+                verdict = json.loads(result.stdout)
+                assert verdict["status"] == "ConfigurationAndSWHardeningNeeded", result.output
+                assert sorted(verdict["advisory_ids"]) == ["INTEL-SA-00289", "INTEL-SA-00615"]
+            assert len(pcs.hits) == 4  # pckcrl, tcb, qe/identity, rootcacrl: once each

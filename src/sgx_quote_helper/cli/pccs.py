@@ -186,8 +186,8 @@ def _source(
     api_key: str | None,
     db: Path | None,
     crl_url: str | None,
-) -> tuple[Any, Any, Any]:
-    """(source, metrics, HTTP getter or None) for the chosen mode."""
+) -> tuple[Any, Any]:
+    """(source, metrics) for the chosen mode."""
     from ..pccs.app import HttpGetter
     from ..pccs.cache import INTEL_ROOT_CA_CRL_URL, CachingSource
     from ..pccs.metrics import Metrics
@@ -198,19 +198,18 @@ def _source(
         from ..pccs.store import SimulatedStore
 
         platforms = [Platform.open(d) for d in state_dirs]
-        return SimulatedStore(platforms, _clock), metrics, None
-    getter = HttpGetter()
+        return SimulatedStore(platforms, _clock), metrics
     source = CachingSource(
         _open_cache(db),
         upstream,
-        getter,
+        HttpGetter(),
         _clock,
         api_key=api_key,
         root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL,
         on_upstream=metrics.upstream_outcome,
     )
     metrics.track_cache_size(source.cache.__len__)
-    return source, metrics, getter
+    return source, metrics
 
 
 async def _serve(
@@ -226,7 +225,7 @@ async def _serve(
     from ..pccs.app import make_app, refresh_loop, start
     from ..pccs.cache import CachingSource
 
-    source, metrics, getter = _source(state_dirs, upstream, api_key, db, crl_url)
+    source, metrics = _source(state_dirs, upstream, api_key, db, crl_url)
     runner, url = await start(make_app(source, metrics), host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -242,12 +241,7 @@ async def _serve(
     finally:
         if refresher is not None:
             refresher.cancel()
-        await runner.cleanup()
-        if isinstance(source, CachingSource):
-            await source.drain()
-            source.cache.close()
-        if getter is not None:
-            await getter.close()
+        await runner.cleanup()  # closes the source (and its upstream client and database)
 
 
 @pccs.command()

@@ -127,7 +127,14 @@ def make_app(source: Source, metrics: Metrics | None = None) -> web.Application:
     app.router.add_get("/healthz", _health)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/{tail:.*}", _collateral)
+    app.on_cleanup.append(_close_source)
     return app
+
+
+async def _close_source(app: web.Application) -> None:
+    close = getattr(app[SOURCE_KEY], "aclose", None)
+    if close is not None:
+        await close()
 
 
 class HttpGetter:

@@ -78,7 +78,8 @@ class CollateralCache:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         try:
-            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            # one event loop uses it, but that loop may run in another thread than the one that opened it
+            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
@@ -318,6 +319,14 @@ class CachingSource:
         """Wait for the upstream fetches and background refreshes under way."""
         while self._background or self._inflight:
             await asyncio.gather(*self._background, *self._inflight.values(), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Finish the fetches under way, close the getter (if it has ``close``) and the database."""
+        await self.drain()
+        close = getattr(self.getter, "close", None)
+        if close is not None:
+            await close()
+        self.cache.close()
 
     async def refresh_all(self, *, due_only: bool = False) -> dict[str, str]:
         """Refetch every cached entry (or, with ``due_only``, those past their refresh point).
