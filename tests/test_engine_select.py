@@ -74,3 +74,16 @@ def test_serve_engine_auto_exits_at_once_without_hardware(tmp_path: Path) -> Non
     assert "/dev/sgx_enclave" in result.output
     assert "--engine simulated" in result.output
     assert not sock.exists()
+
+
+def test_serve_passes_the_dcap_library_path(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sgx_quote_helper.cli import cli
+
+    lib = tmp_path / "custom" / "libsgx_qe3_logic.so"
+    args = ["serve", "--engine", "dcap", "--dcap-library", str(lib), "--socket", str(tmp_path / "s")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert f"cannot load {lib}" in result.output
+    assert "--engine simulated" not in result.output  # dcap, unlike auto, says nothing of simulation

@@ -34,12 +34,17 @@ def _mode(value: str) -> int:
     return mode
 
 
-def open_engine(kind: str, state_dir: Path | None) -> QuotingEngine:
+def open_engine(
+    kind: str, state_dir: Path | None, dcap_library: str | None = None, qpl_path: str | None = None
+) -> QuotingEngine:
     """Build the engine named on the command line (imports only what that engine needs)."""
     # engine choice (auto/dcap/simulated) lives in engine.select, shared with the in-process mode
-    from ..engine.select import select_engine
+    from ..engine.select import DcapOptions, select_engine
 
-    return select_engine(kind, state_dir=resolve_state_dir(state_dir), create_state=True)
+    dcap = DcapOptions(qpl_path=qpl_path)
+    if dcap_library is not None:
+        dcap = DcapOptions(library=dcap_library, qpl_path=qpl_path)
+    return select_engine(kind, state_dir=resolve_state_dir(state_dir), create_state=True, dcap=dcap)
 
 
 def _run_proxy(config: ServerConfig, upstream_socket: Path | None, timeout: float) -> None:
@@ -95,6 +100,20 @@ def _run_proxy(config: ServerConfig, upstream_socket: Path | None, timeout: floa
     default=60.0,
     show_default=True,
     help="With --engine proxy: seconds for one upstream exchange before answering SERVICE_UNAVAILABLE (30).",
+)
+@click.option(
+    "--dcap-library",
+    default=None,
+    metavar="PATH",
+    help="With --engine dcap/auto: Intel's QE3 logic library [default: libsgx_qe3_logic.so from "
+    "the loader path].",
+)
+@click.option(
+    "--qpl-path",
+    default=None,
+    metavar="PATH",
+    help="With --engine dcap/auto: the quote provider library (sgx_set_qpl_path) [default: "
+    "libdcap_quoteprov.so.1 from the loader path].",
 )
 @state_dir_option
 @click.option(
@@ -152,6 +171,8 @@ def serve(
     engine: str,
     upstream_socket: Path | None,
     upstream_timeout: float,
+    dcap_library: str | None,
+    qpl_path: str | None,
     state_dir: Path | None,
     replace: bool,
     socket_mode: str,
@@ -208,7 +229,7 @@ def serve(
             return
         if upstream_socket is not None:
             raise click.BadParameter("--upstream-socket goes with --engine proxy")
-        quoting_engine = open_engine(engine, state_dir)
+        quoting_engine = open_engine(engine, state_dir, dcap_library, qpl_path)
     except click.BadParameter:
         raise
     except SgxQuoteHelperError as exc:
