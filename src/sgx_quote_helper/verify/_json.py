@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import lru_cache
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
@@ -98,16 +99,24 @@ def get_hex(obj: dict[str, Any], key: str, size: int, what: str) -> bytes:
     return raw
 
 
-def get_date(obj: dict[str, Any], key: str, what: str) -> datetime:
-    """An RFC 3339 UTC timestamp member, as an aware datetime."""
-    text: str = get(obj, key, str, what)
+@lru_cache(maxsize=1024)  # TCB dates repeat across levels and documents
+def _date(text: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise CollateralError(f"{what}: field {key!r} is not an RFC 3339 date") from None
+        return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def get_date(obj: dict[str, Any], key: str, what: str) -> datetime:
+    """An RFC 3339 UTC timestamp member, as an aware datetime."""
+    text: str = get(obj, key, str, what)
+    value = _date(text)
+    if value is None:
+        raise CollateralError(f"{what}: field {key!r} is not an RFC 3339 date")
+    return value
 
 
 def get_advisories(obj: dict[str, Any], what: str) -> tuple[str, ...]:

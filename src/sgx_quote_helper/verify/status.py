@@ -29,13 +29,14 @@ class TcbStatus(StrEnum):
     @classmethod
     def parse(cls, text: object, what: str = "tcbStatus") -> TcbStatus:
         """The status named ``text``; CollateralError for anything else."""
-        try:
-            return cls(str(text)) if isinstance(text, str) else cls("")
-        except ValueError:
-            raise CollateralError(f"{what}: unknown TCB status {text!r}") from None
+        status = _BY_NAME.get(text) if isinstance(text, str) else None
+        if status is None:
+            raise CollateralError(f"{what}: unknown TCB status {text!r}")
+        return status
 
 
 S = TcbStatus
+_BY_NAME: dict[str, TcbStatus] = {s.value: s for s in TcbStatus}
 
 #: dcap-qvl's severity order (least to most severe)
 SEVERITY: tuple[TcbStatus, ...] = (

@@ -17,6 +17,7 @@ from ._json import get, get_advisories, get_date, get_hex, get_int, loads_object
 from .status import TcbStatus
 
 _W = "TCB Info"
+_SVNS = frozenset(range(256))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,18 +129,20 @@ def _obj(value: Any) -> dict[str, Any]:
 def _svn_list(items: Any, what: str) -> tuple[int, ...]:
     if type(items) is not list or len(items) != 16:
         raise CollateralError(f"TCB Info: {what} must list 16 components")
-    out = []
-    for c in items:  # hot path of cold verification: plain type checks, no helpers
-        svn = c.get("svn") if type(c) is dict else None
-        if type(svn) is not int or not 0 <= svn <= 255:
-            raise CollateralError(f"TCB Info: {what} entries need an 'svn' in 0..255")
-        out.append(svn)
-    return tuple(out)
+    try:  # hot path of cold verification: one comprehension and a set test
+        svns = tuple([c["svn"] for c in items])
+    except (TypeError, KeyError):
+        raise CollateralError(f"TCB Info: {what} entries need an 'svn'") from None
+    if not _SVNS.issuperset(svns) or True in [type(s) is bool for s in svns]:
+        raise CollateralError(f"TCB Info: {what} 'svn' values must be integers in 0..255")
+    return svns
 
 
 def _level(raw: Any, version: int, tdx: bool) -> TcbLevel:
     lv = _obj(raw)
-    tcb = get(lv, "tcb", dict, _W)
+    tcb = lv.get("tcb")
+    if type(tcb) is not dict:
+        raise CollateralError("TCB Info: a level needs a 'tcb' object")
     tdx_components = None
     if version == 2:
         comps = tuple(get_int(tcb, f"sgxtcbcomp{i:02d}svn", _W, 0, 255) for i in range(1, 17))
