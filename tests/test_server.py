@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from sgx_quote_helper.abi.codes import AesmStatus
+from sgx_quote_helper.abi.keyid import AttKeyId
 from sgx_quote_helper.client import AsyncQuoteClient, QuoteClient
 from sgx_quote_helper.errors import ConfigError
 from sgx_quote_helper.server.config import ServerConfig
@@ -349,3 +350,40 @@ def test_startup_warns_when_protobuf_is_not_upb(
     assert any("upb" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     monkeypatch.setattr(run, "protobuf_backend", lambda: "upb")
     assert not any("upb" in w for w in run.check_environment())
+
+
+def test_libsgx_dcap_ql_sequence_byte_for_byte(sock_dir: Path) -> None:
+    """What libsgx_dcap_ql (SGX_AESM_ADDR=1) sends through libsgx_quote_ex, one connection per
+    call, and the exact bytes a conforming daemon must answer (FakeEngine's canned values)."""
+    from .test_messages import bfield, vfield
+
+    path = sock_dir / "aesm.socket"
+    eng = FakeEngine()
+    key = AttKeyId.ecdsa_p256_qe3().to_bytes()
+
+    def call(body: bytes) -> bytes:
+        with raw_connect(path) as s:
+            s.sendall(len(body).to_bytes(4, "little"))  # prefix and body in two writes, as Intel's client
+            s.sendall(body)
+            out = read_frame(s)
+        assert out is not None
+        return out
+
+    with start(path, eng):
+        # size query with an uninitialised buf_size
+        size_q = bfield(15, bfield(1, key) + vfield(3, 0) + vfield(4, 140393291379042) + vfield(9, 15000))
+        assert call(size_q) == bfield(15, vfield(1, 0) + bfield(2, bytes(512)) + vfield(3, 32))
+        init = bfield(15, bfield(1, key) + vfield(3, 1) + vfield(4, 32) + vfield(9, 15000))
+        ti = eng.target_info.to_bytes()
+        assert call(init) == bfield(
+            15, vfield(1, 0) + bfield(2, ti) + vfield(3, 32) + bfield(4, eng.pub_key_id)
+        )
+        assert call(bfield(16, bfield(1, key) + vfield(9, 15000))) == bfield(
+            16, vfield(1, 0) + vfield(2, 1456)
+        )
+        rep = report(77)
+        get = bfield(17, bfield(1, rep.to_bytes()) + bfield(2, key) + vfield(4, 1456) + vfield(9, 15000))
+        assert call(get) == bfield(17, vfield(1, 0) + bfield(2, fake_quote(rep)))
+        # a report of the wrong size: errorCode 3 in a GetQuoteExResponse
+        bad = bfield(17, bfield(1, rep.to_bytes()[:431]) + bfield(2, key) + vfield(4, 1456))
+        assert call(bad) == bfield(17, vfield(1, 3))

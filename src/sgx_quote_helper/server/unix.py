@@ -144,11 +144,6 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- request flow
-    @property
-    def busy(self) -> bool:
-        """A request is being processed or queued, or one has begun arriving."""
-        return self._processing or bool(self._queue) or self._decoder.in_frame
-
     def _next(self) -> None:
         srv = self._server
         while self._queue and not self._processing:
