@@ -172,6 +172,12 @@ def test_cli_caching_mode_and_refresh(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert result.output.count("ok") == 2
         assert len(pcs.hits) == before + 2
+        result = CliRunner().invoke(
+            cli, ["pccs", "refresh", "--db", str(db), "--upstream", upstream, "--due-only"]
+        )
+        # the real collateral's nextUpdate (2025) is past: every entry is due
+        assert result.exit_code == 0 and result.output.count("ok") == 2
+        assert len(pcs.hits) == before + 4
         pcs.mode = "500"
         result = CliRunner().invoke(cli, ["pccs", "refresh", "--db", str(db), "--upstream", upstream])
         assert result.exit_code == 1 and "failed" in result.output

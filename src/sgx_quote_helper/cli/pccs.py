@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from ..errors import CollateralError, ConfigError, PlatformStateError
 from ._common import default_state_dir, fail
 
 _ERRORS = (ConfigError, PlatformStateError, CollateralError)
+log = logging.getLogger("sgx_quote_helper.pccs")
 
 
 def default_db() -> Path:
@@ -118,6 +119,22 @@ def pccs() -> None:
     help="Seconds between background refreshes of cached entries near expiry.",
 )
 @click.option(
+    "--refresh-after",
+    type=click.FloatRange(min=0.01),
+    default=24,
+    show_default=True,
+    metavar="HOURS",
+    help="Refetch a cached entry once it is this old, even if still valid (served meanwhile).",
+)
+@click.option(
+    "--refresh-ahead",
+    type=click.FloatRange(min=0),
+    default=24,
+    show_default=True,
+    metavar="HOURS",
+    help="Refetch a cached entry this long before its nextUpdate (served meanwhile).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -133,6 +150,8 @@ def serve(
     db: Path | None,
     root_ca_crl_url: str | None,
     refresh_interval: float,
+    refresh_after: float,
+    refresh_ahead: float,
     log_level: str,
 ) -> None:
     """Serve collateral over HTTP until SIGINT/SIGTERM.
@@ -162,70 +181,80 @@ def serve(
     """
     if simulated == (upstream is not None):
         fail("give exactly one of --simulated or --upstream URL")
-    if simulated and (db is not None or api_key is not None or root_ca_crl_url is not None):
-        fail("--db, --api-key and --root-ca-crl-url apply to caching mode (--upstream) only")
-    if upstream is None and state_dirs == ():
-        state_dirs = (default_state_dir(),)
+    if simulated and (db is not None or root_ca_crl_url is not None):
+        fail("--db and --root-ca-crl-url apply to caching mode (--upstream) only")
     if upstream is not None and state_dirs:
         fail("--state-dir applies to --simulated only")
     _logging(log_level)
+    from ..pccs.cache import RefreshPolicy
+
+    policy = RefreshPolicy(max_age=timedelta(hours=refresh_after), ahead=timedelta(hours=refresh_ahead))
     try:
+        if upstream is None:
+            source, metrics = _simulated(state_dirs or (default_state_dir(),))
+        else:
+            source, metrics = _caching(upstream, api_key, db, root_ca_crl_url, policy)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(
-                _serve(host, port, state_dirs, upstream, api_key, db, root_ca_crl_url, refresh_interval)
-            )
+            runner.run(_serve(host, port, source, metrics, refresh_interval))
     except _ERRORS as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
-def _source(
-    state_dirs: tuple[Path, ...],
-    upstream: str | None,
-    api_key: str | None,
-    db: Path | None,
-    crl_url: str | None,
+def _simulated(state_dirs: tuple[Path, ...]) -> tuple[Any, Any]:
+    from ..engine.platform import Platform
+    from ..pccs.metrics import Metrics
+    from ..pccs.store import SimulatedStore
+
+    platforms = [Platform.open(d) for d in state_dirs]
+    store = SimulatedStore(platforms, _clock)
+    for p in platforms:
+        ident = p.identity
+        log.info(
+            "platform %s: FMSPC %s, %s CA, certification data %s",
+            p.state.path,
+            ident.fmspc.hex().upper(),
+            ident.ca,
+            ident.cert_data,
+        )
+    return store, Metrics()
+
+
+def _caching(
+    upstream: str, api_key: str | None, db: Path | None, crl_url: str | None, policy: Any
 ) -> tuple[Any, Any]:
-    """(source, metrics) for the chosen mode."""
     from ..pccs.app import HttpGetter
     from ..pccs.cache import INTEL_ROOT_CA_CRL_URL, CachingSource
     from ..pccs.metrics import Metrics
 
     metrics = Metrics()
-    if upstream is None:
-        from ..engine.platform import Platform
-        from ..pccs.store import SimulatedStore
-
-        platforms = [Platform.open(d) for d in state_dirs]
-        return SimulatedStore(platforms, _clock), metrics
+    cache = _open_cache(db)
     source = CachingSource(
-        _open_cache(db),
+        cache,
         upstream,
         HttpGetter(),
         _clock,
         api_key=api_key,
+        policy=policy,
         root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL,
         on_upstream=metrics.upstream_outcome,
     )
-    metrics.track_cache_size(source.cache.__len__)
+    metrics.track_cache_size(cache.__len__)
+    log.info(
+        "caching %s in %s (%d entries)%s",
+        source.upstream,
+        cache.path,
+        len(cache),
+        " with an API key" if api_key else "",
+    )
     return source, metrics
 
 
-async def _serve(
-    host: str,
-    port: int,
-    state_dirs: tuple[Path, ...],
-    upstream: str | None,
-    api_key: str | None,
-    db: Path | None,
-    crl_url: str | None,
-    refresh_interval: float,
-) -> None:
+async def _serve(host: str, port: int, source: Any, metrics: Any, refresh_interval: float) -> None:
     from ..pccs.app import make_app, refresh_loop, start
     from ..pccs.cache import CachingSource
 
-    source, metrics = _source(state_dirs, upstream, api_key, db, crl_url)
     runner, url = await start(make_app(source, metrics), host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -257,7 +286,14 @@ async def _serve(
 @click.option(
     "--root-ca-crl-url", metavar="URL", help="Root CA CRL location if the upstream has no /rootcacrl."
 )
-def refresh(db: Path | None, upstream: str, api_key: str | None, root_ca_crl_url: str | None) -> None:
+@click.option(
+    "--due-only",
+    is_flag=True,
+    help="Only entries past their refresh point (24 h old or 24 h from nextUpdate).",
+)
+def refresh(
+    db: Path | None, upstream: str, api_key: str | None, root_ca_crl_url: str | None, due_only: bool
+) -> None:
     """Refetch everything in the cache from the upstream now (a failed entry keeps its old copy).
 
     Prints one line per entry; exits 1 if any entry failed. Safe to run beside a running
@@ -269,11 +305,11 @@ def refresh(db: Path | None, upstream: str, api_key: str | None, root_ca_crl_url
           --upstream https://api.trustedservices.intel.com --api-key "$PCS_KEY"
     """
     try:
-        results = asyncio.run(_refresh(db, upstream, api_key, root_ca_crl_url))
+        results = asyncio.run(_refresh(db, upstream, api_key, root_ca_crl_url, due_only))
     except _ERRORS as exc:
         fail(str(exc))
     if not results:
-        click.echo("nothing cached yet")
+        click.echo("nothing due for refresh" if due_only else "nothing cached yet")
     for key, outcome in results.items():
         click.echo(
             f"{outcome:>9}  {key}" if not outcome.startswith("failed") else f"failed     {key}: {outcome[8:]}"
@@ -283,7 +319,7 @@ def refresh(db: Path | None, upstream: str, api_key: str | None, root_ca_crl_url
 
 
 async def _refresh(
-    db: Path | None, upstream: str, api_key: str | None, crl_url: str | None
+    db: Path | None, upstream: str, api_key: str | None, crl_url: str | None, due_only: bool
 ) -> dict[str, str]:
     from ..pccs.app import HttpGetter
     from ..pccs.cache import INTEL_ROOT_CA_CRL_URL, CachingSource
@@ -294,7 +330,7 @@ async def _refresh(
         source = CachingSource(
             cache, upstream, getter, _clock, api_key=api_key, root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL
         )
-        return await source.refresh_all()
+        return await source.refresh_all(due_only=due_only)
     finally:
         await getter.close()
         cache.close()
