@@ -77,6 +77,10 @@ CASES: list[tuple[str, dict[str, object], Mut | None, Step, str]] = [
         Step.QE_IDENTITY,
         "qe-identity-bad-signature",
     ),
+    ("qe identity expired", {"qe_window": PAST}, None, Step.QE_IDENTITY, "qe-identity-expired"),
+    ("qe identity future", {"qe_window": FUTURE}, None, Step.QE_IDENTITY, "qe-identity-not-yet-valid"),
+    ("signer expired", {"signer_window": PAST}, None, Step.TCB_INFO, "tcb-signing-cert-expired"),
+    ("signer future", {"signer_window": FUTURE}, None, Step.TCB_INFO, "tcb-signing-cert-not-yet-valid"),
     ("fmspc", {"tcb_fmspc": bytes(6)}, None, Step.PLATFORM_MATCH, "fmspc-mismatch"),
     (
         "qe report",

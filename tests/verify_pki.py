@@ -128,6 +128,8 @@ class SimPki:
     revoked_pck: bool = False
     crl_window: tuple[datetime, datetime] = (NOW - timedelta(days=5), NOW + timedelta(days=25))
     info_window: tuple[datetime, datetime] = (NOW - timedelta(days=3), NOW + timedelta(days=27))
+    qe_window: tuple[datetime, datetime] | None = None  # default: info_window
+    signer_window: tuple[datetime, datetime] = (NOW - timedelta(days=365), NOW + timedelta(days=3650))
     leaf_window: tuple[datetime, datetime] = (NOW - timedelta(days=30), NOW + timedelta(days=2000))
     tcb_fmspc: bytes = FMSPC
     qe_isvsvn: int = 10
@@ -158,7 +160,10 @@ class SimPki:
         self.leaf = _cert(
             "SIMULATED Intel SGX PCK Certificate", k["leaf"], self.ca_cn, k["ca"], False, 0x1234, lo, hi, ext
         )
-        self.tcb = _cert("SIMULATED Intel SGX TCB Signing", k["tcb"], self.root_cn, k["root"], False, 3)
+        lo, hi = self.signer_window
+        self.tcb = _cert(
+            "SIMULATED Intel SGX TCB Signing", k["tcb"], self.root_cn, k["root"], False, 3, lo, hi
+        )
 
     root_cn = "SIMULATED Intel SGX Root CA"
     ca_cn = "SIMULATED Intel SGX PCK Processor CA"
@@ -197,7 +202,7 @@ class SimPki:
         return json.dumps(body, separators=(",", ":"))
 
     def qe_identity_text(self) -> str:
-        lo, hi = self.info_window
+        lo, hi = self.qe_window or self.info_window
         body = {
             "id": "QE",
             "version": 2,

@@ -153,6 +153,8 @@ class Policy:
                     return Rejection("policy", reason)
             if self.min_isv_svn is not None and b.isv_svn < self.min_isv_svn:
                 return Rejection("policy", "isv-svn")
+            if self.mr_td is not None:
+                return Rejection("policy", "not-td", "policy names a TD but the quote is an SGX enclave")
         elif self.mr_td is not None and b.mr_td != self.mr_td:
             return Rejection("policy", "mr-td")
         if isinstance(b, ReportBody) is False and (self.mr_enclave or self.mr_signer):
