@@ -299,3 +299,12 @@ def test_qpl_path_is_passed_to_the_library(fake: FakeDcap) -> None:
         make_engine(fake, qpl_path="/nope.so")
     with pytest.raises(ConfigError, match="does not export sgx_set_qpl_path"):
         make_engine(fake, library=str(fake.qe3_minimal), qpl_path="/x.so")
+
+
+def test_unusable_device_message(fake: FakeDcap, monkeypatch: pytest.MonkeyPatch) -> None:
+    # as root every device file is accessible: simulate the sgx_prv group check failing
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: "provision" not in str(p) and real_access(p, mode))
+    with pytest.raises(ConfigError, match=r"sgx_provision is not readable and writable.*sgx_prv"):
+        make_engine(fake)
+    assert fake.calls("policy") == 0
