@@ -387,3 +387,28 @@ def test_libsgx_dcap_ql_sequence_byte_for_byte(sock_dir: Path) -> None:
         # a report of the wrong size: errorCode 3 in a GetQuoteExResponse
         bad = bfield(17, bfield(1, rep.to_bytes()[:431]) + bfield(2, key) + vfield(4, 1456))
         assert call(bad) == bfield(17, vfield(1, 3))
+
+
+def test_a_thousand_idle_connections_do_not_block_service(sock_dir: Path) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 2400:
+        if hard != resource.RLIM_INFINITY and hard < 2400:
+            pytest.skip("needs ~2,400 file descriptors (client and server ends in one process)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2400, hard))
+    path = sock_dir / "aesm.socket"
+    conns: list[socket.socket] = []
+    with start(path, idle_timeout=30.0, read_timeout=30.0) as d:
+        try:
+            for _ in range(1030):
+                conns.append(raw_connect(path))
+            assert d.server is not None
+            deadline = time.monotonic() + 10
+            while len(d.server.connections) < 1030 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(d.server.connections) >= 1030
+            assert QuoteClient(path).get_quote_ex(report(1), buf_size=1456).quote == fake_quote(report(1))
+        finally:
+            for c in conns:
+                c.close()

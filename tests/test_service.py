@@ -6,11 +6,13 @@ import hashlib
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sgx_quote_helper.abi.codes import AesmStatus, QuoteLibStatus
 from sgx_quote_helper.abi.keyid import AttKeyId, AttKeyIdList, QeReportInfo
 from sgx_quote_helper.abi.report import Report, ReportBody, TargetInfo
-from sgx_quote_helper.errors import EngineError
+from sgx_quote_helper.errors import EngineError, RemoteProtocolError
 from sgx_quote_helper.service import AesmService, aesm_status_for
 from sgx_quote_helper.testing.fakes import FAKE_QE_MRENCLAVE, FAKE_QUOTE_SIZE, FakeEngine, fake_quote
 from sgx_quote_helper.wire import messages as m
@@ -308,3 +310,19 @@ def test_engine_calls_are_serialised() -> None:
         t.join()
     assert not errors
     assert eng.calls["get_quote"] == 180 and eng.max_concurrent == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=st.binary(max_size=120), ready=st.booleans())
+def test_fuzz_service_answers_any_request_or_closes(body: bytes, ready: bool) -> None:
+    svc = AesmService(FakeEngine(initialised=ready))
+    try:
+        req = m.decode_request(body)
+    except RemoteProtocolError:
+        return
+    resp = svc.handle(req)
+    if resp is None:
+        assert isinstance(req, m.EmptyRequest | m.UnknownRequest)
+        return
+    assert m.response_field(resp) == m.request_field(req)  # same envelope field, always
+    m.decode_response(m.encode_response(resp))  # and it encodes
