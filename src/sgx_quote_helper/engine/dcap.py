@@ -118,7 +118,7 @@ class DcapEngine:
         if qpl_path is not None:
             if "sgx_set_qpl_path" not in self._fn:
                 raise ConfigError(
-                    f"{library} does not export sgx_set_qpl_path (DCAP older than 1.8?): install the "
+                    f"{library} does not export sgx_set_qpl_path (an older DCAP release): install the "
                     f"quote provider library as libdcap_quoteprov.so.1 on the loader path instead"
                 )
             self._start_call("sgx_set_qpl_path", qpl_path.encode(), what=f"set the QPL path {qpl_path}")
