@@ -52,6 +52,10 @@ def _parse(url: str) -> Resource | None:
             f"/sgx/certification/v4/pckcert?ppid={'11' * 16}&cpusvn={'0a' * 16}&pcesvn=0d00&pceid=0000",
             f"/sgx/certification/v4/pckcert?ppid={'11' * 16}&cpusvn={'0A' * 16}&pcesvn=0D00&pceid=0000",
         ),
+        (
+            f"/sgx/certification/v4/pckcert?qeid={'ab' * 16}&cpusvn={'0a' * 16}&pcesvn=0d00&pceid=0000",
+            f"/sgx/certification/v4/pckcert?cpusvn={'0A' * 16}&pcesvn=0D00&pceid=0000&qeid={'AB' * 16}",
+        ),
     ],
 )
 def test_valid_requests_have_canonical_keys(url: str, key: str) -> None:
@@ -151,3 +155,14 @@ def test_fuzz_parse_or_refuse(path: str, pairs: list[tuple[str, str]]) -> None:
         # whatever parsed has a canonical key that parses back to itself
         again = _parse(resource.key)
         assert again is not None and again.key == resource.key
+
+
+def test_pckcert_by_ppid_is_also_filed_by_qeid() -> None:
+    r = _parse(
+        f"/sgx/certification/v4/pckcert?encrypted_ppid={EPPID}&cpusvn={'0a' * 16}&pcesvn=0d00&pceid=0000&qeid={'cd' * 16}"
+    )
+    assert r is not None
+    alias = r.by_qeid()
+    assert alias is not None and alias.encrypted_ppid is None and alias.qeid == "CD" * 16
+    assert alias.key != r.key and "qeid=" in alias.key and "qeid=" not in r.key
+    assert _parse(f"{TCB}?fmspc=00A067110000").by_qeid() is None  # type: ignore[union-attr]

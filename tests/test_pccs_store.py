@@ -14,6 +14,7 @@ from urllib.error import HTTPError
 from urllib.parse import unquote
 from urllib.request import urlopen
 
+import aiohttp
 import dcap_qvl
 import pytest
 from click.testing import CliRunner
@@ -190,6 +191,10 @@ def test_pckcert_headers_and_refusals(sim: Sim, url: str) -> None:
     chain = x509.load_pem_x509_certificates(unquote(headers["SGX-PCK-Certificate-Issuer-Chain"]).encode())
     assert chain == [sim.b.certs["pck_ca"], sim.b.certs["root"]]
     assert _get(f"{base}&ppid={ident.ppid.hex()}")[0] == 200
+    qe_id = Quote.from_bytes(sim.quote_b).header.user_data[:16]
+    assert qe_id == ident.qe_id
+    assert _get(f"{base}&qeid={qe_id.hex()}")[1] == body  # a "registered" platform, by QE ID alone
+    assert _get(f"{base}&qeid={'00' * 16}")[0] == 404
     assert _get(f"{base}&ppid={'00' * 16}")[0] == 404
     assert _get(f"{base}&encrypted_ppid={'01' * 384}")[0] == 404  # not encrypted to any platform
     lower = f"{url}/sgx/certification/v4/pckcert?cpusvn={'00' * 16}&pcesvn=0000&pceid=0000&ppid={ident.ppid.hex()}"
@@ -245,6 +250,16 @@ def test_caching_pccs_in_front_of_a_simulated_pccs(sim: Sim, url: str, tmp_path:
                     result = dcap_qvl.verify_with_root_ca(sim.quote_b, collateral, sim.root_der, sim.now)
                     assert result.status == "UpToDate"
                     assert len(urls) == 5  # pckcert, pckcrl, tcb, qe/identity, rootcacrl: once each
+                # the PCK certificate was also filed under the QE ID: QCNL-style lookups hit the cache
+                ident = sim.b.identity
+                by_qeid = (
+                    f"{front}/sgx/certification/v4/pckcert?qeid={ident.qe_id.hex()}&cpusvn={ident.cpusvn.hex()}"
+                    f"&pcesvn={ident.pcesvn.to_bytes(2, 'little').hex()}&pceid=0000"
+                )
+                async with aiohttp.ClientSession() as client, client.get(by_qeid) as resp:
+                    assert resp.status == 200
+                    assert x509.load_pem_x509_certificate(await resp.read()) == sim.b.certs["pck"]
+                assert len(urls) == 5
         finally:
             await http.close()
             source.cache.close()

@@ -258,10 +258,13 @@ class CachingSource:
     async def _fetch_and_store(self, resource: Resource, api_key: str | None) -> Document | None:
         document = await self._fetch_upstream(resource, api_key)
         if document is not None:
-            try:
-                self.cache.put(resource.key, document, self.clock())
-            except CollateralError as exc:  # still a good answer: serve it uncached
-                log.warning("%s", exc)
+            alias = resource.by_qeid()
+            keys = {resource.key} | ({alias.key} if alias is not None else set())
+            for key in sorted(keys):
+                try:
+                    self.cache.put(key, document, self.clock())
+                except CollateralError as exc:  # still a good answer: serve it uncached
+                    log.warning("%s", exc)
         return document
 
     async def _fetch_upstream(self, resource: Resource, api_key: str | None) -> Document | None:

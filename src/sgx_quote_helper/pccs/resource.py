@@ -7,7 +7,7 @@ no I/O, no clock. Bad parameters raise :class:`ParseError` (the HTTP layer answe
 
 Paths (dcap-quote.md §3.4; Intel PCS API v3/v4 and PCCS)::
 
-    /sgx/certification/v{3,4}/pckcert?encrypted_ppid=|ppid=&cpusvn=&pcesvn=&pceid=[&qeid=]
+    /sgx/certification/v{3,4}/pckcert?encrypted_ppid=|ppid=&cpusvn=&pcesvn=&pceid=[&qeid=]  (or qeid alone)
     /sgx/certification/v{3,4}/pckcrl?ca=processor|platform[&encoding=der|pem]
     /sgx/certification/v{3,4}/tcb?fmspc=<12 hex>[&update=standard|early]
     /sgx/certification/v{3,4}/qe/identity[?update=]     (also qve/identity)
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, cast
 from urllib.parse import urlencode
 
@@ -83,9 +83,9 @@ class Resource:
         """The canonical query parameters, in PCS order (``update`` only where it means something)."""
         out: list[tuple[str, str]] = []
         if self.kind == "pckcert":
-            ppid = ("encrypted_ppid", self.encrypted_ppid) if self.encrypted_ppid else ("ppid", self.ppid)
             for name, value in (
-                ppid,
+                ("encrypted_ppid", self.encrypted_ppid),
+                ("ppid", self.ppid),
                 ("cpusvn", self.cpusvn),
                 ("pcesvn", self.pcesvn),
                 ("pceid", self.pceid),
@@ -105,9 +105,19 @@ class Resource:
 
     @property
     def key(self) -> str:
-        """Canonical path and query: the cache key (``qeid`` left out: it does not change the answer)."""
-        params = [(k, v) for k, v in self.query() if k != "qeid"]
+        """Canonical path and query: the cache key. ``qeid`` is left out when a PPID names the
+        platform (it does not change the answer); a ``qeid``-only request (PCCS finds the platform
+        by its QE ID) keeps it."""
+        by_ppid = self.encrypted_ppid is not None or self.ppid is not None
+        params = [(k, v) for k, v in self.query() if not (k == "qeid" and by_ppid)]
         return self.path + ("?" + urlencode(params) if params else "")
+
+    def by_qeid(self) -> Resource | None:
+        """For a ``pckcert`` request that names the QE ID: the same request by QE ID alone (the key
+        a caching PCCS also files the answer under, as Intel's PCCS registers platforms)."""
+        if self.kind != "pckcert" or self.qeid is None:
+            return None
+        return replace(self, encrypted_ppid=None, ppid=None)
 
     @property
     def endpoint(self) -> str:
@@ -210,8 +220,11 @@ def parse_resource(path: str, query: Iterable[tuple[str, str]], query_length: in
 def _pckcert(tee: Tee, version: int, params: Mapping[str, str]) -> Resource:
     if "encrypted_ppid" in params and "ppid" in params:
         raise _bad("give either 'encrypted_ppid' or 'ppid', not both")
-    if "encrypted_ppid" not in params and "ppid" not in params:
-        raise _bad("missing parameter 'encrypted_ppid' (768 hex digits) or 'ppid' (32 hex digits)")
+    if not {"encrypted_ppid", "ppid", "qeid"} & params.keys():
+        raise _bad(
+            "missing parameter 'encrypted_ppid' (768 hex digits), 'ppid' (32) or 'qeid' (32, a platform "
+            "this service already knows)"
+        )
     v = {
         name: _hex_param(params, name, digits, required=name in ("cpusvn", "pcesvn", "pceid"))
         for name, digits in _PCKCERT_HEX.items()

@@ -188,7 +188,9 @@ class SimulatedStore:
     def _platform_for(self, resource: Resource) -> Platform | None:
         if resource.ppid is not None:
             return next((p for p in self.platforms if p.identity.ppid.hex().upper() == resource.ppid), None)
-        encrypted = resource.encrypted_ppid or ""
+        if resource.encrypted_ppid is None:  # by QE ID alone: every simulated platform is "registered"
+            return next((p for p in self.platforms if p.identity.qe_id.hex().upper() == resource.qeid), None)
+        encrypted = resource.encrypted_ppid
         if encrypted not in self._ppids:
             if len(self._ppids) >= MAX_REMEMBERED_PPIDS:  # bounded: clients choose these values
                 self._ppids.clear()
