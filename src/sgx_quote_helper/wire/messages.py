@@ -1,6 +1,7 @@
 """Typed AESM requests and responses, and their protobuf encoding (``aesm.message``).
 
-Sans-I/O and crypto-free. The server side uses :func:`decode_request` / :func:`encode_response`,
+The value classes live in :mod:`.values` and are re-exported here, so ``messages`` is the one
+import for users. Sans-I/O and crypto-free. The server side uses :func:`decode_request` / :func:`encode_response`,
 the client side :func:`encode_request` / :func:`decode_response`. Values are frozen dataclasses
 carrying the wire fields as plain ``bytes``/``int`` (``None`` = field absent); size checks of the
 SGX structures inside the ``bytes`` belong to the service, which answers them with AESM codes.
@@ -17,251 +18,61 @@ Wire rules kept here (``shared/specs/aesm-protocol.md`` §3, §8 items 3-4):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
 
 from ..errors import LocalProtocolError, RemoteProtocolError
-from . import aesm_pb2 as _pb2
-
-#: the generated module, untyped (protoc emits no stubs we check in)
-pb: Any = _pb2
-
-# Envelope field numbers (Intel's messages.proto; ours: 1000).
-F_INIT_QUOTE = 1
-F_GET_QUOTE = 2
-F_GET_LAUNCH_TOKEN = 3
-F_REPORT_ATTESTATION_ERROR = 4
-F_GET_WHITE_LIST_SIZE = 10
-F_GET_WHITE_LIST = 11
-F_GET_EXTENDED_EPID_GROUP_ID = 12
-F_SWITCH_EXTENDED_EPID_GROUP = 13
-F_SGX_REGISTER = 14
-F_INIT_QUOTE_EX = 15
-F_GET_QUOTE_SIZE_EX = 16
-F_GET_QUOTE_EX = 17
-F_CHECK_UPDATE_STATUS = 18
-F_SELECT_ATT_KEY_ID = 19
-F_UNSUPPORTED = 20
-F_GET_SUPPORTED_ATT_KEY_ID_NUM = 21
-F_GET_SUPPORTED_ATT_KEY_IDS = 22
-F_HELPER_PROBE = 1000
-
-#: legacy (EPID, launch, platform-services update) request field numbers
-LEGACY_FIELDS = frozenset(
-    {
-        F_INIT_QUOTE,
-        F_GET_QUOTE,
-        F_GET_LAUNCH_TOKEN,
-        F_REPORT_ATTESTATION_ERROR,
-        F_GET_WHITE_LIST_SIZE,
-        F_GET_WHITE_LIST,
-        F_GET_EXTENDED_EPID_GROUP_ID,
-        F_SWITCH_EXTENDED_EPID_GROUP,
-        F_SGX_REGISTER,
-        F_CHECK_UPDATE_STATUS,
-    }
+from .values import (
+    _REQ_NAMES,
+    _RES_NAMES,
+    F_CHECK_UPDATE_STATUS,
+    F_GET_EXTENDED_EPID_GROUP_ID,
+    F_GET_LAUNCH_TOKEN,
+    F_GET_QUOTE,
+    F_GET_QUOTE_EX,
+    F_GET_QUOTE_SIZE_EX,
+    F_GET_SUPPORTED_ATT_KEY_ID_NUM,
+    F_GET_SUPPORTED_ATT_KEY_IDS,
+    F_GET_WHITE_LIST,
+    F_GET_WHITE_LIST_SIZE,
+    F_HELPER_PROBE,
+    F_INIT_QUOTE,
+    F_INIT_QUOTE_EX,
+    F_REPORT_ATTESTATION_ERROR,
+    F_SELECT_ATT_KEY_ID,
+    F_SGX_REGISTER,
+    F_SWITCH_EXTENDED_EPID_GROUP,
+    F_UNSUPPORTED,
+    LEGACY_FIELDS,
+    EmptyRequest,
+    GetQuoteExRequest,
+    GetQuoteExResponse,
+    GetQuoteSizeExRequest,
+    GetQuoteSizeExResponse,
+    GetSupportedAttKeyIDNumRequest,
+    GetSupportedAttKeyIDNumResponse,
+    GetSupportedAttKeyIDsRequest,
+    GetSupportedAttKeyIDsResponse,
+    HelperProbeRequest,
+    HelperProbeResponse,
+    InitQuoteExRequest,
+    InitQuoteExResponse,
+    LegacyRequest,
+    LegacyResponse,
+    QuoteExRequest,
+    QuoteExResponse,
+    Request,
+    Response,
+    SelectAttKeyIDRequest,
+    SelectAttKeyIDResponse,
+    UnknownRequest,
+    UnknownResponse,
+    pb,
+    request_field,
+    request_name,
+    response_field,
 )
-
-_REQ_NAMES: dict[int, str] = {f.number: f.name for f in pb.Request.DESCRIPTOR.fields}
-_RES_NAMES: dict[int, str] = {f.number: f.name for f in pb.Response.DESCRIPTOR.fields}
-_U32 = 0xFFFFFFFF
-_U64 = 0xFFFFFFFFFFFFFFFF
-
-
-def request_name(field: int) -> str:
-    """The envelope field name of a request number (``"getQuoteExReq"``), or ``"field<N>"``."""
-    return _REQ_NAMES.get(field, f"field{field}")
-
-
-# ---------------------------------------------------------------- requests
-
-
-@dataclass(frozen=True, slots=True)
-class GetSupportedAttKeyIDNumRequest:
-    """``sgx_get_supported_att_key_id_num`` (field 21)."""
-
-    FIELD: ClassVar[int] = F_GET_SUPPORTED_ATT_KEY_ID_NUM
-    timeout: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GetSupportedAttKeyIDsRequest:
-    """``sgx_get_supported_att_key_ids`` (field 22): ``buf_size`` must be num x 256."""
-
-    FIELD: ClassVar[int] = F_GET_SUPPORTED_ATT_KEY_IDS
-    buf_size: int = 0
-    timeout: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SelectAttKeyIDRequest:
-    """``sgx_select_att_key_id`` (field 19): optional key-id list (header + n x 256)."""
-
-    FIELD: ClassVar[int] = F_SELECT_ATT_KEY_ID
-    att_key_id_list: bytes | None = None
-    timeout: int | None = None  # field 2 in this message only
-
-
-@dataclass(frozen=True, slots=True)
-class InitQuoteExRequest:
-    """``sgx_init_quote_ex`` (field 15). ``buf_size`` is meaningless when ``b_pub_key_id`` is false."""
-
-    FIELD: ClassVar[int] = F_INIT_QUOTE_EX
-    att_key_id: bytes | None = None
-    b_pub_key_id: bool = False
-    buf_size: int | None = None
-    timeout: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GetQuoteSizeExRequest:
-    """``sgx_get_quote_size_ex`` (field 16)."""
-
-    FIELD: ClassVar[int] = F_GET_QUOTE_SIZE_EX
-    att_key_id: bytes | None = None
-    timeout: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GetQuoteExRequest:
-    """``sgx_get_quote_ex`` (field 17): the app's REPORT, key id, optional qe_report_info."""
-
-    FIELD: ClassVar[int] = F_GET_QUOTE_EX
-    report: bytes = b""
-    att_key_id: bytes | None = None
-    qe_report_info: bytes | None = None
-    buf_size: int = 0
-    timeout: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LegacyRequest:
-    """An EPID / launch / update request (fields 1-4, 10-14, 18), kept as its raw sub-message."""
-
-    field: int
-    payload: bytes = b""
-
-    @property
-    def name(self) -> str:
-        return request_name(self.field)
-
-
-@dataclass(frozen=True, slots=True)
-class HelperProbeRequest:
-    """Ours (field 1000): "who serves this socket?" Intel's daemon closes without replying."""
-
-    FIELD: ClassVar[int] = F_HELPER_PROBE
-    timeout: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EmptyRequest:
-    """An envelope with no field at all (including a zero-length frame)."""
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownRequest:
-    """An envelope without exactly one known sub-message; ``fields`` lists the numbers seen."""
-
-    fields: tuple[int, ...]
-
-
-QuoteExRequest = (
-    GetSupportedAttKeyIDNumRequest
-    | GetSupportedAttKeyIDsRequest
-    | SelectAttKeyIDRequest
-    | InitQuoteExRequest
-    | GetQuoteSizeExRequest
-    | GetQuoteExRequest
-)
-Request = QuoteExRequest | LegacyRequest | HelperProbeRequest | EmptyRequest | UnknownRequest
-
-
-# ---------------------------------------------------------------- responses
-
-
-@dataclass(frozen=True, slots=True)
-class GetSupportedAttKeyIDNumResponse:
-    FIELD: ClassVar[int] = F_GET_SUPPORTED_ATT_KEY_ID_NUM
-    error_code: int
-    att_key_id_num: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GetSupportedAttKeyIDsResponse:
-    FIELD: ClassVar[int] = F_GET_SUPPORTED_ATT_KEY_IDS
-    error_code: int
-    att_key_ids: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SelectAttKeyIDResponse:
-    FIELD: ClassVar[int] = F_SELECT_ATT_KEY_ID
-    error_code: int
-    selected_att_key_id: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class InitQuoteExResponse:
-    FIELD: ClassVar[int] = F_INIT_QUOTE_EX
-    error_code: int
-    target_info: bytes | None = None
-    pub_key_id_size: int | None = None
-    pub_key_id: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GetQuoteSizeExResponse:
-    FIELD: ClassVar[int] = F_GET_QUOTE_SIZE_EX
-    error_code: int
-    quote_size: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GetQuoteExResponse:
-    FIELD: ClassVar[int] = F_GET_QUOTE_EX
-    error_code: int
-    quote: bytes | None = None
-    qe_report_info: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LegacyResponse:
-    """The answer to a :class:`LegacyRequest`: same field number, errorCode only."""
-
-    field: int
-    error_code: int
-
-
-@dataclass(frozen=True, slots=True)
-class HelperProbeResponse:
-    FIELD: ClassVar[int] = F_HELPER_PROBE
-    error_code: int
-    implementation: str = ""
-    version: str = ""
-    pid: int = 0
-    instance_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownResponse:
-    """A response envelope without exactly one known sub-message (client side only)."""
-
-    fields: tuple[int, ...]
-
-
-QuoteExResponse = (
-    GetSupportedAttKeyIDNumResponse
-    | GetSupportedAttKeyIDsResponse
-    | SelectAttKeyIDResponse
-    | InitQuoteExResponse
-    | GetQuoteSizeExResponse
-    | GetQuoteExResponse
-)
-Response = QuoteExResponse | LegacyResponse | HelperProbeResponse | UnknownResponse
-
 
 # ---------------------------------------------------------------- decoding helpers
 
@@ -495,21 +306,25 @@ def decode_response(body: bytes) -> Response:
     return LegacyResponse(n, code)
 
 
-def response_field(response: Response) -> int | None:
-    """The envelope field number a response value is sent under (None for UnknownResponse)."""
-    if isinstance(response, LegacyResponse):
-        return response.field
-    return getattr(response, "FIELD", None)
-
-
-def request_field(request: Request) -> int | None:
-    """The envelope field number of a request value (None for Empty/Unknown)."""
-    if isinstance(request, LegacyRequest):
-        return request.field
-    return getattr(request, "FIELD", None)
-
-
 __all__ = [
+    "F_CHECK_UPDATE_STATUS",
+    "F_GET_EXTENDED_EPID_GROUP_ID",
+    "F_GET_LAUNCH_TOKEN",
+    "F_GET_QUOTE",
+    "F_GET_QUOTE_EX",
+    "F_GET_QUOTE_SIZE_EX",
+    "F_GET_SUPPORTED_ATT_KEY_IDS",
+    "F_GET_SUPPORTED_ATT_KEY_ID_NUM",
+    "F_GET_WHITE_LIST",
+    "F_GET_WHITE_LIST_SIZE",
+    "F_HELPER_PROBE",
+    "F_INIT_QUOTE",
+    "F_INIT_QUOTE_EX",
+    "F_REPORT_ATTESTATION_ERROR",
+    "F_SELECT_ATT_KEY_ID",
+    "F_SGX_REGISTER",
+    "F_SWITCH_EXTENDED_EPID_GROUP",
+    "F_UNSUPPORTED",
     "LEGACY_FIELDS",
     "EmptyRequest",
     "GetQuoteExRequest",
