@@ -260,6 +260,9 @@ def test_caching_pccs_in_front_of_a_simulated_pccs(sim: Sim, url: str, tmp_path:
                     assert resp.status == 200
                     assert x509.load_pem_x509_certificate(await resp.read()) == sim.b.certs["pck"]
                 assert len(urls) == 5
+                results = await source.refresh_all()
+                assert sorted(results.values()) == ["ok"] * 5  # the QE-ID alias rides on its PPID entry
+                assert len(urls) == 10
         finally:
             await http.close()
             source.cache.close()

@@ -332,7 +332,8 @@ class CachingSource:
         self.cache.close()
 
     async def refresh_all(self, *, due_only: bool = False) -> dict[str, str]:
-        """Refetch every cached entry (or, with ``due_only``, those past their refresh point).
+        """Refetch every cached entry (or, with ``due_only``, those past their refresh point); PCK
+        certificates filed under a bare QE ID are refreshed through their PPID entry.
 
         Returns:
             key -> ``ok`` | ``not-found`` | ``failed: <reason>`` (an entry that fails keeps its old copy).
@@ -344,7 +345,10 @@ class CachingSource:
             if entry is None or (due_only and self.policy.fresh(entry, now)):
                 continue
             try:
-                document = await self.fetch(resource_for_key(key))
+                resource = resource_for_key(key)
+                if resource.by_qeid() == resource:
+                    continue  # a QE-ID alias: refreshed with its PPID entry (Intel's PCS takes no bare QE ID)
+                document = await self.fetch(resource)
                 results[key] = "ok" if document is not None else "not-found"
             except (CollateralError, ParseError) as exc:
                 results[key] = f"failed: {exc}"
