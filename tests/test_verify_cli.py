@@ -51,7 +51,7 @@ def test_human_output_and_reason_on_stderr() -> None:
 def test_expired_collateral_is_rejected_with_step() -> None:
     q, c = _phala()
     code, obj, _ = run(q, "--collateral", c, "--now", "1850334400")
-    assert code == 1 and obj["status"] is None and obj["accepted"] is False
+    assert code == 1 and obj["status"] is None and obj["accepted"] is False and obj["mr_enclave"]
     assert obj["error"] == {"step": "crl", "reason": "root-ca-crl-expired"}
 
 

@@ -115,6 +115,14 @@ def test_each_step_failure(
     assert (exc.value.step, exc.value.reason) == (step, reason)
 
 
+@pytest.mark.parametrize(("version", "tcb_version"), [(3, 2), (4, 3), (5, 3), (4, 2)])
+def test_sgx_quote_versions_and_tcb_info_v2(version: int, tcb_version: int) -> None:
+    p = SimPki(quote_version=version, tcb_info_version=tcb_version, platform_status="ConfigurationNeeded")
+    v = verify(p.quote(), p.collateral(), NOW, root_ca=p.root_der)
+    assert v.quote_version == version and v.tee == "SGX"
+    assert v.status is TcbStatus.CONFIGURATION_NEEDED and v.advisory_ids == ("INTEL-SA-99999",)
+
+
 def test_untrusted_root_is_the_pinning_step() -> None:
     p = SimPki()
     with pytest.raises(VerificationError) as exc:

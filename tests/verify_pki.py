@@ -137,6 +137,8 @@ class SimPki:
     qe_level_status: str = "UpToDate"
     debug: bool = False
     cert_type: int = 5
+    quote_version: int = 3  # 3, 4 (SGX body, type-6 QE certification) or 5 (body type 1)
+    tcb_info_version: int = 3
     keys: dict[str, ec.EllipticCurvePrivateKey] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -199,6 +201,15 @@ class SimPki:
             "tcbEvaluationDataNumber": 17,
             "tcbLevels": levels,
         }
+        if self.tcb_info_version == 2:  # API v3 shape: no id, flat component fields
+            del body["id"]
+            body["version"] = 2
+            for lv in levels:
+                comps = lv["tcb"].pop("sgxtcbcomponents")
+                lv["tcb"] = {
+                    **{f"sgxtcbcomp{i + 1:02d}svn": c["svn"] for i, c in enumerate(comps)},
+                    **lv["tcb"],
+                }
         return json.dumps(body, separators=(",", ":"))
 
     def qe_identity_text(self) -> str:
@@ -272,8 +283,13 @@ class SimPki:
             ppid = EncryptedPpid(b"\xee" * 384, bytes(COMPONENTS), 13, 0)
             cert = CertificationData(3, ppid.to_bytes())
         qe_cert = QeReportCertData(qe_report, raw_sign(k["leaf"], qe_report.to_bytes()), auth_data, cert)
-        header = QuoteHeader(3, 2, 0, self.qe_isvsvn, 15, INTEL_QE_VENDOR_ID, QE_ID + bytes(4))
-        q = Quote(header=header, body=isv, signature_data=EcdsaSigData(bytes(64), att, qe_cert))
+        header = QuoteHeader(
+            self.quote_version, 2, 0, self.qe_isvsvn, 15, INTEL_QE_VENDOR_ID, QE_ID + bytes(4)
+        )
+        body_type = 1 if self.quote_version == 5 else None
+        q = Quote(
+            header=header, body=isv, signature_data=EcdsaSigData(bytes(64), att, qe_cert), body_type=body_type
+        )
         sig = raw_sign(k["att"], q.signed_bytes)
         return dataclasses.replace(
             q, signature_data=dataclasses.replace(q.signature_data, signature=sig)

@@ -169,7 +169,7 @@ def verify(
     try:
         verdict = verifier.verify(quote, collateral, now)
     except VerificationError as exc:
-        obj = failure_dict(exc)
+        obj = failure_dict(exc, quote.body)
         _finish(as_json, obj, 1, f"rejected at step {exc.step} ({obj['error']['step']}): {exc.reason}"
                 + (f": {exc.detail}" if exc.detail else ""))  # fmt: skip
     except CollateralError as exc:

@@ -80,35 +80,7 @@ class Verdict:
 
     def identity(self) -> dict[str, Any]:
         """The enclave or TD identity fields (hex strings)."""
-        b = self.body
-        if isinstance(b, ReportBody):
-            return {
-                "mr_enclave": b.mr_enclave.hex(),
-                "mr_signer": b.mr_signer.hex(),
-                "isv_prod_id": b.isv_prod_id,
-                "isv_svn": b.isv_svn,
-                "attributes": b.attributes.to_bytes().hex(),
-                "debug": b.debug,
-                "report_data": b.report_data.hex(),
-            }
-        out: dict[str, Any] = {
-            "mr_td": b.mr_td.hex(),
-            "mr_seam": b.mr_seam.hex(),
-            "mr_signer_seam": b.mr_signer_seam.hex(),
-            "td_attributes": b.td_attributes.hex(),
-            "xfam": b.xfam.hex(),
-            "mr_config_id": b.mr_config_id.hex(),
-            "mr_owner": b.mr_owner.hex(),
-            "mr_owner_config": b.mr_owner_config.hex(),
-            "rtmr": [b.rtmr0.hex(), b.rtmr1.hex(), b.rtmr2.hex(), b.rtmr3.hex()],
-            "tee_tcb_svn": b.tee_tcb_svn.hex(),
-            "debug": b.debug,
-            "report_data": b.report_data.hex(),
-        }
-        if isinstance(b, TdReport15):
-            out["mr_service_td"] = b.mr_service_td.hex()
-            out["tee_tcb_svn2"] = b.tee_tcb_svn2.hex()
-        return out
+        return body_identity(self.body)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: the keys the CLI's ``--json`` promises, plus the identity fields."""
@@ -137,8 +109,41 @@ class Verdict:
         }
 
 
-def failure_dict(error: VerificationError) -> dict[str, Any]:
-    """The JSON object for a failed authenticity check (same keys as :meth:`Verdict.to_dict`)."""
+def body_identity(b: Body) -> dict[str, Any]:
+    """The enclave (SGX report body) or TD (TD report) identity fields, hex-encoded."""
+    if isinstance(b, ReportBody):
+        return {
+            "mr_enclave": b.mr_enclave.hex(),
+            "mr_signer": b.mr_signer.hex(),
+            "isv_prod_id": b.isv_prod_id,
+            "isv_svn": b.isv_svn,
+            "attributes": b.attributes.to_bytes().hex(),
+            "debug": b.debug,
+            "report_data": b.report_data.hex(),
+        }
+    out: dict[str, Any] = {
+        "mr_td": b.mr_td.hex(),
+        "mr_seam": b.mr_seam.hex(),
+        "mr_signer_seam": b.mr_signer_seam.hex(),
+        "td_attributes": b.td_attributes.hex(),
+        "xfam": b.xfam.hex(),
+        "mr_config_id": b.mr_config_id.hex(),
+        "mr_owner": b.mr_owner.hex(),
+        "mr_owner_config": b.mr_owner_config.hex(),
+        "rtmr": [b.rtmr0.hex(), b.rtmr1.hex(), b.rtmr2.hex(), b.rtmr3.hex()],
+        "tee_tcb_svn": b.tee_tcb_svn.hex(),
+        "debug": b.debug,
+        "report_data": b.report_data.hex(),
+    }
+    if isinstance(b, TdReport15):
+        out["mr_service_td"] = b.mr_service_td.hex()
+        out["tee_tcb_svn2"] = b.tee_tcb_svn2.hex()
+    return out
+
+
+def failure_dict(error: VerificationError, body: Body | None = None) -> dict[str, Any]:
+    """The JSON object for a failed authenticity check (same keys as :meth:`Verdict.to_dict`),
+    with the (unauthenticated) identity fields of the quote's body when it parsed."""
     try:
         label = Step(error.step).label
     except ValueError:
@@ -151,7 +156,8 @@ def failure_dict(error: VerificationError) -> dict[str, Any]:
         "qe_advisory_ids": [],
         "accepted": False,
         "error": {"step": label, "reason": error.reason},
+        **(body_identity(body) if body is not None else {}),
     }
 
 
-__all__ = ["Body", "Rejection", "Verdict", "failure_dict"]
+__all__ = ["Body", "Rejection", "Verdict", "body_identity", "failure_dict"]
