@@ -1,0 +1,256 @@
+"""One client connection of the quote daemon (``AesmConnection``, an ``asyncio.Protocol``).
+
+Frames are decoded as they arrive (any chunking); each request goes to the service (engine
+requests in the server's engine thread, or on the loop when the engine is fast and idle, see
+``AesmServer.inline_ok``); the reply (prefix and body) is written in one write; the connection then
+waits for the next request. A broken client (oversized prefix, garbage protobuf, unknown envelope,
+truncated frame, slow or idle) is logged once with its pid/uid (SO_PEERCRED) and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+from ..abi.codes import AesmStatus
+from ..errors import LocalProtocolError, RemoteProtocolError
+from ..service import AesmService
+from ..wire import messages as m
+from ..wire.framing import FrameDecoder, encode_frame
+
+if TYPE_CHECKING:
+    from .unix import AesmServer
+
+log = logging.getLogger(__name__)
+
+_PEERCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+_MAX_QUEUED_FRAMES = 8
+
+
+def _timed(service: AesmService, request: m.Request) -> tuple[m.Request, m.Response | None, float]:
+    """Run in the engine thread: the answer and how long the engine work took."""
+    t0 = time.perf_counter()
+    response = service.handle(request)
+    return request, response, time.perf_counter() - t0
+
+
+class AesmConnection(asyncio.Protocol):
+    """Protocol of one client connection (see the module doc)."""
+
+    __slots__ = (
+        "_closing",
+        "_decoder",
+        "_logged",
+        "_paused",
+        "_peer",
+        "_processing",
+        "_queue",
+        "_server",
+        "frame_started",
+        "last_activity",
+        "served",
+        "transport",
+    )
+
+    def __init__(self, server: AesmServer) -> None:
+        self._server = server
+        self._decoder = FrameDecoder(server.config.max_frame_size)
+        self._queue: deque[bytes] = deque()
+        self._processing = False
+        self._closing = False
+        self._paused = False
+        self._logged = False
+        self._peer: tuple[int, int, int] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.last_activity = 0.0
+        self.frame_started = 0.0
+        self.served = 0
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        srv = self._server
+        srv.stats.connections += 1
+        srv.connections.add(self)
+        self.last_activity = srv.loop.time()
+
+    def data_received(self, data: bytes) -> None:
+        now = self._server.loop.time()
+        self.last_activity = now
+        was_in_frame = self._decoder.in_frame
+        try:
+            frames = self._decoder.feed(data)
+        except RemoteProtocolError as exc:
+            self._client_error(str(exc))
+            return
+        if self._decoder.in_frame and (frames or not was_in_frame):
+            self.frame_started = now
+        if not frames:
+            return
+        self._queue.extend(frames)
+        if len(self._queue) > _MAX_QUEUED_FRAMES and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        if not self._processing:
+            self._next()
+
+    def eof_received(self) -> bool:
+        try:
+            self._decoder.eof()
+        except RemoteProtocolError as exc:
+            self._client_error(str(exc))
+            return False
+        # half-close: answer what was asked, then close
+        self._closing = True
+        return self._processing or bool(self._queue)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._queue.clear()
+        self._server.connections.discard(self)
+        self._server._connection_gone()
+
+    def pause_writing(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._paused and self.transport is not None and len(self._queue) <= _MAX_QUEUED_FRAMES:
+            self._paused = False
+            self.transport.resume_reading()
+
+    # -- request flow
+    def _next(self) -> None:
+        srv = self._server
+        while self._queue and not self._processing:
+            if self.transport is None or self.transport.is_closing():
+                return
+            body = self._queue.popleft()
+            try:
+                request = m.decode_request(body)
+            except RemoteProtocolError as exc:
+                self._client_error(str(exc))
+                return
+            srv.stats.requests += 1
+            service = srv.service
+            assert service is not None  # only the upstream proxy has none, and it overrides _next
+            if isinstance(request, m.EmptyRequest | m.UnknownRequest):
+                what = (
+                    "empty envelope"
+                    if isinstance(request, m.EmptyRequest)
+                    else f"unknown fields {request.fields}"
+                )
+                self._client_error(
+                    f"request with {what}; closing without a reply, as aesmd does", level=logging.INFO
+                )
+                return
+            if service.needs_engine(request):
+                if srv.in_flight >= srv.config.max_in_flight:
+                    srv.stats.busy += 1
+                    self._reply(service.error_response(request, AesmStatus.BUSY))
+                    continue
+                if srv.inline_ok(request):  # a fast engine and nothing queued: no thread hop
+                    t0 = time.perf_counter()
+                    response = service.handle(request)
+                    srv.record_cost(request, time.perf_counter() - t0)
+                    self._reply(response)
+                    continue
+                srv.in_flight += 1
+                self._processing = True
+                fut = srv.loop.run_in_executor(srv.executor, _timed, service, request)
+                fut.add_done_callback(self._engine_done)
+                return
+            self._reply(service.handle(request))
+        if (
+            self._paused
+            and not self._queue
+            and self.transport is not None
+            and not self.transport.is_closing()
+        ):
+            self._paused = False
+            self.transport.resume_reading()
+        if self._closing and not self._processing and self.transport is not None:
+            self.transport.close()
+
+    def _engine_done(self, fut: asyncio.Future[tuple[m.Request, m.Response | None, float]]) -> None:
+        srv = self._server
+        srv.in_flight -= 1
+        self._processing = False
+        try:
+            request, response, cost = fut.result()
+            srv.record_cost(request, cost)
+        except Exception:  # the service already maps engine errors; this is a bug
+            log.exception("service failed")
+            response = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.last_activity = srv.loop.time()
+            self._reply(response)
+            self._next()
+        srv._connection_gone()
+
+    def _reply(self, response: m.Response | None) -> None:
+        if response is None or self.transport is None:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        try:
+            frame = encode_frame(m.encode_response(response))
+        except LocalProtocolError:
+            log.exception("cannot encode %s", type(response).__name__)
+            self.transport.close()
+            return
+        self.transport.write(frame)
+        self.served += 1
+        if self._server.stopping:  # at shutdown, close after each answer (aesmd behaviour)
+            self._closing = True
+
+    # -- errors and peers
+    def peer(self) -> tuple[int, int, int]:
+        """(pid, uid, gid) of the client from SO_PEERCRED; (-1, -1, -1) if unavailable."""
+        if self._peer is None:
+            self._peer = (-1, -1, -1)
+            sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+            if sock is not None:
+                try:
+                    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+                    self._peer = _PEERCRED.unpack(raw)
+                except (OSError, AttributeError):
+                    pass
+        return self._peer
+
+    def _client_error(self, reason: str, level: int = logging.WARNING) -> None:
+        self._server.stats.client_errors += 1
+        if not self._logged:
+            self._logged = True
+            pid, uid, _ = self.peer()
+            log.log(level, "client pid=%d uid=%d: %s", pid, uid, reason)
+        self._queue.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the server's sweep: close slow or idle connections."""
+        if self.transport is None or self.transport.is_closing() or self._processing or self._queue:
+            return
+        cfg = self._server.config
+        if self._decoder.in_frame:
+            if now - self.frame_started > cfg.read_timeout:
+                self._client_error(f"request not complete after {cfg.read_timeout:g}s (slow client)")
+            return
+        limit = cfg.idle_timeout
+        if self._server.stopping:
+            limit = 0.0 if self.served else min(cfg.read_timeout, cfg.idle_timeout)
+        if now - self.last_activity > limit:
+            if not self.served and not self._server.stopping:
+                self._client_error(f"no request within {limit:g}s of connecting (idle)", level=logging.INFO)
+            else:
+                self.transport.close()
+
+
+__all__ = ["AesmConnection"]
