@@ -218,3 +218,12 @@ def test_encode_chain_round_trips(text: str) -> None:
     encoded = encode_chain(text)
     assert unquote(encoded) == text
     assert not set(encoded) & set(" \n+/=")
+
+
+def test_identity_kind_must_match_the_path() -> None:
+    _, headers, body = _answers()["qe"]
+    tdx_qe = _resource("/tdx/certification/v4/qe/identity")
+    qve = _resource("/sgx/certification/v4/qve/identity")
+    for resource in (tdx_qe, qve):  # an SGX QE identity answered on the TD QE / QvE path
+        with pytest.raises(CollateralError):
+            upstream_document(resource, headers, body)

@@ -192,7 +192,10 @@ def upstream_document(resource: Resource, headers: Mapping[str, str], body: byte
         return Document(body, JSON, ((name or TCB_CHAIN_V4, encode_chain(pem)),), nxt, issue)
     if resource.kind in ("qe_identity", "qve_identity"):
         obj, issue, nxt = _signed_json(resource, body, "enclaveIdentity")
-        expected = {"qe_identity": ("QE", "TD_QE"), "qve_identity": ("QVE",)}[resource.kind]
+        expected = {
+            "qe_identity": ("TD_QE",) if resource.tee == "tdx" else ("QE",),
+            "qve_identity": ("QVE",),
+        }[resource.kind]
         if "id" in obj and obj["id"] not in expected:
             raise CollateralError(f"{what}: identity id {obj['id']!r} is not {'/'.join(expected)}")
         pem = _chain(headers, (ENCLAVE_CHAIN,), what)
