@@ -481,3 +481,27 @@ def test_our_verifier_fetches_real_collateral_through_the_cache(tmp_path: Path) 
                 assert verdict["status"] == "ConfigurationAndSWHardeningNeeded", result.output
                 assert sorted(verdict["advisory_ids"]) == ["INTEL-SA-00289", "INTEL-SA-00615"]
             assert len(pcs.hits) == 4  # pckcrl, tcb, qe/identity, rootcacrl: once each
+
+
+def test_upstream_requests_in_flight_are_bounded(tmp_path: Path) -> None:
+    getter = GatedGetter(UpstreamReply(404, {}, b""))
+
+    async def scenario() -> None:
+        source = CachingSource(
+            CollateralCache(tmp_path / "c.db"),
+            "http://pcs.invalid",
+            getter,
+            Clock(PHALA_NOW),
+            max_upstream_requests=2,
+        )
+        resources = [parse_resource("/sgx/certification/v4/tcb", [("fmspc", f"{i:012X}")]) for i in range(5)]
+        tasks = [asyncio.create_task(source.get(r)) for r in resources if r is not None]
+        await getter.started.wait()
+        for _ in range(10):  # let every task run as far as it can
+            await asyncio.sleep(0)
+        assert getter.calls == 2
+        getter.gate.set()
+        lookups = await asyncio.gather(*tasks)
+        assert getter.calls == 5 and all(lk.outcome == "not-found" for lk in lookups)
+
+    run(scenario())

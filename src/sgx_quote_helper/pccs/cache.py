@@ -195,12 +195,15 @@ class CachingSource:
     root_ca_crl_url: str = INTEL_ROOT_CA_CRL_URL
     #: called with (endpoint, outcome) after every upstream request: ok | not-found | error | malformed
     on_upstream: Callable[[str, str], None] | None = None
+    #: upstream requests in flight at most (clients asking for many unknown FMSPCs cannot flood it)
+    max_upstream_requests: int = 8
     _inflight: dict[str, asyncio.Task[Document | None]] = field(default_factory=dict, init=False)
     _attempted: dict[str, datetime] = field(default_factory=dict, init=False)
     _background: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.upstream = upstream_base(self.upstream)
+        self._slots = asyncio.Semaphore(self.max_upstream_requests)
 
     @property
     def mode(self) -> str:
@@ -295,7 +298,8 @@ class CachingSource:
 
     async def _request(self, resource: Resource, url: str, headers: Mapping[str, str]) -> UpstreamReply:
         try:
-            return await self.getter(url, headers)
+            async with self._slots:
+                return await self.getter(url, headers)
         except CollateralError:
             self._report(resource, "error")
             raise
