@@ -27,11 +27,26 @@ def test_normalise_base() -> None:
     assert normalise_base("http://h:1/") == "http://h:1"
 
 
-def test_fetch_real_collateral_reproduces_the_verdict() -> None:
-    d = real_dir("phala-sgx-v3-processor")
+@pytest.mark.parametrize(
+    ("vector", "fmspc", "ca", "tee", "status"),
+    [
+        (
+            "phala-sgx-v3-processor",
+            "00A067110000",
+            "processor",
+            "sgx",
+            TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED,
+        ),
+        ("tdx/phala-tdx-v4", "B0C06F000000", "platform", "tdx", TcbStatus.UP_TO_DATE),
+    ],
+)
+def test_fetch_real_collateral_reproduces_the_verdict(
+    vector: str, fmspc: str, ca: str, tee: str, status: TcbStatus
+) -> None:
+    d = real_dir(vector)
     quote = (d / "quote.bin").read_bytes()
     original = load_dcap_qvl_json((d / "collateral-2025-06.dcap-qvl.json").read_text())
-    routes = pccs_routes(original, bytes.fromhex("00A067110000"), "processor")
+    routes = pccs_routes(original, bytes.fromhex(fmspc), ca, tee)
     with FakePccs(routes) as pccs:
         fetched = CollateralFetcher(pccs.url + "/sgx/certification/v4", urllib_getter(5)).fetch(
             Quote.from_bytes(quote)
@@ -39,8 +54,8 @@ def test_fetch_real_collateral_reproduces_the_verdict() -> None:
     assert fetched.tcb_info == original.tcb_info  # the exact signed text survives the round trip
     assert fetched.root_ca_crl == original.root_ca_crl and fetched.pck_crl == original.pck_crl
     v = verify(quote, fetched, 1750334400)
-    assert v.status is TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED
-    assert "/sgx/certification/v4/tcb?fmspc=00A067110000" in pccs.requests
+    assert v.status is status
+    assert f"/{tee}/certification/v4/tcb?fmspc={fmspc}" in pccs.requests
 
 
 def test_type3_quote_fetches_its_pck_certificate() -> None:

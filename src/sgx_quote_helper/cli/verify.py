@@ -132,7 +132,7 @@ def verify(
     isv_prod_id: int | None, min_isv_svn: int | None, allow_debug: bool, dangerous_skip_crls: bool,
     as_json: bool,
 ) -> None:  # fmt: skip
-    """Verify a DCAP quote (SGX v3/v4, TDX v4/v5) with Intel's TCB rules and a policy.
+    """Verify a DCAP quote (SGX v3/v4/v5, TDX v4/v5) with Intel's TCB rules and a policy.
 
     Checks the PCK chain to the pinned root, both CRLs, the TCB Info and QE Identity signatures
     and windows, the QE report, the quote signature and the TCB level; then applies the policy

@@ -7,7 +7,7 @@ policy's call (:attr:`Verdict.accepted`, :attr:`Verdict.rejection`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -56,7 +56,6 @@ class Verdict:
     warnings: tuple[str, ...] = ()
     rejection: Rejection | None = None
     tdx_module_status: TcbStatus | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def accepted(self) -> bool:
