@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,6 @@ def default_db() -> Path:
     """``$XDG_CACHE_HOME/sgx-quote-helper/pccs.sqlite`` (``~/.cache/...``)."""
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "sgx-quote-helper" / "pccs.sqlite"
-
-
-def _clock() -> datetime:
-    return datetime.now(UTC)
 
 
 def _open_cache(db: Path | None) -> Any:
@@ -204,11 +200,12 @@ def serve(
 
 def _simulated(state_dirs: tuple[Path, ...]) -> tuple[Any, Any]:
     from ..engine.platform import Platform
+    from ..pccs.app import system_clock
     from ..pccs.metrics import Metrics
     from ..pccs.store import SimulatedStore
 
     platforms = [Platform.open(d) for d in state_dirs]
-    store = SimulatedStore(platforms, _clock)
+    store = SimulatedStore(platforms, system_clock)
     for p in platforms:
         ident = p.identity
         log.info(
@@ -224,7 +221,7 @@ def _simulated(state_dirs: tuple[Path, ...]) -> tuple[Any, Any]:
 def _caching(
     upstream: str, api_key: str | None, db: Path | None, crl_url: str | None, policy: Any
 ) -> tuple[Any, Any]:
-    from ..pccs.app import HttpGetter
+    from ..pccs.app import HttpGetter, system_clock
     from ..pccs.cache import INTEL_ROOT_CA_CRL_URL, CachingSource
     from ..pccs.metrics import Metrics
 
@@ -234,7 +231,7 @@ def _caching(
         cache,
         upstream,
         HttpGetter(),
-        _clock,
+        system_clock,
         api_key=api_key,
         policy=policy,
         root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL,
@@ -321,14 +318,19 @@ def refresh(
 async def _refresh(
     db: Path | None, upstream: str, api_key: str | None, crl_url: str | None, due_only: bool
 ) -> dict[str, str]:
-    from ..pccs.app import HttpGetter
+    from ..pccs.app import HttpGetter, system_clock
     from ..pccs.cache import INTEL_ROOT_CA_CRL_URL, CachingSource
 
     getter = HttpGetter()
     cache = _open_cache(db)
     try:
         source = CachingSource(
-            cache, upstream, getter, _clock, api_key=api_key, root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL
+            cache,
+            upstream,
+            getter,
+            system_clock,
+            api_key=api_key,
+            root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL,
         )
         return await source.refresh_all(due_only=due_only)
     finally:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Protocol
 
 import aiohttp
@@ -137,6 +138,11 @@ async def _close_source(app: web.Application) -> None:
         await close()
 
 
+def system_clock() -> datetime:
+    """The real time (UTC): the clock ``pccs serve`` gives its source."""
+    return datetime.now(UTC)
+
+
 class HttpGetter:
     """The upstream getter of :class:`CachingSource`, on an aiohttp client session."""
 
@@ -218,4 +224,4 @@ async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     return runner, f"http://{shown}:{bound[1]}"
 
 
-__all__ = ["HttpGetter", "Metrics", "Source", "make_app", "refresh_loop", "start"]
+__all__ = ["HttpGetter", "Metrics", "Source", "make_app", "refresh_loop", "start", "system_clock"]
