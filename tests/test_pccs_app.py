@@ -238,3 +238,13 @@ def test_fuzz_raw_queries_never_crash_the_server(url: str, path: str, query: str
     assert resp.status in (200, 400, 404, 414), (resp.status, body[:200])
     if resp.status != 200:
         assert json.loads(body)["error"]
+
+
+def test_head_requests_get_headers_only(url: str, platform: Platform) -> None:
+    from urllib.request import Request, urlopen
+
+    tcb = f"{url}{TCB}?fmspc={platform.identity.fmspc.hex()}"
+    with urlopen(Request(tcb, method="HEAD"), timeout=10) as resp:
+        assert resp.status == 200 and resp.read() == b""
+        assert resp.headers["TCB-Info-Issuer-Chain"].startswith("-----BEGIN%20CERTIFICATE-----")
+        assert int(resp.headers["Content-Length"]) == len(_get(tcb)[1])
