@@ -40,6 +40,7 @@ from .pccs_fakes import Clock, app_in_thread
 
 KEY_ID = AttKeyId.ecdsa_p256_qe3()
 FMSPC_B = bytes.fromhex("00906ED50000")
+FMSPC_C = bytes.fromhex("00606A000000")
 
 
 def _quote(platform: Platform) -> bytes:
@@ -50,8 +51,8 @@ def _quote(platform: Platform) -> bytes:
 
 
 class Sim:
-    """Two platforms under one SIMULATED PKI (A: PCK chain in quotes; B: encrypted PPID, other FMSPC),
-    a quote from each, and the root; the store's clock starts at creation time + 2 days."""
+    """Three platforms under one SIMULATED PKI (A: PCK chain in quotes; B: encrypted PPID, other FMSPC;
+    C: Platform CA), a quote from each, and the root; the store's clock starts at creation + 2 days."""
 
     def __init__(self, tmp: Path) -> None:
         created = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
@@ -59,8 +60,10 @@ class Sim:
         self.b = Platform.init(
             tmp / "b", now=created, cert_data="encrypted-ppid", fmspc=FMSPC_B, pki_from=tmp / "a"
         )
+        self.c = Platform.init(tmp / "c", now=created, ca="platform", fmspc=FMSPC_C, pki_from=tmp / "a")
         self.quote_a = _quote(self.a)
         self.quote_b = _quote(self.b)
+        self.quote_c = _quote(self.c)
         self.root_der = C.root_ca_der(self.a)
         self.clock = Clock(created + timedelta(days=2))
         self.tmp = tmp
@@ -77,7 +80,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Sim:
 
 @pytest.fixture(scope="module")
 def url(sim: Sim) -> Any:
-    store = SimulatedStore([sim.a, sim.b], sim.clock)
+    store = SimulatedStore([sim.a, sim.b, sim.c], sim.clock)
     with app_in_thread(make_app(store)) as base:
         yield base
 
@@ -97,9 +100,9 @@ def _raw_verify(cert_pem: str, signature: bytes, data: bytes) -> None:
     key.verify(der, data, ec.ECDSA(hashes.SHA256()))
 
 
-@pytest.mark.parametrize("which", ["a", "b"])
+@pytest.mark.parametrize("which", ["a", "b", "c"])
 def test_dcap_qvl_get_collateral_then_verify_with_root_ca(sim: Sim, url: str, which: str) -> None:
-    quote = sim.quote_a if which == "a" else sim.quote_b
+    quote = {"a": sim.quote_a, "b": sim.quote_b, "c": sim.quote_c}[which]
 
     async def fetch() -> Any:
         return await dcap_qvl.get_collateral(url, quote)
@@ -112,10 +115,10 @@ def test_dcap_qvl_get_collateral_then_verify_with_root_ca(sim: Sim, url: str, wh
         dcap_qvl.verify(quote, collateral, sim.now)
 
 
-@pytest.mark.parametrize("which", ["a", "b"])
+@pytest.mark.parametrize("which", ["a", "b", "c"])
 def test_our_verifier_with_pccs(sim: Sim, url: str, which: str) -> None:
     quote_file = sim.tmp / f"quote-{which}.bin"
-    quote_file.write_bytes(sim.quote_a if which == "a" else sim.quote_b)
+    quote_file.write_bytes({"a": sim.quote_a, "b": sim.quote_b, "c": sim.quote_c}[which])
     root_file = sim.tmp / "root.der"
     root_file.write_bytes(sim.root_der)
     result = CliRunner().invoke(
@@ -143,6 +146,9 @@ def test_documents_are_resigned_as_time_passes(sim: Sim) -> None:
     store = SimulatedStore([sim.a], Clock(sim.clock.now))
     fmspc = sim.a.identity.fmspc.hex()
     with app_in_thread(make_app(store)) as base:
+        assert (
+            _get(f"{base}/sgx/certification/v4/pckcrl?ca=platform")[0] == 404
+        )  # no Platform-CA platform here
         tcb = f"{base}/sgx/certification/v4/tcb?fmspc={fmspc}"
         status, first, headers = _get(tcb)
         assert status == 200
@@ -208,7 +214,6 @@ def test_pckcert_headers_and_refusals(sim: Sim, url: str) -> None:
         "/tdx/certification/v4/tcb?fmspc=00906ED50000",
         "/tdx/certification/v4/qe/identity",
         "/sgx/certification/v4/qve/identity",
-        "/sgx/certification/v4/pckcrl?ca=platform",
     ],
 )
 def test_unknown_collateral_is_404_json(url: str, path: str) -> None:
