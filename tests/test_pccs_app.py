@@ -178,6 +178,12 @@ def test_cli_caching_mode_and_refresh(tmp_path: Path) -> None:
         # the real collateral's nextUpdate (2025) is past: every entry is due
         assert result.exit_code == 0 and result.output.count("ok") == 2
         assert len(pcs.hits) == before + 4
+        listed = CliRunner().invoke(cli, ["pccs", "list", "--db", str(db), "--json"])
+        assert listed.exit_code == 0
+        rows = json.loads(listed.output)
+        assert len(rows) == 2 and {r["state"] for r in rows} == {"expired"}  # 2025 collateral, 2026 clock
+        assert "/sgx/certification/v4/qe/identity?update=standard" in {r["key"] for r in rows}
+        assert CliRunner().invoke(cli, ["pccs", "list", "--db", str(tmp_path / "none.sqlite")]).exit_code == 2
         pcs.mode = "500"
         result = CliRunner().invoke(cli, ["pccs", "refresh", "--db", str(db), "--upstream", upstream])
         assert result.exit_code == 1 and "failed" in result.output

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Coroutine, Mapping
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -505,3 +505,20 @@ def test_upstream_requests_in_flight_are_bounded(tmp_path: Path) -> None:
         assert getter.calls == 5 and all(lk.outcome == "not-found" for lk in lookups)
 
     run(scenario())
+
+
+def test_refresh_policy_states() -> None:
+    from datetime import datetime
+
+    from sgx_quote_helper.pccs.cache import CacheEntry, RefreshPolicy
+    from sgx_quote_helper.pccs.document import Document
+
+    t0 = datetime(2025, 6, 19, tzinfo=UTC)
+    doc = Document(b"x", "application/json", (), next_update=t0 + timedelta(days=30), issue_date=t0)
+    entry = CacheEntry("k", doc, fetched_at=t0)
+    policy = RefreshPolicy()
+    assert policy.state(entry, t0 + timedelta(hours=1)) == "fresh"
+    assert policy.state(entry, t0 + timedelta(hours=25)) == "stale"  # older than max_age
+    late = CacheEntry("k", doc, fetched_at=t0 + timedelta(days=29, hours=1))
+    assert policy.state(late, t0 + timedelta(days=29, hours=2)) == "stale"  # within `ahead` of nextUpdate
+    assert policy.state(entry, t0 + timedelta(days=30)) == "expired"  # nextUpdate is exclusive

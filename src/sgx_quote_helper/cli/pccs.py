@@ -338,4 +338,54 @@ async def _refresh(
         cache.close()
 
 
+@pccs.command("list")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite cache file [~/.cache/sgx-quote-helper/pccs.sqlite].",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
+def list_cmd(db: Path | None, as_json: bool) -> None:
+    """Show what the cache holds: each entry's path and query, when it was fetched, its nextUpdate
+    and its state (fresh: served as is; stale: served and refreshed behind; expired: refetched
+    before it is served).
+
+    \b
+    Example:
+      sgx-quote-helper pccs list --db /var/cache/pccs.sqlite
+    """
+    import json
+
+    from ..pccs.app import system_clock
+    from ..pccs.cache import RefreshPolicy
+
+    path = db or default_db()
+    if not path.is_file():
+        fail(f"no cache database at {path}")
+    cache = _open_cache(path)
+    now, policy = system_clock(), RefreshPolicy()
+    rows = []
+    try:
+        for key in cache.stored_keys():
+            entry = cache.get(key)
+            if entry is not None:
+                rows.append(
+                    {
+                        "key": key,
+                        "fetched_at": entry.fetched_at.isoformat(),
+                        "next_update": entry.document.next_update.isoformat(),
+                        "state": policy.state(entry, now),
+                    }
+                )
+    finally:
+        cache.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        click.echo(f"{path}: empty")
+    for row in rows:
+        click.echo(f"{row['state']:8s} next update {row['next_update']}  {row['key']}")
+
+
 __all__ = ["pccs"]

@@ -173,6 +173,13 @@ class RefreshPolicy:
         """Serve without refreshing?"""
         return now < entry.fetched_at + self.max_age and now < entry.document.next_update - self.ahead
 
+    def state(self, entry: CacheEntry, now: datetime) -> str:
+        """``fresh`` (served as is), ``stale`` (served, refreshed behind) or ``expired`` (refetched
+        before it is served)."""
+        if now >= entry.document.next_update:
+            return "expired"
+        return "fresh" if self.fresh(entry, now) else "stale"
+
 
 @dataclass(frozen=True)
 class Lookup:
