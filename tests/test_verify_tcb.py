@@ -135,3 +135,106 @@ def test_signed_member_keeps_exact_text() -> None:
         signed_member('{"tcbInfo": {}}', "tcbInfo")
     with pytest.raises(CollateralError):
         from_pcs_responses(tcb_info_response=body, tcb_info_issuer_chain="no pem", qe_identity_response=body)
+
+
+def _relaunch_info() -> TcbInfo:
+    return _info(
+        [_level([0] * 16, 0, "UpToDate", [9, 9] + [2] * 14), _level([0] * 16, 0, "OutOfDate", [0] * 16)],
+        tdx=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("svn2", "sgx", "tdx", "module", "qe", "expected"),
+    [
+        ([3, 3, 2], S.UP_TO_DATE, S.OUT_OF_DATE, S.OUT_OF_DATE, S.UP_TO_DATE, S.TD_RELAUNCH_ADVISED),
+        (
+            [3, 3, 2],
+            S.CONFIGURATION_NEEDED,
+            S.OUT_OF_DATE,
+            S.OUT_OF_DATE,
+            S.UP_TO_DATE,
+            S.TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED,
+        ),
+        (
+            [3, 3, 2],
+            S.UP_TO_DATE,
+            S.OUT_OF_DATE_CONFIGURATION_NEEDED,
+            S.OUT_OF_DATE,
+            S.UP_TO_DATE,
+            S.TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED,
+        ),
+        (
+            [3, 3, 2],
+            S.UP_TO_DATE,
+            S.OUT_OF_DATE,
+            S.OUT_OF_DATE,
+            S.OUT_OF_DATE,
+            S.OUT_OF_DATE,
+        ),  # QE out of date
+        (
+            [3, 3, 2],
+            S.OUT_OF_DATE,
+            S.OUT_OF_DATE,
+            S.OUT_OF_DATE,
+            S.UP_TO_DATE,
+            S.OUT_OF_DATE,
+        ),  # SGX out of date
+        (
+            [3, 3, 2],
+            S.UP_TO_DATE,
+            S.OUT_OF_DATE,
+            S.UP_TO_DATE,
+            S.UP_TO_DATE,
+            S.OUT_OF_DATE,
+        ),  # module fine: no
+        (
+            [2, 3, 2],
+            S.UP_TO_DATE,
+            S.OUT_OF_DATE,
+            S.OUT_OF_DATE,
+            S.UP_TO_DATE,
+            S.OUT_OF_DATE,
+        ),  # new module too old
+        (
+            [3, 3, 1],
+            S.UP_TO_DATE,
+            S.OUT_OF_DATE,
+            S.OUT_OF_DATE,
+            S.UP_TO_DATE,
+            S.OUT_OF_DATE,
+        ),  # TDX comp 2 too old
+        (
+            [9, 0, 2],
+            S.UP_TO_DATE,
+            S.OUT_OF_DATE,
+            S.OUT_OF_DATE,
+            S.UP_TO_DATE,
+            S.TD_RELAUNCH_ADVISED,
+        ),  # module 0
+        ([8, 0, 2], S.UP_TO_DATE, S.OUT_OF_DATE, S.OUT_OF_DATE, S.UP_TO_DATE, S.OUT_OF_DATE),
+        ([3, 3, 2], S.UP_TO_DATE, S.UP_TO_DATE, S.OUT_OF_DATE, S.UP_TO_DATE, S.UP_TO_DATE),  # nothing to fix
+    ],
+)
+def test_td_relaunch_rule(
+    svn2: list[int], sgx: TcbStatus, tdx: TcbStatus, module: TcbStatus, qe: TcbStatus, expected: TcbStatus
+) -> None:
+    raw = bytes(svn2 + [0] * (16 - len(svn2)))
+    assert tcb.relaunch_status(raw, _relaunch_info(), sgx, tdx, module, qe) is expected
+
+
+def test_td_relaunch_unknown_module_identity() -> None:
+    with pytest.raises(LookupError):
+        tcb.relaunch_status(
+            bytes([3, 7] + [2] * 14),
+            _relaunch_info(),
+            S.UP_TO_DATE,
+            S.OUT_OF_DATE,
+            S.OUT_OF_DATE,
+            S.UP_TO_DATE,
+        )
+
+
+def test_relaunch_results_are_not_tcb_info_statuses() -> None:
+    with pytest.raises(CollateralError):
+        TcbStatus.parse("TDRelaunchAdvised")

@@ -3,7 +3,8 @@
 Authenticity (``verify.steps``) and acceptance are separate: a policy only reads a
 :class:`~sgx_quote_helper.verify.verdict.Verdict`. The default policy rejects debug enclaves and
 debug TDs, TDs with a non-zero MRSERVICETD, and the statuses OutOfDate,
-OutOfDateConfigurationNeeded and Revoked; it accepts the rest, with a warning for all but UpToDate.
+OutOfDateConfigurationNeeded and Revoked (and QVL's TDRelaunchAdvised results, which are an
+out-of-date TD that a relaunch would fix); it accepts the rest, with a warning for all but UpToDate.
 Policies load from JSON (:meth:`Policy.from_json`), for example::
 
     {"mr_enclave": "68823bc6...", "mr_signer": "9affcfae...", "isv_prod_id": 1, "min_isv_svn": 2,

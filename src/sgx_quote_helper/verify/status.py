@@ -25,6 +25,10 @@ class TcbStatus(StrEnum):
     OUT_OF_DATE = "OutOfDate"
     OUT_OF_DATE_CONFIGURATION_NEEDED = "OutOfDateConfigurationNeeded"
     REVOKED = "Revoked"
+    # QVL results for TD report 1.5 quotes (never a tcbStatus in TCB Info): the platform and TDX
+    # module were updated in place; relaunching the TD brings it up to date.
+    TD_RELAUNCH_ADVISED = "TDRelaunchAdvised"
+    TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED = "TDRelaunchAdvisedConfigurationNeeded"
 
     @classmethod
     def parse(cls, text: object, what: str = "tcbStatus") -> TcbStatus:
@@ -36,14 +40,17 @@ class TcbStatus(StrEnum):
 
 
 S = TcbStatus
-_BY_NAME: dict[str, TcbStatus] = {s.value: s for s in TcbStatus}
+_RELAUNCH = (TcbStatus.TD_RELAUNCH_ADVISED, TcbStatus.TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED)
+_BY_NAME: dict[str, TcbStatus] = {s.value: s for s in TcbStatus if s not in _RELAUNCH}
 
-#: dcap-qvl's severity order (least to most severe)
+#: dcap-qvl's severity order (least to most severe; relaunch results sit before OutOfDate)
 SEVERITY: tuple[TcbStatus, ...] = (
     S.UP_TO_DATE,
     S.SW_HARDENING_NEEDED,
     S.CONFIGURATION_NEEDED,
     S.CONFIGURATION_AND_SW_HARDENING_NEEDED,
+    S.TD_RELAUNCH_ADVISED,
+    S.TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED,
     S.OUT_OF_DATE,
     S.OUT_OF_DATE_CONFIGURATION_NEEDED,
     S.REVOKED,

@@ -14,7 +14,7 @@ No matching level returns ``None``; the caller turns that into a rejection.
 from __future__ import annotations
 
 from .qeidentity import QeIdentity, QeTcbLevel
-from .status import TcbStatus
+from .status import TcbStatus, qe_level_result
 from .tcbinfo import ModuleTcbLevel, TcbInfo, TcbLevel, TdxModuleIdentity
 
 S = TcbStatus
@@ -41,6 +41,64 @@ def match_platform_level(
             continue
         return level
     return None
+
+
+def match_sgx_level(tcb_info: TcbInfo, cpu_components: tuple[int, ...], pcesvn: int) -> TcbLevel | None:
+    """The highest level met by the SGX components and PCESVN alone (QVL's "SGX TCB level")."""
+    return match_platform_level(tcb_info, cpu_components, pcesvn)
+
+
+_NEEDS_CONFIG = frozenset(
+    {
+        S.CONFIGURATION_NEEDED,
+        S.OUT_OF_DATE_CONFIGURATION_NEEDED,
+        S.CONFIGURATION_AND_SW_HARDENING_NEEDED,
+        S.TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED,
+    }
+)
+_SGX_FINE = frozenset(
+    {S.UP_TO_DATE, S.SW_HARDENING_NEEDED, S.CONFIGURATION_NEEDED, S.CONFIGURATION_AND_SW_HARDENING_NEEDED}
+)
+
+
+def relaunch_status(
+    tee_tcb_svn2: bytes,
+    tcb_info: TcbInfo,
+    sgx_status: TcbStatus,
+    tdx_status: TcbStatus,
+    module_status: TcbStatus | None,
+    qe_status: TcbStatus,
+) -> TcbStatus:
+    """QVL's TD relaunch check for TD report 1.5 quotes (dcap-quote.md §1.5).
+
+    When the QE is up to date, the SGX level is not out of date, but the TD's TCB (converged with
+    the TDX module) is out of date only because the module the TD was launched on is old, and
+    TEE_TCB_SVN2 (the module now loaded) meets the latest TCB level (and the latest level of its
+    module identity), relaunching the TD would fix it: TDRelaunchAdvised (or ...ConfigurationNeeded
+    when the SGX or TDX status needs configuration). Otherwise ``tdx_status`` is returned as is.
+    ``None`` means the module identity named by TEE_TCB_SVN2 is unknown or has no levels.
+    """
+    if qe_level_result(qe_status) is not S.UP_TO_DATE or sgx_status not in _SGX_FINE:
+        return tdx_status
+    if (
+        tdx_status not in (S.OUT_OF_DATE, S.OUT_OF_DATE_CONFIGURATION_NEEDED)
+        or module_status is not S.OUT_OF_DATE
+    ):
+        return tdx_status
+    latest = tcb_info.levels[0]
+    comps = latest.tdx_components or (0,) * 16
+    if tee_tcb_svn2[1] == 0:
+        fixed = tee_tcb_svn2[0] >= comps[0] and tee_tcb_svn2[2] >= comps[2]
+    else:
+        ident = find_module_identity(tcb_info, tee_tcb_svn2)
+        if ident is None or not ident.levels:
+            raise LookupError(f"no TDX module identity with levels for TEE_TCB_SVN2 module {tee_tcb_svn2[1]}")
+        fixed = tee_tcb_svn2[0] >= ident.levels[0].isvsvn and tee_tcb_svn2[2] >= comps[2]
+    if not fixed:
+        return tdx_status
+    if sgx_status in _NEEDS_CONFIG or tdx_status in _NEEDS_CONFIG:
+        return S.TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED
+    return S.TD_RELAUNCH_ADVISED
 
 
 def match_qe_level(identity: QeIdentity, isvsvn: int) -> QeTcbLevel | None:
@@ -89,4 +147,6 @@ __all__ = [
     "match_module_level",
     "match_platform_level",
     "match_qe_level",
+    "match_sgx_level",
+    "relaunch_status",
 ]

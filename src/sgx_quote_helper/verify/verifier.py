@@ -264,6 +264,7 @@ class PlatformTcb:
     status: TcbStatus
     advisory_ids: tuple[str, ...]
     module_status: TcbStatus | None
+    sgx_status: TcbStatus  # QVL's SGX-only level (feeds the TD relaunch check)
 
 
 def platform_tcb(q: Quote, pck: VerifiedPck, tcb_info: TcbInfo) -> PlatformTcb:
@@ -282,7 +283,11 @@ def platform_tcb(q: Quote, pck: VerifiedPck, tcb_info: TcbInfo) -> PlatformTcb:
         if module_status is not None:
             platform = tcb.converge_module(module_status, platform)
         advisories += [a for a in module_advisories if a not in advisories]
-    return PlatformTcb(level, platform, tuple(advisories), module_status)
+    sgx_level = (
+        level if tee_tcb_svn is None else tcb.match_sgx_level(tcb_info, ext.tcb_components, ext.pcesvn)
+    )
+    assert sgx_level is not None  # a level matching SGX and TDX components matches SGX alone
+    return PlatformTcb(level, platform, tuple(advisories), module_status, sgx_level.status)
 
 
 class _Facts(NamedTuple):
@@ -303,14 +308,22 @@ def _verdict(
 ) -> Verdict:
     """Intel's status convergence, the policy's decision, and the verdict value."""
     ext = pck.extensions
-    status = converge(qe.status, p.status)
+    platform = p.status
+    if isinstance(q.body, TdReport15):
+        try:
+            platform = tcb.relaunch_status(
+                q.body.tee_tcb_svn2, vc.tcb_info, p.sgx_status, p.status, p.module_status, qe.status
+            )
+        except LookupError as exc:
+            raise st.fail(Step.TDX_MODULE, "tdx-module-unknown", str(exc)) from None
+    status = converge(qe.status, platform)
     issued = min(vc.tcb_info.issue_date, vc.qe_identity.issue_date)
     rejection, warnings = policy.decide(_Facts(q.body, status, p.advisory_ids, qe.advisory_ids), now, issued)
     return Verdict(
         rejection=rejection,
         warnings=warnings,
         status=status,
-        platform_status=p.status,
+        platform_status=platform,
         qe_status=qe.status,
         advisory_ids=p.advisory_ids,
         qe_advisory_ids=qe.advisory_ids,
