@@ -211,3 +211,22 @@ def test_every_byte_of_signed_collateral_text(field: str) -> None:
         with pytest.raises(VerificationError) as exc:
             v.verify(q, tampered, NOW)
         assert exc.value.step in (Step.TCB_INFO, Step.QE_IDENTITY)
+
+
+@pytest.mark.parametrize("field", ["tcb_info", "qe_identity"])
+def test_every_byte_of_real_signed_collateral_text(field: str) -> None:
+    d = real_dir("phala-sgx-v3-processor")
+    q = (d / "quote.bin").read_bytes()
+    c = load_dcap_qvl_json((d / "collateral-2025-06.dcap-qvl.json").read_text())
+    v = Verifier()
+    text: str = getattr(c, field)
+    for i in range(len(text)):
+        t = flip_text(text, i)
+        tampered = (
+            dataclasses.replace(c, tcb_info=t)
+            if field == "tcb_info"
+            else dataclasses.replace(c, qe_identity=t)
+        )
+        with pytest.raises(VerificationError) as exc:
+            v.verify(q, tampered, 1750334400)
+        assert exc.value.step in (Step.TCB_INFO, Step.QE_IDENTITY)
