@@ -227,3 +227,22 @@ def test_identity_kind_must_match_the_path() -> None:
     for resource in (tdx_qe, qve):  # an SGX QE identity answered on the TD QE / QvE path
         with pytest.raises(CollateralError):
             upstream_document(resource, headers, body)
+
+
+def test_well_formed_but_corrupted_answers_are_refused() -> None:
+    answers = _answers()
+    resource, headers, body = answers["tcb"]
+    # one digit of a date changed: still valid JSON with good dates, but no longer what Intel signed
+    corrupted = body.replace(b'"issueDate":"2025-06-19T10:56:11Z"', b'"issueDate":"2025-06-19T10:56:12Z"')
+    assert corrupted != body
+    with pytest.raises(CollateralError):
+        upstream_document(resource, headers, corrupted)
+    # a CRL with somebody else's issuer chain (the TCB signing chain)
+    crl_resource, _, der = answers["crl"]
+    with pytest.raises(CollateralError):
+        upstream_document(crl_resource, {"SGX-PCK-CRL-Issuer-Chain": headers["TCB-Info-Issuer-Chain"]}, der)
+    # a PCK certificate whose "issuer chain" did not issue it
+    pck_resource, pck_headers, leaf = answers["pck"]
+    wrong = {**pck_headers, "SGX-PCK-Certificate-Issuer-Chain": headers["TCB-Info-Issuer-Chain"]}
+    with pytest.raises(CollateralError):
+        upstream_document(pck_resource, wrong, leaf)

@@ -21,7 +21,10 @@ from typing import Any
 from urllib.parse import quote
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import CollateralError
@@ -128,7 +131,8 @@ def parse_time(value: Any, what: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _chain(headers: Mapping[str, str], names: tuple[str, ...], what: str) -> str:
+def _chain(headers: Mapping[str, str], names: tuple[str, ...], what: str) -> tuple[str, x509.Certificate]:
+    """The PEM issuer chain from the first of ``names`` present, and its first certificate."""
     lowered = {k.lower(): v for k, v in headers.items()}
     for name in names:
         value = lowered.get(name.lower())
@@ -140,12 +144,34 @@ def _chain(headers: Mapping[str, str], names: tuple[str, ...], what: str) -> str
                 raise CollateralError(f"{what}: issuer chain header holds no valid certificate") from None
             if not certs:
                 raise CollateralError(f"{what}: issuer chain header is empty")
-            return pem
+            return pem, certs[0]
     raise CollateralError(f"{what}: missing header {names[0]}")
 
 
-def _signed_json(resource: Resource, body: bytes, member: str) -> tuple[dict[str, Any], datetime, datetime]:
-    text, _signature = signed_member(body, member)
+def _ec_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
+    try:
+        key = cert.public_key()
+    except _X509_ERRORS:
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise CollateralError(f"{what}: the issuer chain's first certificate has no ECDSA key")
+    return key
+
+
+def _check_signature(cert: x509.Certificate, text: str, signature: bytes, what: str) -> None:
+    """The raw r||s ``signature`` over ``text`` verifies with ``cert``'s key (no trust decision: a
+    transport-corrupted answer is refused, whether the chain is trusted is the verifier's job)."""
+    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    try:
+        _ec_key(cert, what).verify(der, text.encode(), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise CollateralError(f"{what}: signature does not verify with the issuer chain") from None
+
+
+def _signed_json(
+    resource: Resource, body: bytes, member: str
+) -> tuple[dict[str, Any], datetime, datetime, str, bytes]:
+    text, signature = signed_member(body, member)
     try:
         obj = json.loads(text)
     except ValueError:
@@ -156,7 +182,7 @@ def _signed_json(resource: Resource, body: bytes, member: str) -> tuple[dict[str
     nxt = parse_time(obj.get("nextUpdate"), f"{resource.endpoint}: nextUpdate")
     if nxt <= issue:
         raise CollateralError(f"{resource.endpoint}: nextUpdate is not after issueDate")
-    return obj, issue, nxt
+    return obj, issue, nxt, text, signature
 
 
 def _crl(der: bytes, what: str) -> x509.CertificateRevocationList:
@@ -175,7 +201,10 @@ def upstream_document(resource: Resource, headers: Mapping[str, str], body: byte
 
     Checks: JSON parses and holds the signed member and a 64-byte hex signature, dates parse and the
     FMSPC / identity kind match the request; CRLs parse (DER, PEM or hex text); the PCK certificate
-    parses and its info headers are well-formed; issuer-chain headers hold PEM certificates.
+    parses and its info headers are well-formed; issuer-chain headers hold PEM certificates; and
+    every signature (TCB Info, QE Identity, PCK CRL, PCK certificate) verifies with the first
+    certificate of its issuer chain. Nothing here decides trust (the chain is not checked against a
+    root: that is the verifier's job); it keeps corrupted or mismatched answers out of the cache.
 
     Raises:
         CollateralError: the answer is malformed (it must then be neither served nor cached).
@@ -183,22 +212,24 @@ def upstream_document(resource: Resource, headers: Mapping[str, str], body: byte
     what = f"upstream {resource.endpoint}"
     name = chain_header_name(resource)
     if resource.kind == "tcb":
-        obj, issue, nxt = _signed_json(resource, body, "tcbInfo")
+        obj, issue, nxt, text, signature = _signed_json(resource, body, "tcbInfo")
         if str(obj.get("fmspc", "")).upper() != resource.fmspc:
             raise CollateralError(f"{what}: answer is for FMSPC {obj.get('fmspc')!r}, not {resource.fmspc}")
         if "id" in obj and obj["id"] != resource.tee.upper():
             raise CollateralError(f"{what}: TCB Info id {obj['id']!r} does not match {resource.tee}")
-        pem = _chain(headers, (TCB_CHAIN_V4, TCB_CHAIN_V3), what)
+        pem, signer = _chain(headers, (TCB_CHAIN_V4, TCB_CHAIN_V3), what)
+        _check_signature(signer, text, signature, what)
         return Document(body, JSON, ((name or TCB_CHAIN_V4, encode_chain(pem)),), nxt, issue)
     if resource.kind in ("qe_identity", "qve_identity"):
-        obj, issue, nxt = _signed_json(resource, body, "enclaveIdentity")
+        obj, issue, nxt, text, signature = _signed_json(resource, body, "enclaveIdentity")
         expected = {
             "qe_identity": ("TD_QE",) if resource.tee == "tdx" else ("QE",),
             "qve_identity": ("QVE",),
         }[resource.kind]
         if "id" in obj and obj["id"] not in expected:
             raise CollateralError(f"{what}: identity id {obj['id']!r} is not {'/'.join(expected)}")
-        pem = _chain(headers, (ENCLAVE_CHAIN,), what)
+        pem, signer = _chain(headers, (ENCLAVE_CHAIN,), what)
+        _check_signature(signer, text, signature, what)
         return Document(body, JSON, ((ENCLAVE_CHAIN, encode_chain(pem)),), nxt, issue)
     if resource.kind in ("pckcrl", "rootcacrl"):
         der = crl_to_der(body, what)
@@ -206,7 +237,9 @@ def upstream_document(resource: Resource, headers: Mapping[str, str], body: byte
         assert crl.next_update_utc is not None
         if resource.kind == "rootcacrl":
             return Document(der.hex().encode(), CRL, (), crl.next_update_utc, crl.last_update_utc)
-        pem = _chain(headers, (PCK_CRL_CHAIN,), what)
+        pem, issuer = _chain(headers, (PCK_CRL_CHAIN,), what)
+        if not crl.is_signature_valid(_ec_key(issuer, what)):
+            raise CollateralError(f"{what}: CRL signature does not verify with the issuer chain")
         out = der if resource.der_crl else crl.public_bytes(Encoding.PEM)
         return Document(
             out,
@@ -223,7 +256,13 @@ def _pck_document(resource: Resource, headers: Mapping[str, str], body: bytes, w
         cert = x509.load_pem_x509_certificate(body)
     except _X509_ERRORS:
         raise CollateralError(f"{what}: body is not a PEM certificate") from None
-    pem = _chain(headers, (PCK_CERT_CHAIN,), what)
+    pem, issuer = _chain(headers, (PCK_CERT_CHAIN,), what)
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (*_X509_ERRORS, InvalidSignature):
+        raise CollateralError(
+            f"{what}: the certificate is not signed by the issuer chain's first certificate"
+        ) from None
     lowered = {k.lower(): v for k, v in headers.items()}
     tcbm, fmspc, ca = (lowered.get(h.lower(), "") for h in (TCBM, FMSPC, CA_TYPE))
     if len(tcbm) != 36 or not _HEX.fullmatch(tcbm):
