@@ -8,6 +8,7 @@ import dataclasses
 import json
 from functools import cache
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,10 +27,21 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 OURS = (CollateralError, ParseError, VerificationError)
 
 
-@cache
 def _real() -> tuple[bytes, str]:
+    if not PHALA.is_dir():
+        pytest.skip(f"real test vectors not found at {PHALA}")
+    return _load_real()
+
+
+@cache
+def _load_real() -> tuple[bytes, str]:
     return (PHALA / "quote.bin").read_bytes(), (PHALA / "collateral-2025-06.dcap-qvl.json").read_text()
 
+
+_KEYS = [
+    "pck_crl_issuer_chain", "root_ca_crl", "pck_crl", "tcb_info_issuer_chain", "tcb_info", "tcb_info_signature",
+    "qe_identity_issuer_chain", "qe_identity", "qe_identity_signature", "pck_certificate_chain",
+]  # fmt: skip
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=20),
@@ -46,7 +58,7 @@ def test_loader_on_random_bytes(data: bytes) -> None:
 
 
 @FUZZ
-@given(st.sampled_from(list(json.loads(_real()[1]))), json_values)
+@given(st.sampled_from(_KEYS), json_values)
 def test_loader_on_mutated_real_json(key: str, value: object) -> None:
     obj = json.loads(_real()[1])
     obj[key] = value
