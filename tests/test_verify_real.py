@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.errors import VerificationError
 from sgx_quote_helper.verify.collateral import Collateral, from_pcs_responses, load_dcap_qvl_json
 from sgx_quote_helper.verify.policy import Policy
@@ -43,6 +44,8 @@ def test_real_vector_accepted(
     assert v.advisory_ids == advisories
     assert v.crls_checked
     assert v.to_dict()["status"] == status.value
+    parsed = verify(Quote.from_bytes(quote), coll, now)  # a parsed Quote works the same
+    assert parsed.status is status and parsed.advisory_ids == advisories
 
 
 def test_phala_sgx_identity_fields() -> None:
