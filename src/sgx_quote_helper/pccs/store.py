@@ -109,6 +109,7 @@ class SimulatedStore:
     reissue: timedelta = REISSUE
     _docs: dict[str, Document] = field(default_factory=dict, init=False)
     _ppids: dict[str, Platform | None] = field(default_factory=dict, init=False)
+    _pck_docs: dict[str, Document] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if not self.platforms:
@@ -212,17 +213,24 @@ class SimulatedStore:
         raw_pcesvn = int.from_bytes(bytes.fromhex(resource.pcesvn or ""), "little")
         if raw_pcesvn < ident.pcesvn or any(r < c for r, c in zip(raw_cpusvn, ident.cpusvn, strict=True)):
             return None  # the raw TCB is below the only certificate's TCB
-        leaf, chain = sim.pck_cert_pem(platform)
-        cert = platform.certs["pck"]
-        return pck_document(
-            leaf,
-            chain,
-            sim.pck_cert_tcbm(platform),
-            ident.fmspc.hex(),
-            ident.ca,
-            cert.not_valid_after_utc,
-            cert.not_valid_before_utc,
-        )
+        return self._pck_document(platform)
+
+    def _pck_document(self, platform: Platform) -> Document:
+        """The platform's (only) PCK certificate answer, made once."""
+        key = str(platform.state.path)
+        if key not in self._pck_docs:
+            leaf, chain = sim.pck_cert_pem(platform)
+            cert = platform.certs["pck"]
+            self._pck_docs[key] = pck_document(
+                leaf,
+                chain,
+                sim.pck_cert_tcbm(platform),
+                platform.identity.fmspc.hex(),
+                platform.identity.ca,
+                cert.not_valid_after_utc,
+                cert.not_valid_before_utc,
+            )
+        return self._pck_docs[key]
 
 
 __all__ = ["REISSUE", "SimulatedStore", "tcb_info_v2_json"]
