@@ -112,14 +112,15 @@ class TrustedRoot:
         if b"-----BEGIN CERTIFICATE-----" in data:
             try:
                 cert = x509.load_pem_x509_certificate(_PEM_CERT.findall(data)[0])
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, x509.InvalidVersion):
                 raise CollateralError("root CA: not a PEM certificate") from None
             data = cert.public_bytes(serialization.Encoding.DER)
         root = cls(bytes(data))
         try:
             cert = root.cert
             cert.verify_directly_issued_by(cert)
-        except (ValueError, TypeError, InvalidSignature):
+        # cryptography raises these two outside ValueError: unknown key OID, bad X.509 version
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm, x509.InvalidVersion):
             raise CollateralError("root CA: not a self-signed certificate") from None
         return root
 

@@ -1,0 +1,15 @@
+"""Every fuzz target by name (what ``python -m fuzz --target NAME`` runs)."""
+
+from __future__ import annotations
+
+from .t_abi import ABI, PCK, QUOTE
+from .t_json import ADMISSION, COLLATERAL, PCCS
+from .t_pki import PKI
+from .t_wire import FRAMES, REQUESTS
+from .target import Target
+
+TARGETS: dict[str, Target] = {
+    t.name: t for t in (FRAMES, REQUESTS, ABI, QUOTE, PCK, PKI, COLLATERAL, PCCS, ADMISSION)
+}
+
+__all__ = ["TARGETS", "Target"]

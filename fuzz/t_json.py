@@ -1,0 +1,283 @@
+"""Text and JSON targets: collateral (dcap-qvl JSON, raw PCS responses, TCB Info and QE Identity
+models), PCCS request parameters and Kubernetes AdmissionReview bodies.
+
+Invariant: parse, or raise CollateralError / ParseError (ours), never a KeyError, TypeError,
+RecursionError...; a webhook answer is always an allowed AdmissionReview response.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from functools import cache
+
+from hypothesis import strategies as st
+
+from sgx_quote_helper.k8s.webhook import OPT_IN_KEY, parse_review, review_response
+from sgx_quote_helper.pccs.resource import parse_resource
+from sgx_quote_helper.verify.collateral import from_pcs_responses, load_dcap_qvl_json
+from sgx_quote_helper.verify.qeidentity import QeIdentity
+from sgx_quote_helper.verify.tcbinfo import TcbInfo
+
+from .seeds import real_files
+from .target import Target, ours
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=16),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
+    max_leaves=16,
+)
+
+# ---------------------------------------------------------------- collateral
+
+COLLATERAL_MODES = ("dcap-qvl", "tcb-info", "qe-identity", "pcs")
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def check_collateral(data: bytes) -> int:
+    """Byte 0 picks the loader: dcap-qvl JSON (then its lazy TCB Info / QE Identity models), a TCB
+    Info or QE Identity body, or PCS responses (tcb body, issuer-chain header, QE identity body
+    separated by NUL bytes)."""
+    if not data:
+        return 1
+    mode, body = COLLATERAL_MODES[data[0] % len(COLLATERAL_MODES)], data[1:]
+    if mode == "dcap-qvl":
+        collateral = ours(load_dcap_qvl_json, body)
+        if collateral is not None:
+            ours(lambda c=collateral: c.tcb_info_model)
+            ours(lambda c=collateral: c.qe_identity_model)
+    elif mode == "tcb-info":
+        ours(TcbInfo.parse, _text(body))
+    elif mode == "qe-identity":
+        ours(QeIdentity.parse, _text(body))
+    else:
+        tcb, _, rest = body.partition(b"\x00")
+        chain, _, qe = rest.partition(b"\x00")
+        collateral = ours(
+            from_pcs_responses, tcb_info_response=tcb, tcb_info_issuer_chain=chain, qe_identity_response=qe
+        )
+        if collateral is not None:
+            ours(lambda c=collateral: c.tcb_info_model)
+            ours(lambda c=collateral: c.qe_identity_model)
+    return 1
+
+
+@cache
+def _qvl_objects() -> tuple[dict[str, object], ...]:
+    return tuple(json.loads(raw) for raw in real_files("*.dcap-qvl.json"))
+
+
+@cache
+def collateral_seeds() -> tuple[bytes, ...]:
+    """The real dcap-qvl collateral, its TCB Info / QE Identity bodies, the raw PCS responses."""
+    seeds = [b"\x00" + raw for raw in real_files("*.dcap-qvl.json")]
+    for obj in _qvl_objects():
+        if isinstance(obj.get("tcb_info"), str):
+            seeds.append(b"\x01" + str(obj["tcb_info"]).encode())
+        if isinstance(obj.get("qe_identity"), str):
+            seeds.append(b"\x02" + str(obj["qe_identity"]).encode())
+    tcbs, qes = real_files("tcb_info_v3_*.json"), real_files("qe_identity_*.json")
+    chains = real_files("tcb_info_issuer_chain.pem")
+    for tcb, qe, chain in zip(tcbs, qes, chains, strict=False):
+        seeds.append(b"\x03" + tcb + b"\x00" + chain + b"\x00" + qe)
+    return tuple(seeds)
+
+
+def _structured_collateral() -> st.SearchStrategy[bytes]:
+    objs = _qvl_objects()
+    if not objs:
+        return json_values.map(lambda v: b"\x00" + json.dumps(v).encode())
+
+    @st.composite
+    def mutate(draw: st.DrawFn) -> bytes:
+        obj = dict(draw(st.sampled_from(list(objs))))
+        which = draw(st.sampled_from(["outer", "tcb_info", "qe_identity"]))
+        if which == "outer":
+            obj[draw(st.sampled_from(sorted(obj)))] = draw(json_values)
+            return b"\x00" + json.dumps(obj).encode()
+        inner = json.loads(str(obj[which]))
+        if isinstance(inner, dict) and inner:
+            inner[draw(st.sampled_from(sorted(inner)))] = draw(json_values)
+        prefix = b"\x01" if which == "tcb_info" else b"\x02"
+        return prefix + json.dumps(inner).encode()
+
+    return mutate()
+
+
+COLLATERAL = Target(
+    "collateral",
+    "verify.collateral loaders (dcap-qvl JSON, raw PCS responses) and the TCB Info / QE Identity models",
+    check_collateral,
+    collateral_seeds,
+    max_size=8192,
+    extra=_structured_collateral,
+)
+
+# ---------------------------------------------------------------- PCCS request parameters
+
+
+def decode_pccs(data: bytes) -> tuple[str, list[tuple[str, str]]]:
+    """Raw bytes -> (path, query pairs): NUL-separated path, name, value, name, value..."""
+    parts = data.decode("utf-8", "replace").split("\x00")
+    path, rest = parts[0], parts[1:]
+    return path, [(rest[i], rest[i + 1] if i + 1 < len(rest) else "") for i in range(0, len(rest), 2)]
+
+
+def check_pccs(inp: tuple[str, list[tuple[str, str]]]) -> int:
+    """parse_resource answers a Resource, None (404) or ParseError; a Resource's canonical key
+    parses back to the same Resource."""
+    path, query = inp
+    length = sum(len(k) + len(v) + 2 for k, v in query)
+    resource = ours(parse_resource, path, query, length)
+    if resource is not None:
+        again = parse_resource(resource.path, resource.query(), 0)
+        assert again == resource, (resource, again)
+        assert resource.key.startswith(resource.path)
+    return 1
+
+
+def _pccs_raw(path: str, *pairs: tuple[str, str]) -> bytes:
+    return "\x00".join([path, *(x for p in pairs for x in p)]).encode()
+
+
+@cache
+def pccs_seeds() -> tuple[bytes, ...]:
+    """Every collateral path with valid parameters (Intel's PCS API v3/v4, SGX and TDX)."""
+    eppid, cpusvn = "ab" * 384, "0f" * 16
+    return (
+        _pccs_raw("/sgx/certification/v4/tcb", ("fmspc", "00906ED50000"), ("update", "early")),
+        _pccs_raw("/tdx/certification/v4/tcb", ("fmspc", "00806f050000")),
+        _pccs_raw("/sgx/certification/v3/tcb", ("fmspc", "00906ED50000")),
+        _pccs_raw("/sgx/certification/v4/qe/identity", ("update", "standard")),
+        _pccs_raw("/tdx/certification/v4/qe/identity"),
+        _pccs_raw("/sgx/certification/v4/qve/identity"),
+        _pccs_raw("/sgx/certification/v4/pckcrl", ("ca", "processor"), ("encoding", "der")),
+        _pccs_raw("/sgx/certification/v4/rootcacrl"),
+        _pccs_raw(
+            "/sgx/certification/v4/pckcert",
+            ("encrypted_ppid", eppid),
+            ("cpusvn", cpusvn),
+            ("pcesvn", "0e00"),
+            ("pceid", "0000"),
+            ("qeid", "11" * 16),
+        ),
+        _pccs_raw(
+            "/sgx/certification/v4/pckcert",
+            ("ppid", "22" * 16),
+            ("cpusvn", cpusvn),
+            ("pcesvn", "0e00"),
+            ("pceid", "0000"),
+        ),
+    )
+
+
+def _structured_pccs() -> st.SearchStrategy[tuple[str, list[tuple[str, str]]]]:
+    paths = st.sampled_from([decode_pccs(s)[0] for s in pccs_seeds()]) | st.text(max_size=40)
+    names = st.sampled_from(
+        ["fmspc", "update", "ca", "encoding", "encrypted_ppid", "ppid", "cpusvn", "pcesvn", "pceid", "qeid"]
+    ) | st.text(max_size=8)
+    values = st.text(alphabet="0123456789abcdefABCDEFxyz-", max_size=800) | st.text(max_size=20)
+    return st.tuples(paths, st.lists(st.tuples(names, values), max_size=7))
+
+
+PCCS = Target(
+    "pccs",
+    "pccs.resource.parse_resource (collateral paths and their query parameters)",
+    check_pccs,
+    pccs_seeds,
+    decode=decode_pccs,
+    max_size=2048,
+    extra=_structured_pccs,
+)
+
+# ---------------------------------------------------------------- AdmissionReview
+
+
+def check_admission(body: bytes) -> int:
+    """parse_review + review_response raise ParseError or answer an allowed review whose patch
+    (if any) is base64 JSON of a list of operations."""
+    review = ours(parse_review, body)
+    if review is None:
+        return 1
+    answer = ours(review_response, review)
+    if answer is None:
+        return 1
+    response = answer["response"]
+    assert response["allowed"] is True and response["uid"] == review["request"]["uid"]
+    if "patch" in response:
+        ops = json.loads(base64.b64decode(response["patch"]))
+        assert isinstance(ops, list) and all(isinstance(op, dict) and "op" in op for op in ops)
+    return 1
+
+
+def review(pod: object) -> dict[str, object]:
+    """An AdmissionReview v1 request for ``pod``."""
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "default",
+            "object": pod,
+        },
+    }
+
+
+def _pod(resources: object, annotations: object = None) -> dict[str, object]:
+    meta: dict[str, object] = {"name": "app"}
+    if annotations is not None:
+        meta["annotations"] = annotations
+    return {"metadata": meta, "spec": {"containers": [{"name": "app", "image": "x", "resources": resources}]}}
+
+
+@cache
+def admission_seeds() -> tuple[bytes, ...]:
+    """A pod requesting EPC, an opted-in pod, a plain pod, a non-pod review."""
+    epc = {"limits": {"kubernetes.azure.com/sgx_epc_mem_in_MiB": 10}}
+    pods = [
+        _pod(epc),
+        _pod({}, {OPT_IN_KEY: "true"}),
+        _pod({}),
+        _pod({"limits": {"sgx.intel.com/epc": "512Ki"}}),
+    ]
+    seeds = [json.dumps(review(p)).encode() for p in pods]
+    other = review({})
+    other["request"] = {"uid": "u-2", "kind": {"group": "apps", "kind": "Deployment"}, "object": {}}
+    return (*seeds, json.dumps(other).encode())
+
+
+def _structured_admission() -> st.SearchStrategy[bytes]:
+    epc = {"limits": {"kubernetes.azure.com/sgx_epc_mem_in_MiB": 10}}
+    spec = st.fixed_dictionaries({"containers": json_values | st.lists(json_values, max_size=3)})
+    pods = st.one_of(
+        json_values,
+        st.builds(lambda s: {"metadata": {}, "spec": s}, json_values | spec),
+        st.builds(lambda v: _pod(epc, v), json_values),
+        st.builds(
+            lambda v: {
+                **_pod(epc),
+                "spec": {
+                    "containers": [{"name": "a", "resources": epc, "env": v, "volumeMounts": v}],
+                    "volumes": v,
+                },
+            },
+            json_values,
+        ),
+    )
+    return pods.map(lambda p: json.dumps(review(p)).encode())
+
+
+ADMISSION = Target(
+    "admission",
+    "k8s.webhook parse_review + review_response (AdmissionReview v1 bodies)",
+    check_admission,
+    admission_seeds,
+    max_size=4096,
+    extra=_structured_admission,
+)
+
+__all__ = ["ADMISSION", "COLLATERAL", "PCCS", "json_values"]
