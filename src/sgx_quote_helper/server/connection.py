@@ -32,11 +32,21 @@ _PEERCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid
 _MAX_QUEUED_FRAMES = 8
 
 
+#: a thread-run call longer than this (wall clock) counts as slow whatever its CPU time (I/O waits)
+_WALL_IS_COST_ABOVE = 0.02
+
+
 def _timed(service: AesmService, request: m.Request) -> tuple[m.Request, m.Response | None, float]:
-    """Run in the engine thread: the answer and how long the engine work took."""
-    t0 = time.perf_counter()
+    """Run in the engine thread: the answer and the engine cost of the call.
+
+    The cost is the thread's CPU time, so that waiting for the GIL while the event loop runs does
+    not make a fast engine look slow; a call whose wall time exceeds 20 ms counts by wall time
+    (an engine waiting on a device or the network is slow however little CPU it uses).
+    """
+    w0, c0 = time.perf_counter(), time.thread_time()
     response = service.handle(request)
-    return request, response, time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
+    return request, response, wall if wall > _WALL_IS_COST_ABOVE else cpu
 
 
 class AesmConnection(asyncio.Protocol):
@@ -51,6 +61,7 @@ class AesmConnection(asyncio.Protocol):
         "_processing",
         "_queue",
         "_server",
+        "_slow",
         "frame_started",
         "last_activity",
         "served",
@@ -62,6 +73,7 @@ class AesmConnection(asyncio.Protocol):
         self._decoder = FrameDecoder(server.config.max_frame_size)
         self._queue: deque[bytes] = deque()
         self._processing = False
+        self._slow = False  # the request in the engine thread is not known to be fast
         self._closing = False
         self._paused = False
         self._logged = False
@@ -155,13 +167,15 @@ class AesmConnection(asyncio.Protocol):
                     srv.stats.busy += 1
                     self._reply(service.error_response(request, AesmStatus.BUSY))
                     continue
-                if srv.inline_ok(request):  # a fast engine and nothing queued: no thread hop
+                if srv.inline_ok(request):  # a fast engine, nothing slow queued: no thread hop
                     t0 = time.perf_counter()
                     response = service.handle(request)
                     srv.record_cost(request, time.perf_counter() - t0)
                     self._reply(response)
                     continue
                 srv.in_flight += 1
+                self._slow = not srv.known_fast(request)
+                srv.slow_in_flight += self._slow
                 self._processing = True
                 fut = srv.loop.run_in_executor(srv.executor, _timed, service, request)
                 fut.add_done_callback(self._engine_done)
@@ -181,6 +195,8 @@ class AesmConnection(asyncio.Protocol):
     def _engine_done(self, fut: asyncio.Future[tuple[m.Request, m.Response | None, float]]) -> None:
         srv = self._server
         srv.in_flight -= 1
+        srv.slow_in_flight -= self._slow
+        self._slow = False
         self._processing = False
         try:
             request, response, cost = fut.result()

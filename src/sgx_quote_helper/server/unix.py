@@ -68,6 +68,7 @@ class AesmServer:
         self.stats = ServerStats()
         self.connections: set[AesmConnection] = set()
         self.in_flight = 0
+        self.slow_in_flight = 0  # in-flight engine requests not known to be fast
         self.stopping = False
         self.identity: SocketIdentity | None = None
         self.previous: ProbeResult | None = None
@@ -154,11 +155,15 @@ class AesmServer:
                     )
                     self.request_stop("socket path taken over", unlink=False)
 
-    def inline_ok(self, request: m.Request) -> bool:
-        """Run this engine request on the loop? Only when nothing waits for the engine thread
-        and requests of this kind have recently taken less than ``inline_engine_below``."""
+    def known_fast(self, request: m.Request) -> bool:
+        """Requests of this kind have recently cost less than ``inline_engine_below``."""
         limit = self.config.inline_engine_below
-        return limit > 0 and self.in_flight == 0 and self._cost.get(type(request), limit) < limit
+        return limit > 0 and self._cost.get(type(request), limit) < limit
+
+    def inline_ok(self, request: m.Request) -> bool:
+        """Run this engine request on the loop? When it is known to be fast and no slow (or not yet
+        measured) request is in the engine thread, so the engine lock is held only briefly."""
+        return self.slow_in_flight == 0 and self.known_fast(request)
 
     def record_cost(self, request: m.Request, seconds: float) -> None:
         """Update the moving average of engine time for this kind of request."""
