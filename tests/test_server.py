@@ -412,3 +412,31 @@ def test_a_thousand_idle_connections_do_not_block_service(sock_dir: Path) -> Non
         finally:
             for c in conns:
                 c.close()
+
+
+def test_inline_policy_units() -> None:
+    from sgx_quote_helper.server.connection import _timed
+    from sgx_quote_helper.server.unix import AesmServer
+
+    cfg = ServerConfig(socket_path=Path("/tmp/unused.sock"), inline_engine_below=0.0005)
+    srv = AesmServer(AesmService(FakeEngine()), cfg)
+    quote, init = m.GetQuoteExRequest(), m.InitQuoteExRequest()
+    assert not srv.known_fast(quote)  # never measured: the engine thread first
+    srv.record_cost(quote, 0.0001)
+    srv.record_cost(init, 0.05)
+    assert srv.known_fast(quote) and not srv.known_fast(init)
+    srv.in_flight = 5  # fast requests in the engine thread do not force the thread
+    assert srv.inline_ok(quote)
+    srv.slow_in_flight = 1  # a slow one holds the engine lock: do not block the loop on it
+    assert not srv.inline_ok(quote)
+    for _ in range(30):  # the moving average follows a engine that became slow
+        srv.record_cost(quote, 0.01)
+    assert not srv.known_fast(quote)
+    srv.executor.shutdown()
+
+    class Sleeper:
+        def handle(self, request: m.Request) -> None:
+            time.sleep(0.03)  # an engine waiting on a device: little CPU, long wall time
+
+    _, _, cost = _timed(Sleeper(), quote)  # type: ignore[arg-type]
+    assert cost >= 0.03
