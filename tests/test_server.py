@@ -429,7 +429,7 @@ def test_inline_policy_units() -> None:
     assert srv.inline_ok(quote)
     srv.slow_in_flight = 1  # a slow one holds the engine lock: do not block the loop on it
     assert not srv.inline_ok(quote)
-    for _ in range(30):  # the moving average follows a engine that became slow
+    for _ in range(30):  # the moving average follows an engine that became slow
         srv.record_cost(quote, 0.01)
     assert not srv.known_fast(quote)
     srv.executor.shutdown()
@@ -440,3 +440,17 @@ def test_inline_policy_units() -> None:
 
     _, _, cost = _timed(Sleeper(), quote)  # type: ignore[arg-type]
     assert cost >= 0.03
+
+
+def test_reply_written_in_one_piece(sock_dir: Path) -> None:
+    """Open Enclave's legacy client reads the body with a single read(): prefix and body must be
+    written together, so the first read after the socket turns readable has the whole frame."""
+    import select
+
+    path = sock_dir / "aesm.socket"
+    with start(path), raw_connect(path) as s:
+        for i in range(20):
+            s.sendall(quote_frame(report(i), buf_size=5000))
+            select.select([s], [], [], 5)
+            data = s.recv(1 << 20)
+            assert len(data) >= 4 and len(data) == 4 + int.from_bytes(data[:4], "little")
