@@ -24,7 +24,8 @@ class ServerConfig:
             what controls access).
         backlog: ``listen()`` backlog (aesmd uses 32; bursts of one-connection-per-request clients
             need far more).
-        max_in_flight: engine requests queued or running before new ones are answered BUSY (18).
+        max_in_flight: engine requests queued for or running in the engine thread before new ones
+            are answered BUSY (18) (requests run inline on the loop never queue in the process).
         max_frame_size: the largest request body accepted (checked on the length prefix).
         idle_timeout: seconds a connection may sit idle between requests before we close it.
         read_timeout: seconds a client has to finish a request once it began sending it.
