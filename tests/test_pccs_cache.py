@@ -522,3 +522,51 @@ def test_refresh_policy_states() -> None:
     late = CacheEntry("k", doc, fetched_at=t0 + timedelta(days=29, hours=1))
     assert policy.state(late, t0 + timedelta(days=29, hours=2)) == "stale"  # within `ahead` of nextUpdate
     assert policy.state(entry, t0 + timedelta(days=30)) == "expired"  # nextUpdate is exclusive
+
+
+def test_crl_by_distribution_point_through_the_cache(tmp_path: Path) -> None:
+    from urllib.parse import quote
+
+    async def scenario() -> None:
+        async with Env(tmp_path) as env:
+            root_url = env.upstream + "/IntelSGXRootCA.der"
+            env.source.root_ca_crl_url = root_url  # the one non-Intel URL crl?uri= may fetch
+            path = f"/sgx/certification/v4/crl?uri={quote(root_url, safe='')}"
+            status, der, headers = await env.get(path)
+            assert status == 200 and headers["Content-Type"] == "application/pkix-crl"
+            assert der == bytes.fromhex(env.pcs.c["root_ca_crl"])  # raw DER
+            # the fake PCS has no /crl: asked first, then the distribution point itself
+            assert [h.split("?")[0] for h in env.pcs.hits] == [
+                "/sgx/certification/v4/crl",
+                "/IntelSGXRootCA.der",
+            ]
+            assert (await env.get(path))[1] == der
+            assert len(env.pcs.hits) == 2  # from the cache
+            # any other URL is never fetched for a client
+            evil = env.upstream + "/anything.crl"
+            status, _, _ = await env.get(f"/sgx/certification/v4/crl?uri={quote(evil, safe='')}")
+            assert status == 404
+            assert not any(h.startswith("/anything.crl") for h in env.pcs.hits)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("uri", "allowed"),
+    [
+        ("https://certificates.trustedservices.intel.com/IntelSGXRootCA.der", True),
+        ("https://certificates.trustedservices.intel.com/IntelSGXRootCA.crl", True),
+        ("https://api.trustedservices.intel.com/sgx/certification/v4/pckcrl?ca=processor&encoding=der", True),
+        ("https://x.az.sgxprod.adsdcsp.com/sgx/certification/v3/pckcrl?ca=platform", True),
+        ("https://certificates.trustedservices.intel.com.evil.example/IntelSGXRootCA.der", False),
+        ("https://evil.example/IntelSGXRootCA.der", False),
+        ("http://certificates.trustedservices.intel.com/IntelSGXRootCA.der", False),
+        ("https://api.trustedservices.intel.com/sgx/certification/v4/tcb?fmspc=00A067110000", False),
+        ("http://127.0.0.1:8080/admin", False),
+    ],
+)
+def test_crl_uri_allow_list(tmp_path: Path, uri: str, allowed: bool) -> None:
+    source = CachingSource(
+        CollateralCache(tmp_path / "c.db"), "http://pccs.invalid", RecordingGetter({}), Clock(PHALA_NOW)
+    )
+    assert source.crl_uri_allowed(uri) is allowed

@@ -3,6 +3,8 @@ with ParseError (or ``None`` for a path that is not a collateral path), never an
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,8 +18,7 @@ TCB = "/sgx/certification/v4/tcb"
 
 def _parse(url: str) -> Resource | None:
     path, _, query = url.partition("?")
-    pairs = [tuple(p.split("=", 1)) if "=" in p else (p, "") for p in query.split("&") if p]
-    return parse_resource(path, pairs, len(query))  # type: ignore[arg-type]
+    return parse_resource(path, parse_qsl(query, keep_blank_values=True), len(query), query)
 
 
 @pytest.mark.parametrize(
@@ -55,6 +56,14 @@ def _parse(url: str) -> Resource | None:
         (
             f"/sgx/certification/v4/pckcert?qeid={'ab' * 16}&cpusvn={'0a' * 16}&pcesvn=0d00&pceid=0000",
             f"/sgx/certification/v4/pckcert?cpusvn={'0A' * 16}&pcesvn=0D00&pceid=0000&qeid={'AB' * 16}",
+        ),
+        (
+            "/sgx/certification/v4/crl?uri=https%3A%2F%2Fcertificates.trustedservices.intel.com%2FIntelSGXRootCA.der",
+            "/sgx/certification/v4/crl?uri=https%3A%2F%2Fcertificates.trustedservices.intel.com%2FIntelSGXRootCA.der",
+        ),
+        (  # Intel's QCNL appends the distribution point unescaped: its ? and & belong to it
+            "/sgx/certification/v3/crl?uri=https://api.trustedservices.intel.com/sgx/certification/v4/pckcrl?ca=processor&encoding=der",
+            "/sgx/certification/v3/crl?uri=https%3A%2F%2Fapi.trustedservices.intel.com%2Fsgx%2Fcertification%2Fv4%2Fpckcrl%3Fca%3Dprocessor%26encoding%3Dder",
         ),
     ],
 )
@@ -103,6 +112,10 @@ def test_other_paths_are_not_collateral(url: str) -> None:
         f"/sgx/certification/v4/pckcert?ppid={'11' * 16}&encrypted_ppid={EPPID}&cpusvn={'0a' * 16}&pcesvn=0d00&pceid=0000",
         f"/sgx/certification/v4/pckcert?ppid={'11' * 16}&cpusvn={'0a' * 16}&pcesvn=0d00&pceid=0000&qeid=12",
         f"{TCB}?fmspc=00A067110000&pad={'a' * MAX_QUERY_LENGTH}",
+        "/sgx/certification/v4/crl",
+        "/sgx/certification/v4/crl?uri=",
+        "/sgx/certification/v4/crl?uri=ftp%3A%2F%2Fexample.com%2Fx.crl",
+        "/sgx/certification/v4/crl?uri=https%3A%2F%2Fexample.com%2Fa%20b.crl",
     ],
 )
 def test_bad_parameters_raise_parse_error(url: str) -> None:
@@ -120,7 +133,20 @@ def test_labels_and_encodings() -> None:
 
 
 _NAMES = st.sampled_from(
-    ["fmspc", "ca", "encoding", "update", "encrypted_ppid", "ppid", "cpusvn", "pcesvn", "pceid", "qeid", "x"]
+    [
+        "fmspc",
+        "ca",
+        "encoding",
+        "update",
+        "encrypted_ppid",
+        "ppid",
+        "cpusvn",
+        "pcesvn",
+        "pceid",
+        "qeid",
+        "uri",
+        "x",
+    ]
 )
 _PATHS = st.sampled_from(
     [
@@ -131,6 +157,7 @@ _PATHS = st.sampled_from(
         "/sgx/certification/v4/pckcrl",
         "/sgx/certification/v4/pckcert",
         "/sgx/certification/v4/rootcacrl",
+        "/sgx/certification/v4/crl",
     ]
 ) | st.text(max_size=60)
 
@@ -141,14 +168,19 @@ _PATHS = st.sampled_from(
     pairs=st.lists(
         st.tuples(
             _NAMES | st.text(max_size=8),
-            st.text(max_size=40) | st.text("0123456789abcdefABCDEF", max_size=34),
+            st.text(max_size=40)
+            | st.text("0123456789abcdefABCDEF", max_size=34)
+            | st.sampled_from(["https://h.example/IntelSGXRootCA.der", "http://h/p?ca=x&y=%26", "https://"])
+            | st.text(max_size=30).map(lambda t: "https://h/" + t),
         ),
         max_size=8,
     ),
+    encoded=st.booleans(),
 )
-def test_fuzz_parse_or_refuse(path: str, pairs: list[tuple[str, str]]) -> None:
+def test_fuzz_parse_or_refuse(path: str, pairs: list[tuple[str, str]], encoded: bool) -> None:
     try:
-        resource = parse_resource(path, pairs, sum(len(a) + len(b) + 2 for a, b in pairs))
+        raw = urlencode(pairs) if encoded else "&".join(f"{a}={b}" for a, b in pairs)  # as QCNL sends uri=
+        resource = parse_resource(path, pairs, len(raw), raw)
     except ParseError:
         return
     if resource is not None:

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from sgx_quote_helper.abi.keyid import AttKeyId
 from sgx_quote_helper.abi.quote import Quote
@@ -286,3 +287,24 @@ def test_a_clock_set_back_gets_documents_issued_before_it(sim: Sim) -> None:
     earlier = asyncio.run(store.get(resource)).document
     assert later is not None and earlier is not None and later.issue_date and earlier.issue_date
     assert earlier.issue_date <= clock.now < later.issue_date
+
+
+def test_crl_by_distribution_point(sim: Sim, url: str) -> None:
+    """``crl?uri=`` (what Intel's QCNL asks with "pccs_api_version": "3.1"): raw DER of the CRL the
+    distribution point names, escaped or not."""
+    from urllib.parse import quote
+
+    from sgx_quote_helper.engine import pki
+
+    root_hex = _get(f"{url}/sgx/certification/v4/rootcacrl")[1]
+    root_cdp = sim.a.certs["root"].extensions.get_extension_for_class(x509.CRLDistributionPoints)
+    cdp_url = root_cdp.value[0].full_name[0].value
+    status, der, headers = _get(f"{url}/sgx/certification/v4/crl?uri={quote(cdp_url, safe='')}")
+    assert status == 200 and headers["Content-Type"] == "application/pkix-crl"
+    assert x509.load_der_x509_crl(der).issuer == sim.a.certs["root"].subject
+    assert x509.load_der_x509_crl(der).public_bytes(Encoding.DER) == bytes.fromhex(root_hex.decode())
+    # the PCK CRL's distribution point, appended unescaped (its ? and & are part of the URI)
+    status, pck_der, _ = _get(f"{url}/sgx/certification/v3/crl?uri={pki.pck_crl_url('platform')}")
+    assert status == 200 and x509.load_der_x509_crl(pck_der).issuer == sim.c.certs["pck_ca"].subject
+    assert _get(f"{url}/sgx/certification/v4/crl?uri=https%3A%2F%2Fexample.com%2Fother.crl")[0] == 404
+    assert _get(f"{url}/sgx/certification/v4/crl?uri=ftp%3A%2F%2Fexample.com%2Fx.crl")[0] == 400

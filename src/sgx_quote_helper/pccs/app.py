@@ -99,7 +99,7 @@ async def _collateral(request: web.Request) -> web.Response:
     if len(raw_query) > MAX_QUERY_LENGTH:
         return _error(414, "uri-too-long", f"query string longer than {MAX_QUERY_LENGTH} characters")
     try:
-        resource = parse_resource(request.path, request.query.items(), len(raw_query))
+        resource = parse_resource(request.path, request.query.items(), len(raw_query), raw_query)
     except ParseError as exc:
         return _error(400, "bad-request", exc.reason)
     if resource is None:

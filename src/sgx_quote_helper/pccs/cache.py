@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,13 @@ API_KEY_HEADER = "Ocp-Apim-Subscription-Key"
 #: where Intel publishes the root CA CRL (the root certificate's CRL distribution point)
 INTEL_ROOT_CA_CRL_URL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
 INTEL_PCS_HOST = "api.trustedservices.intel.com"
+#: Intel's CRL distribution points (root CA CRL; PCK CRLs on PCS and Azure's proxies)
+_INTEL_CRL_URI = re.compile(
+    r"https://(?:[A-Za-z0-9-]*certificates\.trustedservices\.intel\.com|certprx\.adsdcsp\.com)"
+    r"/IntelSGXRootCA\.[A-Za-z]+"
+    r"|https://(?:[A-Za-z0-9-]*\.?api\.trustedservices\.intel\.com|[A-Za-z0-9-]+\.az\.sgx(?:prod|np)\.adsdcsp\.com)"
+    r"/sgx/certification/v[1-9][0-9]*/pckcrl\?[A-Za-z0-9=&]*"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collateral (
@@ -282,13 +290,17 @@ class CachingSource:
         headers = {"Accept": "*/*"}
         if key:
             headers[API_KEY_HEADER] = key
-        if resource.kind == "rootcacrl" and urlsplit(self.upstream).hostname == INTEL_PCS_HOST:
-            # Intel's PCS has no /rootcacrl: PCCS takes the CRL from the root's distribution point
-            reply = await self._request(resource, self.root_ca_crl_url, {"Accept": "*/*"})
-        else:
+        # Intel's PCS has neither /rootcacrl nor /crl: a PCCS takes those CRLs from the distribution point
+        direct = {"rootcacrl": self.root_ca_crl_url, "crl": resource.uri or ""}.get(resource.kind)
+        if direct is not None and resource.kind == "crl" and not self.crl_uri_allowed(direct):
+            direct = None  # never fetch an arbitrary URL for a client
+        reply = None
+        if direct is None or urlsplit(self.upstream).hostname != INTEL_PCS_HOST:
             reply = await self._request(resource, self.url_for(resource), headers)
-            if resource.kind == "rootcacrl" and reply.status == 404:  # an upstream PCS-like, not a PCCS
-                reply = await self._request(resource, self.root_ca_crl_url, {"Accept": "*/*"})
+        if direct is not None and (reply is None or reply.status in (400, 404)):  # upstream is PCS-like
+            reply = await self._request(resource, direct, {"Accept": "*/*"})
+        if reply is None:
+            reply = UpstreamReply(404, {}, b"")
         if reply.status == 404:
             self._report(resource, "not-found")
             return None
@@ -302,6 +314,11 @@ class CachingSource:
             raise
         self._report(resource, "ok")
         return document
+
+    def crl_uri_allowed(self, uri: str) -> bool:
+        """May ``crl?uri=`` fetch ``uri`` itself? Only Intel's CRL distribution points (the list
+        Intel's PCCS accepts) and the configured root CA CRL URL."""
+        return uri == self.root_ca_crl_url or _INTEL_CRL_URI.fullmatch(uri) is not None
 
     async def _request(self, resource: Resource, url: str, headers: Mapping[str, str]) -> UpstreamReply:
         try:

@@ -3,8 +3,8 @@ checks an upstream answer must pass before it is served or cached.
 
 The header names and encodings are Intel's (dcap-quote.md §3.4): issuer chains are URL-encoded PEM
 (leaf first, root last); ``/tcb`` says ``TCB-Info-Issuer-Chain`` in API v4 and
-``SGX-TCB-Info-Issuer-Chain`` in v3; ``/rootcacrl`` answers the DER CRL as hex text, as Intel's PCCS
-does. A document's ``next_update`` is when it stops being valid (TCB Info / QE Identity
+``SGX-TCB-Info-Issuer-Chain`` in v3; ``/rootcacrl`` answers the DER CRL as hex text and ``/crl?uri=``
+as raw DER, as Intel's PCCS does. A document's ``next_update`` is when it stops being valid (TCB Info / QE Identity
 ``nextUpdate``, a CRL's nextUpdate, a PCK certificate's notAfter).
 
 Nothing here does I/O or reads the clock.
@@ -115,7 +115,7 @@ def content_type(resource: Resource) -> str:
         return JSON
     if resource.kind == "pckcrl":
         return CRL if resource.der_crl else PEM
-    if resource.kind == "rootcacrl":
+    if resource.kind in ("rootcacrl", "crl"):
         return CRL
     return PEM
 
@@ -231,12 +231,14 @@ def upstream_document(resource: Resource, headers: Mapping[str, str], body: byte
         pem, signer = _chain(headers, (ENCLAVE_CHAIN,), what)
         _check_signature(signer, text, signature, what)
         return Document(body, JSON, ((ENCLAVE_CHAIN, encode_chain(pem)),), nxt, issue)
-    if resource.kind in ("pckcrl", "rootcacrl"):
+    if resource.kind in ("pckcrl", "rootcacrl", "crl"):
         der = crl_to_der(body, what)
         crl = _crl(der, what)
         assert crl.next_update_utc is not None
-        if resource.kind == "rootcacrl":
+        if resource.kind == "rootcacrl":  # hex text, as Intel's PCCS answers it
             return Document(der.hex().encode(), CRL, (), crl.next_update_utc, crl.last_update_utc)
+        if resource.kind == "crl":  # raw DER, as Intel's PCCS answers /crl?uri=
+            return Document(der, CRL, (), crl.next_update_utc, crl.last_update_utc)
         pem, issuer = _chain(headers, (PCK_CRL_CHAIN,), what)
         if not crl.is_signature_valid(_ec_key(issuer, what)):
             raise CollateralError(f"{what}: CRL signature does not verify with the issuer chain")

@@ -12,6 +12,8 @@ Paths (dcap-quote.md §3.4; Intel PCS API v3/v4 and PCCS)::
     /sgx/certification/v{3,4}/tcb?fmspc=<12 hex>[&update=standard|early]
     /sgx/certification/v{3,4}/qe/identity[?update=]     (also qve/identity)
     /sgx/certification/v{3,4}/rootcacrl                 (PCCS only: hex text of the DER CRL)
+    /sgx/certification/v{3,4}/crl?uri=<CRL distribution point>   (PCCS only: the DER CRL; what
+        Intel's QCNL asks for the root CA CRL with "pccs_api_version": "3.1")
     /tdx/certification/v4/tcb?fmspc=[&update=]
     /tdx/certification/v4/qe/identity[?update=]
 
@@ -25,25 +27,26 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, cast
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode, urlsplit
 
 from ..errors import ParseError
 
-Kind = Literal["pckcert", "pckcrl", "tcb", "qe_identity", "qve_identity", "rootcacrl"]
+Kind = Literal["pckcert", "pckcrl", "tcb", "qe_identity", "qve_identity", "rootcacrl", "crl"]
 Tee = Literal["sgx", "tdx"]
 
 #: longest query string accepted; an encrypted PPID (768 hex) plus the rest fits in ~900
 MAX_QUERY_LENGTH = 2048
 
 _HEX = re.compile(r"[0-9A-Fa-f]*")
+_RAW_URI = re.compile(r"uri=https?://", re.IGNORECASE)
 _PATH = re.compile(
-    r"/(sgx|tdx)/certification/v([34])/(pckcert|pckcrl|tcb|qe/identity|qve/identity|rootcacrl)"
+    r"/(sgx|tdx)/certification/v([34])/(pckcert|pckcrl|tcb|qe/identity|qve/identity|rootcacrl|crl)"
 )
 
 #: (tee, version) -> kinds served there; TDX exists in API v4 only, for TCB Info and QE Identity
 _KINDS: dict[tuple[str, int], frozenset[str]] = {
-    ("sgx", 3): frozenset({"pckcert", "pckcrl", "tcb", "qe_identity", "qve_identity", "rootcacrl"}),
-    ("sgx", 4): frozenset({"pckcert", "pckcrl", "tcb", "qe_identity", "qve_identity", "rootcacrl"}),
+    ("sgx", 3): frozenset({"pckcert", "pckcrl", "tcb", "qe_identity", "qve_identity", "rootcacrl", "crl"}),
+    ("sgx", 4): frozenset({"pckcert", "pckcrl", "tcb", "qe_identity", "qve_identity", "rootcacrl", "crl"}),
     ("tdx", 4): frozenset({"tcb", "qe_identity"}),
 }
 
@@ -72,6 +75,7 @@ class Resource:
     pcesvn: str | None = None
     pceid: str | None = None
     qeid: str | None = None
+    uri: str | None = None
 
     @property
     def path(self) -> str:
@@ -101,6 +105,8 @@ class Resource:
             out += [("fmspc", self.fmspc or ""), ("update", self.update)]
         elif self.kind in ("qe_identity", "qve_identity"):
             out.append(("update", self.update))
+        elif self.kind == "crl":
+            out.append(("uri", self.uri or ""))
         return out
 
     @property
@@ -162,13 +168,17 @@ def _choice(
     return low
 
 
-def parse_resource(path: str, query: Iterable[tuple[str, str]], query_length: int = 0) -> Resource | None:
+def parse_resource(
+    path: str, query: Iterable[tuple[str, str]], query_length: int = 0, raw_query: str | None = None
+) -> Resource | None:
     """Parse a request path and its decoded query parameters.
 
     Args:
         path: the URL path (no query), e.g. ``/sgx/certification/v4/tcb``.
         query: the decoded ``(name, value)`` pairs in order.
         query_length: length of the raw query string (refused above :data:`MAX_QUERY_LENGTH`).
+        raw_query: the raw query string, for ``crl?uri=``: Intel's QCNL appends the distribution
+            point unescaped, so a ``?`` or ``&`` inside it belongs to the URI, not to our query.
 
     Returns:
         The resource, or ``None`` if ``path`` is not a collateral path (the caller answers 404).
@@ -214,7 +224,22 @@ def parse_resource(path: str, query: Iterable[tuple[str, str]], query_length: in
         )
     if kind == "rootcacrl":
         return Resource(tee=t, version=version, kind="rootcacrl")
+    if kind == "crl":
+        return Resource(tee=t, version=version, kind="crl", uri=_crl_uri(params, raw_query))
     return _pckcert(t, version, params)
+
+
+def _crl_uri(params: Mapping[str, str], raw_query: str | None) -> str:
+    if raw_query is not None and _RAW_URI.match(raw_query):
+        uri = unquote(raw_query[4:])  # an unescaped URI: all of the rest is the URI
+    elif "uri" in params:
+        uri = params["uri"]
+    else:
+        raise _bad("missing parameter 'uri' (a CRL distribution point URL)")
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c in uri for c in " \t\r\n\0"):
+        raise _bad("parameter 'uri' must be an http(s) URL")
+    return uri
 
 
 def _pckcert(tee: Tee, version: int, params: Mapping[str, str]) -> Resource:

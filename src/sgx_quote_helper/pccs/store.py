@@ -13,7 +13,7 @@ served, provided the asked raw TCB is not below the certificate's TCB (PCS picks
 certificate at or below the raw TCB; a simulated platform has exactly one).
 
 All platforms served together must share one SIMULATED root CA and TCB signing certificate, and one
-PCK CA per CA type: ``/rootcacrl``, ``/pckcrl`` and ``/qe/identity`` name no platform.
+PCK CA per CA type: ``/rootcacrl``, ``/crl``, ``/pckcrl`` and ``/qe/identity`` name no platform.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -122,14 +123,20 @@ class SimulatedStore:
 
     async def get(self, resource: Resource, api_key: str | None = None) -> Lookup:
         """The document for ``resource`` (``None`` when no simulated platform has it)."""
-        now = self.clock()
+        document = self.document(resource, self.clock())
+        return Lookup(document, "simulated" if document is not None else "not-found")
+
+    def document(self, resource: Resource, now: datetime) -> Document | None:
+        """The current issue of ``resource``'s document at ``now`` (made again once it is due)."""
+        if resource.kind == "crl":  # the same CRL issue as /rootcacrl or /pckcrl, as raw DER
+            return self._crl_by_uri(resource, now)
         cached = self._docs.get(resource.key)
         if cached is not None and self._current(cached, now):
-            return Lookup(cached, "simulated")
+            return cached
         document = self.make(resource, now)
         if document is not None and resource.kind != "pckcert":
             self._docs[resource.key] = document
-        return Lookup(document, "simulated" if document is not None else "not-found")
+        return document
 
     def _current(self, document: Document, now: datetime) -> bool:
         """Issued no later than ``now`` (a clock set back gets new documents) and not yet due."""
@@ -156,6 +163,8 @@ class SimulatedStore:
             return self._json_document(resource, first, "enclaveIdentity", sim.qe_identity_json(now), chain)
         if resource.kind == "rootcacrl":
             return self._crl_document(resource, sim.root_ca_crl_der(first, now), b"")
+        if resource.kind == "crl":
+            return self._crl_by_uri(resource, now)
         if resource.kind == "pckcrl":
             platform = next((p for p in self.platforms if p.identity.ca == resource.ca), None)
             if platform is None:
@@ -175,6 +184,24 @@ class SimulatedStore:
             parse_time(obj["nextUpdate"], "nextUpdate"),
             parse_time(obj["issueDate"], "issueDate"),
         )
+
+    def _crl_by_uri(self, resource: Resource, now: datetime) -> Document | None:
+        """``crl?uri=``: the CRL a distribution point names, by its shape (``.../rootcacrl`` or
+        ``IntelSGXRootCA.*``: the root's; ``.../pckcrl?ca=X``: the X PCK CA's), as raw DER."""
+        parts = urlsplit(resource.uri or "")
+        name = parts.path.rsplit("/", 1)[-1]
+        if name == "rootcacrl" or name.startswith("IntelSGXRootCA."):
+            same = Resource(tee="sgx", version=4, kind="rootcacrl")
+        elif name == "pckcrl":
+            ca = dict(parse_qsl(parts.query)).get("ca", "").lower()
+            same = Resource(tee="sgx", version=4, kind="pckcrl", ca=ca, encoding="der")
+        else:
+            return None
+        document = self.document(same, now)
+        if document is None:
+            return None
+        der = bytes.fromhex(document.body.decode()) if same.kind == "rootcacrl" else document.body
+        return Document(der, CRL, (), document.next_update, document.issue_date)
 
     def _crl_document(self, resource: Resource, der: bytes, chain: bytes) -> Document:
         crl = x509.load_der_x509_crl(der)
