@@ -13,6 +13,7 @@ from functools import cache
 
 from hypothesis import strategies as st
 
+from sgx_quote_helper.doctor.qcnl import parse_qcnl
 from sgx_quote_helper.k8s.webhook import OPT_IN_KEY, parse_review, review_response
 from sgx_quote_helper.pccs.resource import parse_resource
 from sgx_quote_helper.verify.collateral import from_pcs_responses, load_dcap_qvl_json
@@ -27,6 +28,9 @@ json_values = st.recursive(
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
     max_leaves=16,
 )
+
+#: JSON nested deeper than the decoder's recursion limit
+DEEP = b"[" * 100_000
 
 # ---------------------------------------------------------------- collateral
 
@@ -83,6 +87,7 @@ def collateral_seeds() -> tuple[bytes, ...]:
     chains = real_files("tcb_info_issuer_chain.pem")
     for tcb, qe, chain in zip(tcbs, qes, chains, strict=False):
         seeds.append(b"\x03" + tcb + b"\x00" + chain + b"\x00" + qe)
+    seeds += [b"\x00" + DEEP, b"\x01" + DEEP, b"\x02" + DEEP, b"\x03" + DEEP]
     return tuple(seeds)
 
 
@@ -247,7 +252,7 @@ def admission_seeds() -> tuple[bytes, ...]:
     seeds = [json.dumps(review(p)).encode() for p in pods]
     other = review({})
     other["request"] = {"uid": "u-2", "kind": {"group": "apps", "kind": "Deployment"}, "object": {}}
-    return (*seeds, json.dumps(other).encode())
+    return (*seeds, json.dumps(other).encode(), DEEP, b'{"a":' * 20000)
 
 
 def _structured_admission() -> st.SearchStrategy[bytes]:
@@ -280,4 +285,36 @@ ADMISSION = Target(
     extra=_structured_admission,
 )
 
-__all__ = ["ADMISSION", "COLLATERAL", "PCCS", "json_values"]
+# ---------------------------------------------------------------- QCNL configuration (doctor)
+
+
+def check_qcnl(data: bytes) -> int:
+    """doctor.qcnl.parse_qcnl: JSON-with-comments or KEY=value, else ConfigError."""
+    conf = ours(parse_qcnl, data.decode("utf-8", "replace"))
+    if conf is not None:
+        assert conf.format in ("json", "key=value")
+        assert conf.pccs_url is None or isinstance(conf.pccs_url, str)
+    return 1
+
+
+@cache
+def qcnl_seeds() -> tuple[bytes, ...]:
+    """Intel's two formats (DCAP >= 1.13 JSON with comments; the older KEY=value)."""
+    return (
+        b'{\n  // PCCS server address\n  "pccs_url": "https://localhost:8081/sgx/certification/v4/",\n'
+        b'  /* self-signed */ "use_secure_cert": false,\n  "retry_times": 6,\n'
+        b'  "collateral_service": "https://api.trustedservices.intel.com/sgx/certification/v4/"\n}\n',
+        b"# PCCS server address\nPCCS_URL=https://localhost:8081/sgx/certification/v3/\nUSE_SECURE_CERT=FALSE\n",
+        b"{" + DEEP,
+    )
+
+
+QCNL = Target(
+    "qcnl",
+    "doctor.qcnl.parse_qcnl (sgx_default_qcnl.conf, JSON with comments or KEY=value)",
+    check_qcnl,
+    qcnl_seeds,
+    max_size=2048,
+)
+
+__all__ = ["ADMISSION", "COLLATERAL", "PCCS", "QCNL", "json_values"]

@@ -13,13 +13,14 @@ from fuzz.registry import TARGETS
 from fuzz.run import main, run_hypothesis, run_random
 from fuzz.t_wire import chunks, decode_frames_input
 from fuzz.target import Target
-from sgx_quote_helper.errors import CollateralError
+from sgx_quote_helper.errors import CollateralError, ParseError
+from sgx_quote_helper.k8s.webhook import parse_review
 from sgx_quote_helper.verify.chain import TrustedRoot
 from sgx_quote_helper.verify.roots import INTEL_SGX_ROOT_CA_DER
 
 from .conftest import REAL, ROOT
 
-EXPECTED = {"frames", "requests", "abi", "quote", "pck", "pki", "collateral", "pccs", "admission"}
+EXPECTED = {"frames", "requests", "abi", "quote", "pck", "pki", "collateral", "pccs", "admission", "qcnl"}
 
 
 def test_every_parser_of_outside_bytes_has_a_target() -> None:
@@ -108,3 +109,11 @@ def test_trusted_root_with_invalid_version_is_a_collateral_error() -> None:
     pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bad) + b"-----END CERTIFICATE-----\n"
     with pytest.raises(CollateralError, match="root CA"):
         TrustedRoot.load(pem)
+
+
+def test_admission_review_nested_too_deeply_is_a_parse_error() -> None:
+    """fuzz admission: parse_review let json's RecursionError escape (a 500 instead of a 400)."""
+    with pytest.raises(ParseError, match="nested too deeply"):
+        parse_review(b"[" * 100_000)
+    with pytest.raises(ParseError):
+        parse_review(b'{"a":' * 100_000)

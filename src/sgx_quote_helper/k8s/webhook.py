@@ -198,6 +198,8 @@ def parse_review(body: bytes) -> Any:
         raise ParseError("AdmissionReview", exc.start, "not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise ParseError("AdmissionReview", exc.pos, exc.msg) from None
+    except RecursionError:  # nesting deeper than the JSON decoder's stack (found by fuzz/ admission)
+        raise ParseError("AdmissionReview", 0, "JSON nested too deeply") from None
 
 
 def build_app(policy: InjectionPolicy | None = None) -> web.Application:
