@@ -210,6 +210,18 @@ def machine_busy() -> float:
     return (sum(f) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_idle(limit_cores: float, max_wait: float) -> float:
+    """Wait until the machine used less than ``limit_cores`` over one second (up to ``max_wait``
+    seconds); returns the last measured load in cores."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        a0, t0 = machine_busy(), time.monotonic()
+        time.sleep(1.0)
+        load = (machine_busy() - a0) / (time.monotonic() - t0)
+        if load < limit_cores or time.monotonic() >= deadline:
+            return load
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", default="1,64", help="comma-separated concurrency levels")
@@ -219,6 +231,13 @@ def main() -> None:
     ap.add_argument("--pin", action="store_true", help="daemon on core 0, load generator on core 1")
     ap.add_argument("--no-uvloop", dest="uvloop", action="store_false")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each run wait up to S seconds for the machine to be idle (< 0.3 cores busy)",
+    )
     args = ap.parse_args()
     if args.pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
@@ -230,6 +249,7 @@ def main() -> None:
         frame, reply_len = quote_request(sock, state)
         for clients in [int(c) for c in args.clients.split(",")]:
             for run in range(args.runs):
+                idle = wait_idle(0.3, args.wait_idle) if args.wait_idle > 0 else None
                 cpu0, me0, all0, t0 = (
                     cpu_times(proc.pid),
                     cpu_times(os.getpid()),
@@ -247,6 +267,7 @@ def main() -> None:
                 # CPU used by processes other than the daemon and this load generator (noise)
                 r["other_cpu_cores"] = max(0.0, (all1 - all0) - (cpu1 - cpu0) - (me1 - me0)) / (t1 - t0)
                 r["run"] = run + 1
+                r["machine_load_before_cores"] = idle
                 r["daemon_cpu_us_per_req"] = (
                     (cpu1 - cpu0) / max(1, r["requests"] * total / args.seconds) * 1e6
                 )
