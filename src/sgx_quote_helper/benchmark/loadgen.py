@@ -1,0 +1,391 @@
+"""The load generator: N concurrent clients of an AESM socket, spread over worker processes.
+
+:func:`run_load` starts ``processes`` worker processes (``spawn``; each runs its share of the
+clients as asyncio tasks on uvloop when available, over raw non-blocking sockets), starts them all
+at one instant of the system-wide monotonic clock, and merges their counts and latency samples.
+Load generation therefore scales with cores and is not what a benchmark of one daemon measures.
+
+Styles: ``aesmd`` opens a new connection per request (Intel's aesmd answers one request per
+connection; libsgx_quote_ex always does this); ``keepalive`` keeps one connection per client (our
+daemon allows it; Intel's does not). Requests are timed from connect to the last reply byte.
+A request counts when it completes inside the measured window (after ``warmup``); requests still
+running ``grace`` seconds after the end are cancelled and counted as ``timeout``.
+
+Workers are ``spawn``-ed, so a script calling :func:`run_load` needs the usual
+``if __name__ == "__main__":`` guard.
+
+This module does socket I/O and reads the clock: it is a measuring tool, above the client layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import os
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any, Literal
+
+from .timing import LatencySamples, LatencySummary
+from .workload import OK, TIMEOUT, TRANSPORT, Workload
+
+Style = Literal["aesmd", "keepalive"]
+STYLES: tuple[Style, ...] = ("aesmd", "keepalive")
+_HDR = struct.Struct("<I")
+_MAX_REPLY = 4 << 20
+#: how often workers report progress
+PROGRESS_INTERVAL = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """What to run. ``processes=None`` picks :func:`default_processes`; ``total_requests`` ends the
+    run after that many measured requests instead of after ``duration`` seconds."""
+
+    socket_path: str
+    workload: Workload
+    clients: int = 1
+    duration: float = 5.0
+    warmup: float = 0.5
+    style: Style = "aesmd"
+    processes: int | None = None
+    use_uvloop: bool = True
+    total_requests: int | None = None
+    grace: float = 15.0
+    cpu_affinity: frozenset[int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A live snapshot: seconds since the start, phase, measured answers so far, current rate."""
+
+    elapsed: float
+    phase: Literal["warmup", "measure", "drain"]
+    ok: int
+    errors: int
+    ok_per_s: float
+
+
+@dataclass
+class LoadResult:
+    """Merged outcome of a run. ``counts`` maps "ok" and error labels to measured requests."""
+
+    spec: LoadSpec
+    processes: int
+    window_s: float
+    counts: Counter[str]
+    latency: LatencySummary
+    event_loop: str
+    samples: LatencySamples = field(repr=False, default_factory=LatencySamples)
+
+    @property
+    def ok(self) -> int:
+        return self.counts.get(OK, 0)
+
+    @property
+    def requests(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return {k: v for k, v in sorted(self.counts.items()) if k != OK}
+
+    @property
+    def ok_per_s(self) -> float:
+        return self.ok / self.window_s if self.window_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON result of ``bench quote``."""
+        spec = self.spec
+        return {
+            "socket": spec.socket_path,
+            "request": spec.workload.kind,
+            "request_description": spec.workload.description,
+            "style": spec.style,
+            "clients": spec.clients,
+            "processes": self.processes,
+            "event_loop": self.event_loop,
+            "warmup_s": spec.warmup,
+            "window_s": round(self.window_s, 3),
+            "requests": self.requests,
+            "ok": self.ok,
+            "ok_per_s": round(self.ok_per_s, 1),
+            "quotes_per_s": round(self.ok_per_s, 1) if spec.workload.kind == "quote" else None,
+            "error_count": self.requests - self.ok,
+            "errors": self.errors,
+            "latency_us": self.latency.to_dict(),
+        }
+
+
+def default_processes(clients: int, cpus: int | None = None) -> int:
+    """Worker processes for ``clients``: half the CPUs (the other half is the daemon's), 1..8."""
+    n = cpus if cpus is not None else (os.cpu_count() or 1)
+    return max(1, min(clients, n // 2, 8))
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def run_load(spec: LoadSpec, on_progress: Callable[[Progress], None] | None = None) -> LoadResult:
+    """Run the load described by ``spec``; calls ``on_progress`` about every 0.25 s.
+
+    Raises:
+        RuntimeError: a worker process died or could not start.
+    """
+    if spec.clients < 1:
+        raise ValueError("clients must be >= 1")
+    nproc = min(spec.processes or default_processes(spec.clients), spec.clients)
+    shares = _split(spec.clients, nproc)
+    quotas = _split(spec.total_requests, nproc) if spec.total_requests else [None] * nproc
+    ctx = multiprocessing.get_context("spawn")
+    conns: list[Connection] = []
+    procs = []
+    try:
+        for share, quota in zip(shares, quotas, strict=True):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(child, spec, share, quota), daemon=True)
+            proc.start()
+            child.close()
+            conns.append(parent)
+            procs.append(proc)
+        for conn in conns:
+            try:
+                started = conn.poll(60) and conn.recv()[0] == "ready"
+            except (EOFError, OSError):
+                started = False
+            if not started:
+                raise RuntimeError(
+                    "a load-generator process did not start (is the caller's main module guarded?)"
+                )
+        start_ns = time.monotonic_ns() + 20_000_000
+        for conn in conns:
+            conn.send(("go", start_ns))
+        return _collect(spec, conns, start_ns, on_progress, nproc)
+    finally:
+        for proc in procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+        for conn in conns:
+            conn.close()
+
+
+def _collect(
+    spec: LoadSpec,
+    conns: list[Connection],
+    start_ns: int,
+    on_progress: Callable[[Progress], None] | None,
+    nproc: int,
+) -> LoadResult:
+    live: dict[int, tuple[int, int]] = {}
+    counts: Counter[str] = Counter()
+    samples = LatencySamples()
+    window_ns = 0
+    loop_name = "?"
+    pending = {id(c): c for c in conns}
+    last_ok, last_t = 0, time.monotonic()
+    while pending:
+        ready = wait(list(pending.values()), timeout=PROGRESS_INTERVAL)
+        for conn in ready:
+            assert isinstance(conn, Connection)
+            try:
+                msg = conn.recv()
+            except EOFError:
+                raise RuntimeError("a load-generator process died") from None
+            if msg[0] == "progress":
+                live[id(conn)] = (msg[1], msg[2])
+            elif msg[0] == "done":
+                _, worker_counts, raw, worker_window_ns, loop_name = msg
+                counts.update(worker_counts)
+                samples.merge(LatencySamples.from_bytes(raw))
+                window_ns = max(window_ns, worker_window_ns)
+                live[id(conn)] = (
+                    worker_counts.get(OK, 0),
+                    sum(worker_counts.values()) - worker_counts.get(OK, 0),
+                )
+                del pending[id(conn)]
+        if on_progress is not None:
+            ok = sum(v[0] for v in live.values())
+            errors = sum(v[1] for v in live.values())
+            now = time.monotonic()
+            elapsed = (time.monotonic_ns() - start_ns) / 1e9
+            phase: Literal["warmup", "measure", "drain"] = (
+                "warmup"
+                if elapsed < spec.warmup
+                else "measure"
+                if elapsed < spec.warmup + spec.duration
+                else "drain"
+            )
+            current = (ok - last_ok) / (now - last_t) if now > last_t else 0.0
+            last_ok, last_t = ok, now
+            on_progress(Progress(elapsed, phase, ok, errors, current))
+    window = window_ns / 1e9 if spec.total_requests else spec.duration
+    return LoadResult(spec, nproc, window, counts, samples.summary(), loop_name, samples)
+
+
+# ------------------------------------------------------------------ worker process
+
+
+def _worker_main(conn: Connection, spec: LoadSpec, clients: int, quota: int | None) -> None:
+    if spec.cpu_affinity and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, spec.cpu_affinity)
+    loop_name = "asyncio"
+    loop: asyncio.AbstractEventLoop
+    if spec.use_uvloop:
+        try:
+            import uvloop
+
+            loop, loop_name = uvloop.new_event_loop(), "uvloop"
+        except ImportError:
+            loop = asyncio.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        conn.send(("ready",))
+        _, start_ns = conn.recv()
+        worker = _Worker(spec, clients, quota, start_ns, conn)
+        loop.run_until_complete(worker.run())
+        conn.send(
+            (
+                "done",
+                dict(worker.counts),
+                worker.samples.to_bytes(),
+                worker.last_ns - worker.measure_ns,
+                loop_name,
+            )
+        )
+    finally:
+        loop.close()
+        conn.close()
+
+
+class _Worker:
+    def __init__(
+        self, spec: LoadSpec, clients: int, quota: int | None, start_ns: int, conn: Connection
+    ) -> None:
+        self.spec = spec
+        self.path = spec.socket_path
+        self.frame = spec.workload.frame
+        self.judge = spec.workload.judge
+        self.clients = clients
+        self.quota = quota
+        self.conn = conn
+        self.start_ns = start_ns
+        self.measure_ns = start_ns + int(spec.warmup * 1e9)
+        self.end_ns = math.inf if quota is not None else self.measure_ns + int(spec.duration * 1e9)
+        self.last_ns = self.measure_ns
+        self.counts: Counter[str] = Counter()
+        self.samples = LatencySamples()
+        self.measured = 0
+        self.stopping = False
+
+    def _record(self, t0: int, t1: int, label: str) -> bool:
+        """Record one finished request; False when the client should stop."""
+        if t1 < self.measure_ns:
+            return True
+        if t1 >= self.end_ns or self.stopping:
+            return False
+        self.samples.add(t1 - t0)
+        self.counts[label] += 1
+        self.measured += 1
+        self.last_ns = t1
+        if self.quota is not None and self.measured >= self.quota:
+            self.stopping = True
+            return False
+        return True
+
+    async def run(self) -> None:
+        delay = (self.start_ns - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        client = self._aesmd_client if self.spec.style == "aesmd" else self._keepalive_client
+        tasks = [asyncio.ensure_future(client()) for _ in range(self.clients)]
+        reporter = asyncio.ensure_future(self._report())
+        end = self.end_ns
+        timeout = None if end == math.inf else max(0.0, (end - time.monotonic_ns()) / 1e9) + self.spec.grace
+        _, stuck = await asyncio.wait(tasks, timeout=timeout)
+        for task in stuck:
+            task.cancel()
+            self.counts[TIMEOUT] += 1
+        if stuck:
+            await asyncio.wait(stuck)
+        reporter.cancel()
+        if self.quota is None:
+            self.last_ns = self.measure_ns + int(self.spec.duration * 1e9)
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            ok = self.counts.get(OK, 0)
+            self.conn.send(("progress", ok, sum(self.counts.values()) - ok))
+
+    async def _aesmd_client(self) -> None:
+        loop = asyncio.get_running_loop()
+        clock = time.monotonic_ns
+        while True:
+            t0 = clock()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, self.path)
+                await loop.sock_sendall(sock, self.frame)
+                label = self.judge(await _read_frame(loop, sock))
+            except (OSError, EOFError):
+                label = TRANSPORT
+            finally:
+                sock.close()
+            if not self._record(t0, clock(), label):
+                return
+
+    async def _keepalive_client(self) -> None:
+        loop = asyncio.get_running_loop()
+        clock = time.monotonic_ns
+        sock: socket.socket | None = None
+        try:
+            while True:
+                t0 = clock()
+                try:
+                    if sock is None:
+                        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                        sock.setblocking(False)
+                        await loop.sock_connect(sock, self.path)
+                    await loop.sock_sendall(sock, self.frame)
+                    label = self.judge(await _read_frame(loop, sock))
+                except (OSError, EOFError):
+                    label = TRANSPORT
+                    if sock is not None:
+                        sock.close()
+                    sock = None
+                if not self._record(t0, clock(), label):
+                    return
+        finally:
+            if sock is not None:
+                sock.close()
+
+
+async def _read_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+    """One length-prefixed reply body (raises EOFError if the peer closes early)."""
+    buf = b""
+    need = 4
+    while len(buf) < need:
+        chunk = await loop.sock_recv(sock, 65536)
+        if not chunk:
+            raise EOFError("closed before a whole reply")
+        buf += chunk
+        if need == 4 and len(buf) >= 4:
+            size = _HDR.unpack_from(buf)[0]
+            if size > _MAX_REPLY:
+                raise EOFError("reply frame too large")
+            need = 4 + size
+    return buf[4:need]
+
+
+__all__ = ["STYLES", "LoadResult", "LoadSpec", "Progress", "Style", "default_processes", "run_load"]

@@ -1,0 +1,146 @@
+"""What a benchmark ran on, and what a process costs: machine description and ``/proc`` readers.
+
+Numbers without the machine are meaningless, so every result carries :func:`describe_machine`
+(CPU count and model, memory, Python, library versions, uvloop and the protobuf backend, load
+average). :func:`rss_kib`, :func:`peak_rss_kib` and :func:`cpu_seconds` read a process's
+``/proc/PID/status`` and ``/proc/PID/stat`` (Linux); they return ``None`` where there is no ``/proc``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+#: the distributions whose versions go into a result
+LIBRARIES = ("sgx-quote-helper", "cryptography", "protobuf", "uvloop", "grpcio", "dcap-qvl", "rich", "click")
+
+
+def protobuf_backend() -> str:
+    """The protobuf runtime in use ("upb" is the fast one, "python" ~15x slower)."""
+    from google.protobuf.internal import api_implementation
+
+    return str(api_implementation.Type())
+
+
+def uvloop_version() -> str | None:
+    """uvloop's version when it can be imported, else ``None``."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return str(getattr(uvloop, "__version__", "?"))
+
+
+def _proc_field(path: Path, key: str) -> str | None:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere)."""
+    return _proc_field(Path("/proc/cpuinfo"), "model name") or platform.processor() or "unknown"
+
+
+def memory_mib() -> int | None:
+    """Total memory in MiB (MemTotal)."""
+    total = _proc_field(Path("/proc/meminfo"), "MemTotal")
+    return int(total.split()[0]) // 1024 if total else None
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15-minute load averages."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _status_kib(pid: int, key: str) -> int | None:
+    value = _proc_field(Path(f"/proc/{pid}/status"), key)
+    return int(value.split()[0]) if value else None
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size of ``pid`` in KiB (VmRSS), ``None`` if unknown."""
+    return _status_kib(pid, "VmRSS:")
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    """Peak resident set size of ``pid`` in KiB (VmHWM), ``None`` if unknown."""
+    return _status_kib(pid, "VmHWM:")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` (all its threads) in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that matter for the numbers (``None`` = absent)."""
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    try:
+        from cryptography.hazmat.backends.openssl.backend import backend
+
+        out["openssl (cryptography)"] = str(backend.openssl_version_text())
+    except Exception:  # pragma: no cover - backend layout differs across cryptography versions
+        out["openssl (cryptography)"] = None
+    return out
+
+
+def describe_machine() -> dict[str, Any]:
+    """Everything a reader needs to compare a result with another machine's."""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_mib": memory_mib(),
+        "kernel": platform.release(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "libraries": library_versions(),
+        "uvloop": uvloop_version(),
+        "protobuf_backend": protobuf_backend(),
+        "load_average": load_average(),
+    }
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """One line for a table caption: "2 x Intel Xeon ..., 23 GiB, CPython 3.11.7, ..."."""
+    libs = machine.get("libraries", {})
+    mem = machine.get("memory_mib")
+    mem_text = f"{mem / 1024:.0f} GiB" if mem else "? GiB"
+    return (
+        f"{machine.get('nproc')} CPUs ({machine.get('cpu_model')}), {mem_text} RAM, "
+        f"{machine.get('python')}, cryptography {libs.get('cryptography')}, protobuf "
+        f"{libs.get('protobuf')} ({machine.get('protobuf_backend')}), uvloop {machine.get('uvloop')}"
+    )
+
+
+__all__ = [
+    "cpu_model",
+    "cpu_seconds",
+    "describe_machine",
+    "library_versions",
+    "load_average",
+    "machine_line",
+    "memory_mib",
+    "peak_rss_kib",
+    "protobuf_backend",
+    "rss_kib",
+    "uvloop_version",
+]
