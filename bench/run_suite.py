@@ -41,8 +41,13 @@ from typing import Any
 
 from sgx_quote_helper.benchmark.ceilings import cmac_rate, ecdsa_sign_rate, engine_quote_latencies
 from sgx_quote_helper.benchmark.daemon import DaemonProcess
-from sgx_quote_helper.benchmark.loadgen import LoadSpec, run_load
-from sgx_quote_helper.benchmark.machine import describe_machine, load_average
+from sgx_quote_helper.benchmark.loadgen import LoadSpec, Progress, run_load
+from sgx_quote_helper.benchmark.machine import (
+    describe_machine,
+    load_average,
+    system_busy_seconds,
+    wait_until_quiet,
+)
 from sgx_quote_helper.benchmark.timing import rate
 from sgx_quote_helper.benchmark.verifier import VerifierBench
 from sgx_quote_helper.benchmark.workload import prepare_workload
@@ -57,11 +62,11 @@ CLIENT_LEVELS = (1, 16, 64)
 PROFILES: dict[str, dict[str, Any]] = {
     # seconds per measurement, repetitions, warm-up, quotes for the memory test, starts
     "full": {"ceiling_s": 3.0, "load_s": 5.0, "reps": 3, "warmup": 1.0, "verify_s": 2.0, "verify_series": 3,
-             "memory_quotes": 1_000_000, "memory_warmup": 20_000, "memory_chunks": 10, "starts": 5},
+             "memory_quotes": 1_000_000, "memory_warmup": 20_000, "memory_chunks": 10, "starts": 5, "quiet_wait": 30},
     "quick": {"ceiling_s": 1.0, "load_s": 2.0, "reps": 1, "warmup": 0.5, "verify_s": 1.0, "verify_series": 1,
-              "memory_quotes": 50_000, "memory_warmup": 5_000, "memory_chunks": 10, "starts": 3},
+              "memory_quotes": 50_000, "memory_warmup": 5_000, "memory_chunks": 10, "starts": 3, "quiet_wait": 10},
     "dry-run": {"ceiling_s": 0.1, "load_s": 0.3, "reps": 1, "warmup": 0.1, "verify_s": 0.1, "verify_series": 1,
-                "memory_quotes": 1_000, "memory_warmup": 200, "memory_chunks": 2, "starts": 1},
+                "memory_quotes": 1_000, "memory_warmup": 200, "memory_chunks": 2, "starts": 1, "quiet_wait": 0},
 }  # fmt: skip
 
 
@@ -93,6 +98,7 @@ class Suite:
         if self.daemon_cpus:
             os.sched_setaffinity(0, self.daemon_cpus)  # the daemon's core, one thread
         try:
+            gate = self.quiet()
             say("ceilings: ECDSA P-256 sign, AES-CMAC, in-process engine quote")
             sign = ecdsa_sign_rate(seconds)
             mac = cmac_rate(seconds)
@@ -106,16 +112,51 @@ class Suite:
             "aes_cmac_384B_per_s": round(mac, 1),
             "engine_quotes_per_s": round(1e6 / lat.mean_us, 1),
             "engine_latency_us": lat.to_dict(),
-        }
+            "pinned_cpus": sorted(self.daemon_cpus or []),
+        } | gate
 
     # -- 2, 3, 5. the daemon -------------------------------------------------------------------
 
-    def load(self, sock: Path, clients: int, style: str = "aesmd", **kw: Any) -> dict[str, Any]:
-        workload = prepare_workload(sock, "quote", state_dir=self.state)
-        spec = LoadSpec(str(sock), workload, clients=clients, duration=kw.pop("duration", self.p["load_s"]),
+    def quiet(self) -> dict[str, Any]:
+        """Wait (bounded) for the other workloads on the machine to calm down; say how it went."""
+        if self.p["quiet_wait"] <= 0:
+            return {}
+        quiet, waited, busy = wait_until_quiet(0.3, self.p["quiet_wait"])
+        if not quiet:
+            say(
+                f"  machine still busy ({busy:.2f} cores used by others) after {waited:.0f} s: measuring anyway"
+            )
+        return {"quiet_before": quiet, "busy_cores_before": round(busy, 2), "waited_s": round(waited, 1)}
+
+    def load(self, d: DaemonProcess, clients: int, style: str = "aesmd", **kw: Any) -> dict[str, Any]:
+        """One load run against ``d``, with the CPU the rest of the machine used meanwhile."""
+        workload = prepare_workload(d.socket_path, "quote", state_dir=self.state)
+        gate = self.quiet() if kw.pop("gate", True) else {}
+        spec = LoadSpec(str(d.socket_path), workload, clients=clients, duration=kw.pop("duration", self.p["load_s"]),
                         warmup=kw.pop("warmup", self.p["warmup"]), style=style,  # type: ignore[arg-type]
                         cpu_affinity=self.load_cpus, **kw)  # fmt: skip
-        return run_load(spec).to_dict()
+        marks: list[tuple[float, float, float, float]] = []
+
+        def mark(p: Progress) -> None:
+            if p.phase == "measure":
+                marks.append(
+                    (
+                        time.monotonic(),
+                        system_busy_seconds() or 0.0,
+                        d.cpu_seconds() or 0.0,
+                        time.process_time(),
+                    )
+                )
+
+        result = run_load(spec, mark)
+        out = result.to_dict() | gate
+        if len(marks) >= 2:
+            (t0, s0, d0, p0), (t1, s1, d1, p1) = marks[0], marks[-1]
+            span = t1 - t0
+            loadgen = result.load_cpu_s / (spec.warmup + result.window_s) if result.window_s else 0.0
+            out["daemon_cores"] = round((d1 - d0) / span, 2)
+            out["other_cores"] = round(max(0.0, (s1 - s0 - (d1 - d0) - (p1 - p0)) / span - loadgen), 2)
+        return out
 
     def service(self, use_uvloop: bool) -> dict[str, Any]:
         loop = "uvloop" if use_uvloop else "asyncio"
@@ -130,7 +171,7 @@ class Suite:
                     say(f"daemon ({loop}) aesmd style, {clients} clients, run {rep + 1}/{self.p['reps']}")
                     cpu0 = d.cpu_seconds() or 0.0
                     with RssSampler(d, peak):
-                        r = self.load(d.socket_path, clients)
+                        r = self.load(d, clients)
                     r["daemon_cpu_us_per_quote"] = round(((d.cpu_seconds() or 0.0) - cpu0) * 1e6 / max(1, r["ok"])
                                                          * self.p["load_s"] / (self.p["load_s"] + self.p["warmup"]), 1)  # fmt: skip
                     r["loadavg"] = load_average()
@@ -144,10 +185,14 @@ class Suite:
                     "errors": sum(r["error_count"] for r in runs),
                     "daemon_cpu_us_per_quote": best["daemon_cpu_us_per_quote"],
                     "rss_peak_kib": peak[0],
+                    "daemon_cores": best.get("daemon_cores"),
+                    "load_generator_cpu_us_per_request": best["load_generator_cpu_us_per_request"],
+                    "other_cores_runs": [r.get("other_cores") for r in runs],
+                    "runs": runs,
                 })  # fmt: skip
             if use_uvloop:
                 say("one client, keep-alive (no connection set-up per quote)")
-                out["one_client_keepalive"] = self.load(d.socket_path, 1, "keepalive")
+                out["one_client_keepalive"] = self.load(d, 1, "keepalive")
             out["rss_after_kib"] = d.rss_kib()
         return out
 
@@ -156,13 +201,13 @@ class Suite:
         chunks = self.p["memory_chunks"]
         with self.daemon("mem") as d:
             say(f"memory: {warm:,} warm-up quotes, then {total:,} quotes in {chunks} chunks (16 clients)")
-            self.load(d.socket_path, 16, total_requests=warm, warmup=0.0, duration=0.0)
+            self.load(d, 16, total_requests=warm, warmup=0.0, duration=0.0, gate=False)
             series = [{"quotes": 0, "rss_kib": d.rss_kib() or 0}]
             done = 0
             t0 = time.perf_counter()
             for _ in range(chunks):
                 n = total // chunks
-                r = self.load(d.socket_path, 16, total_requests=n, warmup=0.0, duration=0.0)
+                r = self.load(d, 16, total_requests=n, warmup=0.0, duration=0.0, gate=False)
                 done += r["ok"]
                 series.append({"quotes": done, "rss_kib": d.rss_kib() or 0, "errors": r["error_count"]})
                 say(f"  {done:,} quotes, RSS {series[-1]['rss_kib']:,} KiB")
@@ -181,6 +226,7 @@ class Suite:
 
     def startup(self) -> dict[str, Any]:
         times = []
+        gate = self.quiet()
         for i in range(self.p["starts"]):
             d = self.daemon(f"start{i}")
             try:
@@ -188,7 +234,10 @@ class Suite:
             finally:
                 d.stop()
         say(f"start-up to a served socket: {', '.join(f'{t * 1e3:.0f} ms' for t in times)}")
-        return {"seconds": [round(t, 3) for t in times], "median_s": round(statistics.median(times), 3)}
+        return {
+            "seconds": [round(t, 3) for t in times],
+            "median_s": round(statistics.median(times), 3),
+        } | gate
 
     # -- 4. the verifier -------------------------------------------------------------------------
 
@@ -212,6 +261,7 @@ class Suite:
             pass
         series: dict[str, list[float]] = {k: [] for k in fns}
         for i in range(self.p["verify_series"]):
+            self.quiet()
             say(f"verifier series {i + 1}/{self.p['verify_series']}: cold, warm, dcap-qvl (interleaved)")
             for k, fn in fns.items():
                 series[k].append(rate(fn, self.p["verify_s"])[0])

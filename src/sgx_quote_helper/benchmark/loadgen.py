@@ -26,7 +26,7 @@ import os
 import socket
 import struct
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -82,6 +82,8 @@ class LoadResult:
     counts: Counter[str]
     latency: LatencySummary
     event_loop: str
+    #: CPU seconds the load-generator processes used (warm-up included)
+    load_cpu_s: float = 0.0
     samples: LatencySamples = field(repr=False, default_factory=LatencySamples)
 
     @property
@@ -99,6 +101,12 @@ class LoadResult:
     @property
     def ok_per_s(self) -> float:
         return self.ok / self.window_s if self.window_s > 0 else 0.0
+
+    def _load_cpu_per_request(self) -> float:
+        # the CPU time covers warm-up + window; scale the measured requests to that span
+        if self.window_s <= 0 or not self.requests:
+            return 0.0
+        return self.load_cpu_s / (self.requests * (self.spec.warmup + self.window_s) / self.window_s)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON result of ``bench quote``."""
@@ -120,6 +128,8 @@ class LoadResult:
             "error_count": self.requests - self.ok,
             "errors": self.errors,
             "latency_us": self.latency.to_dict(),
+            "load_generator_cpu_s": round(self.load_cpu_s, 3),
+            "load_generator_cpu_us_per_request": round(self._load_cpu_per_request() * 1e6, 1),
         }
 
 
@@ -189,9 +199,11 @@ def _collect(
     counts: Counter[str] = Counter()
     samples = LatencySamples()
     window_ns = 0
+    cpu_s = 0.0
     loop_name = "?"
     pending = {id(c): c for c in conns}
-    last_ok, last_t = 0, time.monotonic()
+    history: deque[tuple[float, int]] = deque([(time.monotonic(), 0)])
+    current = 0.0
     while pending:
         ready = wait(list(pending.values()), timeout=PROGRESS_INTERVAL)
         for conn in ready:
@@ -203,7 +215,8 @@ def _collect(
             if msg[0] == "progress":
                 live[id(conn)] = (msg[1], msg[2])
             elif msg[0] == "done":
-                _, worker_counts, raw, worker_window_ns, loop_name = msg
+                _, worker_counts, raw, worker_window_ns, loop_name, worker_cpu = msg
+                cpu_s += worker_cpu
                 counts.update(worker_counts)
                 samples.merge(LatencySamples.from_bytes(raw))
                 window_ns = max(window_ns, worker_window_ns)
@@ -221,14 +234,18 @@ def _collect(
                 "warmup"
                 if elapsed < spec.warmup
                 else "measure"
-                if elapsed < spec.warmup + spec.duration
+                if spec.total_requests or elapsed < spec.warmup + spec.duration
                 else "drain"
             )
-            current = (ok - last_ok) / (now - last_t) if now > last_t else 0.0
-            last_ok, last_t = ok, now
+            history.append((now, ok))
+            while len(history) > 2 and now - history[1][0] >= 1.0:
+                history.popleft()
+            t0, ok0 = history[0]
+            if now - t0 >= 0.2:  # a rate over at least 0.2 s (reports arrive in bursts)
+                current = (ok - ok0) / (now - t0)
             on_progress(Progress(elapsed, phase, ok, errors, current))
     window = window_ns / 1e9 if spec.total_requests else spec.duration
-    return LoadResult(spec, nproc, window, counts, samples.summary(), loop_name, samples)
+    return LoadResult(spec, nproc, window, counts, samples.summary(), loop_name, cpu_s, samples)
 
 
 # ------------------------------------------------------------------ worker process
@@ -252,16 +269,11 @@ def _worker_main(conn: Connection, spec: LoadSpec, clients: int, quota: int | No
         conn.send(("ready",))
         _, start_ns = conn.recv()
         worker = _Worker(spec, clients, quota, start_ns, conn)
+        cpu0 = time.process_time()
         loop.run_until_complete(worker.run())
-        conn.send(
-            (
-                "done",
-                dict(worker.counts),
-                worker.samples.to_bytes(),
-                worker.last_ns - worker.measure_ns,
-                loop_name,
-            )
-        )
+        cpu = time.process_time() - cpu0
+        window_ns = worker.last_ns - worker.measure_ns
+        conn.send(("done", dict(worker.counts), worker.samples.to_bytes(), window_ns, loop_name, cpu))
     finally:
         loop.close()
         conn.close()

@@ -9,8 +9,10 @@ average). :func:`rss_kib`, :func:`peak_rss_kib` and :func:`cpu_seconds` read a p
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,39 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def system_busy_seconds() -> float | None:
+    """CPU seconds all CPUs have spent busy (not idle/iowait) since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_quiet(
+    threshold_cores: float, max_wait: float, sample: float = 1.0
+) -> tuple[bool, float, float]:
+    """Wait until the whole machine uses at most ``threshold_cores`` over one ``sample`` window
+    (call it while your own processes are idle), for at most ``max_wait`` seconds.
+
+    Returns ``(quiet, seconds_waited, busy_cores_in_last_window)``.
+    """
+    start = time.monotonic()
+    busy = math.inf
+    while True:
+        before = system_busy_seconds()
+        time.sleep(sample)
+        after = system_busy_seconds()
+        if before is None or after is None:
+            return False, time.monotonic() - start, math.nan
+        busy = (after - before) / sample
+        waited = time.monotonic() - start
+        if busy <= threshold_cores or waited >= max_wait:
+            return busy <= threshold_cores, waited, busy
+
+
 def library_versions() -> dict[str, str | None]:
     """Installed versions of the libraries that matter for the numbers (``None`` = absent)."""
     out: dict[str, str | None] = {}
@@ -142,5 +177,7 @@ __all__ = [
     "peak_rss_kib",
     "protobuf_backend",
     "rss_kib",
+    "system_busy_seconds",
     "uvloop_version",
+    "wait_until_quiet",
 ]

@@ -42,14 +42,14 @@ class LiveProgress:
         """Show one snapshot."""
         if self._live is None:
             return
-        width = 24
+        width = 12
         done = min(1.0, max(0.0, p.elapsed / self.total)) if self.total > 0 else 0.0
         bar = "█" * int(done * width) + "·" * (width - int(done * width))
         line = Text.assemble(
-            (f"{p.phase:8s} ", "bold cyan"),
-            f"{bar} {p.elapsed:6.1f}/{self.total:g} s  ",
+            (f"{p.phase:7s} ", "bold cyan"),
+            f"{bar} {p.elapsed:5.1f}/{self.total:g} s ",
             (f"{p.ok_per_s:9,.0f} {self.unit}/s", "bold green"),
-            f"  {p.ok:,} ok  ",
+            f" {p.ok:,} ok ",
             (f"{p.errors:,} errors", "bold red" if p.errors else "dim"),
         )
         self._live.update(line)
