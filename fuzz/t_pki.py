@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from sgx_quote_helper.abi.quote import parse_quote
+from sgx_quote_helper.cli.inspect_cmd import pck_fields
 from sgx_quote_helper.verify import chain as ch
 from sgx_quote_helper.verify import steps
 from sgx_quote_helper.verify.collateral import decode_issuer_chain
@@ -25,7 +26,7 @@ from .target import Target, ours
 
 #: a fixed "now" (checks take time as a parameter; the fuzz run reads no clock)
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
-MODES = ("leaf", "ca", "pem", "crl", "root", "header")
+MODES = ("leaf", "ca", "pem", "crl", "root", "header", "inspect-leaf")
 
 
 def pem(der: bytes) -> bytes:
@@ -55,7 +56,7 @@ def _chain_with(position: int, der: bytes) -> bytes:
 
 def check_pki(data: bytes) -> int:
     """Byte 0 picks what the rest is: a PCK leaf or PCK CA (DER, placed in the real chain), PEM
-    text, a DER CRL, a trusted root, or an issuer-chain header."""
+    text, a DER CRL, a trusted root, an issuer-chain header, or a PCK leaf for ``inspect``."""
     if not data:
         return 1
     mode, body = MODES[data[0] % len(MODES)], data[1:]
@@ -76,8 +77,10 @@ def check_pki(data: bytes) -> int:
         root = ours(ch.TrustedRoot.load, body)
         if root is not None:
             root.sha256  # noqa: B018
-    else:
+    elif mode == "header":
         ours(decode_issuer_chain, body.decode("latin-1"))
+    else:  # what ``sgx-quote-helper inspect`` decodes from a quote's PCK chain
+        ours(pck_fields, _chain_with(0, body))
     return 1
 
 
@@ -88,6 +91,7 @@ def pki_seeds() -> tuple[bytes, ...]:
 
     chain = real_chain()
     seeds = [bytes([i]) + der for i, der in enumerate(chain[:2])]
+    seeds += [bytes([6]) + der for der in chain[:1]]
     if chain:
         seeds.append(bytes([2]) + b"".join(pem(d) for d in chain))
         seeds.append(bytes([4]) + chain[-1])
@@ -102,7 +106,8 @@ def pki_seeds() -> tuple[bytes, ...]:
 
 PKI = Target(
     "pki",
-    "verify PCK chain loader/checks, CRL loader, trusted root, issuer-chain headers (mutated real DER)",
+    "verify PCK chain loader/checks, CRL loader, trusted root, issuer-chain headers, inspect's PCK "
+    "decoder (mutated real DER)",
     check_pki,
     pki_seeds,
     max_size=4096,

@@ -11,11 +11,14 @@ from cryptography import x509
 
 from fuzz.registry import TARGETS
 from fuzz.run import main, run_hypothesis, run_random
+from fuzz.t_pki import pem, real_chain
 from fuzz.t_wire import chunks, decode_frames_input
 from fuzz.target import Target
-from sgx_quote_helper.errors import CollateralError, ParseError
+from sgx_quote_helper.cli.inspect_cmd import pck_fields
+from sgx_quote_helper.errors import CollateralError, ParseError, VerificationError
 from sgx_quote_helper.k8s.webhook import parse_review
-from sgx_quote_helper.verify.chain import TrustedRoot
+from sgx_quote_helper.verify.chain import TrustedRoot, sgx_extensions
+from sgx_quote_helper.verify.fetch import _fmspc_and_ca
 from sgx_quote_helper.verify.roots import INTEL_SGX_ROOT_CA_DER
 
 from .conftest import REAL, ROOT
@@ -117,3 +120,38 @@ def test_admission_review_nested_too_deeply_is_a_parse_error() -> None:
         parse_review(b"[" * 100_000)
     with pytest.raises(ParseError):
         parse_review(b'{"a":' * 100_000)
+
+
+def _leaf_with_duplicate_extension() -> tuple[bytes, bytes]:
+    """(leaf DER whose authorityKeyIdentifier is re-labelled subjectKeyIdentifier, chain PEM)."""
+    chain = real_chain()
+    if not chain:
+        pytest.skip("real vectors not present")
+    aki, ski = bytes.fromhex("0603551d23"), bytes.fromhex("0603551d0e")
+    assert chain[0].count(aki) == 1
+    leaf = chain[0].replace(aki, ski)
+    return leaf, b"".join(pem(d) for d in (leaf, *chain[1:]))
+
+
+def test_duplicate_extension_in_a_pck_leaf_is_our_error() -> None:
+    """fuzz pki: cryptography's DuplicateExtension (not a ValueError) escaped sgx_extensions (so
+    ``verify --pccs`` crashed on such a quote before any signature check) and ``inspect``."""
+    leaf_der, chain_pem = _leaf_with_duplicate_extension()
+    leaf = x509.load_der_x509_certificate(leaf_der)
+    with pytest.raises(VerificationError) as info:
+        sgx_extensions(leaf, 3)
+    assert info.value.reason == "pck-cert-malformed"
+    with pytest.raises(CollateralError, match="PCK chain"):
+        _fmspc_and_ca(chain_pem)
+    with pytest.raises(ParseError, match="malformed PCK certificate"):
+        pck_fields(chain_pem)
+
+
+def test_inspect_pck_fields_with_invalid_version_is_a_parse_error() -> None:
+    """fuzz pki: x509.InvalidVersion escaped ``inspect``'s PCK decoder."""
+    chain = real_chain()
+    if not chain:
+        pytest.skip("real vectors not present")
+    leaf = chain[0].replace(bytes.fromhex("a003020102"), bytes.fromhex("a003020122"), 1)
+    with pytest.raises(ParseError):
+        pck_fields(b"".join(pem(d) for d in (leaf, *chain[1:])))

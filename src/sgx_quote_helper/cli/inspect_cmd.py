@@ -28,7 +28,23 @@ _CERT_TYPE_NAMES = {
 
 
 def pck_fields(chain_pem: bytes) -> dict[str, Any]:
-    """Decode the PCK leaf's SGX extension and the issuer CN from a PEM chain."""
+    """Decode the PCK leaf's SGX extension and the issuer CN from a PEM chain.
+
+    Raises:
+        ParseError: the chain or a lazily decoded field of the leaf is malformed.
+    """
+    from cryptography import x509
+
+    try:
+        return _pck_fields(chain_pem)
+    except ParseError:
+        raise
+    # cryptography decodes certificate fields lazily; these escaped before (found by fuzz/ pki)
+    except (ValueError, x509.DuplicateExtension, x509.InvalidVersion) as exc:
+        raise ParseError("PckCertChain", 0, f"malformed PCK certificate: {exc}") from None
+
+
+def _pck_fields(chain_pem: bytes) -> dict[str, Any]:
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 

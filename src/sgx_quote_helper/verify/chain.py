@@ -69,7 +69,7 @@ def malformed(step: int, what: str) -> Iterator[None]:
     """Turn a lazily-decoded certificate field that does not parse into '<what>-malformed'."""
     try:
         yield
-    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension) as exc:
         if isinstance(exc, VerificationError):
             raise
         raise VerificationError(step, f"{what}-malformed", str(exc)) from None
@@ -228,7 +228,7 @@ def sgx_extensions(leaf: x509.Certificate, step: int) -> SgxExtensions:
         ext = leaf.extensions.get_extension_for_oid(_SGX_EXT).value
     except x509.ExtensionNotFound:
         raise VerificationError(step, "pck-sgx-extension-missing") from None
-    except ValueError as exc:
+    except (ValueError, x509.DuplicateExtension) as exc:  # DuplicateExtension: found by fuzz/ pki
         raise VerificationError(step, "pck-cert-malformed", str(exc)) from None
     raw = getattr(ext, "value", None)
     if not isinstance(raw, bytes):
