@@ -6,6 +6,7 @@ Invariant: parse, or raise ParseError; whatever parses re-encodes to exactly the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -17,6 +18,7 @@ from sgx_quote_helper.abi.pck import SGX_EXTENSION_OID, SgxExtensions
 from sgx_quote_helper.abi.quote import QuoteHeader, parse_quote
 from sgx_quote_helper.abi.report import Attributes, Report, ReportBody, TargetInfo
 from sgx_quote_helper.abi.tdreport import TdReport10, TdReport15
+from sgx_quote_helper.cli.inspect_cmd import summarize
 
 from .seeds import real_quotes
 from .target import Target, ours
@@ -92,12 +94,15 @@ def check_quote(data: bytes) -> int:
     ours(cert.certification_data.pck_chain_pem)
     ours(cert.certification_data.qe_report_certification)
     ours(cert.certification_data.encrypted_ppid)
+    summary = ours(summarize, quote)  # what ``inspect --json`` prints
+    if summary is not None:
+        json.dumps(summary)
     return 1
 
 
 QUOTE = Target(
     "quote",
-    "abi.quote.parse_quote (v3 SGX, v4/v5 TDX) and the certification data accessors",
+    "abi.quote.parse_quote (v3 SGX, v4/v5 TDX), the certification data accessors, inspect's summary",
     check_quote,
     real_quotes,
     max_size=12000,

@@ -64,9 +64,17 @@ _STYLE = {
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
+    default=15.0,
+    show_default=True,
+    help="Seconds for each daemon call (Intel's client waits 15; a first InitQuoteEx on hardware "
+    "loads the quoting enclaves).",
+)
+@click.option(
+    "--http-timeout",
+    type=click.FloatRange(min=0, min_open=True),
     default=5.0,
     show_default=True,
-    help="Seconds for each daemon call and the PCCS request.",
+    help="Seconds for the PCCS request.",
 )
 def doctor(
     socket_path: Path | None,
@@ -77,6 +85,7 @@ def doctor(
     qcnl_conf: Path,
     lib_dirs: tuple[Path, ...],
     timeout: float,
+    http_timeout: float,
 ) -> None:
     """Check what out-of-process quoting needs, explain what is wrong and how to fix it.
 
@@ -119,7 +128,7 @@ def doctor(
         pccs_url=pccs_url,
         lib_dirs=tuple(lib_dirs) + DEFAULT_LIB_DIRS,
         timeout=timeout,
-        http_timeout=timeout,
+        http_timeout=http_timeout,
     )
     report = run_checks(options)
     if as_json:

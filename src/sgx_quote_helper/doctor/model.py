@@ -43,8 +43,8 @@ class DoctorOptions:
     qcnl_conf: Path = DEFAULT_QCNL_CONF
     pccs_url: str | None = None
     lib_dirs: tuple[Path, ...] = DEFAULT_LIB_DIRS
-    timeout: float = 5.0
-    http_timeout: float = 3.0
+    timeout: float = 15.0
+    http_timeout: float = 5.0
 
 
 class Status(StrEnum):
