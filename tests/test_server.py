@@ -454,3 +454,36 @@ def test_reply_written_in_one_piece(sock_dir: Path) -> None:
             select.select([s], [], [], 5)
             data = s.recv(1 << 20)
             assert len(data) >= 4 and len(data) == 4 + int.from_bytes(data[:4], "little")
+
+
+def test_client_that_never_reads_cannot_make_us_buffer_without_bound(sock_dir: Path) -> None:
+    path = sock_dir / "aesm.socket"
+    with start(path, idle_timeout=30.0, read_timeout=30.0) as d, raw_connect(path) as s:
+        s.setblocking(False)
+        frame = quote_frame(report(1), buf_size=8192)
+        sent = 0
+        stuck = 0
+        while sent < 3000 and stuck < 50:  # stop when the kernel buffers are full both ways
+            try:
+                s.sendall(frame)
+                sent += 1
+                stuck = 0
+            except BlockingIOError:
+                stuck += 1
+                time.sleep(0.01)  # give the server time to (not) read more
+        assert d.server is not None
+        (conn,) = d.server.connections
+        assert conn.transport is not None
+        assert sent < 3000  # the server stopped reading: our sends blocked
+        assert conn.transport.get_write_buffer_size() < 1 << 20
+        # and once we read, it carries on
+        s.setblocking(True)
+        s.settimeout(5)
+        got = 0
+        buf = b""
+        while got < sent:
+            buf += s.recv(1 << 20)
+            while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "little"):
+                buf = buf[4 + int.from_bytes(buf[:4], "little") :]
+                got += 1
+        assert got == sent

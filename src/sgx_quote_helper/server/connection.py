@@ -56,12 +56,13 @@ class AesmConnection(asyncio.Protocol):
         "_closing",
         "_decoder",
         "_logged",
-        "_paused",
         "_peer",
         "_processing",
         "_queue",
+        "_read_paused",
         "_server",
         "_slow",
+        "_write_blocked",
         "frame_started",
         "last_activity",
         "served",
@@ -75,7 +76,8 @@ class AesmConnection(asyncio.Protocol):
         self._processing = False
         self._slow = False  # the request in the engine thread is not known to be fast
         self._closing = False
-        self._paused = False
+        self._read_paused = False
+        self._write_blocked = False  # the peer does not read our replies (transport above high-water)
         self._logged = False
         self._peer: tuple[int, int, int] | None = None
         self.transport: asyncio.Transport | None = None
@@ -105,9 +107,7 @@ class AesmConnection(asyncio.Protocol):
         if not frames:
             return
         self._queue.extend(frames)
-        if len(self._queue) > _MAX_QUEUED_FRAMES and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._flow()
         if not self._processing:
             self._next()
 
@@ -128,19 +128,33 @@ class AesmConnection(asyncio.Protocol):
         self._server._connection_gone()
 
     def pause_writing(self) -> None:
-        if not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
+        self._write_blocked = True
+        self._flow()
 
     def resume_writing(self) -> None:
-        if self._paused and self.transport is not None and len(self._queue) <= _MAX_QUEUED_FRAMES:
-            self._paused = False
-            self.transport.resume_reading()
+        self._write_blocked = False
+        self._flow()
+        if self._queue and not self._processing:
+            self._next()
+
+    def _flow(self) -> None:
+        """Stop reading while the peer does not read our replies or too many requests are queued
+        (a pipelining client cannot make us buffer without bound); read again when both clear."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        want_pause = self._write_blocked or len(self._queue) > _MAX_QUEUED_FRAMES
+        if want_pause and not self._read_paused:
+            self._read_paused = True
+            t.pause_reading()
+        elif not want_pause and self._read_paused:
+            self._read_paused = False
+            t.resume_reading()
 
     # -- request flow
     def _next(self) -> None:
         srv = self._server
-        while self._queue and not self._processing:
+        while self._queue and not self._processing and not self._write_blocked:
             if self.transport is None or self.transport.is_closing():
                 return
             body = self._queue.popleft()
@@ -181,14 +195,7 @@ class AesmConnection(asyncio.Protocol):
                 fut.add_done_callback(self._engine_done)
                 return
             self._reply(service.handle(request))
-        if (
-            self._paused
-            and not self._queue
-            and self.transport is not None
-            and not self.transport.is_closing()
-        ):
-            self._paused = False
-            self.transport.resume_reading()
+        self._flow()
         if self._closing and not self._processing and self.transport is not None:
             self.transport.close()
 
