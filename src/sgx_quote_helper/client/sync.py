@@ -39,7 +39,8 @@ class QuoteClient(_Settings):
         socket_path: the daemon's socket (default /var/run/aesmd/aesm.socket).
         timeout: seconds for one whole call (connect, send, receive); also sent on the wire in ms.
         retry_deadline: seconds during which connection refused / absent socket is retried.
-        reuse_connection: keep the connection for the next call (not with Intel's aesmd).
+        reuse_connection: keep the connection for the next call (not with Intel's aesmd). A client
+            that keeps its connection must not be shared between threads; one per thread.
     """
 
     def __init__(
