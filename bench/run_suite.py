@@ -62,7 +62,7 @@ CLIENT_LEVELS = (1, 16, 64)
 PROFILES: dict[str, dict[str, Any]] = {
     # seconds per measurement, repetitions, warm-up, quotes for the memory test, starts
     "full": {"ceiling_s": 3.0, "load_s": 5.0, "reps": 3, "warmup": 1.0, "verify_s": 2.0, "verify_series": 3,
-             "memory_quotes": 1_000_000, "memory_warmup": 20_000, "memory_chunks": 10, "starts": 5, "quiet_wait": 30},
+             "memory_quotes": 1_000_000, "memory_warmup": 20_000, "memory_chunks": 10, "starts": 5, "quiet_wait": 20},
     "quick": {"ceiling_s": 1.0, "load_s": 2.0, "reps": 1, "warmup": 0.5, "verify_s": 1.0, "verify_series": 1,
               "memory_quotes": 50_000, "memory_warmup": 5_000, "memory_chunks": 10, "starts": 3, "quiet_wait": 10},
     "dry-run": {"ceiling_s": 0.1, "load_s": 0.3, "reps": 1, "warmup": 0.1, "verify_s": 0.1, "verify_series": 1,
