@@ -68,12 +68,31 @@ def test_bench_quote_json(served: Served) -> None:
     assert out["machine"]["nproc"] >= 1 and "cryptography" in out["machine"]["libraries"]
 
 
+def test_bench_quote_with_a_report_file(served: Served, tmp_path: Path) -> None:
+    from sgx_quote_helper.client import QuoteClient
+
+    target = QuoteClient(served.socket).init_quote_ex().target_info
+    report = tmp_path / "report.bin"
+    report.write_bytes(served.platform.ereport(target, b"from an enclave").to_bytes())
+    args = ["quote", "--socket", str(served.socket), "--report", str(report), "--clients", "1",
+            "--duration", "0.2", "--warmup", "0", "--json"]  # fmt: skip
+    res = CliRunner().invoke(bench, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["ok"] > 0 and out["errors"] == {}
+    assert out["service"].startswith("sgx-quote-helper")
+    report.write_bytes(b"short")
+    res = CliRunner().invoke(bench, args)
+    assert res.exit_code == 2 and "432 bytes" in res.stderr
+
+
 def test_bench_quote_human_output_and_keepalive(served: Served) -> None:
     args = ["quote", "--socket", str(served.socket), "--request", "size", "--style", "keepalive",
             "--clients", "2", "--duration", "0.3", "--warmup", "0"]  # fmt: skip
     res = CliRunner().invoke(bench, args)
     assert res.exit_code == 0, res.output
     assert "GetQuoteSizeEx, keepalive style, 2 clients" in res.stdout
+    assert "service: sgx-quote-helper" in res.stdout
     assert "errors: none" in res.stdout
 
 

@@ -23,6 +23,7 @@ import asyncio
 import math
 import multiprocessing
 import os
+import signal
 import socket
 import struct
 import time
@@ -178,6 +179,10 @@ def run_load(spec: LoadSpec, on_progress: Callable[[Progress], None] | None = No
         for conn in conns:
             conn.send(("go", start_ns))
         return _collect(spec, conns, start_ns, on_progress, nproc)
+    except BaseException:
+        for proc in procs:  # interrupted or failed: do not wait for the workers' runs to end
+            proc.terminate()
+        raise
     finally:
         for proc in procs:
             proc.join(5)
@@ -252,6 +257,7 @@ def _collect(
 
 
 def _worker_main(conn: Connection, spec: LoadSpec, clients: int, quota: int | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's: it ends the workers
     if spec.cpu_affinity and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, spec.cpu_affinity)
     loop_name = "asyncio"

@@ -154,6 +154,7 @@ def quote_bench(
         str(socket_path), workload, clients=clients, duration=duration, warmup=warmup, style=style,  # type: ignore[arg-type]
         processes=processes, use_uvloop=not no_uvloop, cpu_affinity=affinity,
     )  # fmt: skip
+    service = _who_serves(socket_path)
     unit = "quotes" if kind == "quote" else "answers"
     live = not as_json and sys.stderr.isatty()
     try:
@@ -161,7 +162,10 @@ def quote_bench(
             result = run_load(spec, progress.update)
     except RuntimeError as exc:
         fail(str(exc), 1)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
     out: dict[str, Any] = result.to_dict()
+    out["service"] = service
     out["machine"] = describe_machine()
     if as_json:
         sys.stdout.write(json.dumps(out) + "\n")
@@ -170,8 +174,20 @@ def quote_bench(
     sys.exit(1 if out["error_count"] else 0)
 
 
+def _who_serves(socket_path: Path) -> str:
+    """What answers on the socket: our HelperProbe reply, or (Intel's aesmd closes) 'not sgx-quote-helper'."""
+    from ..client import QuoteClient
+
+    try:
+        answer = QuoteClient(socket_path, timeout=2, retry_deadline=0).probe()
+    except (TransportError, AesmError, BadResponseError):
+        return "not sgx-quote-helper (no HelperProbe answer: e.g. Intel's aesmd)"
+    return f"{answer.implementation or 'sgx-quote-helper'} {answer.version} (pid {answer.pid})".strip()
+
+
 def _print_quote_result(out: dict[str, Any], unit: str) -> None:
     lat = out["latency_us"]
+    click.echo(f"service: {out['service']}")
     click.echo(
         f"{out['request_description']}, {out['style']} style, {out['clients']} clients "
         f"({out['processes']} load processes, {out['event_loop']}), {out['window_s']:g} s measured"
