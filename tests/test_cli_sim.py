@@ -196,3 +196,22 @@ def test_init_pki_from(state: Path, tmp_path: Path) -> None:
         "sim", "init", "--state-dir", str(tmp_path / "n3"), "--pki-from", str(tmp_path / "none")
     )
     assert_one_error_line(code, err, "no simulated platform")
+
+
+def test_init_keep_existing(state: Path, tmp_path: Path) -> None:
+    """What the chart's init container runs on every pod start: create once, then keep."""
+    d = tmp_path / "node"
+    args = ["sim", "init", "--state-dir", str(d), "--pki-from", str(state), "--keep-existing"]
+    code, out, err = run(*args)
+    assert code == 0 and b"created" in out, err
+    ppid = Platform.open(d).identity.ppid
+    code, out, err = run(*args)
+    assert code == 0 and b"kept the simulated SGX platform" in out, err
+    assert Platform.open(d).identity.ppid == ppid
+    assert Platform.open(d).certs["root"] == Platform.open(state).certs["root"]
+    # a platform under another SIMULATED root is not silently kept
+    other = tmp_path / "other"
+    assert run("sim", "init", "--state-dir", str(other))[0] == 0
+    code, _, err = run("sim", "init", "--state-dir", str(other), "--pki-from", str(state), "--keep-existing")
+    assert_one_error_line(code, err, "another SIMULATED PKI", "root")
+    assert run("sim", "init", "--state-dir", str(other), "--keep-existing")[0] == 0

@@ -154,6 +154,12 @@ def sim() -> None:
     help="Join another platform's SIMULATED PKI (same root CA and TCB signing certificate), so one "
     "root and one collateral service cover several simulated machines.",
 )
+@click.option(
+    "--keep-existing",
+    is_flag=True,
+    help="If the directory already holds a platform, keep it and exit 0 (with --pki-from only if it "
+    "already belongs to that PKI, else fail): for init containers that run on every pod start.",
+)
 def init_cmd(
     state_dir: Path | None,
     fmspc: str | None,
@@ -164,6 +170,7 @@ def init_cmd(
     cert_data: str,
     force: bool,
     pki_from: Path | None,
+    keep_existing: bool,
 ) -> None:
     """Create a simulated platform (refuses to replace one unless --force).
 
@@ -176,9 +183,13 @@ def init_cmd(
       sgx-quote-helper sim init --state-dir /tmp/old --cpusvn 0d0d0303ffff01000000000000000000
       sgx-quote-helper sim init --state-dir /tmp/mp --ca platform --cert-data encrypted-ppid --force
       sgx-quote-helper sim init --state-dir /tmp/node2 --pki-from /tmp/plat
+      sgx-quote-helper sim init --state-dir /var/lib/sgx-quote-helper --pki-from /pki --keep-existing
     """
     from ..engine import identity
     from ..engine.platform import Platform
+
+    if keep_existing and not force and _kept(resolve_state_dir(state_dir), pki_from):
+        return
 
     kwargs: dict[str, Any] = {"ca": ca, "cert_data": cert_data, "force": force, "pki_from": pki_from}
     kwargs["fmspc"] = _hex(fmspc, "--fmspc", exact=6) or identity.DEFAULT_FMSPC
@@ -194,6 +205,30 @@ def init_cmd(
     click.echo(f"created a simulated SGX platform in {path}")
     click.echo(f"  FMSPC {ident.fmspc.hex().upper()}  CPUSVN {ident.cpusvn.hex()}  PCESVN {ident.pcesvn}")
     click.echo(f"  QE SVN {ident.qe_svn}  PCK CA {ident.ca}  certification data {ident.cert_data}")
+
+
+def _kept(path: Path, pki_from: Path | None) -> bool:
+    """For --keep-existing: ``True`` when ``path`` holds a platform that may be kept (it belongs to
+    ``pki_from``'s SIMULATED PKI, if given); ``False`` when there is none yet; fails otherwise."""
+    from ..engine.platform import MANIFEST, Platform
+
+    if not (path / MANIFEST).exists():
+        return False
+    try:
+        platform = Platform.open(path)
+        shared = Platform.open(pki_from) if pki_from is not None else None
+    except _ERRORS as exc:
+        fail(str(exc))
+    if shared is not None:
+        roles = ["root", "tcb_signing"] + (["pck_ca"] if shared.identity.ca == platform.identity.ca else [])
+        differ = [r for r in roles if platform.certs[r] != shared.certs[r]]
+        if differ:
+            fail(
+                f"{path} already holds a simulated platform under another SIMULATED PKI than {pki_from} "
+                f"(different {', '.join(differ)}); remove it or use --force to replace it"
+            )
+    click.echo(f"kept the simulated SGX platform in {path}")
+    return True
 
 
 @sim.command("report")
