@@ -3,7 +3,7 @@
 - :mod:`.workload`: the AESM request a quote benchmark sends (full quote, dummy quote, size, key ids)
   prepared over the ordinary protocol, and how each answer is judged;
 - :mod:`.loadgen`: N concurrent clients over worker processes (aesmd or keep-alive style), merged
-  counts and latency percentiles;
+  counts and latency percentiles; :mod:`.worker` is one load-generator process;
 - :mod:`.ceilings`: one-core ECDSA sign and CMAC rates and the in-process engine's quote latency;
 - :mod:`.verifier`: verifier throughput cold and warm;
 - :mod:`.daemon`: a daemon under test in its own process (start-up time, RSS, CPU);

@@ -14,18 +14,13 @@ running ``grace`` seconds after the end are cancelled and counted as ``timeout``
 Workers are ``spawn``-ed, so a script calling :func:`run_load` needs the usual
 ``if __name__ == "__main__":`` guard.
 
-This module does socket I/O and reads the clock: it is a measuring tool, above the client layer.
+The workers (:mod:`.worker`) do socket I/O and read the clock: a measuring tool, above the client layer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
 import multiprocessing
 import os
-import signal
-import socket
-import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -34,14 +29,11 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
 from .timing import LatencySamples, LatencySummary
-from .workload import OK, TIMEOUT, TRANSPORT, Workload
+from .worker import PROGRESS_INTERVAL, worker_main
+from .workload import OK, Workload
 
 Style = Literal["aesmd", "keepalive"]
 STYLES: tuple[Style, ...] = ("aesmd", "keepalive")
-_HDR = struct.Struct("<I")
-_MAX_REPLY = 4 << 20
-#: how often workers report progress
-PROGRESS_INTERVAL = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +153,7 @@ def run_load(spec: LoadSpec, on_progress: Callable[[Progress], None] | None = No
     try:
         for share, quota in zip(shares, quotas, strict=True):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(child, spec, share, quota), daemon=True)
+            proc = ctx.Process(target=worker_main, args=(child, spec, share, quota), daemon=True)
             proc.start()
             child.close()
             conns.append(parent)
@@ -251,159 +243,6 @@ def _collect(
             on_progress(Progress(elapsed, phase, ok, errors, current))
     window = window_ns / 1e9 if spec.total_requests else spec.duration
     return LoadResult(spec, nproc, window, counts, samples.summary(), loop_name, cpu_s, samples)
-
-
-# ------------------------------------------------------------------ worker process
-
-
-def _worker_main(conn: Connection, spec: LoadSpec, clients: int, quota: int | None) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's: it ends the workers
-    if spec.cpu_affinity and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, spec.cpu_affinity)
-    loop_name = "asyncio"
-    loop: asyncio.AbstractEventLoop
-    if spec.use_uvloop:
-        try:
-            import uvloop
-
-            loop, loop_name = uvloop.new_event_loop(), "uvloop"
-        except ImportError:
-            loop = asyncio.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
-    try:
-        conn.send(("ready",))
-        _, start_ns = conn.recv()
-        worker = _Worker(spec, clients, quota, start_ns, conn)
-        cpu0 = time.process_time()
-        loop.run_until_complete(worker.run())
-        cpu = time.process_time() - cpu0
-        window_ns = worker.last_ns - worker.measure_ns
-        conn.send(("done", dict(worker.counts), worker.samples.to_bytes(), window_ns, loop_name, cpu))
-    finally:
-        loop.close()
-        conn.close()
-
-
-class _Worker:
-    def __init__(
-        self, spec: LoadSpec, clients: int, quota: int | None, start_ns: int, conn: Connection
-    ) -> None:
-        self.spec = spec
-        self.path = spec.socket_path
-        self.frame = spec.workload.frame
-        self.judge = spec.workload.judge
-        self.clients = clients
-        self.quota = quota
-        self.conn = conn
-        self.start_ns = start_ns
-        self.measure_ns = start_ns + int(spec.warmup * 1e9)
-        self.end_ns = math.inf if quota is not None else self.measure_ns + int(spec.duration * 1e9)
-        self.last_ns = self.measure_ns
-        self.counts: Counter[str] = Counter()
-        self.samples = LatencySamples()
-        self.measured = 0
-        self.stopping = False
-
-    def _record(self, t0: int, t1: int, label: str) -> bool:
-        """Record one finished request; False when the client should stop."""
-        if t1 < self.measure_ns:
-            return True
-        if t1 >= self.end_ns or self.stopping:
-            return False
-        self.samples.add(t1 - t0)
-        self.counts[label] += 1
-        self.measured += 1
-        self.last_ns = t1
-        if self.quota is not None and self.measured >= self.quota:
-            self.stopping = True
-            return False
-        return True
-
-    async def run(self) -> None:
-        delay = (self.start_ns - time.monotonic_ns()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
-        client = self._aesmd_client if self.spec.style == "aesmd" else self._keepalive_client
-        tasks = [asyncio.ensure_future(client()) for _ in range(self.clients)]
-        reporter = asyncio.ensure_future(self._report())
-        end = self.end_ns
-        timeout = None if end == math.inf else max(0.0, (end - time.monotonic_ns()) / 1e9) + self.spec.grace
-        _, stuck = await asyncio.wait(tasks, timeout=timeout)
-        for task in stuck:
-            task.cancel()
-            self.counts[TIMEOUT] += 1
-        if stuck:
-            await asyncio.wait(stuck)
-        reporter.cancel()
-        if self.quota is None:
-            self.last_ns = self.measure_ns + int(self.spec.duration * 1e9)
-
-    async def _report(self) -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_INTERVAL)
-            ok = self.counts.get(OK, 0)
-            self.conn.send(("progress", ok, sum(self.counts.values()) - ok))
-
-    async def _aesmd_client(self) -> None:
-        loop = asyncio.get_running_loop()
-        clock = time.monotonic_ns
-        while True:
-            t0 = clock()
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                await loop.sock_connect(sock, self.path)
-                await loop.sock_sendall(sock, self.frame)
-                label = self.judge(await _read_frame(loop, sock))
-            except (OSError, EOFError):
-                label = TRANSPORT
-            finally:
-                sock.close()
-            if not self._record(t0, clock(), label):
-                return
-
-    async def _keepalive_client(self) -> None:
-        loop = asyncio.get_running_loop()
-        clock = time.monotonic_ns
-        sock: socket.socket | None = None
-        try:
-            while True:
-                t0 = clock()
-                try:
-                    if sock is None:
-                        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                        sock.setblocking(False)
-                        await loop.sock_connect(sock, self.path)
-                    await loop.sock_sendall(sock, self.frame)
-                    label = self.judge(await _read_frame(loop, sock))
-                except (OSError, EOFError):
-                    label = TRANSPORT
-                    if sock is not None:
-                        sock.close()
-                    sock = None
-                if not self._record(t0, clock(), label):
-                    return
-        finally:
-            if sock is not None:
-                sock.close()
-
-
-async def _read_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
-    """One length-prefixed reply body (raises EOFError if the peer closes early)."""
-    buf = b""
-    need = 4
-    while len(buf) < need:
-        chunk = await loop.sock_recv(sock, 65536)
-        if not chunk:
-            raise EOFError("closed before a whole reply")
-        buf += chunk
-        if need == 4 and len(buf) >= 4:
-            size = _HDR.unpack_from(buf)[0]
-            if size > _MAX_REPLY:
-                raise EOFError("reply frame too large")
-            need = 4 + size
-    return buf[4:need]
 
 
 __all__ = ["STYLES", "LoadResult", "LoadSpec", "Progress", "Style", "default_processes", "run_load"]
