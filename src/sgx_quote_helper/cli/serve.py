@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +14,7 @@ from .. import __version__
 from ..engine.base import QuotingEngine
 from ..errors import ConfigError, SgxQuoteHelperError
 from ._common import fail, resolve_state_dir, state_dir_option
+from ._logs import setup_logging
 
 if TYPE_CHECKING:
     from ..server.config import ServerConfig
@@ -32,6 +32,32 @@ def _mode(value: str) -> int:
     if not 0 <= mode <= 0o7777:
         raise click.BadParameter(f"socket mode {value} is out of range")
     return mode
+
+
+def _group(value: str | None) -> int | None:
+    """--socket-group NAME|GID -> gid."""
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    import grp
+
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise click.BadParameter(f"no group named {value!r} (give a name or a numeric gid)") from None
+
+
+def _rate(value: str) -> float:
+    """--rate-limit N or N/s -> requests per second (0 = off)."""
+    text = value.strip().lower().removesuffix("/s")
+    try:
+        rate = float(text)
+    except ValueError:
+        raise click.BadParameter(f"rate must look like 50/s (requests per second), got {value!r}") from None
+    if rate < 0:
+        raise click.BadParameter("rate must not be negative")
+    return rate
 
 
 def open_engine(
@@ -164,6 +190,81 @@ def _run_proxy(config: ServerConfig, upstream_socket: Path | None, timeout: floa
 @click.option(
     "--no-uvloop", is_flag=True, help="Use asyncio's default event loop even if uvloop is installed."
 )
+@click.option(
+    "--socket-group",
+    default=None,
+    metavar="NAME|GID",
+    help="Group of the socket file (with --socket-mode 0660: only that group's members may connect).",
+)
+@click.option(
+    "--allow-uid",
+    "allow_uids",
+    type=click.IntRange(min=0),
+    multiple=True,
+    metavar="UID",
+    help="Only peers with this uid (SO_PEERCRED) may connect; repeatable. With --allow-gid: either matches.",
+)
+@click.option(
+    "--allow-gid",
+    "allow_gids",
+    multiple=True,
+    metavar="NAME|GID",
+    help="Only peers whose primary gid is this may connect; repeatable.",
+)
+@click.option(
+    "--rate-limit",
+    default="0",
+    show_default=True,
+    metavar="N/s",
+    help="Requests per second per peer (uid, or pid with --limit-by pid); past it BUSY (18). 0 = off.",
+)
+@click.option(
+    "--rate-burst",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Requests a peer may send at once before --rate-limit applies [default: the rate, >= 1].",
+)
+@click.option(
+    "--max-in-flight-per-peer",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Quote requests of one peer queued or running before its next ones get BUSY (18). 0 = off.",
+)
+@click.option(
+    "--limit-by",
+    type=click.Choice(["uid", "pid"]),
+    default="uid",
+    show_default=True,
+    help="What a peer is for the per-peer limits.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=2048,
+    show_default=True,
+    help="Open client connections; a new one past this is closed (and logged).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (off unless given).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the metrics endpoint (0.0.0.0 to be scraped from outside the pod/host).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line (with -vv: one line per request: type, result, "
+    "duration, peer pid/uid; never payloads).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info is the default, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def serve(
@@ -183,6 +284,17 @@ def serve(
     max_frame_size: int,
     inline_engine_ms: float,
     no_uvloop: bool,
+    socket_group: str | None,
+    allow_uids: tuple[int, ...],
+    allow_gids: tuple[str, ...],
+    rate_limit: str,
+    rate_burst: int,
+    max_in_flight_per_peer: int,
+    limit_by: str,
+    max_connections: int,
+    metrics_port: int | None,
+    metrics_host: str,
+    log_format: str,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -201,12 +313,13 @@ def serve(
       sgx-quote-helper serve --engine dcap --socket-mode 0660 # real SGX hardware
       sgx-quote-helper serve --engine auto                    # hardware, or refuse to start
       sgx-quote-helper serve --engine proxy --upstream-socket /var/run/aesmd-host/aesm.socket
+      sgx-quote-helper serve --socket-mode 0660 --socket-group sgx --allow-gid sgx
+      sgx-quote-helper serve --rate-limit 200/s --rate-burst 50 --max-in-flight-per-peer 8
+      sgx-quote-helper serve --metrics-port 9464 --metrics-host 0.0.0.0 --log-format json -vv
       sgx-quote-helper healthcheck --socket /tmp/aesm/aesm.socket
     """
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    setup_logging(level, log_format)
     from ..server.config import ServerConfig
     from ..server.run import run_server
     from ..service import AesmService
@@ -223,6 +336,16 @@ def serve(
             replace=replace,
             use_uvloop=not no_uvloop,
             inline_engine_below=inline_engine_ms / 1000,
+            socket_group=_group(socket_group),
+            allow_uids=frozenset(allow_uids),
+            allow_gids=frozenset(g for g in map(_group, allow_gids) if g is not None),
+            rate_limit=_rate(rate_limit),
+            rate_burst=rate_burst,
+            max_in_flight_per_peer=max_in_flight_per_peer,
+            limit_by_pid=limit_by == "pid",
+            max_connections=max_connections,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
         if engine == "proxy":  # no engine here: frames go to another AESM (server/proxy.py)
             _run_proxy(config, upstream_socket, upstream_timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Sequence
 
 from ..abi.keyid import AttKeyId, QeReportInfo
@@ -115,16 +116,21 @@ class AsyncQuoteClient(_Settings):
 
     async def _transact(self, request: m.Request) -> m.Response:
         frame = _encode(request)
+        start = time.monotonic()
         reused = self._conn is not None
-        for attempt in range(2):
+        for attempt in range(3):
             reader, writer = self._conn if self._conn is not None else await self._connect()
             self._conn = None
+            # lost before any reply byte: retried on a new connection within the retry deadline
+            # (a closed kept connection, or a daemon that died with our request); AESM requests
+            # can all be repeated safely
+            again = attempt < 2 and (reused or time.monotonic() < start + self.retry_deadline)
+            reused = False
             try:
                 body = await self._exchange(reader, writer, frame)
             except (BrokenPipeError, ConnectionResetError) as exc:
                 writer.close()
-                if reused and attempt == 0:
-                    reused = False
+                if again:
                     continue
                 raise TransportError(f"connection to {self.socket_path} lost: {exc}") from exc
             except OSError as exc:
@@ -135,8 +141,7 @@ class AsyncQuoteClient(_Settings):
                 raise
             if body is None:
                 writer.close()
-                if reused and attempt == 0:
-                    reused = False
+                if again:
                     continue
                 raise TransportError(f"{self.socket_path} closed the connection without answering")
             if self.reuse_connection:

@@ -31,6 +31,9 @@ from .replies import (
     _Settings,
 )
 
+#: tries of one request when the connection is lost before any reply byte
+_MAX_ATTEMPTS = 3
+
 
 class QuoteClient(_Settings):
     """Blocking client (see the module doc). Use as a context manager or call :meth:`close`.
@@ -38,7 +41,8 @@ class QuoteClient(_Settings):
     Args:
         socket_path: the daemon's socket (default /var/run/aesmd/aesm.socket).
         timeout: seconds for one whole call (connect, send, receive); also sent on the wire in ms.
-        retry_deadline: seconds during which connection refused / absent socket is retried.
+        retry_deadline: seconds during which connection refused / absent socket is retried, and a
+            request whose connection was lost before any reply byte is sent again (up to 3 tries).
         reuse_connection: keep the connection for the next call (not with Intel's aesmd). A client
             that keeps its connection must not be shared between threads; one per thread.
     """
@@ -122,11 +126,19 @@ class QuoteClient(_Settings):
     def transact(self, request: m.Request) -> m.Response:
         """Send one request, return the decoded response (no errorCode check)."""
         frame = _encode(request)
-        deadline = time.monotonic() + self.timeout
+        start = time.monotonic()
+        deadline = start + self.timeout
         reused = self._sock is not None
-        for attempt in range(2):
+        for attempt in range(_MAX_ATTEMPTS):
             sock = self._sock if self._sock is not None else self._connect(deadline)
             self._sock = None
+            # a connection lost before any reply byte is retried on a new one within the retry
+            # deadline: a kept connection the daemon closed, or a daemon that died (SIGKILL, crash)
+            # with our request in flight; every AESM request can be repeated safely
+            again = attempt + 1 < _MAX_ATTEMPTS and (
+                reused or time.monotonic() < min(start + self.retry_deadline, deadline)
+            )
+            reused = False
             try:
                 body = self._exchange(sock, frame, deadline)
             except TimeoutError as exc:
@@ -134,8 +146,7 @@ class QuoteClient(_Settings):
                 raise TransportError(f"no answer from {self.socket_path} within {self.timeout:g}s") from exc
             except (BrokenPipeError, ConnectionResetError) as exc:
                 sock.close()
-                if reused and attempt == 0:
-                    reused = False
+                if again:
                     continue
                 raise TransportError(f"connection to {self.socket_path} lost: {exc}") from exc
             except OSError as exc:
@@ -146,8 +157,7 @@ class QuoteClient(_Settings):
                 raise
             if body is None:
                 sock.close()
-                if reused and attempt == 0:  # the daemon closed our idle kept connection
-                    reused = False
+                if again:
                     continue
                 raise TransportError(f"{self.socket_path} closed the connection without answering")
             if self.reuse_connection:

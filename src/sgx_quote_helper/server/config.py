@@ -38,6 +38,18 @@ class ServerConfig:
             seconds run directly on the event loop when nothing waits for the engine thread (a
             thread hop costs ~100 µs, more than a simulated quote); slower engines (hardware, ms
             per quote) always run in the engine thread. 0 = always use the engine thread.
+        socket_group: group id given to the socket file (``None``: the process's group).
+        allow_uids / allow_gids: when either is non-empty, only peers (SO_PEERCRED) whose uid or
+            primary gid is listed may connect; others are closed at once with one log line.
+        rate_limit: requests per second per peer (0: no limit); past it, BUSY (18).
+        rate_burst: requests a peer may send at once before the rate applies (bucket size).
+        max_in_flight_per_peer: engine requests of one peer queued or running before its next ones
+            are answered BUSY (0: no per-peer limit, only ``max_in_flight``).
+        limit_by_pid: key per-peer limits by the peer's pid instead of its uid.
+        max_connections: open client connections; a new one past it is closed with a log line.
+        metrics_port: serve Prometheus metrics on this TCP port (``None``: no metrics endpoint;
+            0: any free port, see ``AesmServer.metrics_server``).
+        metrics_host: the address the metrics endpoint binds (loopback unless asked otherwise).
     """
 
     socket_path: Path = DEFAULT_SOCKET_PATH
@@ -53,6 +65,16 @@ class ServerConfig:
     shutdown_grace: float = 10.0
     use_uvloop: bool = True
     inline_engine_below: float = 0.0005
+    socket_group: int | None = None
+    allow_uids: frozenset[int] = frozenset()
+    allow_gids: frozenset[int] = frozenset()
+    rate_limit: float = 0.0
+    rate_burst: int = 0
+    max_in_flight_per_peer: int = 0
+    limit_by_pid: bool = False
+    max_connections: int = 2048
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if len(str(self.socket_path).encode()) > MAX_UNIX_PATH - 12:
@@ -62,7 +84,7 @@ class ServerConfig:
             )
         if not 0 <= self.socket_mode <= 0o7777:
             raise ConfigError(f"socket mode {self.socket_mode:o} is not a permission mode")
-        for name in ("backlog", "max_in_flight", "max_frame_size"):
+        for name in ("backlog", "max_in_flight", "max_frame_size", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         for name in (
@@ -74,6 +96,12 @@ class ServerConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.rate_limit < 0 or self.rate_burst < 0 or self.max_in_flight_per_peer < 0:
+            raise ConfigError("rate_limit, rate_burst and max_in_flight_per_peer must not be negative")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics port {self.metrics_port} is not a TCP port")
+        if self.socket_group is not None and self.socket_group < 0:
+            raise ConfigError(f"socket group {self.socket_group} is not a group id")
 
 
 __all__ = ["DEFAULT_SOCKET_PATH", "ServerConfig"]

@@ -22,6 +22,7 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 from ..service import AesmService
 from ..wire import messages as m
 from ..wire.framing import FrameDecoder, encode_frame
+from .metrics import request_type_name, result_name
 
 if TYPE_CHECKING:
     from .unix import AesmServer
@@ -57,11 +58,13 @@ class AesmConnection(asyncio.Protocol):
         "_decoder",
         "_logged",
         "_peer",
+        "_peer_key",
         "_processing",
         "_queue",
         "_read_paused",
         "_server",
         "_slow",
+        "_t0",
         "_write_blocked",
         "frame_started",
         "last_activity",
@@ -80,6 +83,8 @@ class AesmConnection(asyncio.Protocol):
         self._write_blocked = False  # the peer does not read our replies (transport above high-water)
         self._logged = False
         self._peer: tuple[int, int, int] | None = None
+        self._peer_key: int | None = None  # set while an admitted request of a limited peer runs
+        self._t0 = 0.0
         self.transport: asyncio.Transport | None = None
         self.last_activity = 0.0
         self.frame_started = 0.0
@@ -90,8 +95,26 @@ class AesmConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         srv = self._server
         srv.stats.connections += 1
+        srv.metrics.connections_total += 1
+        self.last_activity = now = srv.loop.time()
+        if len(srv.connections) >= srv.config.max_connections:
+            self._refuse_connection("max_connections", f"{srv.config.max_connections} connections open", now)
+            return
+        if srv.restrict_peers:
+            _, uid, gid = self.peer()
+            if not srv.policy.allowed(uid, gid):
+                self._refuse_connection("not_allowed", "uid/gid not in the allow-list", now)
+                return
         srv.connections.add(self)
-        self.last_activity = srv.loop.time()
+
+    def _refuse_connection(self, reason: str, detail: str, now: float) -> None:
+        srv = self._server
+        srv.metrics.refuse(reason)
+        pid, uid, _ = self.peer()
+        srv.refusals.refused(reason, pid, uid, f"{detail}; connection closed", now)
+        self._closing = True
+        assert self.transport is not None
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         now = self._server.loop.time()
@@ -163,6 +186,7 @@ class AesmConnection(asyncio.Protocol):
             except RemoteProtocolError as exc:
                 self._client_error(str(exc))
                 return
+            t0 = time.perf_counter()
             srv.stats.requests += 1
             service = srv.service
             assert service is not None  # only the upstream proxy has none, and it overrides _next
@@ -176,17 +200,27 @@ class AesmConnection(asyncio.Protocol):
                     f"request with {what}; closing without a reply, as aesmd does", level=logging.INFO
                 )
                 return
+            if srv.limit_peers and not isinstance(request, m.HelperProbeRequest):
+                pid, uid, _ = self.peer()
+                key = srv.policy.key(pid, uid)
+                refusal = srv.policy.admit(key, srv.loop.time())
+                if refusal is not None:
+                    self._refused_request(refusal, service, request, t0)
+                    continue
+                self._peer_key = key
             if service.needs_engine(request):
                 if srv.in_flight >= srv.config.max_in_flight:
                     srv.stats.busy += 1
-                    self._reply(service.error_response(request, AesmStatus.BUSY))
+                    self._refused_request("busy", service, request, t0)
                     continue
                 if srv.inline_ok(request):  # a fast engine, nothing slow queued: no thread hop
-                    t0 = time.perf_counter()
+                    t1 = time.perf_counter()
                     response = service.handle(request)
-                    srv.record_cost(request, time.perf_counter() - t0)
+                    srv.record_cost(request, time.perf_counter() - t1)
                     self._reply(response)
+                    self._answered(request, response, t0)
                     continue
+                self._t0 = t0
                 srv.in_flight += 1
                 self._slow = not srv.known_fast(request)
                 srv.slow_in_flight += self._slow
@@ -194,7 +228,9 @@ class AesmConnection(asyncio.Protocol):
                 fut = srv.loop.run_in_executor(srv.executor, _timed, service, request)
                 fut.add_done_callback(self._engine_done)
                 return
-            self._reply(service.handle(request))
+            response = service.handle(request)
+            self._reply(response)
+            self._answered(request, response, t0)
         self._flow()
         if self._closing and not self._processing and self.transport is not None:
             self.transport.close()
@@ -205,6 +241,7 @@ class AesmConnection(asyncio.Protocol):
         srv.slow_in_flight -= self._slow
         self._slow = False
         self._processing = False
+        request: m.Request | None = None
         try:
             request, response, cost = fut.result()
             srv.record_cost(request, cost)
@@ -214,7 +251,11 @@ class AesmConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.last_activity = srv.loop.time()
             self._reply(response)
+            if request is not None:
+                self._answered(request, response, self._t0)
             self._next()
+        elif request is not None:
+            self._answered(request, None, self._t0)
         srv._connection_gone()
 
     def _reply(self, response: m.Response | None) -> None:
@@ -233,6 +274,59 @@ class AesmConnection(asyncio.Protocol):
         if self._server.stopping:  # at shutdown, close after each answer (aesmd behaviour)
             self._closing = True
 
+    def _answered(self, request: m.Request, response: m.Response | None, t0: float) -> None:
+        """Account for one answered request: metrics, the per-peer slot, the debug line."""
+        srv = self._server
+        code = getattr(response, "error_code", -1)
+        rtype = type(request)
+        srv.metrics.answered(rtype, code)
+        if rtype is m.GetQuoteExRequest:
+            srv.metrics.quote_latency(time.perf_counter() - t0)
+        if code > 0 and AesmService.needs_engine(request):
+            srv.metrics.engine_error(rtype)
+        if self._peer_key is not None:
+            srv.policy.release(self._peer_key)
+            self._peer_key = None
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_request(request, code, t0)
+
+    def _log_request(self, request: m.Request, code: int, t0: float) -> None:
+        pid, uid, _ = self.peer()
+        name, result = request_type_name(type(request)), result_name(code) if code >= 0 else "closed"
+        ms = (time.perf_counter() - t0) * 1000
+        log.debug(
+            "request %s -> %s in %.3f ms (pid=%d uid=%d)",
+            name,
+            result,
+            ms,
+            pid,
+            uid,
+            extra={
+                "request": name,
+                "result": result,
+                "code": code,
+                "duration_ms": round(ms, 3),
+                "pid": pid,
+                "uid": uid,
+            },
+        )
+
+    def _refused_request(self, reason: str, service: AesmService, request: m.Request, t0: float) -> None:
+        """Answer ``request`` BUSY (18) because of ``reason`` (one log line, folded when repeated)."""
+        srv = self._server
+        srv.metrics.refuse(reason)
+        pid, uid, _ = self.peer()
+        if reason != "busy":
+            srv.refusals.refused(
+                reason, pid, uid, "answered BUSY (18)", srv.loop.time(), srv.policy.key(pid, uid)
+            )
+        if self._peer_key is not None:  # admitted by the peer limits, refused by the global bound
+            srv.policy.release(self._peer_key)
+            self._peer_key = None
+        response = service.error_response(request, AesmStatus.BUSY)
+        self._reply(response)
+        srv.metrics.answered(type(request), getattr(response, "error_code", -1))
+
     # -- errors and peers
     def peer(self) -> tuple[int, int, int]:
         """(pid, uid, gid) of the client from SO_PEERCRED; (-1, -1, -1) if unavailable."""
@@ -247,8 +341,9 @@ class AesmConnection(asyncio.Protocol):
                     pass
         return self._peer
 
-    def _client_error(self, reason: str, level: int = logging.WARNING) -> None:
+    def _client_error(self, reason: str, level: int = logging.WARNING, kind: str = "client_error") -> None:
         self._server.stats.client_errors += 1
+        self._server.metrics.refuse(kind)
         if not self._logged:
             self._logged = True
             pid, uid, _ = self.peer()
@@ -264,14 +359,20 @@ class AesmConnection(asyncio.Protocol):
         cfg = self._server.config
         if self._decoder.in_frame:
             if now - self.frame_started > cfg.read_timeout:
-                self._client_error(f"request not complete after {cfg.read_timeout:g}s (slow client)")
+                self._client_error(
+                    f"request not complete after {cfg.read_timeout:g}s (slow client)", kind="read_timeout"
+                )
             return
         limit = cfg.idle_timeout
         if self._server.stopping:
             limit = 0.0 if self.served else min(cfg.read_timeout, cfg.idle_timeout)
         if now - self.last_activity > limit:
             if not self.served and not self._server.stopping:
-                self._client_error(f"no request within {limit:g}s of connecting (idle)", level=logging.INFO)
+                self._client_error(
+                    f"no request within {limit:g}s of connecting (idle)",
+                    level=logging.INFO,
+                    kind="idle_timeout",
+                )
             else:
                 self.transport.close()
 

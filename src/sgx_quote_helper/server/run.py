@@ -96,6 +96,9 @@ async def serve(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+            # stopped already (e.g. after a takeover): a supervisor's SIGTERM now must not turn our
+            # clean exit into death by signal
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def run_server(

@@ -141,11 +141,18 @@ def unlink_if_ours(path: Path, ident: SocketIdentity) -> bool:
 
 
 def publish_socket(
-    path: Path, *, mode: int, backlog: int, replace: bool, probe_timeout: float
+    path: Path,
+    *,
+    mode: int,
+    backlog: int,
+    replace: bool,
+    probe_timeout: float,
+    group: int | None = None,
 ) -> tuple[socket.socket, SocketIdentity, ProbeResult]:
     """Bind, listen and atomically put a new socket at ``path`` (see the module doc).
 
-    Returns the listening socket, its identity and what was at the path before.
+    Returns the listening socket, its identity and what was at the path before. ``group`` (a gid)
+    is given to the socket before it appears at the path (never visible with the wrong group).
 
     Raises:
         ConfigError: another program serves the path and ``replace`` is false; or binding failed.
@@ -165,6 +172,8 @@ def publish_socket(
     try:
         sock.bind(str(tmp))
         try:
+            if group is not None:
+                os.chown(tmp, -1, group)
             os.chmod(tmp, mode)
             sock.listen(backlog)
             st = os.lstat(tmp)

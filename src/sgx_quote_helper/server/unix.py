@@ -29,6 +29,8 @@ from ..service import AesmService
 from ..wire import messages as m
 from .config import ServerConfig
 from .connection import AesmConnection
+from .limits import PeerPolicy, RefusalLog
+from .metrics import MetricsServer, ServerMetrics, start_metrics_server
 from .socketpath import ProbeResult, SocketIdentity, path_is, publish_socket, unlink_if_ours
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,21 @@ class AesmServer:
         self.service = service
         self.config = config
         self.stats = ServerStats()
+        self.metrics = ServerMetrics()
+        self.metrics.gauge("in_flight", "Engine requests queued or running", lambda: self.in_flight)
+        self.metrics.gauge("open_connections", "Client connections open", lambda: len(self.connections))
+        self.policy = PeerPolicy(
+            allow_uids=config.allow_uids,
+            allow_gids=config.allow_gids,
+            rate=config.rate_limit,
+            burst=config.rate_burst or max(1, int(config.rate_limit)),
+            max_in_flight_per_peer=config.max_in_flight_per_peer,
+            by_pid=config.limit_by_pid,
+        )
+        self.restrict_peers = self.policy.restricts_peers  # plain bools: read on every connection/request
+        self.limit_peers = self.policy.limits_peers
+        self.metrics_server: MetricsServer | None = None
+        self.refusals = RefusalLog(logging.getLogger(__name__.rsplit(".", 1)[0] + ".access"))
         self.connections: set[AesmConnection] = set()
         self.in_flight = 0
         self.slow_in_flight = 0  # in-flight engine requests not known to be fast
@@ -102,6 +119,7 @@ class AesmServer:
                 backlog=cfg.backlog,
                 replace=cfg.replace,
                 probe_timeout=cfg.probe_timeout,
+                group=cfg.socket_group,
             ),
         )
         self._listen_dup = sock.dup()  # keeps the listener alive to drain the backlog at stop
@@ -110,6 +128,15 @@ class AesmServer:
             lambda: self.connection_class(self), sock=sock, backlog=cfg.backlog
         )
         self._sweeper = asyncio.create_task(self._sweep(), name="aesm-sweep")
+        if cfg.metrics_port is not None:
+            try:
+                self.metrics_server = start_metrics_server(self.metrics, cfg.metrics_host, cfg.metrics_port)
+            except OSError as exc:
+                log.error(
+                    "metrics endpoint %s:%d: %s (serving without it)", cfg.metrics_host, cfg.metrics_port, exc
+                )
+            else:
+                log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self.metrics_server.port)
         log.info(
             "serving AESM protocol on %s (mode %o, %s, max in flight %d)",
             cfg.socket_path,
@@ -207,6 +234,8 @@ class AesmServer:
             await self._server.wait_closed()
         if self._own_executor:
             self.executor.shutdown(wait=True)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         log.info(
             "stopped (%s): %d connections, %d requests, %d busy, %d client errors",
             self.stop_reason,
