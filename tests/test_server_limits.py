@@ -189,3 +189,29 @@ def test_socket_group(sock_dir: Path) -> None:
 def test_serve_rejects_bad_limits(args: list[str], message: str) -> None:
     res = CliRunner().invoke(cli, ["serve", "--socket", "/tmp/sq-unused/s", *args])
     assert res.exit_code == 2 and message in res.output
+
+
+def test_proxy_applies_the_peer_limits_and_counts(sock_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from sgx_quote_helper.server.proxy import ProxyServer, Upstream
+    from tests.daemon_thread import running
+
+    upstream = sock_dir / "up"
+    front = sock_dir / "front"
+    with start(upstream), caplog.at_level(logging.INFO):
+        cfg = ServerConfig(socket_path=front, use_uvloop=False, rate_limit=0.01, rate_burst=1)
+        with running(ProxyServer(Upstream(upstream, timeout=5.0), cfg)) as srv, raw_connect(front) as s:
+            codes = []
+            for _ in range(3):
+                resp = key_num(s)
+                assert isinstance(resp, m.GetSupportedAttKeyIDNumResponse)
+                codes.append(resp.error_code)
+            assert codes == [0, AesmStatus.BUSY, AesmStatus.BUSY]
+            assert srv.metrics.refused == {"rate": 2}
+            assert srv.metrics.requests == {(m.GetSupportedAttKeyIDNumRequest, 0): 1}
+        cfg = ServerConfig(socket_path=front, use_uvloop=False, allow_uids=frozenset({os.getuid() + 1}))
+        with running(ProxyServer(Upstream(upstream, timeout=5.0), cfg)) as srv, raw_connect(front) as s:
+            with contextlib.suppress(BrokenPipeError):
+                s.sendall(quote_frame(report(1)))
+            assert read_frame(s) is None
+            assert srv.metrics.refused == {"not_allowed": 1}
+    assert len(refusal_lines(caplog, "rate")) == 1

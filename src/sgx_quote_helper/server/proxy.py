@@ -21,8 +21,10 @@ client's connection is closed too. The one request answered locally is our own H
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -202,9 +204,25 @@ class _ProxyConnection(_Connection):
             if self.transport is None or self.transport.is_closing():
                 return
             body = self._queue.popleft()
+            t0 = time.perf_counter()
             srv.stats.requests += 1
-            if srv.in_flight >= srv.config.max_in_flight:
+            refusal = None
+            if srv.limit_peers and not _is_probe(body):
+                pid, uid, _ = self.peer()
+                key = srv.policy.key(pid, uid)
+                refusal = srv.policy.admit(key, srv.loop.time())
+                if refusal is None:
+                    self._peer_key = key
+                else:
+                    srv.refusals.refused(refusal, pid, uid, "answered BUSY (18)", srv.loop.time(), key)
+            if refusal is None and srv.in_flight >= srv.config.max_in_flight:
                 srv.stats.busy += 1
+                refusal = "busy"
+            if refusal is not None:
+                srv.metrics.refuse(refusal)
+                if self._peer_key is not None:
+                    srv.policy.release(self._peer_key)
+                    self._peer_key = None
                 busy = error_reply(body, AesmStatus.BUSY)
                 if busy is None:
                     self._client_error("request envelope not understood; closing without a reply")
@@ -214,11 +232,11 @@ class _ProxyConnection(_Connection):
             srv.in_flight += 1
             self._processing = True
             task = srv.loop.create_task(srv.forward(body))
-            task.add_done_callback(self._forward_done)
+            task.add_done_callback(functools.partial(self._forward_done, body=body, t0=t0))
             return
         super()._next()  # queue empty or busy: resume reading / close as the base does
 
-    def _forward_done(self, task: asyncio.Task[bytes | None]) -> None:
+    def _forward_done(self, task: asyncio.Task[bytes | None], body: bytes, t0: float) -> None:
         srv = self._server
         srv.in_flight -= 1
         self._processing = False
@@ -229,8 +247,23 @@ class _ProxyConnection(_Connection):
                 self.transport.close()
             else:
                 self._write_body(reply)
-                self._next()
+        self._account(body, reply, t0)
+        if self.transport is not None and not self.transport.is_closing() and reply is not None:
+            self._next()
         srv._connection_gone()
+
+    def _account(self, body: bytes, reply: bytes | None, t0: float) -> None:
+        """Metrics and the debug line of one forwarded request (decoded here: ~5 µs, small next to
+        the upstream exchange); frames we cannot decode only release the peer's slot."""
+        try:
+            request = m.decode_request(body)
+            response = m.decode_response(reply) if reply is not None else None
+        except RemoteProtocolError:
+            if self._peer_key is not None:
+                self._server.policy.release(self._peer_key)
+                self._peer_key = None
+            return
+        self._answered(request, response, t0)
 
     def _write_body(self, body: bytes) -> None:
         assert self.transport is not None
