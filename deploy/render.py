@@ -34,11 +34,14 @@ _OFF = {
 MANIFEST_SETS: dict[str, tuple[str, dict[str, Any]]] = {
     # the device plugin and the quote helper, as AKS runs them, in kube-system
     "sgx-quote-helper.yaml": ("kube-system", {"sampleJob": {"enabled": False}}),
-    # optional collateral service (simulated platform collateral)
+    # optional collateral service (a caching PCCS in front of Intel's PCS)
     "pccs.yaml": ("kube-system", {**_OFF, "pccs": {"enabled": True}}),
     # the sample app Job (out-of-process quoting from an ordinary pod)
     "sample-job.yaml": ("default", {**_OFF, "sampleJob": {"enabled": True}}),
 }
+
+#: set for every plain manifest: they are applied with kubectl, not managed by Helm
+PLAIN_VALUES: dict[str, Any] = {"managedBy": "kubectl"}
 
 HEADER = "# Generated from deploy/helm/sgx-quote-helper by deploy/render.py ({values}); do not edit.\n"
 
@@ -53,7 +56,8 @@ def render(values: dict[str, Any], namespace: str = "kube-system", name: str = R
 
 
 def manifest_text(namespace: str, values: dict[str, Any]) -> str:
-    """One plain multi-document YAML file for a values set."""
+    """One plain multi-document YAML file for a values set (labelled managed-by kubectl)."""
+    values = {**PLAIN_VALUES, **values}
     docs: list[str] = []
     for path, text in render(values, namespace).items():
         for doc in text.split("\n---\n"):

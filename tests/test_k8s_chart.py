@@ -33,8 +33,10 @@ PROV = "sgx.intel.com/provision"
 SOCKET = "/var/run/aesmd/aesm.socket"
 PROBE = ["sgx-quote-helper", "healthcheck", "--socket", SOCKET]
 
+PKI_DIR = "/etc/sgx-quote-helper/simulated-pki"
+STATE = "/var/lib/sgx-quote-helper"
 ALL_ON: dict[str, Any] = {
-    "pccs": {"enabled": True},
+    "pccs": {"enabled": True, "apiKey": {"existingSecret": "pcs-api-key"}},
     "webhook": {"enabled": True},
     "devicePlugin": {"intelNames": True, "publishEpcCapacity": True, "legacyDevicePaths": True},
     "quoteHelper": {"extraEnv": [{"name": "LOG_FORMAT", "value": "json"}]},
@@ -50,6 +52,14 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
             "pccs": {"enabled": True, "mode": "upstream"},
             "sgx": {"epcResource": "alibabacloud.com/sgx_epc_MiB"},
             "sgxNodeSelector": {"intel.feature.node.kubernetes.io/sgx": "true"},
+        },
+    ),
+    "simulated-cluster": (
+        "sgx-test",
+        {
+            "quoteHelper": {"engine": "simulated"},
+            "simulatedPki": {"existingSecret": "sgx-simulated-pki"},
+            "pccs": {"enabled": True, "mode": "simulated", "replicas": 2},
         },
     ),
     "webhook-own-cert": (
@@ -167,7 +177,10 @@ def test_provision_only_for_the_quote_helper(rendered: Any) -> None:
             continue
         for c in containers(obj):
             wanted = {k for part in c.get("resources", {}).values() for k in part}
-            is_helper = obj["metadata"]["labels"]["app.kubernetes.io/component"] == "quote-helper"
+            is_helper = (
+                obj["metadata"]["labels"]["app.kubernetes.io/component"] == "quote-helper"
+                and c["name"] == "quote-helper"  # not its init container
+            )
             assert (PROV in wanted) == is_helper, obj["metadata"]["name"]
 
 
@@ -358,12 +371,29 @@ def test_pccs_args_parse_with_our_cli() -> None:
         pytest.skip("cli/pccs.py not in the tree yet")
     group = importlib.import_module("sgx_quote_helper.cli.pccs").pccs
     for mode in ("simulated", "upstream"):
-        objs = objects({"pccs": {"enabled": True, "mode": mode}}, "sgx")
+        values = {"pccs": {"enabled": True, "mode": mode}, **SIMULATED_PKI}
+        objs = objects(values, "sgx")
         (c,) = one(objs, "Deployment", "pccs")["spec"]["template"]["spec"]["containers"]
         assert c["args"][:2] == ["pccs", "serve"]
         command = group.get_command(click.Context(group), "serve")
         assert command is not None
         command.make_context("serve", list(c["args"][2:]))
+
+
+SIMULATED_PKI: dict[str, Any] = {
+    "quoteHelper": {"engine": "simulated"},
+    "simulatedPki": {"existingSecret": "sgx-simulated-pki"},
+}
+
+
+def test_join_pki_args_parse_with_our_cli() -> None:
+    objs = objects({**SIMULATED_PKI, "pccs": {"enabled": True, "mode": "simulated"}}, "sgx")
+    (init,) = one(objs, "DaemonSet", "quote-helper")["spec"]["template"]["spec"]["initContainers"]
+    assert init["args"][:2] == ["sim", "init"]
+    group = importlib.import_module("sgx_quote_helper.cli.sim").sim
+    command = group.get_command(click.Context(group), "init")
+    assert command is not None
+    command.make_context("init", list(init["args"][2:]))
 
 
 def test_probe_parses_with_healthcheck() -> None:
@@ -375,6 +405,26 @@ def test_sample_job_command_parses_with_our_cli() -> None:
     (c,) = job["spec"]["template"]["spec"]["containers"]
     assert c["command"][:2] == ["sgx-quote-helper", "doctor"]
     _accepts("doctor", "doctor", c["command"][2:])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"pccs": {"enabled": True, "mode": "simulated"}}, "sim init --state-dir ./sim-pki"),
+        (
+            {
+                "pccs": {"enabled": True, "mode": "simulated"},
+                "simulatedPki": {"existingSecret": "sgx-simulated-pki"},
+            },
+            "quoteHelper.engine=dcap makes hardware quotes",
+        ),
+    ],
+)
+def test_simulated_pccs_refused_without_a_shared_pki(values: dict[str, Any], message: str) -> None:
+    """A simulated PCCS needs the one SIMULATED PKI every node joined, and simulated quotes."""
+    with pytest.raises(helm.HelmError, match=r"pccs\.mode=simulated") as info:
+        render.render(copy.deepcopy(values))
+    assert message in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -404,3 +454,104 @@ def test_plain_manifests_validate(version: str) -> None:
         for obj in yaml.safe_load_all((render.MANIFESTS / file).read_text()):
             if obj:
                 kubernetes_validate.validate(obj, version, strict=True)
+
+
+def _labels(obj: dict[str, Any]) -> list[dict[str, str]]:
+    """The object's labels and, for workloads, its pod template's."""
+    out = [obj["metadata"].get("labels", {})]
+    if "template" in obj.get("spec", {}):
+        out.append(obj["spec"]["template"]["metadata"]["labels"])
+    return out
+
+
+def test_simulated_platforms_share_one_pki(rendered: Any) -> None:
+    """engine=simulated + simulatedPki: every node's platform joins the Secret's PKI in the very
+    state dir the quote helper serves from, and the simulated PCCS serves that same PKI."""
+    _, values, objs = rendered
+    secret = values.get("simulatedPki", {}).get("existingSecret", "")
+    engine = values.get("quoteHelper", {}).get("engine", "dcap")
+    ds_pod = one(objs, "DaemonSet", "quote-helper")["spec"]["template"]["spec"]
+    if not (secret and engine == "simulated"):
+        assert "initContainers" not in ds_pod
+        return
+    (init,) = ds_pod["initContainers"]
+    (helper,) = ds_pod["containers"]
+    assert init["args"] == ["sim", "init", f"--state-dir={STATE}", f"--pki-from={PKI_DIR}", "--keep-existing"]
+    assert {"name": "SGX_QUOTE_HELPER_STATE", "value": STATE} in helper["env"]
+    helper_mounts = {m["mountPath"]: m["name"] for m in helper["volumeMounts"]}
+    init_mounts = {m["mountPath"]: m for m in init["volumeMounts"]}
+    assert init_mounts[STATE]["name"] == helper_mounts[STATE] == "state"  # the same hostPath
+    assert init_mounts[PKI_DIR]["readOnly"] is True
+    volumes = {v["name"]: v for v in ds_pod["volumes"]}
+    assert volumes["state"]["hostPath"]["path"] == values.get("quoteHelper", {}).get("stateHostPath", STATE)
+    assert volumes[init_mounts[PKI_DIR]["name"]]["secret"]["secretName"] == secret
+    assert init["securityContext"]["runAsUser"] == 0  # root-owned hostPath, like the helper
+    if values.get("pccs", {}).get("mode") == "simulated":
+        pod = one(objs, "Deployment", "pccs")["spec"]["template"]["spec"]
+        (pccs,) = pod["containers"]
+        assert pccs["args"][4:] == ["--simulated", f"--state-dir={PKI_DIR}"]
+        (mount,) = [m for m in pccs["volumeMounts"] if m["mountPath"] == PKI_DIR]
+        assert mount["readOnly"] is True
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] == secret
+        # the non-root PCCS reads the keys through its group
+        assert volume["secret"]["defaultMode"] & 0o040
+        assert pod["securityContext"]["fsGroup"] == pccs["securityContext"]["runAsGroup"]
+
+
+def test_pccs_deployment(rendered: Any) -> None:
+    _, values, objs = rendered
+    p = values.get("pccs", {})
+    if not p.get("enabled"):
+        assert [o for o in objs if o["kind"] == "Deployment" and "pccs" in o["metadata"]["name"]] == []
+        return
+    (c,) = one(objs, "Deployment", "pccs")["spec"]["template"]["spec"]["containers"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert [port["name"] for port in c["ports"]] == ["http"]
+    env = {e["name"]: e for e in c.get("env", [])}
+    key_secret = p.get("apiKey", {}).get("existingSecret")
+    if p.get("mode", "upstream") == "upstream":
+        assert any(a.startswith("--upstream=https://") for a in c["args"])
+        assert not any(a.startswith("--api-key") for a in c["args"])  # never the key itself in args
+    if key_secret:
+        ref = env["PCCS_API_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": key_secret, "key": "api-key"}
+    else:
+        assert "PCCS_API_KEY" not in env
+
+
+def test_pccs_api_key_env_is_the_cli_option() -> None:
+    """PCCS_API_KEY is what `pccs serve --api-key` reads, so the Secret reaches the upstream."""
+    group = importlib.import_module("sgx_quote_helper.cli.pccs").pccs
+    command = group.get_command(click.Context(group), "serve")
+    assert command is not None
+    (option,) = [p for p in command.params if "--api-key" in getattr(p, "opts", [])]
+    assert option.envvar == "PCCS_API_KEY"
+
+
+def test_quote_helper_image_matches_engine(rendered: Any) -> None:
+    """dcap/auto need Intel's libraries: the DCAP image (deploy/Dockerfile.dcap); the rest, the plain one."""
+    _, values, objs = rendered
+    engine = values.get("quoteHelper", {}).get("engine", "dcap")
+    for obj in objs:
+        if obj["kind"] not in ("DaemonSet", "Deployment", "Job"):
+            continue
+        for c in containers(obj):
+            dcap = c["name"] == "quote-helper" and engine in ("dcap", "auto")
+            assert c["image"] == ("sgx-quote-helper:0.1.0-dcap" if dcap else "sgx-quote-helper:0.1.0")
+
+
+def test_managed_by_label() -> None:
+    """Helm installs say Helm; the plain manifests (kubectl apply) say kubectl."""
+    for obj in objects({}, "kube-system"):
+        for labels in _labels(obj):
+            assert labels["app.kubernetes.io/managed-by"] == "Helm"
+    seen = 0
+    for file in render.MANIFEST_SETS:
+        for obj in yaml.safe_load_all((render.MANIFESTS / file).read_text()):
+            if obj:
+                for labels in _labels(obj):
+                    assert labels["app.kubernetes.io/managed-by"] == "kubectl", (file, obj["kind"])
+                    seen += 1
+    assert seen > 5

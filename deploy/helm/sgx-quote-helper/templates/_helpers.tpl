@@ -31,11 +31,26 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "sqh.labels" -}}
 {{ include "sqh.selectorLabels" . }}
 app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/managed-by: {{ .root.Values.managedBy | default .root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
 {{- with .root.Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* where the SIMULATED PKI Secret is mounted (PCCS, and the quote helper's init container) */}}
+{{- define "sqh.simulatedPkiDir" -}}
+/etc/sgx-quote-helper/simulated-pki
+{{- end -}}
+
+{{/* the quote helper's image: the DCAP image (deploy/Dockerfile.dcap) for the dcap and auto engines */}}
+{{- define "sqh.quoteHelperImage" -}}
+{{- $image := include "sqh.image" . -}}
+{{- if has .Values.quoteHelper.engine (list "dcap" "auto") -}}
+{{- printf "%s%s" $image .Values.image.dcapTagSuffix -}}
+{{- else -}}
+{{- $image -}}
+{{- end -}}
 {{- end -}}
 
 {{/* the socket path every client uses */}}
