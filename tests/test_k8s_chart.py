@@ -555,3 +555,64 @@ def test_managed_by_label() -> None:
                     assert labels["app.kubernetes.io/managed-by"] == "kubectl", (file, obj["kind"])
                     seen += 1
     assert seen > 5
+
+
+def test_simulated_cluster_end_to_end(tmp_path: Path) -> None:
+    """The rendered init container and PCCS args, run with their volumes as temp dirs: two nodes'
+    platforms join the Secret's PKI, the PCCS serves it from a read-only copy, and quotes from both
+    nodes verify against its collateral and the one SIMULATED root."""
+    import os
+    import re
+    import stat
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from sgx_quote_helper.cli import cli
+
+    def run(args: list[str]) -> str:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    namespace, values = VALUE_SETS["simulated-cluster"]
+    objs = objects(values, namespace)
+    (init,) = one(objs, "DaemonSet", "quote-helper")["spec"]["template"]["spec"]["initContainers"]
+    (pccs,) = one(objs, "Deployment", "pccs")["spec"]["template"]["spec"]["containers"]
+    pki = tmp_path / "pki"
+    run(["sim", "init", "--state-dir", str(pki)])  # what deploy/README.md tells the user to do
+    nodes = [tmp_path / "node-a", tmp_path / "node-b"]
+    for node in nodes:
+        args = [a.replace(PKI_DIR, str(pki)).replace(STATE, str(node)) for a in init["args"]]
+        assert "created" in run(args)
+        assert "kept" in run(args)  # the next pod start
+    for f in pki.iterdir():  # a Secret volume is read-only
+        f.chmod(stat.S_IRUSR | stat.S_IRGRP)
+    pki.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    args = [a.replace(PKI_DIR, str(pki)) for a in pccs["args"]]
+    args = [{"--host=0.0.0.0": "--host=127.0.0.1"}.get(a, a) for a in args]
+    args = [re.sub(r"^--port=\d+$", "--port=0", a) for a in args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sgx_quote_helper", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = re.match(r"pccs ready at (http://\S+) \(simulated\)", proc.stdout.readline())
+        assert ready, "the PCCS did not start"
+        root = tmp_path / "root.der"
+        run(["sim", "root-ca", "--state-dir", str(pki), "--der", "--out", str(root)])
+        for node in nodes:
+            quote = tmp_path / f"{node.name}.bin"
+            run(["sim", "quote", "--state-dir", str(node), "--out", str(quote)])
+            out = run(["verify", str(quote), "--pccs", ready.group(1), "--root-ca", str(root)])
+            assert out.startswith("OK: SGX quote v3 accepted: UpToDate")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        pki.chmod(stat.S_IRWXU)
