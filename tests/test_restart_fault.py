@@ -7,6 +7,7 @@ continuously against real ``serve`` subprocesses while the daemon is restarted 5
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,13 +25,26 @@ def root() -> Iterator[Path]:
         yield d
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_rolling_restarts_lose_nothing_even_for_clients_that_never_retry(root: Path) -> None:
-    res = run_restarts(root, "rolling", restarts=5, clients=32, settle=0.3)
+    port = free_port()  # every generation serves metrics on the same port (SO_REUSEPORT overlap)
+    res = run_restarts(
+        root, "rolling", restarts=5, clients=32, settle=0.3, daemon_args=("--metrics-port", str(port))
+    )
     for kind in ("intel", "ours"):
         assert res[kind]["failed"] == 0, res[kind]["errors"]
         assert res[kind]["bad_quotes"] == 0, res[kind]["errors"]
         assert res[kind]["ok"] > 0
     assert res["old_exit_codes"] == [0] * 6  # five replaced daemons and the last one, all clean
+    logs = [p.read_text() for p in sorted(root.glob("daemon-*.log"))]
+    assert len(logs) == 6
+    assert all(f"metrics on http://127.0.0.1:{port}/metrics" in text for text in logs)
+    assert all("took over" in text for text in logs[1:])
 
 
 def test_sigkill_restarts_lose_nothing_for_our_client(root: Path) -> None:

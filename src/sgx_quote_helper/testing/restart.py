@@ -247,11 +247,19 @@ def summarize(stats: list[ClientStats]) -> dict[str, Any]:
 
 
 def run_restarts(
-    root: Path, mode: str, restarts: int, clients: int, *, settle: float = 0.3, retry_deadline: float = 15.0
+    root: Path,
+    mode: str,
+    restarts: int,
+    clients: int,
+    *,
+    settle: float = 0.3,
+    retry_deadline: float = 15.0,
+    daemon_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Start a daemon, ``clients`` quoting threads, restart ``restarts`` times in ``mode`` with
-    ``settle`` seconds of load between restarts; the per-kind totals, exit codes and timings."""
-    daemons = Daemons(root)
+    ``settle`` seconds of load between restarts; the per-kind totals, exit codes and timings.
+    Each daemon's output stays in ``root/daemon-N.log``."""
+    daemons = Daemons(root, daemon_args)
     daemons.start()
     load = Load(daemons, clients, retry_deadline)
     t0 = time.monotonic()
