@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +141,30 @@ def test_json_formatter_keeps_structured_fields() -> None:
     out = json.loads(JsonFormatter().format(rec))
     assert out["message"] == "request GetQuoteEx" and out["level"] == "debug" and out["logger"] == "x.y"
     assert out["request"] == "GetQuoteEx" and out["code"] == 0 and out["duration_ms"] == 0.25
+
+
+def test_serve_json_logs_at_debug_have_one_line_per_request_and_no_payloads(sock_dir: Path) -> None:
+    """A real ``serve --log-format json -vv`` subprocess with the simulated engine quotes a report:
+    every line is JSON, the quote has its request line, and neither the report data nor any part
+    of the quote appears anywhere in the log."""
+    from sgx_quote_helper.engine.platform import Platform
+    from sgx_quote_helper.testing.restart import Daemons
+
+    daemons = Daemons(sock_dir, ("--log-format", "json", "-vv"))
+    daemons.start()
+    try:
+        client = QuoteClient(daemons.path)
+        init = client.init_quote_ex()
+        report_data = bytes(range(0x40, 0x80))
+        rep = Platform.open(daemons.state).ereport(init.target_info, report_data)
+        quote = client.get_quote_ex(rep).quote
+    finally:
+        daemons.stop()
+    assert daemons.exit_codes == [0]
+    lines = [json.loads(line) for line in (sock_dir / "daemon-1.log").read_text().splitlines()]
+    quotes = [x for x in lines if x.get("request") == "GetQuoteEx"]
+    assert len(quotes) == 1 and quotes[0]["result"] == "SUCCESS" and quotes[0]["level"] == "debug"
+    assert quotes[0]["pid"] == os.getpid() and quotes[0]["uid"] == os.getuid()
+    text = (sock_dir / "daemon-1.log").read_text().lower()
+    for secret in (report_data, report_data[:8], rep.body.mr_enclave, quote[-64:], quote[436:500]):
+        assert secret.hex() not in text
