@@ -215,3 +215,23 @@ def test_proxy_applies_the_peer_limits_and_counts(sock_dir: Path, caplog: pytest
             assert read_frame(s) is None
             assert srv.metrics.refused == {"not_allowed": 1}
     assert len(refusal_lines(caplog, "rate")) == 1
+
+
+def test_busy_past_the_global_bound_is_logged_once(sock_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = sock_dir / "s"
+    gate = threading.Event()
+    eng = FakeEngine(initialised=True, gate=gate)
+    with caplog.at_level(logging.INFO), start(path, eng, max_in_flight=1, inline_engine_below=0.0) as d:
+        held = raw_connect(path)
+        held.sendall(quote_frame(report(1)))
+        deadline = time.monotonic() + 5
+        while eng.calls["get_quote"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for tag in (2, 3, 4):
+            assert transact_raw(path, quote_frame(report(tag))) == m.GetQuoteExResponse(AesmStatus.BUSY)
+        gate.set()
+        assert read_frame(held) is not None
+        held.close()
+        assert d.server is not None and d.server.metrics.refused == {"busy": 3}
+    lines = refusal_lines(caplog, "busy")
+    assert len(lines) == 1 and "1 requests in flight" in lines[0]

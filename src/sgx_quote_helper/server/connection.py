@@ -316,10 +316,12 @@ class AesmConnection(asyncio.Protocol):
         srv = self._server
         srv.metrics.refuse(reason)
         pid, uid, _ = self.peer()
-        if reason != "busy":
-            srv.refusals.refused(
-                reason, pid, uid, "answered BUSY (18)", srv.loop.time(), srv.policy.key(pid, uid)
-            )
+        detail = (
+            "answered BUSY (18)"
+            if reason != "busy"
+            else f"{srv.in_flight} requests in flight; answered BUSY (18)"
+        )
+        srv.refusals.refused(reason, pid, uid, detail, srv.loop.time(), srv.policy.key(pid, uid))
         if self._peer_key is not None:  # admitted by the peer limits, refused by the global bound
             srv.policy.release(self._peer_key)
             self._peer_key = None

@@ -218,6 +218,11 @@ class _ProxyConnection(_Connection):
             if refusal is None and srv.in_flight >= srv.config.max_in_flight:
                 srv.stats.busy += 1
                 refusal = "busy"
+                pid, uid, _ = self.peer()
+                srv.refusals.refused(
+                    refusal, pid, uid, f"{srv.in_flight} requests in flight; answered BUSY (18)",
+                    srv.loop.time(), srv.policy.key(pid, uid),
+                )  # fmt: skip
             if refusal is not None:
                 srv.metrics.refuse(refusal)
                 if self._peer_key is not None:
