@@ -12,8 +12,10 @@ next call (our daemon allows it; aesmd does not). Errors are split three ways:
 - :class:`~sgx_quote_helper.errors.BadResponseError`: the answer is not a valid reply to the request.
 
 Only "connection refused" and "no such socket" (the daemon restarting during a node update) are
-retried, with exponential backoff, until ``retry_deadline`` seconds have passed; never a request
-the daemon answered. :func:`out_of_process_mode` says which quoting mode an app is in and why,
+retried, with exponential backoff, until ``retry_deadline`` seconds have passed; and a request
+whose connection was lost before a single reply byte (a daemon killed with it in flight) is sent
+again on a new connection within that deadline, at most 3 tries (every AESM request can be
+repeated). Never a request the daemon answered. :func:`out_of_process_mode` says which quoting mode an app is in and why,
 using Intel's rule (``SGX_AESM_ADDR`` set to anything, even empty, means out-of-process).
 
 Modules: ``sync`` (QuoteClient), ``aio`` (AsyncQuoteClient), ``replies`` (result values and the
