@@ -36,6 +36,25 @@ def state_dir_option(f: F) -> F:
     )(f)
 
 
+DEFAULT_SOCKET = "/var/run/aesmd/aesm.socket"
+
+
+def socket_option(help: str = "The quote service's socket.") -> Callable[[F], F]:
+    """``--socket PATH`` (parameter ``socket_path``), defaulting to aesmd's fixed path."""
+
+    def decorate(f: F) -> F:
+        return click.option(
+            "--socket",
+            "socket_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=DEFAULT_SOCKET,
+            show_default=True,
+            help=help,
+        )(f)
+
+    return decorate
+
+
 def resolve_state_dir(value: Path | None) -> Path:
     return value if value is not None else default_state_dir()
 
@@ -66,4 +85,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-__all__ = ["STATE_ENV", "default_state_dir", "fail", "parse_hex", "resolve_state_dir", "state_dir_option"]
+__all__ = [
+    "DEFAULT_SOCKET",
+    "STATE_ENV",
+    "default_state_dir",
+    "fail",
+    "parse_hex",
+    "resolve_state_dir",
+    "socket_option",
+    "state_dir_option",
+]

@@ -8,17 +8,11 @@ from typing import NoReturn
 import click
 
 from ..errors import AesmError, BadResponseError, LocalProtocolError, TransportError
+from ._common import socket_option
 
 
 @click.command("healthcheck")
-@click.option(
-    "--socket",
-    "socket_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default="/var/run/aesmd/aesm.socket",
-    show_default=True,
-    help="The quote service's socket.",
-)
+@socket_option()
 @click.option(
     "--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True, help="Seconds."
 )

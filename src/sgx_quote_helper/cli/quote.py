@@ -7,18 +7,11 @@ from pathlib import Path
 import click
 
 from ..errors import AesmError, BadResponseError, SgxQuoteHelperError, TransportError
-from ._common import fail, parse_hex, resolve_state_dir, state_dir_option
+from ._common import fail, parse_hex, resolve_state_dir, socket_option, state_dir_option
 
 
 @click.command("quote")
-@click.option(
-    "--socket",
-    "socket_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default="/var/run/aesmd/aesm.socket",
-    show_default=True,
-    help="The quote service's socket.",
-)
+@socket_option()
 @click.option(
     "--out",
     "out",

@@ -13,7 +13,7 @@ import click
 from .. import __version__
 from ..engine.base import QuotingEngine
 from ..errors import ConfigError, SgxQuoteHelperError
-from ._common import fail, resolve_state_dir, state_dir_option
+from ._common import fail, resolve_state_dir, socket_option, state_dir_option
 from ._logs import setup_logging
 
 if TYPE_CHECKING:
@@ -95,14 +95,7 @@ def _run_proxy(config: ServerConfig, upstream_socket: Path | None, timeout: floa
 
 
 @click.command("serve")
-@click.option(
-    "--socket",
-    "socket_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default="/var/run/aesmd/aesm.socket",
-    show_default=True,
-    help="Unix socket to serve (Intel's clients only ever use the default).",
-)
+@socket_option("Unix socket to serve (Intel's clients only ever use the default).")
 @click.option(
     "--engine",
     type=click.Choice(ENGINES),
