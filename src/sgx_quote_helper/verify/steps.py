@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..abi.pck import SgxExtensions
-from ..abi.quote import INTEL_QE_VENDOR_ID, TEE_TYPE_SGX, TEE_TYPE_TDX, Quote
+from ..abi.quote import ATT_KEY_TYPE_ECDSA_P256, INTEL_QE_VENDOR_ID, TEE_TYPE_SGX, TEE_TYPE_TDX, Quote
 from ..abi.report import ReportBody
 from ..errors import VerificationError
 from . import chain as ch
@@ -81,8 +81,10 @@ def raw_public_key(xy: bytes, step: Step, what: str) -> ec.EllipticCurvePublicKe
 
 # --- 1 ------------------------------------------------------------------------------------------
 def check_quote_format(quote: Quote) -> None:
-    """Step 1: supported version/TEE combination and Intel's QE vendor ID."""
+    """Step 1: supported version/TEE combination, ECDSA P-256 key type and Intel's QE vendor ID."""
     h = quote.header
+    if h.att_key_type != ATT_KEY_TYPE_ECDSA_P256:  # the parser checks bytes; a built Quote may not
+        raise fail(Step.QUOTE_FORMAT, "unsupported-attestation-key-type", str(h.att_key_type))
     if h.qe_vendor_id != INTEL_QE_VENDOR_ID:
         raise fail(Step.QUOTE_FORMAT, "unknown-qe-vendor", h.qe_vendor_id.hex())
     tee = TEE_TYPE_TDX if quote.is_tdx else TEE_TYPE_SGX
