@@ -517,3 +517,14 @@ def test_reissued_root_with_the_same_name_and_key_is_not_the_pinned_root() -> No
     twin = _cert(p.root_cn, p.keys["root"], p.root_cn, p.keys["root"], True, 77)
     q = _rebuild(p, p.quote(), chain_pem=_pem(p.leaf, p.ca, twin))
     _reject(p, q, p.collateral(), Step.ROOT_CA, "untrusted-root")
+
+
+@pytest.mark.parametrize(
+    ("window", "reason"),
+    [((NOW - 60 * D, NOW - D), "pck-ca-expired"), ((NOW + D, NOW + 60 * D), "pck-ca-not-yet-valid")],
+)
+def test_pck_ca_validity_window(window: tuple[object, object], reason: str) -> None:
+    p = SimPki()
+    ca = _cert(p.ca_cn, p.keys["ca"], p.root_cn, p.keys["root"], True, 2, *window)  # type: ignore[arg-type]
+    q = _rebuild(p, p.quote(), chain_pem=_pem(p.leaf, ca, p.root))
+    _reject(p, q, p.collateral(), Step.PCK_CHAIN, reason)
