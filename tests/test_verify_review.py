@@ -307,7 +307,7 @@ def test_qe_miscselect_masked_on_both_sides() -> None:
     c = _resign(
         p,
         p.collateral(),
-        qe=_edit_json(p.qe_identity_text(), miscselect="80000001", miscselectMask="0000000F"),
+        qe=_edit_json(p.qe_identity_text(), miscselect="01000080", miscselectMask="0F000000"),
     )
     fine = dataclasses.replace(rep, misc_select=0x70000001)
     assert verify(_rebuild(p, q, qe_report=fine), c, NOW, root_ca=p.root_der).accepted
@@ -528,3 +528,18 @@ def test_pck_ca_validity_window(window: tuple[object, object], reason: str) -> N
     ca = _cert(p.ca_cn, p.keys["ca"], p.root_cn, p.keys["root"], True, 2, *window)  # type: ignore[arg-type]
     q = _rebuild(p, p.quote(), chain_pem=_pem(p.leaf, ca, p.root))
     _reject(p, q, p.collateral(), Step.PCK_CHAIN, reason)
+
+
+@pytest.mark.parametrize(
+    ("report", "identity", "ok"), [(1, "01000000", True), (0x01000000, "01000000", False)]
+)
+def test_qe_miscselect_hex_is_the_little_endian_report_bytes(report: int, identity: str, ok: bool) -> None:
+    """Review fix: "01000000" is MISCSELECT 1 (QVL vectorToUint32, dcap-qvl agree); it was read big-endian."""
+    p = SimPki()
+    q = p.quote()
+    q = _rebuild(p, q, qe_report=dataclasses.replace(_qe_report(p, q), misc_select=report))
+    c = _resign(p, p.collateral(), qe=_edit_json(p.qe_identity_text(), miscselect=identity))
+    if ok:
+        assert verify(q, c, NOW, root_ca=p.root_der).accepted
+    else:
+        _reject(p, q, c, Step.QE_IDENTITY_MATCH, "qe-miscselect-mismatch")

@@ -1,7 +1,8 @@
 """QE Identity (enclave identity v2; ids ``QE``, ``TD_QE``, ``QVE``) parsed from its signed text.
 
-Layout: ``shared/specs/dcap-quote.md`` §3.2. Levels are sorted by ISVSVN descending. MISCSELECT
-values are kept as the little-endian u32 the report carries; ATTRIBUTES as 16 raw bytes.
+Layout: ``shared/specs/dcap-quote.md`` §3.2. Levels are sorted by ISVSVN descending. The MISCSELECT
+hex strings are the report's bytes in order, so they decode as a little-endian u32 (as QVL's
+``vectorToUint32`` and dcap-qvl do: ``"01000000"`` is MISCSELECT 1); ATTRIBUTES stay 16 raw bytes.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ class QeIdentity:
             issue_date=get_date(obj, "issueDate", _W),
             next_update=get_date(obj, "nextUpdate", _W),
             tcb_evaluation_data_number=get_int(obj, "tcbEvaluationDataNumber", _W),
-            miscselect=int.from_bytes(get_hex(obj, "miscselect", 4, _W), "big"),
-            miscselect_mask=int.from_bytes(get_hex(obj, "miscselectMask", 4, _W), "big"),
+            miscselect=int.from_bytes(get_hex(obj, "miscselect", 4, _W), "little"),
+            miscselect_mask=int.from_bytes(get_hex(obj, "miscselectMask", 4, _W), "little"),
             attributes=get_hex(obj, "attributes", 16, _W),
             attributes_mask=get_hex(obj, "attributesMask", 16, _W),
             mrsigner=get_hex(obj, "mrsigner", 32, _W),
