@@ -543,3 +543,27 @@ def test_qe_miscselect_hex_is_the_little_endian_report_bytes(report: int, identi
         assert verify(q, c, NOW, root_ca=p.root_der).accepted
     else:
         _reject(p, q, c, Step.QE_IDENTITY_MATCH, "qe-miscselect-mismatch")
+
+
+def test_qe_miscselect_reading_agrees_with_dcap_qvl() -> None:
+    dcap_qvl = pytest.importorskip("dcap_qvl")
+    p = SimPki()
+    q = p.quote()
+    for report, identity in ((1, "01000000"), (0x01000000, "01000000"), (1, "00000001")):
+        quote = _rebuild(p, q, qe_report=dataclasses.replace(_qe_report(p, q), misc_select=report))
+        c = _resign(p, p.collateral(), qe=_edit_json(p.qe_identity_text(), miscselect=identity))
+        try:
+            dcap_qvl.verify_with_root_ca(
+                quote,
+                dcap_qvl.QuoteCollateralV3.from_json(c.to_dcap_qvl_json()),
+                p.root_der,
+                int(NOW.timestamp()),
+            )
+            theirs = True
+        except ValueError:
+            theirs = False
+        try:
+            ours = verify(quote, c, NOW, root_ca=p.root_der).accepted
+        except VerificationError:
+            ours = False
+        assert ours == theirs, (report, identity)
