@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import threading
@@ -295,3 +296,25 @@ def test_out_of_process_mode_reads_environ(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("SGX_AESM_ADDR")
     assert not out_of_process_mode().out_of_process
     assert os.environ.get("SGX_AESM_ADDR") is None
+
+
+def test_full_backlog_eagain_is_retried(sock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """connect() on a Unix socket whose listen backlog is full fails with EAGAIN (the socket has a
+    timeout, so it is non-blocking): a burst, not an absent daemon; the client retries it."""
+    path = sock_dir / "aesm.socket"
+    real_connect = socket.socket.connect
+    failures = {"left": 3}
+
+    def busy_connect(self: socket.socket, address: object) -> None:
+        if self.family == socket.AF_UNIX and failures["left"] > 0:
+            failures["left"] -= 1
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        real_connect(self, address)
+
+    with daemon(path, FakeEngine()):
+        monkeypatch.setattr(socket.socket, "connect", busy_connect)
+        assert QuoteClient(path, retry_deadline=5, backoff=0.01).get_supported_att_key_id_num() == 1
+        assert failures["left"] == 0
+        failures["left"] = 1
+        with pytest.raises(TransportError):
+            QuoteClient(path, retry_deadline=0).get_supported_att_key_id_num()

@@ -401,14 +401,15 @@ def test_a_thousand_idle_connections_do_not_block_service(sock_dir: Path) -> Non
     conns: list[socket.socket] = []
     with start(path, idle_timeout=30.0, read_timeout=30.0) as d:
         try:
-            for _ in range(1030):
-                conns.append(raw_connect(path))
+            for _ in range(1030):  # generous timeouts: a loaded 2-core CI machine accepts slowly
+                conns.append(raw_connect(path, timeout=60.0))
             assert d.server is not None
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60
             while len(d.server.connections) < 1030 and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert len(d.server.connections) >= 1030
-            assert QuoteClient(path).get_quote_ex(report(1), buf_size=1456).quote == fake_quote(report(1))
+            client = QuoteClient(path, timeout=60.0)
+            assert client.get_quote_ex(report(1), buf_size=1456).quote == fake_quote(report(1))
         finally:
             for c in conns:
                 c.close()

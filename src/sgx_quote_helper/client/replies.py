@@ -131,7 +131,10 @@ def _encode(request: m.Request) -> bytes:
         raise LocalProtocolError(str(exc)) from exc
 
 
-_RETRYABLE = (ConnectionRefusedError, FileNotFoundError)
+#: connect errors worth retrying within the retry deadline: no daemon yet (refused, no socket file:
+#: it is restarting), and a full listen backlog (EAGAIN from connect() on a Unix socket with a
+#: timeout, i.e. in non-blocking mode: a burst of more clients than the backlog holds).
+_RETRYABLE = (ConnectionRefusedError, FileNotFoundError, BlockingIOError)
 
 
 class _Settings:
