@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from ..abi.pck import SGX_EXTENSION_OID, SgxExtensions
 from ..abi.quote import CERT_TYPE_PCK_CHAIN, Quote
 from ..abi.report import ReportBody
 from ..abi.tdreport import TdReport15
-from ..errors import ParseError
+from ..errors import ParseError, VerificationError
+from ..verify.chain import sgx_extensions
 from ._common import fail
 
 _TEE_NAMES = {0x00: "SGX", 0x81: "TDX"}
@@ -54,13 +54,9 @@ def _pck_fields(chain_pem: bytes) -> dict[str, Any]:
         raise ParseError("PckCertChain", 0, f"not a PEM certificate chain: {exc}") from None
     leaf = certs[0]
     try:
-        ext = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID))
-    except (x509.ExtensionNotFound, ValueError):
-        raise ParseError("PckCertChain", 0, "the PCK leaf certificate has no SGX extension") from None
-    value = ext.value
-    if not isinstance(value, x509.UnrecognizedExtension):
-        raise ParseError("PckCertChain", 0, "unexpected SGX extension encoding")
-    sgx = SgxExtensions.from_der(value.value)
+        sgx = sgx_extensions(leaf, step=0)  # the verifier's decoder; here a failure is bad input
+    except VerificationError as exc:
+        raise ParseError("PckCertChain", 0, f"malformed PCK certificate: {exc.reason}") from None
     issuer = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
     out: dict[str, Any] = {
         "fmspc": sgx.fmspc.hex(),

@@ -15,6 +15,7 @@ from ..wire import messages as m
 from ..wire.framing import FrameDecoder
 from .mode import DEFAULT_SOCKET_PATH
 from .replies import (
+    _MAX_ATTEMPTS,
     _RETRYABLE,
     DEFAULT_RETRY_DEADLINE,
     DEFAULT_TIMEOUT,
@@ -23,6 +24,7 @@ from .replies import (
     QuoteExResult,
     _check_init,
     _check_key_ids,
+    _check_num,
     _check_quote,
     _check_selected,
     _decode,
@@ -118,13 +120,13 @@ class AsyncQuoteClient(_Settings):
         frame = _encode(request)
         start = time.monotonic()
         reused = self._conn is not None
-        for attempt in range(3):
+        for attempt in range(_MAX_ATTEMPTS):
             reader, writer = self._conn if self._conn is not None else await self._connect()
             self._conn = None
             # lost before any reply byte: retried on a new connection within the retry deadline
             # (a closed kept connection, or a daemon that died with our request); AESM requests
             # can all be repeated safely
-            again = attempt < 2 and (reused or time.monotonic() < start + self.retry_deadline)
+            again = attempt + 1 < _MAX_ATTEMPTS and (reused or time.monotonic() < start + self.retry_deadline)
             reused = False
             try:
                 body = await self._exchange(reader, writer, frame)
@@ -156,10 +158,7 @@ class AsyncQuoteClient(_Settings):
     async def get_supported_att_key_id_num(self) -> int:
         """How many attestation key ids the daemon supports."""
         req = m.GetSupportedAttKeyIDNumRequest(self.tms)
-        resp = _expect(await self.transact(req), m.GetSupportedAttKeyIDNumResponse, req)
-        if resp.att_key_id_num is None:
-            raise BadResponseError("GetSupportedAttKeyIDNum: att_key_id_num missing")
-        return resp.att_key_id_num
+        return _check_num(_expect(await self.transact(req), m.GetSupportedAttKeyIDNumResponse, req))
 
     async def get_supported_att_key_ids(self, num: int | None = None) -> list[AttKeyId]:
         """The supported key ids (asks for the count first unless ``num`` is given)."""

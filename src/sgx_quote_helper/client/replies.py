@@ -131,6 +131,16 @@ def _encode(request: m.Request) -> bytes:
         raise LocalProtocolError(str(exc)) from exc
 
 
+#: tries of one request whose connection is lost before any reply byte (see the clients' transact)
+_MAX_ATTEMPTS = 3
+
+
+def _check_num(resp: m.GetSupportedAttKeyIDNumResponse) -> int:
+    if resp.att_key_id_num is None:
+        raise BadResponseError("GetSupportedAttKeyIDNum: att_key_id_num missing")
+    return resp.att_key_id_num
+
+
 #: connect errors worth retrying within the retry deadline: no daemon yet (refused, no socket file:
 #: it is restarting), and a full listen backlog (EAGAIN from connect() on a Unix socket with a
 #: timeout, i.e. in non-blocking mode: a burst of more clients than the backlog holds).

@@ -14,6 +14,7 @@ from ..wire import messages as m
 from ..wire.framing import FrameDecoder
 from .mode import DEFAULT_SOCKET_PATH
 from .replies import (
+    _MAX_ATTEMPTS,
     _RETRYABLE,
     DEFAULT_RETRY_DEADLINE,
     DEFAULT_TIMEOUT,
@@ -22,6 +23,7 @@ from .replies import (
     QuoteExResult,
     _check_init,
     _check_key_ids,
+    _check_num,
     _check_quote,
     _check_selected,
     _decode,
@@ -32,7 +34,6 @@ from .replies import (
 )
 
 #: tries of one request when the connection is lost before any reply byte
-_MAX_ATTEMPTS = 3
 
 
 class QuoteClient(_Settings):
@@ -173,10 +174,7 @@ class QuoteClient(_Settings):
     def get_supported_att_key_id_num(self) -> int:
         """How many attestation key ids the daemon supports."""
         req = m.GetSupportedAttKeyIDNumRequest(self.tms)
-        resp = _expect(self.transact(req), m.GetSupportedAttKeyIDNumResponse, req)
-        if resp.att_key_id_num is None:
-            raise BadResponseError("GetSupportedAttKeyIDNum: att_key_id_num missing")
-        return resp.att_key_id_num
+        return _check_num(_expect(self.transact(req), m.GetSupportedAttKeyIDNumResponse, req))
 
     def get_supported_att_key_ids(self, num: int | None = None) -> list[AttKeyId]:
         """The supported key ids (asks for the count first unless ``num`` is given)."""

@@ -27,10 +27,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ..abi import pck
+
 CaType = Literal["processor", "platform"]
 
 #: the SGX extension of PCK certificates [dcap-quote.md §2.1]
-SGX_EXTENSION_OID = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
+SGX_EXTENSION_OID = x509.ObjectIdentifier(pck.SGX_EXTENSION_OID)
 
 ROOT_CN = "SIMULATED Intel SGX Root CA"
 PCK_CA_CN = {
