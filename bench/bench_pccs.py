@@ -29,14 +29,14 @@ from aiohttp import web
 
 from sgx_quote_helper.abi.keyid import AttKeyId
 from sgx_quote_helper.abi.quote import Quote
-from sgx_quote_helper.engine.platform import Platform
-from sgx_quote_helper.engine.qe import QE_TARGET_INFO
 from sgx_quote_helper.engine.simulated import SimulatedEngine
 from sgx_quote_helper.pccs.app import HttpGetter, make_app, start
 from sgx_quote_helper.pccs.cache import CachingSource, CollateralCache
 from sgx_quote_helper.pccs.document import upstream_document
 from sgx_quote_helper.pccs.resource import parse_resource
 from sgx_quote_helper.pccs.store import SimulatedStore
+from sgx_quote_helper.sim.platform import Platform
+from sgx_quote_helper.sim.qe import QE_TARGET_INFO
 
 
 @contextmanager

@@ -33,7 +33,7 @@ from typing import Any
 
 from sgx_quote_helper.abi.keyid import AttKeyId
 from sgx_quote_helper.client import QuoteClient
-from sgx_quote_helper.engine.platform import Platform
+from sgx_quote_helper.sim.platform import Platform
 from sgx_quote_helper.wire import messages as m
 from sgx_quote_helper.wire.framing import encode_frame
 

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from sgx_quote_helper.client import QuoteClient
-from sgx_quote_helper.engine.platform import Platform
 from sgx_quote_helper.server.run import protobuf_backend, uvloop_available
+from sgx_quote_helper.sim.platform import Platform
 from sgx_quote_helper.wire import messages as m
 from sgx_quote_helper.wire.framing import encode_frame
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from sgx_quote_helper.abi.keyid import AttKeyId, QeReportInfo
 from sgx_quote_helper.abi.report import TargetInfo
-from sgx_quote_helper.engine.collateral import quote_collateral_json
-from sgx_quote_helper.engine.platform import Platform
-from sgx_quote_helper.engine.qe import QE_TARGET_INFO
 from sgx_quote_helper.engine.simulated import SimulatedEngine
+from sgx_quote_helper.sim.collateral import quote_collateral_json
+from sgx_quote_helper.sim.platform import Platform
+from sgx_quote_helper.sim.qe import QE_TARGET_INFO
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ from sgx_quote_helper.benchmark.machine import (
 from sgx_quote_helper.benchmark.timing import rate
 from sgx_quote_helper.benchmark.verifier import VerifierBench
 from sgx_quote_helper.benchmark.workload import prepare_workload
-from sgx_quote_helper.engine.platform import Platform
+from sgx_quote_helper.sim.platform import Platform
 from sgx_quote_helper.verify.collateral import load_dcap_qvl_json
 
 ROOT = Path(__file__).resolve().parents[1]

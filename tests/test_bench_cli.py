@@ -20,10 +20,10 @@ from sgx_quote_helper.benchmark.loadgen import LoadSpec, run_load
 from sgx_quote_helper.benchmark.timing import LatencySamples, percentile
 from sgx_quote_helper.benchmark.workload import prepare_workload
 from sgx_quote_helper.cli.bench import bench
-from sgx_quote_helper.engine.platform import Platform
 from sgx_quote_helper.engine.simulated import SimulatedEngine
 from sgx_quote_helper.server.config import ServerConfig
 from sgx_quote_helper.service import AesmService
+from sgx_quote_helper.sim.platform import Platform
 from sgx_quote_helper.testing.daemon import ServerThread
 from sgx_quote_helper.wire import messages as m
 

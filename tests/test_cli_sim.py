@@ -15,8 +15,8 @@ from cryptography import x509
 from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.abi.report import Report, TargetInfo
 from sgx_quote_helper.cli import cli
-from sgx_quote_helper.engine.platform import Platform
-from sgx_quote_helper.engine.qe import QE_TARGET_INFO
+from sgx_quote_helper.sim.platform import Platform
+from sgx_quote_helper.sim.qe import QE_TARGET_INFO
 
 # the platform is created at the current time by `sim init`; verify a little later
 NOW_S = int(time.time()) + 3600

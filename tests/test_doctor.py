@@ -22,10 +22,10 @@ from sgx_quote_helper.doctor import DoctorOptions, Probes, Status, run_checks
 from sgx_quote_helper.doctor.explain import explain
 from sgx_quote_helper.doctor.qcnl import parse_qcnl, strip_json_comments
 from sgx_quote_helper.doctor.socket_checks import check_connect
-from sgx_quote_helper.engine.qe import QE_TARGET_INFO
 from sgx_quote_helper.errors import ConfigError, EngineError
 from sgx_quote_helper.server.config import ServerConfig
 from sgx_quote_helper.service import AesmService
+from sgx_quote_helper.sim.qe import QE_TARGET_INFO
 from sgx_quote_helper.testing.daemon import ServerThread
 from sgx_quote_helper.testing.fakes import FakeEngine
 from sgx_quote_helper.wire import messages as m

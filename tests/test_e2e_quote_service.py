@@ -18,9 +18,9 @@ import pytest
 from sgx_quote_helper.abi.keyid import QeReportInfo
 from sgx_quote_helper.abi.report import Report, TargetInfo
 from sgx_quote_helper.client import QuoteClient, out_of_process_mode
-from sgx_quote_helper.engine import collateral
-from sgx_quote_helper.engine.platform import Platform
 from sgx_quote_helper.errors import AesmError
+from sgx_quote_helper.sim import collateral
+from sgx_quote_helper.sim.platform import Platform
 
 from ._aesm_helpers import short_dir
 

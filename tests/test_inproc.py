@@ -16,11 +16,11 @@ from sgx_quote_helper.abi.keyid import QeReportInfo
 from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.abi.report import Report, ReportBody, TargetInfo
 from sgx_quote_helper.engine.dcap import DcapEngine
-from sgx_quote_helper.engine.platform import Platform
 from sgx_quote_helper.engine.simulated import SimulatedEngine
 from sgx_quote_helper.errors import ConfigError
 from sgx_quote_helper.inproc import InProcessProvider, OutOfProcessProvider, QuoteProvider
 from sgx_quote_helper.service import AesmService
+from sgx_quote_helper.sim.platform import Platform
 from tests.daemon_thread import running_daemon
 from tests.fake_dcap import FakeDcap, fake_dcap  # noqa: F401  (fixture)
 

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sgx_quote_helper.cli import cli
-from sgx_quote_helper.engine.platform import Platform
 from sgx_quote_helper.pccs.app import make_app
 from sgx_quote_helper.pccs.store import SimulatedStore
+from sgx_quote_helper.sim.platform import Platform
 
 from .conftest import real_dir
 from .pccs_fakes import PHALA_FMSPC, Clock, app_in_thread, fake_pcs_in_thread

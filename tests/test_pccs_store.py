@@ -27,14 +27,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sgx_quote_helper.abi.keyid import AttKeyId
 from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.cli import cli
-from sgx_quote_helper.engine import collateral as C
-from sgx_quote_helper.engine.platform import Platform
-from sgx_quote_helper.engine.qe import QE_TARGET_INFO
 from sgx_quote_helper.engine.simulated import SimulatedEngine
 from sgx_quote_helper.errors import ConfigError
 from sgx_quote_helper.pccs.app import make_app
 from sgx_quote_helper.pccs.resource import parse_resource
 from sgx_quote_helper.pccs.store import SimulatedStore
+from sgx_quote_helper.sim import collateral as C
+from sgx_quote_helper.sim.platform import Platform
+from sgx_quote_helper.sim.qe import QE_TARGET_INFO
 from sgx_quote_helper.verify.tcbinfo import TcbInfo
 
 from .pccs_fakes import Clock, app_in_thread
@@ -294,7 +294,7 @@ def test_crl_by_distribution_point(sim: Sim, url: str) -> None:
     distribution point names, escaped or not."""
     from urllib.parse import quote
 
-    from sgx_quote_helper.engine import pki
+    from sgx_quote_helper.sim import pki
 
     root_hex = _get(f"{url}/sgx/certification/v4/rootcacrl")[1]
     root_cdp = sim.a.certs["root"].extensions.get_extension_for_class(x509.CRLDistributionPoints)

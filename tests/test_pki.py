@@ -1,4 +1,4 @@
-"""engine.pki: the SIMULATED Intel SGX PKI has Intel's structure (names, extensions, CRLs)."""
+"""sim.pki: the SIMULATED Intel SGX PKI has Intel's structure (names, extensions, CRLs)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from sgx_quote_helper.abi.pck import SgxExtensions
-from sgx_quote_helper.engine import pki
+from sgx_quote_helper.sim import pki
 
 NOW = dt.datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=dt.UTC)
 EXT = SgxExtensions(

@@ -1,4 +1,4 @@
-"""engine.platform: the state directory (create, reuse, corrupt, partial, permissions, races) and EREPORT."""
+"""sim.platform: the state directory (create, reuse, corrupt, partial, permissions, races) and EREPORT."""
 
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ from hypothesis import strategies as st
 
 from sgx_quote_helper.abi.pck import SgxExtensions
 from sgx_quote_helper.abi.report import Attributes, Report, TargetInfo
-from sgx_quote_helper.engine import pki
-from sgx_quote_helper.engine.identity import DEFAULT_CPUSVN, DEFAULT_FMSPC
-from sgx_quote_helper.engine.platform import (
+from sgx_quote_helper.errors import ConfigError, ParseError, PlatformStateError
+from sgx_quote_helper.sim import pki
+from sgx_quote_helper.sim.identity import DEFAULT_CPUSVN, DEFAULT_FMSPC
+from sgx_quote_helper.sim.platform import (
     ATTESTATION_KEY,
     MANIFEST,
     PKI_FILES,
     SECRET,
     Platform,
 )
-from sgx_quote_helper.engine.report_key import derive_report_key
-from sgx_quote_helper.errors import ConfigError, ParseError, PlatformStateError
+from sgx_quote_helper.sim.report_key import derive_report_key
 
 TARGET = TargetInfo(mr_enclave=b"\x11" * 32, attributes=Attributes(0x15, 0xE7))
 

@@ -22,12 +22,12 @@ from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.abi.report import Report, ReportBody, TargetInfo
 from sgx_quote_helper.client import QuoteClient
 from sgx_quote_helper.engine.dcap import DcapEngine
-from sgx_quote_helper.engine.platform import Platform
 from sgx_quote_helper.engine.simulated import SimulatedEngine
 from sgx_quote_helper.errors import AesmError, ConfigError
 from sgx_quote_helper.server.config import ServerConfig
 from sgx_quote_helper.server.proxy import ProxyServer, Upstream, error_reply
 from sgx_quote_helper.service import IMPLEMENTATION, AesmService
+from sgx_quote_helper.sim.platform import Platform
 from sgx_quote_helper.wire import messages as m
 from sgx_quote_helper.wire.framing import HEADER, encode_frame
 from tests.daemon_thread import running, running_daemon

@@ -58,7 +58,7 @@ def test_quote_check_catches_corruption(root: Path) -> None:
     """The harness's quote check is not vacuous: a flipped byte, a truncation or another app's
     report are all caught."""
     from sgx_quote_helper.client import QuoteClient
-    from sgx_quote_helper.engine.platform import Platform
+    from sgx_quote_helper.sim.platform import Platform
     from sgx_quote_helper.testing.restart import Daemons
 
     daemons = Daemons(root)

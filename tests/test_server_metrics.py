@@ -147,7 +147,7 @@ def test_serve_json_logs_at_debug_have_one_line_per_request_and_no_payloads(sock
     """A real ``serve --log-format json -vv`` subprocess with the simulated engine quotes a report:
     every line is JSON, the quote has its request line, and neither the report data nor any part
     of the quote appears anywhere in the log."""
-    from sgx_quote_helper.engine.platform import Platform
+    from sgx_quote_helper.sim.platform import Platform
     from sgx_quote_helper.testing.restart import Daemons
 
     daemons = Daemons(sock_dir, ("--log-format", "json", "-vv"))

@@ -1,4 +1,4 @@
-"""engine.collateral: simulated collateral is signed like Intel's, and an independent verifier
+"""sim.collateral: simulated collateral is signed like Intel's, and an independent verifier
 (dcap-qvl's ``verify_with_root_ca``) accepts simulated quotes with the expected TCB status."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from sgx_quote_helper.abi.keyid import AttKeyId
 from sgx_quote_helper.abi.quote import Quote
-from sgx_quote_helper.engine import collateral as C
-from sgx_quote_helper.engine.platform import Platform
-from sgx_quote_helper.engine.qe import QE_TARGET_INFO
 from sgx_quote_helper.engine.simulated import SimulatedEngine
-from sgx_quote_helper.engine.tcb_history import TCB_LEVELS, matching_level
+from sgx_quote_helper.sim import collateral as C
+from sgx_quote_helper.sim.platform import Platform
+from sgx_quote_helper.sim.qe import QE_TARGET_INFO
+from sgx_quote_helper.sim.tcb_history import TCB_LEVELS, matching_level
 
 from .conftest import REAL
 

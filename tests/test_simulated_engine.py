@@ -24,10 +24,10 @@ from sgx_quote_helper.abi.quote import (
 )
 from sgx_quote_helper.abi.report import Report, TargetInfo
 from sgx_quote_helper.engine.base import QuotingEngine
-from sgx_quote_helper.engine.platform import Platform
-from sgx_quote_helper.engine.qe import QE_AUTH_DATA, QE_TARGET_INFO
 from sgx_quote_helper.engine.simulated import SimulatedEngine
 from sgx_quote_helper.errors import EngineError
+from sgx_quote_helper.sim.platform import Platform
+from sgx_quote_helper.sim.qe import QE_AUTH_DATA, QE_TARGET_INFO
 
 KEY_ID = AttKeyId.ecdsa_p256_qe3()
 APP = {"mr_enclave": b"\xaa" * 32, "mr_signer": b"\xbb" * 32, "isv_prod_id": 3, "isv_svn": 4}

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from sgx_quote_helper.abi.keyid import AttKeyId
 from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.cli.verify import verify as verify_cmd
-from sgx_quote_helper.engine import collateral as sim_collateral
-from sgx_quote_helper.engine.platform import Platform
-from sgx_quote_helper.engine.qe import QE_TARGET_INFO
 from sgx_quote_helper.engine.simulated import SimulatedEngine
 from sgx_quote_helper.errors import ParseError, VerificationError
+from sgx_quote_helper.sim import collateral as sim_collateral
+from sgx_quote_helper.sim.platform import Platform
+from sgx_quote_helper.sim.qe import QE_TARGET_INFO
 from sgx_quote_helper.verify.collateral import Collateral, load_dcap_qvl_json
 from sgx_quote_helper.verify.status import TcbStatus
 from sgx_quote_helper.verify.steps import Step

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import cmac, hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import algorithms
 
-from ..engine.platform import Platform
 from ..engine.simulated import SimulatedEngine
+from ..sim.platform import Platform
 from .timing import LatencySamples, rate, timed_calls
 from .workload import BENCH_REPORT_DATA
 

@@ -28,8 +28,8 @@ from typing import Literal
 from ..abi.codes import AesmStatus
 from ..abi.report import Report
 from ..client import QuoteClient
-from ..engine.platform import Platform
 from ..errors import BadResponseError, ParseError, RemoteProtocolError
+from ..sim.platform import Platform
 from ..wire import messages as m
 from ..wire.framing import encode_frame
 

@@ -72,8 +72,8 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
     from ..abi.quote import Quote
     from ..abi.report import Report, TargetInfo
     from ..client import QuoteClient, out_of_process_mode
-    from ..engine import collateral as coll
-    from ..engine.platform import Platform
+    from ..sim import collateral as coll
+    from ..sim.platform import Platform
     from ..verify.collateral import load_dcap_qvl_json
     from ..verify.verifier import Verifier
     from .inspect_cmd import summarize

@@ -199,10 +199,10 @@ def serve(
 
 
 def _simulated(state_dirs: tuple[Path, ...]) -> tuple[Any, Any]:
-    from ..engine.platform import Platform
     from ..pccs.app import system_clock
     from ..pccs.metrics import Metrics
     from ..pccs.store import SimulatedStore
+    from ..sim.platform import Platform
 
     platforms = [Platform.open(d) for d in state_dirs]
     store = SimulatedStore(platforms, system_clock)

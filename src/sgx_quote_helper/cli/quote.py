@@ -52,7 +52,7 @@ def quote(
     data = parse_hex(report_data, "--report-data", max_len=64) or b""
     mre = parse_hex(mr_enclave, "--mr-enclave", exact=32) or bytes(32)
     from ..client import QuoteClient
-    from ..engine.platform import Platform
+    from ..sim.platform import Platform
 
     try:
         platform = Platform.open(resolve_state_dir(state_dir), create=False)

@@ -21,7 +21,7 @@ from ..errors import ConfigError, EngineError, ParseError, PlatformStateError
 from ._common import fail, parse_hex, resolve_state_dir, state_dir_option
 
 if TYPE_CHECKING:
-    from ..engine.platform import Platform
+    from ..sim.platform import Platform
 
 _ERRORS = (PlatformStateError, ConfigError, ParseError, EngineError)
 
@@ -61,7 +61,7 @@ def _hex(value: str | None, name: str, **kw: int) -> bytes | None:
 
 
 def _open_platform(state_dir: Path | None) -> Platform:
-    from ..engine.platform import Platform
+    from ..sim.platform import Platform
 
     try:
         return Platform.open(resolve_state_dir(state_dir), create=True)
@@ -185,8 +185,8 @@ def init_cmd(
       sgx-quote-helper sim init --state-dir /tmp/node2 --pki-from /tmp/plat
       sgx-quote-helper sim init --state-dir /var/lib/sgx-quote-helper --pki-from /pki --keep-existing
     """
-    from ..engine import identity
-    from ..engine.platform import Platform
+    from ..sim import identity
+    from ..sim.platform import Platform
 
     if keep_existing and not force and _kept(resolve_state_dir(state_dir), pki_from):
         return
@@ -210,7 +210,7 @@ def init_cmd(
 def _kept(path: Path, pki_from: Path | None) -> bool:
     """For --keep-existing: ``True`` when ``path`` holds a platform that may be kept (it belongs to
     ``pki_from``'s SIMULATED PKI, if given); ``False`` when there is none yet; fails otherwise."""
-    from ..engine.platform import MANIFEST, Platform
+    from ..sim.platform import MANIFEST, Platform
 
     if not (path / MANIFEST).exists():
         return False
@@ -312,8 +312,8 @@ def quote_cmd(
       sgx-quote-helper inspect quote.bin
       sgx-quote-helper sim quote --out - | base64 -w0    # '-' writes the quote to stdout
     """
-    from ..engine.qe import QE_TARGET_INFO
     from ..engine.simulated import SimulatedEngine
+    from ..sim.qe import QE_TARGET_INFO
 
     ident = _identity(report_data, mrenclave, mrsigner)
     platform = _open_platform(state_dir)
@@ -370,7 +370,7 @@ def collateral_cmd(state_dir: Path | None, out: str, now: str | None) -> None:
         dcap_qvl.QuoteCollateralV3.from_json(open('coll.json').read()), open('root.der','rb').read(),
         int(time.time())).status)"
     """
-    from ..engine.collateral import quote_collateral_json
+    from ..sim.collateral import quote_collateral_json
 
     when = _parse_now(now)
     platform = _open_platform(state_dir)

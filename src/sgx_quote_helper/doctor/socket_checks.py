@@ -12,8 +12,8 @@ from ..abi.codes import AesmStatus
 from ..abi.keyid import ALG_ECDSA_P256, AttKeyId
 from ..abi.report import Report
 from ..client import AESM_ADDR_ENV, QuoteClient
-from ..engine.qe import SIMULATED_QE_MRENCLAVE
 from ..errors import AesmError, BadResponseError, LocalProtocolError, TransportError
+from ..sim.qe import SIMULATED_QE_MRENCLAVE
 from .explain import explain
 from .model import Check, DoctorOptions, Facts, Probes, Status
 

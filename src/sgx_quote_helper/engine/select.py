@@ -61,7 +61,7 @@ def select_engine(
     if name == "simulated":
         if state_dir is None:
             raise ConfigError("the simulated engine needs a platform state directory (--state-dir)")
-        from .platform import Platform
+        from ..sim.platform import Platform
         from .simulated import SimulatedEngine
 
         return SimulatedEngine(Platform.open(state_dir, create=create_state))

@@ -24,9 +24,9 @@ from ..abi.codes import QuoteLibStatus
 from ..abi.keyid import AttKeyId, QeReportInfo
 from ..abi.report import Report
 from ..errors import EngineError
+from ..sim.platform import Platform
+from ..sim.qe import QE_TARGET_INFO, CertifiedKey, qe_report_body
 from .base import InitQuoteResult, QuoteResult
-from .platform import Platform
-from .qe import QE_TARGET_INFO, CertifiedKey, qe_report_body
 
 #: sizeof(sgx_sha256_hash_t): the ECDSA_ID
 PUB_KEY_ID_SIZE = 32

@@ -1,14 +1,14 @@
 """The simulated mode of the collateral service: collateral by FMSPC / CA / QE kind for the simulated
 platforms of one or more state directories.
 
-Documents are made with :mod:`engine.collateral` (signed by the SIMULATED TCB signing key over the
+Documents are made with :mod:`sim.collateral` (signed by the SIMULATED TCB signing key over the
 exact JSON served) and re-made as time passes: a document is re-issued once it is ``reissue`` old
 (a day, as Intel re-issues TCB Info daily), so its issueDate/nextUpdate keep moving and clients
 never see expired collateral. Between re-issues the bytes are stable.
 
 ``pckcert`` answers for platforms whose quotes carry an encrypted PPID (certification data type 3):
 the PPID is decrypted with each platform's SIMULATED PCE encryption key
-(:func:`engine.collateral.decrypt_ppid`) and the platform whose PPID it is gets its PCK certificate
+(:func:`sim.collateral.decrypt_ppid`) and the platform whose PPID it is gets its PCK certificate
 served, provided the asked raw TCB is not below the certificate's TCB (PCS picks the best
 certificate at or below the raw TCB; a simulated platform has exactly one).
 
@@ -28,10 +28,10 @@ from urllib.parse import parse_qsl, urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..engine import collateral as sim
-from ..engine.platform import Platform
-from ..engine.tcb_history import TCB_EVALUATION_DATA_NUMBER, TCB_LEVELS
 from ..errors import ConfigError
+from ..sim import collateral as sim
+from ..sim.platform import Platform
+from ..sim.tcb_history import TCB_EVALUATION_DATA_NUMBER, TCB_LEVELS
 from .cache import Clock, Lookup
 from .document import (
     CRL,

@@ -37,9 +37,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from ..abi.quote import Quote
 from ..abi.report import Report
 from ..client import QuoteClient
-from ..engine.platform import Platform
 from ..errors import SgxQuoteHelperError
 from ..server.socketpath import PathState, probe_path
+from ..sim.platform import Platform
 from ..wire import messages as m
 from ..wire.framing import FrameDecoder, encode_frame
 

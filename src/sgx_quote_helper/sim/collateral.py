@@ -1,7 +1,7 @@
 """Collateral for a simulated platform, signed the way Intel's PCS signs it.
 
 - TCB Info v3 (``id`` "SGX", the platform's FMSPC and PCE-ID, the levels of
-  :mod:`~sgx_quote_helper.engine.tcb_history`), signed ECDSA-P256-SHA256 by the SIMULATED TCB
+  :mod:`~sgx_quote_helper.sim.tcb_history`), signed ECDSA-P256-SHA256 by the SIMULATED TCB
   signing key over the exact compact JSON text that is served;
 - QE Identity v2 (``id`` "QE", QE3's MRSIGNER, ISVPRODID 1, the real QE Identity's masks);
 - the root CA CRL (issued by the root) and the PCK CRL (issued by the platform's PCK CA), both with
