@@ -304,10 +304,7 @@ class Quote:
     @property
     def signed_bytes(self) -> bytes:
         """What the attestation key signs: header | [v5 body descriptor] | body."""
-        body = self.body.to_bytes()
-        if self.body_type is not None:
-            return self.header.to_bytes() + struct.pack("<HI", self.body_type, len(body)) + body
-        return self.header.to_bytes() + body
+        return signed_bytes(self.header, self.body, self.body_type)
 
     def to_bytes(self) -> bytes:
         sig = self.signature_data.to_bytes(self.header.version)
@@ -369,6 +366,15 @@ def _v34_body(header: QuoteHeader) -> type[ReportBody] | type[TdReport10]:
     raise ParseError("Quote", 4, f"unknown TEE type {header.tee_type:#x}")
 
 
+def signed_bytes(header: QuoteHeader, body: Body, body_type: int | None = None) -> bytes:
+    """What a quoting enclave signs: header | [v5 body type u16, body size u32] | body (v3/v4 sign
+    everything before signature_data_len; v5 includes its body descriptor)."""
+    raw = body.to_bytes()
+    if body_type is not None:
+        return header.to_bytes() + struct.pack("<HI", body_type, len(raw)) + raw
+    return header.to_bytes() + raw
+
+
 def parse_quote(data: bytes) -> Quote:
     """Parse quote bytes (alias of :meth:`Quote.from_bytes`)."""
     return Quote.from_bytes(data)
@@ -398,4 +404,5 @@ __all__ = [
     "Quote",
     "QuoteHeader",
     "parse_quote",
+    "signed_bytes",
 ]

@@ -1,45 +1,18 @@
 """TDX TD report bodies carried in quotes v4/v5: TD report 1.0 (584 bytes) and 1.5 (648 bytes).
 
 Layout: DCAP ``sgx_quote_4.h`` / ``sgx_quote_5.h`` (``sgx_report2_body_t``, ``..._v1_5_t``);
-``shared/specs/dcap-quote.md`` §1.5. Byte strings are kept as they appear; SVNs are raw bytes.
+``shared/specs/dcap-quote.md`` §1.5. TD report 1.5 is TD report 1.0 followed by two fields, and
+:class:`TdReport15` says so by extending :class:`TdReport10`. Byte strings are kept as they appear;
+SVNs are raw bytes. (The 1024-byte TDREPORT_STRUCT a TD gets from the TDX module, from which these
+bodies are derived, is :mod:`~sgx_quote_helper.abi.tdx_report`.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from ._bytes import check_field, expect_len
-
-#: (name, size) in wire order for TD report 1.0
-_TD10 = (
-    ("tee_tcb_svn", 16),
-    ("mr_seam", 48),
-    ("mr_signer_seam", 48),
-    ("seam_attributes", 8),
-    ("td_attributes", 8),
-    ("xfam", 8),
-    ("mr_td", 48),
-    ("mr_config_id", 48),
-    ("mr_owner", 48),
-    ("mr_owner_config", 48),
-    ("rtmr0", 48),
-    ("rtmr1", 48),
-    ("rtmr2", 48),
-    ("rtmr3", 48),
-    ("report_data", 64),
-)
-_TD15_EXTRA = (("tee_tcb_svn2", 16), ("mr_service_td", 48))
-
-
-def _split(structure: str, data: bytes, layout: tuple[tuple[str, int], ...], size: int) -> dict[str, bytes]:
-    b = expect_len(structure, data, size)
-    out: dict[str, bytes] = {}
-    pos = 0
-    for name, n in layout:
-        out[name] = b[pos : pos + n]
-        pos += n
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +21,24 @@ class TdReport10:
 
     SIZE: ClassVar[int] = 584
     BODY_TYPE: ClassVar[int] = 2
+    #: field name -> size, in wire order (the dataclass fields, in the same order)
+    LAYOUT: ClassVar[tuple[tuple[str, int], ...]] = (
+        ("tee_tcb_svn", 16),
+        ("mr_seam", 48),
+        ("mr_signer_seam", 48),
+        ("seam_attributes", 8),
+        ("td_attributes", 8),
+        ("xfam", 8),
+        ("mr_td", 48),
+        ("mr_config_id", 48),
+        ("mr_owner", 48),
+        ("mr_owner_config", 48),
+        ("rtmr0", 48),
+        ("rtmr1", 48),
+        ("rtmr2", 48),
+        ("rtmr3", 48),
+        ("report_data", 64),
+    )
 
     tee_tcb_svn: bytes
     mr_seam: bytes
@@ -66,12 +57,18 @@ class TdReport10:
     report_data: bytes
 
     def __post_init__(self) -> None:
-        for name, n in _TD10:
+        for name, n in self.LAYOUT:
             check_field(type(self).__name__, name, getattr(self, name), n)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> TdReport10:
-        return cls(**_split("TdReport10", data, _TD10, cls.SIZE))
+    def from_bytes(cls, data: bytes) -> Self:
+        b = expect_len(cls.__name__, data, cls.SIZE)
+        out: dict[str, bytes] = {}
+        pos = 0
+        for name, n in cls.LAYOUT:
+            out[name] = b[pos : pos + n]
+            pos += n
+        return cls(**out)
 
     def to_bytes(self) -> bytes:
         return b"".join(getattr(self, f.name) for f in fields(self))
@@ -83,44 +80,19 @@ class TdReport10:
 
 
 @dataclass(frozen=True, slots=True)
-class TdReport15:
+class TdReport15(TdReport10):
     """TD report 1.5 (648 bytes): TD report 1.0 + TEE_TCB_SVN2 + MRSERVICETD; v5 body type 3."""
 
     SIZE: ClassVar[int] = 648
     BODY_TYPE: ClassVar[int] = 3
+    LAYOUT: ClassVar[tuple[tuple[str, int], ...]] = (
+        *TdReport10.LAYOUT,
+        ("tee_tcb_svn2", 16),
+        ("mr_service_td", 48),
+    )
 
-    tee_tcb_svn: bytes
-    mr_seam: bytes
-    mr_signer_seam: bytes
-    seam_attributes: bytes
-    td_attributes: bytes
-    xfam: bytes
-    mr_td: bytes
-    mr_config_id: bytes
-    mr_owner: bytes
-    mr_owner_config: bytes
-    rtmr0: bytes
-    rtmr1: bytes
-    rtmr2: bytes
-    rtmr3: bytes
-    report_data: bytes
     tee_tcb_svn2: bytes
     mr_service_td: bytes
-
-    def __post_init__(self) -> None:
-        for name, n in _TD10 + _TD15_EXTRA:
-            check_field(type(self).__name__, name, getattr(self, name), n)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> TdReport15:
-        return cls(**_split("TdReport15", data, _TD10 + _TD15_EXTRA, cls.SIZE))
-
-    def to_bytes(self) -> bytes:
-        return b"".join(getattr(self, f.name) for f in fields(self))
-
-    @property
-    def debug(self) -> bool:
-        return bool(self.td_attributes[0] & 0x01)
 
 
 __all__ = ["TdReport10", "TdReport15"]

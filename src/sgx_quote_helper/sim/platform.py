@@ -16,6 +16,7 @@ State directory layout (format version 1; ``manifest.json`` is written last)::
     tcb-signing.pem / .key.pem   SIMULATED Intel SGX TCB Signing
     pce-encryption.key.pem   0600  RSA-3072 key the PPID is encrypted to (cert type 3)
     attestation.key.pem      0600  ECDSA P-256 attestation key (after the first InitQuoteEx)
+    tdx.json                 the simulated TDX module's TCB (``sim.tdx_module``; optional)
 
 A partial or corrupt directory raises :class:`PlatformStateError` naming the file; it is never
 silently replaced (``init(force=True)`` replaces it on purpose).
@@ -24,6 +25,8 @@ silently replaced (``init(force=True)`` replaces it on purpose).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -54,6 +57,8 @@ MANIFEST = "manifest.json"
 SECRET = "platform-secret.bin"
 ATTESTATION_KEY = "attestation.key.pem"
 PCE_ENCRYPTION_KEY = "pce-encryption.key.pem"
+#: the TDX side of the platform (written by ``sim.tdx_module``; absent = its defaults)
+TDX_STATE = "tdx.json"
 #: (certificate file, key file) per PKI role
 PKI_FILES = {
     "root": ("root-ca.pem", "root-ca.key.pem"),
@@ -63,7 +68,14 @@ PKI_FILES = {
 }
 #: every file a platform directory may hold (``--force`` deletes only these)
 OWN_FILES = frozenset(
-    {MANIFEST, SECRET, ATTESTATION_KEY, PCE_ENCRYPTION_KEY, *(f for pair in PKI_FILES.values() for f in pair)}
+    {
+        MANIFEST,
+        SECRET,
+        ATTESTATION_KEY,
+        PCE_ENCRYPTION_KEY,
+        TDX_STATE,
+        *(f for pair in PKI_FILES.values() for f in pair),
+    }
 )
 
 
@@ -399,6 +411,12 @@ class Platform:
         """MAC an already built report body for ``target_info`` (EREPORT's last step)."""
         kid = os.urandom(32) if key_id is None else key_id
         return report_key.make_report(self._secret, self.identity.cpusvn, target_info, body, kid)
+
+    def derived_key(self, label: bytes) -> bytes:
+        """A 32-byte key for ``label`` derived from the platform's root secret and CPUSVN
+        (HMAC-SHA-256): how other simulated hardware keys (the TDX module's report MAC key) are
+        bound to this platform without another secret file."""
+        return hmac.new(self._secret, label + self.identity.cpusvn, hashlib.sha256).digest()
 
     def verify_report_mac(self, report: Report, as_target: TargetInfo) -> bool:
         """Would the enclave described by ``as_target`` accept ``report``'s MAC? (constant-time)"""
