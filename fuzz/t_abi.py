@@ -18,6 +18,7 @@ from sgx_quote_helper.abi.pck import SGX_EXTENSION_OID, SgxExtensions
 from sgx_quote_helper.abi.quote import QuoteHeader, parse_quote
 from sgx_quote_helper.abi.report import Attributes, Report, ReportBody, TargetInfo
 from sgx_quote_helper.abi.tdreport import TdReport10, TdReport15
+from sgx_quote_helper.abi.tdx_report import TdxReport
 from sgx_quote_helper.cli.inspect_cmd import summarize
 
 from .seeds import real_quotes
@@ -35,6 +36,7 @@ STRUCTURES: tuple[tuple[str, Callable[[bytes], Any], Callable[[Any], bytes]], ..
     ("TdReport10", TdReport10.from_bytes, lambda v: v.to_bytes()),
     ("TdReport15", TdReport15.from_bytes, lambda v: v.to_bytes()),
     ("QuoteHeader", QuoteHeader.from_bytes, lambda v: v.to_bytes()),
+    ("TdxReport", TdxReport.from_bytes, lambda v: v.to_bytes()),
 )
 
 
@@ -69,6 +71,7 @@ def abi_seeds() -> tuple[bytes, ...]:
     seeds = [bytes([i]) + raw for i, raw in enumerate(examples)]
     seeds += [bytes([9]) + q[:48] for q in real_quotes()]
     seeds += [bytes([1]) + q[48 : 48 + 384] for q in real_quotes() if q[:2] == b"\x03\x00"]
+    seeds += [bytes([10]) + b"\x81" + bytes(1023)]
     return tuple(seeds)
 
 

@@ -23,7 +23,19 @@ from sgx_quote_helper.verify.roots import INTEL_SGX_ROOT_CA_DER
 
 from .conftest import REAL, ROOT
 
-EXPECTED = {"frames", "requests", "abi", "quote", "pck", "pki", "collateral", "pccs", "admission", "qcnl"}
+EXPECTED = {
+    "frames",
+    "requests",
+    "abi",
+    "quote",
+    "pck",
+    "pki",
+    "collateral",
+    "pccs",
+    "admission",
+    "qcnl",
+    "tdreport",
+}
 
 
 def test_every_parser_of_outside_bytes_has_a_target() -> None:

@@ -389,7 +389,11 @@ def quote_cmd(
       sgx-quote-helper sim quote --out - | base64 -w0    # '-' writes the quote to stdout
     """
     if tee == "tdx":
-        sgx_only: dict[str, object] = {"--mrenclave": mrenclave, "--mrsigner": mrsigner, "--debug": debug or None}
+        sgx_only: dict[str, object] = {
+            "--mrenclave": mrenclave,
+            "--mrsigner": mrsigner,
+            "--debug": debug or None,
+        }
         sgx_only |= {"--isv-prod-id": isv_prod_id or None, "--isv-svn": isv_svn or None}
         used = [name for name, value in sgx_only.items() if value is not None]
         if used:
