@@ -32,7 +32,8 @@ T = TypeVar("T")
 TCB = f"/sgx/certification/v4/tcb?fmspc={PHALA_FMSPC}"
 QE = "/sgx/certification/v4/qe/identity"
 CRL_DER = "/sgx/certification/v4/pckcrl?ca=processor&encoding=der"
-CRL_PEM = "/sgx/certification/v4/pckcrl?ca=processor"
+CRL_PEM = "/sgx/certification/v4/pckcrl?ca=processor&encoding=pem"
+CRL_HEX = "/sgx/certification/v4/pckcrl?ca=processor"
 ROOT = "/sgx/certification/v4/rootcacrl"
 
 
@@ -92,12 +93,12 @@ def test_first_request_goes_upstream_later_ones_do_not(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with Env(tmp_path) as env:
             c = env.pcs.c
-            for path in (TCB, QE, CRL_DER, CRL_PEM, ROOT):
+            for path in (TCB, QE, CRL_DER, CRL_PEM, CRL_HEX, ROOT):
                 first = await env.get(path)
                 second = await env.get(path)
                 assert first[0] == second[0] == 200, (path, first[1][:200])
                 assert first[1] == second[1]
-            assert len(env.pcs.hits) == 5  # one per resource, none for the repeats
+            assert len(env.pcs.hits) == 6  # one per resource, none for the repeats
             _status, body, headers = await env.get(TCB)
             assert c["tcb_info"].encode() in body and c["tcb_info_signature"].encode() in body
             assert unquote(headers["TCB-Info-Issuer-Chain"]) == c["tcb_info_issuer_chain"]
@@ -107,9 +108,11 @@ def test_first_request_goes_upstream_later_ones_do_not(tmp_path: Path) -> None:
             assert unquote(h["SGX-PCK-CRL-Issuer-Chain"]) == c["pck_crl_issuer_chain"]
             _, pem, _ = await env.get(CRL_PEM)
             assert x509.load_pem_x509_crl(pem).public_bytes(Encoding.DER) == der
+            _, hexed, _ = await env.get(CRL_HEX)
+            assert hexed == der.hex().encode()  # hex text, as Intel's PCCS answers without encoding=der
             _, root, _ = await env.get(ROOT)
             assert root.decode() == c["root_ca_crl"]  # hex text, as PCCS answers
-            assert len(env.pcs.hits) == 5
+            assert len(env.pcs.hits) == 6
             metrics = env.metrics.render().decode()
             assert 'pccs_lookups_total{endpoint="sgx/v4/tcb",outcome="hit"} 2.0' in metrics
             assert 'pccs_upstream_requests_total{endpoint="sgx/v4/tcb",outcome="ok"} 1.0' in metrics

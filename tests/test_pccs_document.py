@@ -37,10 +37,11 @@ TCB = _resource("/sgx/certification/v4/tcb", fmspc=PHALA_FMSPC)
 TCB_V3 = _resource("/sgx/certification/v3/tcb", fmspc=PHALA_FMSPC)
 QE = _resource("/sgx/certification/v4/qe/identity")
 CRL = _resource("/sgx/certification/v4/pckcrl", ca="processor", encoding="der")
-CRL_PEM = _resource("/sgx/certification/v4/pckcrl", ca="processor")
+CRL_HEX = _resource("/sgx/certification/v4/pckcrl", ca="processor")
+CRL_PEM = _resource("/sgx/certification/v4/pckcrl", ca="processor", encoding="pem")
 ROOT = _resource("/sgx/certification/v4/rootcacrl")
 PCK = _resource(
-    "/sgx/certification/v4/pckcert", encrypted_ppid="00" * 384, cpusvn="00" * 16, pcesvn="0000", pceid="0000"
+    "/sgx/certification/v4/pckcert", encrypted_ppid="01" * 384, cpusvn="00" * 16, pcesvn="0000", pceid="0000"
 )
 
 
@@ -114,6 +115,9 @@ def test_crl_encodings_are_normalised() -> None:
     pem = upstream_document(CRL_PEM, headers, der)
     assert pem.body.startswith(b"-----BEGIN X509 CRL-----") and pem.content_type == "application/x-pem-file"
     assert upstream_document(CRL, headers, pem.body).body == der  # PEM from upstream, DER asked
+    # no encoding: hex text of the DER, as Intel's PCCS answers it (pckcrlService.js)
+    hexed = upstream_document(CRL_HEX, headers, pem.body)
+    assert hexed.body == der.hex().encode() and hexed.content_type == "application/x-pem-file"
     root = _answers()["root"]
     assert upstream_document(ROOT, {}, bytes.fromhex(root[2].decode())).body == root[2]  # DER -> hex text
 

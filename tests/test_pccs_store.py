@@ -31,6 +31,7 @@ from sgx_quote_helper.engine.simulated import SimulatedEngine
 from sgx_quote_helper.errors import ConfigError
 from sgx_quote_helper.pccs.app import make_app
 from sgx_quote_helper.pccs.resource import parse_resource
+from sgx_quote_helper.verify.chain import TrustedRoot
 from sgx_quote_helper.pccs.store import SimulatedStore
 from sgx_quote_helper.sim import collateral as C
 from sgx_quote_helper.sim.platform import Platform
@@ -180,9 +181,13 @@ def test_v3_tcb_is_tcb_info_v2_with_the_v3_header(sim: Sim, url: str) -> None:
         bytes.fromhex(json.loads(body)["signature"]),
         text.encode(),
     )
-    # v3 pckcrl is PEM by default, DER on request
-    assert _get(f"{url}/sgx/certification/v3/pckcrl?ca=processor")[1].startswith(b"-----BEGIN X509 CRL-----")
-    assert _get(f"{url}/sgx/certification/v4/pckcrl?ca=processor&encoding=der")[1][:1] == b"\x30"
+    # pckcrl as Intel's PCCS answers it: hex text of the DER by default, DER or PEM on request
+    der = _get(f"{url}/sgx/certification/v4/pckcrl?ca=processor&encoding=der")[1]
+    assert der[:1] == b"\x30"
+    assert _get(f"{url}/sgx/certification/v3/pckcrl?ca=processor")[1] == der.hex().encode()
+    assert _get(f"{url}/sgx/certification/v3/pckcrl?ca=processor&encoding=pem")[1].startswith(
+        b"-----BEGIN X509 CRL-----"
+    )
 
 
 def test_pckcert_headers_and_refusals(sim: Sim, url: str) -> None:
@@ -204,8 +209,11 @@ def test_pckcert_headers_and_refusals(sim: Sim, url: str) -> None:
     assert _get(f"{base}&qeid={'00' * 16}")[0] == 404
     assert _get(f"{base}&ppid={'00' * 16}")[0] == 404
     assert _get(f"{base}&encrypted_ppid={'01' * 384}")[0] == 404  # not encrypted to any platform
+    # a raw TCB at the floor level gets the platform's floor certificate (PCK certificate selection)
     lower = f"{url}/sgx/certification/v4/pckcert?cpusvn={'00' * 16}&pcesvn=0000&pceid=0000&ppid={ident.ppid.hex()}"
-    assert _get(lower)[0] == 404  # raw TCB below the platform's only certificate
+    status, floor, headers = _get(lower)
+    assert status == 200 and headers["SGX-TCBm"] == "00" * 18
+    assert x509.load_pem_x509_certificate(floor).public_key() == sim.b.certs["pck"].public_key()
 
 
 @pytest.mark.parametrize(
@@ -248,7 +256,13 @@ def test_caching_pccs_in_front_of_a_simulated_pccs(sim: Sim, url: str, tmp_path:
             urls.append(u)
             return await http(u, headers)
 
-        source = CachingSource(CollateralCache(tmp_path / "c.db"), url, counting, Clock(sim.clock.now))
+        source = CachingSource(
+            CollateralCache(tmp_path / "c.db"),
+            url,
+            counting,
+            Clock(sim.clock.now),
+            trust=TrustedRoot.load(sim.root_der),
+        )
         try:
             async with serving(make_app(source)) as front:
                 for _ in range(2):

@@ -26,7 +26,7 @@ from aiohttp.web_request import BaseRequest
 from ..errors import CollateralError, ParseError
 from .cache import API_KEY_HEADER, CachingSource, Lookup, UpstreamReply
 from .metrics import Metrics
-from .resource import MAX_QUERY_LENGTH, Resource, parse_resource
+from .resource import MAX_QUERY_LENGTH, Resource, Update, parse_target
 
 log = logging.getLogger("sgx_quote_helper.pccs")
 access_log = logging.getLogger("sgx_quote_helper.pccs.access")
@@ -37,6 +37,7 @@ MAX_REQUEST_LINE = 65536
 MAX_UPSTREAM_BODY = 8 * 1024 * 1024
 
 SOURCE_KEY: web.AppKey[Source] = web.AppKey("source")
+UPDATE_KEY: web.AppKey[Update] = web.AppKey("update")
 METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics")
 ENDPOINT_KEY: web.RequestKey[str] = web.RequestKey("endpoint", str)
 
@@ -95,11 +96,12 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _collateral(request: web.Request) -> web.Response:
-    raw_query = request.query_string
+    # the query exactly as the client sent it (yarl would re-quote it), parsed by resource.parse_query
+    raw_query = request.raw_path.partition("?")[2]
     if len(raw_query) > MAX_QUERY_LENGTH:
         return _error(414, "uri-too-long", f"query string longer than {MAX_QUERY_LENGTH} characters")
     try:
-        resource = parse_resource(request.path, request.query.items(), len(raw_query), raw_query)
+        resource = parse_target(request.path, raw_query, default_update=request.app[UPDATE_KEY])
     except ParseError as exc:
         return _error(400, "bad-request", exc.reason)
     if resource is None:
@@ -119,10 +121,14 @@ async def _collateral(request: web.Request) -> web.Response:
     return web.Response(body=document.body, headers=headers)
 
 
-def make_app(source: Source, metrics: Metrics | None = None) -> web.Application:
-    """The aiohttp application serving ``source``."""
+def make_app(
+    source: Source, metrics: Metrics | None = None, default_update: Update = "standard"
+) -> web.Application:
+    """The aiohttp application serving ``source``; ``tcb`` and ``qe/identity`` requests that name
+    no ``update`` get ``default_update``."""
     app = web.Application(middlewares=[_json_errors], client_max_size=64 * 1024)
     app[SOURCE_KEY] = source
+    app[UPDATE_KEY] = default_update
     app[METRICS_KEY] = metrics or Metrics()
     app.router.add_get("/", _health)
     app.router.add_get("/healthz", _health)

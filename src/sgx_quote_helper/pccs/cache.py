@@ -7,9 +7,19 @@ fronts an upstream PCS/PCCS with it.
 - :class:`CachingSource` answers from the cache while an entry is fresh; once it is past its
   refresh point (``max_age`` after it was fetched, or ``ahead`` before its ``nextUpdate``) but still
   valid it is served at once and refreshed in the background; an expired or missing entry is fetched
-  synchronously (one upstream request per key however many clients ask at once). When the
-  upstream is down, still-valid entries keep being served. Errors, 404s and malformed answers
-  (:func:`document.upstream_document` refuses them) are never stored.
+  synchronously (one upstream request per key however many clients ask at once, through a rate
+  limiter and a bound on concurrent upstream requests, :mod:`.limits`). When the upstream is down,
+  still-valid entries keep being served. Errors, 404s and malformed answers
+  (:func:`document.upstream_document` refuses them) are never stored; an answer whose signatures do
+  not chain to the configured root CA (:func:`.trust.check_trusted`; Intel's by default) is served
+  to the client that asked, with a warning in the log, and never stored.
+
+A ``pckcert`` answer is stored under the key of the request (every identity it named). With QCNL's
+``qeid=...&encrypted_ppid=<real>`` form it is also filed under the QE ID alone (the key of QCNL's
+all-zero-PPID form), but only when the QE ID is bound to the certificate's PPID: the first such
+answer binds a QE ID to a PPID (per PCE ID), and an answer for another PPID under the same QE ID is
+never filed there (so nobody can pair their PPID with a victim's QE ID and poison the victim's
+entry).
 
 The upstream is reached through an injected :data:`Getter` (the aiohttp client lives in ``app``), and
 time through an injected clock, so all of this runs under test with a fake upstream and a fake clock.
@@ -26,11 +36,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
-from ..errors import CollateralError, ConfigError, ParseError
+from cryptography import x509
+
+from ..errors import CollateralError, ConfigError, ParseError, VerificationError
+from ..verify.chain import TrustedRoot, sgx_extensions
 from .document import Document, upstream_document
-from .resource import Resource, parse_resource
+from .limits import AttemptLog, RateLimiter
+from .resource import Resource, parse_query, parse_resource
+from .trust import check_trusted
 
 log = logging.getLogger("sgx_quote_helper.pccs")
 
@@ -53,6 +68,12 @@ CREATE TABLE IF NOT EXISTS collateral (
     meta TEXT NOT NULL,
     fetched_at TEXT NOT NULL,
     next_update TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS qe_binding (
+    qeid TEXT NOT NULL,
+    pceid TEXT NOT NULL,
+    ppid TEXT NOT NULL,
+    PRIMARY KEY (qeid, pceid)
 );
 """
 
@@ -136,6 +157,23 @@ class CollateralCache:
         """Forget ``key``."""
         self._db.execute("DELETE FROM collateral WHERE key = ?", (key,))
 
+    def bound_ppid(self, qeid: str, pceid: str) -> str | None:
+        """The PPID (hex) the QE ID is bound to on this PCE ID, if any."""
+        row = self._db.execute(
+            "SELECT ppid FROM qe_binding WHERE qeid = ? AND pceid = ?", (qeid, pceid)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def bind(self, qeid: str, pceid: str, ppid: str) -> bool:
+        """Bind the QE ID to ``ppid`` unless it is bound already; ``True`` if it is now bound to it."""
+        try:
+            self._db.execute(
+                "INSERT OR IGNORE INTO qe_binding (qeid, pceid, ppid) VALUES (?, ?, ?)", (qeid, pceid, ppid)
+            )
+        except sqlite3.Error as exc:
+            raise CollateralError(f"cache: cannot store the QE ID binding: {exc}") from None
+        return self.bound_ppid(qeid, pceid) == ppid
+
     def stored_keys(self) -> list[str]:
         """Every stored key, sorted."""
         return [r[0] for r in self._db.execute("SELECT key FROM collateral ORDER BY key")]
@@ -151,7 +189,7 @@ class CollateralCache:
 def resource_for_key(key: str) -> Resource:
     """Parse a stored key back into its :class:`Resource` (ParseError if it is not one)."""
     parts = urlsplit(key)
-    resource = parse_resource(parts.path, parse_qsl(parts.query, keep_blank_values=True))
+    resource = parse_resource(parts.path, parse_query(parts.query))
     if resource is None:
         raise ParseError("cache key", 0, f"not a collateral path: {key[:80]!r}")
     return resource
@@ -212,23 +250,30 @@ class CachingSource:
     on_upstream: Callable[[str, str], None] | None = None
     #: upstream requests in flight at most (clients asking for many unknown FMSPCs cannot flood it)
     max_upstream_requests: int = 8
+    #: the root every cached signature must chain to (Intel's SGX Root CA unless told otherwise)
+    trust: TrustedRoot = field(default_factory=TrustedRoot.intel)
+    #: upstream requests per second (token bucket shared by all keys)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    #: when each key was last asked upstream (bounded in size and age)
+    attempts: AttemptLog = field(default_factory=AttemptLog)
     _inflight: dict[str, asyncio.Task[Document | None]] = field(default_factory=dict, init=False)
-    _attempted: dict[str, datetime] = field(default_factory=dict, init=False)
     _background: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.upstream = upstream_base(self.upstream)
         self._slots = asyncio.Semaphore(self.max_upstream_requests)
+        self.attempts.clock = lambda: self.clock().timestamp()  # the source's (injected) time
 
     @property
     def mode(self) -> str:
         return "caching"
 
     def url_for(self, resource: Resource) -> str:
-        """The upstream URL for ``resource`` (API v3 gets ``update`` only when it is ``early``)."""
+        """The upstream URL for ``resource`` (API v3 gets ``update`` only when it is ``early``; a
+        ``pckcert`` named by its PPID goes without the QE ID)."""
         params = [
             (k, v)
-            for k, v in resource.query()
+            for k, v in resource.upstream_query()
             if not (k == "update" and resource.version == 3 and v == "standard")
         ]
         return self.upstream + resource.path + ("?" + urlencode(params) if params else "")
@@ -261,7 +306,7 @@ class CachingSource:
         key = resource.key
         task = self._inflight.get(key)
         if task is None:
-            self._attempted[key] = self.clock()
+            self.attempts.record(key)
             task = asyncio.get_running_loop().create_task(self._fetch_and_store(resource, api_key))
             self._inflight[key] = task
             task.add_done_callback(partial(self._fetched, key))
@@ -275,15 +320,47 @@ class CachingSource:
 
     async def _fetch_and_store(self, resource: Resource, api_key: str | None) -> Document | None:
         document = await self._fetch_upstream(resource, api_key)
-        if document is not None:
-            alias = resource.by_qeid()
-            keys = {resource.key} | ({alias.key} if alias is not None else set())
-            for key in sorted(keys):
-                try:
-                    self.cache.put(key, document, self.clock())
-                except CollateralError as exc:  # still a good answer: serve it uncached
-                    log.warning("%s", exc)
+        if document is None:
+            return None
+        try:
+            check_trusted(resource, document, self.trust)
+        except CollateralError as exc:
+            log.warning("%s: %s; served once, not cached", resource.key[:200], exc)
+            self._report(resource, "untrusted")
+            return document
+        self._store(resource.key, document)
+        alias = resource.by_qeid()
+        if alias is not None and self._bound(alias, document):
+            self._store(alias.key, document)
         return document
+
+    def _store(self, key: str, document: Document) -> None:
+        try:
+            self.cache.put(key, document, self.clock())
+        except CollateralError as exc:  # still a good answer: serve it uncached
+            log.warning("%s", exc)
+
+    def _bound(self, alias: Resource, document: Document) -> bool:
+        """May the answer be filed under the QE ID alone? Only if the QE ID is (now) bound to the
+        PPID of the certificate it holds."""
+        try:
+            ppid = sgx_extensions(x509.load_pem_x509_certificate(document.body), 0).ppid.hex().upper()
+        except (ValueError, VerificationError):
+            return False
+        qeid, pceid = alias.qeid or "", alias.pceid or ""
+        try:
+            if self.cache.bind(qeid, pceid, ppid):
+                return True
+        except CollateralError as exc:
+            log.warning("%s", exc)
+            return False
+        log.warning(
+            "pckcert: QE ID %s is bound to another platform's PPID; this answer (PPID %s...) is not "
+            "filed under that QE ID",
+            qeid[:32],
+            ppid[:8],
+        )
+        return False
 
     async def _fetch_upstream(self, resource: Resource, api_key: str | None) -> Document | None:
         key = api_key or self.api_key
@@ -322,6 +399,7 @@ class CachingSource:
 
     async def _request(self, resource: Resource, url: str, headers: Mapping[str, str]) -> UpstreamReply:
         try:
+            await self.limiter.acquire()
             async with self._slots:
                 return await self.getter(url, headers)
         except CollateralError:
@@ -333,8 +411,10 @@ class CachingSource:
             self.on_upstream(resource.endpoint, outcome)
 
     def _refresh_in_background(self, resource: Resource, api_key: str | None, now: datetime) -> None:
-        last = self._attempted.get(resource.key)
-        if resource.key in self._inflight or (last is not None and now < last + self.policy.min_interval):
+        since = self.attempts.since(resource.key)
+        if resource.key in self._inflight or (
+            since is not None and since < self.policy.min_interval.total_seconds()
+        ):
             return
         task = asyncio.get_running_loop().create_task(self._quiet_refresh(resource, api_key))
         self._background.add(task)
@@ -374,7 +454,7 @@ class CachingSource:
                 continue
             try:
                 resource = resource_for_key(key)
-                if resource.by_qeid() == resource:
+                if resource.kind == "pckcert" and resource.encrypted_ppid is None and resource.ppid is None:
                     continue  # a QE-ID alias: refreshed with its PPID entry (Intel's PCS takes no bare QE ID)
                 document = await self.fetch(resource)
                 results[key] = "ok" if document is not None else "not-found"

@@ -3,8 +3,10 @@ checks an upstream answer must pass before it is served or cached.
 
 The header names and encodings are Intel's (dcap-quote.md §3.4): issuer chains are URL-encoded PEM
 (leaf first, root last); ``/tcb`` says ``TCB-Info-Issuer-Chain`` in API v4 and
-``SGX-TCB-Info-Issuer-Chain`` in v3; ``/rootcacrl`` answers the DER CRL as hex text and ``/crl?uri=``
-as raw DER, as Intel's PCCS does. A document's ``next_update`` is when it stops being valid (TCB Info / QE Identity
+``SGX-TCB-Info-Issuer-Chain`` in v3; ``/tcbevaluationdatanumbers`` says
+``TCB-Evaluation-Data-Numbers-Issuer-Chain``; ``/rootcacrl`` answers the DER CRL as hex text,
+``/crl?uri=`` as raw DER, and ``/pckcrl`` as hex text unless ``encoding=der`` (DER) or ``encoding=pem``,
+as Intel's PCCS does (``rootcacrlService.js``, ``crlService.js``, ``pckcrlService.js``). A document's ``next_update`` is when it stops being valid (TCB Info / QE Identity
 ``nextUpdate``, a CRL's nextUpdate, a PCK certificate's notAfter).
 
 Nothing here does I/O or reads the clock.
@@ -37,6 +39,7 @@ CRL = "application/pkix-crl"
 
 TCB_CHAIN_V4 = "TCB-Info-Issuer-Chain"
 TCB_CHAIN_V3 = "SGX-TCB-Info-Issuer-Chain"
+EVALUATION_CHAIN = "TCB-Evaluation-Data-Numbers-Issuer-Chain"
 ENCLAVE_CHAIN = "SGX-Enclave-Identity-Issuer-Chain"
 PCK_CRL_CHAIN = "SGX-PCK-CRL-Issuer-Chain"
 PCK_CERT_CHAIN = "SGX-PCK-Certificate-Issuer-Chain"
@@ -101,6 +104,8 @@ def chain_header_name(resource: Resource) -> str | None:
     """The issuer-chain header this resource's answer carries (``None`` for ``rootcacrl``)."""
     if resource.kind == "tcb":
         return TCB_CHAIN_V3 if resource.version == 3 else TCB_CHAIN_V4
+    if resource.kind == "tcbevaluationdatanumbers":
+        return EVALUATION_CHAIN
     return {
         "qe_identity": ENCLAVE_CHAIN,
         "qve_identity": ENCLAVE_CHAIN,
@@ -111,7 +116,7 @@ def chain_header_name(resource: Resource) -> str | None:
 
 def content_type(resource: Resource) -> str:
     """The Content-Type PCS/PCCS use for this resource."""
-    if resource.kind in ("tcb", "qe_identity", "qve_identity"):
+    if resource.kind in ("tcb", "qe_identity", "qve_identity", "tcbevaluationdatanumbers"):
         return JSON
     if resource.kind == "pckcrl":
         return CRL if resource.der_crl else PEM
@@ -196,6 +201,35 @@ def _crl(der: bytes, what: str) -> x509.CertificateRevocationList:
     return crl
 
 
+def _check_evaluation(resource: Resource, obj: Mapping[str, Any], what: str) -> None:
+    """An answer to ``tcbEvaluationDataNumber=N`` must be evaluation N (an upstream that ignores the
+    parameter, e.g. Intel's PCCS, must not get another baseline cached under N's key)."""
+    if resource.evaluation is not None and obj.get("tcbEvaluationDataNumber") != resource.evaluation:
+        raise CollateralError(
+            f"{what}: answer is for tcbEvaluationDataNumber {obj.get('tcbEvaluationDataNumber')!r}, "
+            f"not {resource.evaluation}"
+        )
+
+
+def evaluation_numbers(obj: Mapping[str, Any], what: str) -> list[int]:
+    """The numbers a ``tcbEvaluationDataNumbers`` object lists (checked: ``tcbEvalNumbers`` is a
+    non-empty list of objects with a positive integer number and RFC 3339 dates)."""
+    entries = obj.get("tcbEvalNumbers")
+    if not isinstance(entries, list) or not entries or len(entries) > 1024:
+        raise CollateralError(f"{what}: tcbEvalNumbers must be a non-empty list")
+    numbers: list[int] = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise CollateralError(f"{what}: a tcbEvalNumbers entry is not an object")
+        number = entry.get("tcbEvaluationDataNumber")
+        if not isinstance(number, int) or isinstance(number, bool) or number <= 0:
+            raise CollateralError(f"{what}: tcbEvaluationDataNumber must be a positive integer")
+        parse_time(entry.get("tcbRecoveryEventDate"), f"{what}: tcbRecoveryEventDate")
+        parse_time(entry.get("tcbDate"), f"{what}: tcbDate")
+        numbers.append(number)
+    return numbers
+
+
 def upstream_document(resource: Resource, headers: Mapping[str, str], body: bytes) -> Document:
     """Check a 200 answer from an upstream PCS/PCCS and turn it into a :class:`Document`.
 
@@ -217,6 +251,7 @@ def upstream_document(resource: Resource, headers: Mapping[str, str], body: byte
             raise CollateralError(f"{what}: answer is for FMSPC {obj.get('fmspc')!r}, not {resource.fmspc}")
         if "id" in obj and obj["id"] != resource.tee.upper():
             raise CollateralError(f"{what}: TCB Info id {obj['id']!r} does not match {resource.tee}")
+        _check_evaluation(resource, obj, what)
         pem, signer = _chain(headers, (TCB_CHAIN_V4, TCB_CHAIN_V3), what)
         _check_signature(signer, text, signature, what)
         return Document(body, JSON, ((name or TCB_CHAIN_V4, encode_chain(pem)),), nxt, issue)
@@ -228,9 +263,18 @@ def upstream_document(resource: Resource, headers: Mapping[str, str], body: byte
         }[resource.kind]
         if "id" in obj and obj["id"] not in expected:
             raise CollateralError(f"{what}: identity id {obj['id']!r} is not {'/'.join(expected)}")
+        _check_evaluation(resource, obj, what)
         pem, signer = _chain(headers, (ENCLAVE_CHAIN,), what)
         _check_signature(signer, text, signature, what)
         return Document(body, JSON, ((ENCLAVE_CHAIN, encode_chain(pem)),), nxt, issue)
+    if resource.kind == "tcbevaluationdatanumbers":
+        obj, issue, nxt, text, signature = _signed_json(resource, body, "tcbEvaluationDataNumbers")
+        if obj.get("id") != resource.tee.upper():
+            raise CollateralError(f"{what}: id {obj.get('id')!r} does not match {resource.tee}")
+        evaluation_numbers(obj, what)
+        pem, signer = _chain(headers, (EVALUATION_CHAIN,), what)
+        _check_signature(signer, text, signature, what)
+        return Document(body, JSON, ((EVALUATION_CHAIN, encode_chain(pem)),), nxt, issue)
     if resource.kind in ("pckcrl", "rootcacrl", "crl"):
         der = crl_to_der(body, what)
         crl = _crl(der, what)
@@ -242,7 +286,12 @@ def upstream_document(resource: Resource, headers: Mapping[str, str], body: byte
         pem, issuer = _chain(headers, (PCK_CRL_CHAIN,), what)
         if not crl.is_signature_valid(_ec_key(issuer, what)):
             raise CollateralError(f"{what}: CRL signature does not verify with the issuer chain")
-        out = der if resource.der_crl else crl.public_bytes(Encoding.PEM)
+        if resource.der_crl:
+            out = der
+        elif resource.encoding == "pem":
+            out = crl.public_bytes(Encoding.PEM)
+        else:  # hex text of the DER, as Intel's PCCS answers pckcrl without encoding=der
+            out = der.hex().encode()
         return Document(
             out,
             content_type(resource),
@@ -299,6 +348,7 @@ __all__ = [
     "CA_TYPE",
     "CRL",
     "ENCLAVE_CHAIN",
+    "EVALUATION_CHAIN",
     "FMSPC",
     "JSON",
     "PCK_CERT_CHAIN",
@@ -311,6 +361,7 @@ __all__ = [
     "chain_header_name",
     "content_type",
     "encode_chain",
+    "evaluation_numbers",
     "parse_time",
     "pck_document",
     "upstream_document",

@@ -6,14 +6,25 @@ exact JSON served) and re-made as time passes: a document is re-issued once it i
 (a day, as Intel re-issues TCB Info daily), so its issueDate/nextUpdate keep moving and clients
 never see expired collateral. Between re-issues the bytes are stable.
 
-``pckcert`` answers for platforms whose quotes carry an encrypted PPID (certification data type 3):
-the PPID is decrypted with each platform's SIMULATED PCE encryption key
-(:func:`sim.collateral.decrypt_ppid`) and the platform whose PPID it is gets its PCK certificate
-served, provided the asked raw TCB is not below the certificate's TCB (PCS picks the best
-certificate at or below the raw TCB; a simulated platform has exactly one).
+TCB Info and QE Identity follow the published TCB evaluations of :mod:`sim.tcb_history`:
+``update=early`` the newest, ``update=standard`` (the default, or ``pccs serve --update``) the
+standard one, ``tcbEvaluationDataNumber=N`` that number (404 when it is not published);
+``tcbevaluationdatanumbers`` lists them, signed like TCB Info. What a TEE's document is lives in one
+place, :meth:`SimulatedStore.signed_json` (SGX today; TDX platforms add their branch there).
+
+``pckcert`` finds the platform as Intel's PCCS does (``pckcertService.js``): by QE ID and PCE ID
+first; only when no platform has that QE ID, by the PPID (``ppid=``) or the encrypted PPID, which is
+decrypted with each platform's SIMULATED PCE encryption key (:func:`sim.collateral.decrypt_ppid`).
+An all-zero encrypted PPID (QCNL's placeholder) is no PPID. The certificate served is the one
+Intel's PCK certificate selection (:mod:`.pck_selection`) picks for the raw CPUSVN/PCESVN among
+the platform's certificates: one per TCB level at or below its TCB (:func:`sim.collateral.registered_tcbs`).
 
 All platforms served together must share one SIMULATED root CA and TCB signing certificate, and one
 PCK CA per CA type: ``/rootcacrl``, ``/crl``, ``/pckcrl`` and ``/qe/identity`` name no platform.
+
+Encodings are Intel's PCCS's: ``/rootcacrl`` the hex text of the DER CRL, ``/crl?uri=`` the raw
+DER, ``/pckcrl`` hex text of the DER without ``encoding`` (what QCNL with ``pccs_api_version`` 3.0
+expects), raw DER with ``encoding=der`` (3.1 and PCS), PEM with ``encoding=pem``.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from ..errors import ConfigError
 from ..sim import collateral as sim
 from ..sim.platform import Platform
-from ..sim.tcb_history import TCB_EVALUATION_DATA_NUMBER, TCB_LEVELS
+from ..sim.tcb_history import EVALUATIONS, TcbEvaluation, evaluation
 from .cache import Clock, Lookup
 from .document import (
     CRL,
@@ -45,6 +56,7 @@ from .document import (
     parse_time,
     pck_document,
 )
+from .pck_selection import select_pck
 from .resource import Resource
 
 #: a simulated document is re-issued (new dates, new signature) once it is this old
@@ -74,12 +86,14 @@ def _check_shared_pki(platforms: Sequence[Platform]) -> None:
             )
 
 
-def tcb_info_v2_json(platform: Platform, tcb_info_v3: bytes) -> bytes:
-    """TCB Info version 2 (PCS API v3 shape: no ``id``, flat ``sgxtcbcompNNsvn``), same dates as
-    ``tcb_info_v3`` (the v3 text of the same issue)."""
+def tcb_info_v2_json(platform: Platform, tcb_info_v3: bytes, published: TcbEvaluation | None = None) -> bytes:
+    """TCB Info version 2 (PCS API v3 shape: no ``id``, flat ``sgxtcbcompNNsvn``), same dates and
+    evaluation as ``tcb_info_v3`` (the v3 text of the same issue)."""
     v3 = json.loads(tcb_info_v3)
+    ev = published or evaluation()
+    assert ev is not None
     levels: list[dict[str, Any]] = []
-    for level in TCB_LEVELS:
+    for level in ev.tcb_levels:
         tcb: dict[str, Any] = {f"sgxtcbcomp{i + 1:02d}svn": c for i, c in enumerate(level.components)}
         tcb["pcesvn"] = level.pcesvn
         levels.append({"tcb": tcb, "tcbDate": level.tcb_date, "tcbStatus": level.status})
@@ -90,7 +104,7 @@ def tcb_info_v2_json(platform: Platform, tcb_info_v3: bytes) -> bytes:
         "fmspc": v3["fmspc"],
         "pceId": v3["pceId"],
         "tcbType": 0,
-        "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
+        "tcbEvaluationDataNumber": ev.number,
         "tcbLevels": levels,
     }
     return json.dumps(obj, separators=(",", ":")).encode()
@@ -145,32 +159,55 @@ class SimulatedStore:
 
     def make(self, resource: Resource, now: datetime) -> Document | None:
         """Issue the document for ``resource`` at ``now`` (``None``: not served in simulated mode)."""
-        if resource.tee != "sgx" or resource.kind == "qve_identity":
-            return None  # simulated platforms are SGX; no QvE identity is simulated
         first = self.platforms[0]
-        chain = first.tcb_signing_chain_pem()
-        if resource.kind == "tcb":
-            platform = next(
-                (p for p in self.platforms if p.identity.fmspc.hex().upper() == resource.fmspc), None
-            )
-            if platform is None:
+        if resource.kind in ("tcb", "qe_identity", "qve_identity", "tcbevaluationdatanumbers"):
+            signed = self.signed_json(resource, now)
+            if signed is None:
                 return None
-            text = sim.tcb_info_json(platform, now)
-            if resource.version == 3:
-                text = tcb_info_v2_json(platform, text)
-            return self._json_document(resource, platform, "tcbInfo", text, chain)
-        if resource.kind == "qe_identity":
-            return self._json_document(resource, first, "enclaveIdentity", sim.qe_identity_json(now), chain)
+            signer, member, text = signed
+            return self._json_document(resource, signer, member, text, first.tcb_signing_chain_pem())
+        if resource.tee != "sgx":
+            return None
         if resource.kind == "rootcacrl":
             return self._crl_document(resource, sim.root_ca_crl_der(first, now), b"")
         if resource.kind == "crl":
             return self._crl_by_uri(resource, now)
-        if resource.kind == "pckcrl":
-            platform = next((p for p in self.platforms if p.identity.ca == resource.ca), None)
-            if platform is None:
+        if resource.kind == "pckcrl" and not resource.der_crl:  # the same CRL issue, re-encoded
+            same = self.document(
+                Resource(tee="sgx", version=4, kind="pckcrl", ca=resource.ca, encoding="der"), now
+            )
+            if same is None:
                 return None
-            return self._crl_document(resource, sim.pck_crl_der(platform, now), platform.pck_ca_chain_pem())
+            return self._crl_document(resource, same.body, b"", same.headers)
+        if resource.kind == "pckcrl":
+            issuer = next((p for p in self.platforms if p.identity.ca == resource.ca), None)
+            if issuer is None:
+                return None
+            return self._crl_document(resource, sim.pck_crl_der(issuer, now), issuer.pck_ca_chain_pem())
         return self._pck_cert(resource)
+
+    def signed_json(self, resource: Resource, now: datetime) -> tuple[Platform, str, bytes] | None:
+        """What a TEE's signed JSON document is: (the platform whose key signs it, the member name,
+        the exact text) for ``tcb``, ``qe/identity`` and ``tcbevaluationdatanumbers``; ``None`` when
+        no simulated platform has it. The one place that knows the TEEs: simulated platforms are SGX
+        (a TDX branch goes here); no QvE identity is simulated."""
+        if resource.tee != "sgx" or resource.kind == "qve_identity":
+            return None
+        first = self.platforms[0]
+        if resource.kind == "tcbevaluationdatanumbers":
+            return first, "tcbEvaluationDataNumbers", sim.tcb_evaluation_data_numbers_json("sgx", now)
+        published = evaluation(resource.evaluation, resource.update)
+        if published is None:
+            return None  # a number that is not (or no longer) published: PCS answers 404
+        if resource.kind == "qe_identity":
+            return first, "enclaveIdentity", sim.qe_identity_json(now, published)
+        platform = next((p for p in self.platforms if p.identity.fmspc.hex().upper() == resource.fmspc), None)
+        if platform is None:
+            return None
+        text = sim.tcb_info_json(platform, now, published)
+        if resource.version == 3:
+            text = tcb_info_v2_json(platform, text, published)
+        return platform, "tcbInfo", text
 
     def _json_document(
         self, resource: Resource, platform: Platform, member: str, text: bytes, chain: bytes
@@ -190,7 +227,7 @@ class SimulatedStore:
         ``IntelSGXRootCA.*``: the root's; ``.../pckcrl?ca=X``: the X PCK CA's), as raw DER."""
         parts = urlsplit(resource.uri or "")
         name = parts.path.rsplit("/", 1)[-1]
-        if name == "rootcacrl" or name.startswith("IntelSGXRootCA."):
+        if name in ("rootcacrl", "IntelSGXRootCA.crl") or name.startswith("IntelSGXRootCA."):
             same = Resource(tee="sgx", version=4, kind="rootcacrl")
         elif name == "pckcrl":
             ca = dict(parse_qsl(parts.query)).get("ca", "").lower()
@@ -203,21 +240,34 @@ class SimulatedStore:
         der = bytes.fromhex(document.body.decode()) if same.kind == "rootcacrl" else document.body
         return Document(der, CRL, (), document.next_update, document.issue_date)
 
-    def _crl_document(self, resource: Resource, der: bytes, chain: bytes) -> Document:
+    def _crl_document(
+        self, resource: Resource, der: bytes, chain: bytes, headers: tuple[tuple[str, str], ...] | None = None
+    ) -> Document:
         crl = x509.load_der_x509_crl(der)
         next_update = crl.next_update_utc
         assert next_update is not None  # engine CRLs always carry nextUpdate
         if resource.kind == "rootcacrl":
             return Document(der.hex().encode(), CRL, (), next_update, crl.last_update_utc)
-        body = der if resource.der_crl else crl.public_bytes(serialization.Encoding.PEM)
-        headers = ((PCK_CRL_CHAIN, encode_chain(chain)),)
+        if resource.der_crl:
+            body = der
+        elif resource.encoding == "pem":
+            body = crl.public_bytes(serialization.Encoding.PEM)
+        else:  # Intel's PCCS (pckcrlService.js): hex text of the DER unless encoding=der
+            body = der.hex().encode()
+        if headers is None:
+            headers = ((PCK_CRL_CHAIN, encode_chain(chain)),)
         return Document(body, content_type(resource), headers, next_update, crl.last_update_utc)
 
     def _platform_for(self, resource: Resource) -> Platform | None:
+        """QE ID + PCE ID first (Intel's PCCS), then the PPID, then the encrypted PPID."""
+        if resource.qeid is not None:
+            found = next((p for p in self.platforms if p.identity.qe_id.hex().upper() == resource.qeid), None)
+            if found is not None and _pceid_matches(found, resource.pceid):
+                return found
         if resource.ppid is not None:
             return next((p for p in self.platforms if p.identity.ppid.hex().upper() == resource.ppid), None)
-        if resource.encrypted_ppid is None:  # by QE ID alone: every simulated platform is "registered"
-            return next((p for p in self.platforms if p.identity.qe_id.hex().upper() == resource.qeid), None)
+        if resource.encrypted_ppid is None:
+            return None
         encrypted = resource.encrypted_ppid
         if encrypted not in self._ppids:
             if len(self._ppids) >= MAX_REMEMBERED_PPIDS:  # bounded: clients choose these values
@@ -230,34 +280,41 @@ class SimulatedStore:
 
     def _pck_cert(self, resource: Resource) -> Document | None:
         platform = self._platform_for(resource)
-        if platform is None:
+        if platform is None or not _pceid_matches(platform, resource.pceid):
             return None
-        ident = platform.identity
-        pceid = bytes.fromhex(resource.pceid or "")
-        if ident.pce_id not in (int.from_bytes(pceid, "big"), int.from_bytes(pceid, "little")):
-            return None
-        raw_cpusvn = bytes.fromhex(resource.cpusvn or "")
-        raw_pcesvn = int.from_bytes(bytes.fromhex(resource.pcesvn or ""), "little")
-        if raw_pcesvn < ident.pcesvn or any(r < c for r, c in zip(raw_cpusvn, ident.cpusvn, strict=True)):
-            return None  # the raw TCB is below the only certificate's TCB
-        return self._pck_document(platform)
+        raw = (
+            bytes.fromhex(resource.cpusvn or ""),
+            int.from_bytes(bytes.fromhex(resource.pcesvn or ""), "little"),
+        )
+        tcbs = sim.registered_tcbs(platform)
+        # Intel's PCCS selects with the early TCB Info when it has one (pckcertService.js)
+        levels = [(bytes(lv.components), lv.pcesvn) for lv in EVALUATIONS[0].tcb_levels]
+        index = select_pck(raw, levels, tcbs)
+        if index is None:
+            return None  # the raw TCB is below every certificate's TCB
+        return self._pck_document(platform, *tcbs[index])
 
-    def _pck_document(self, platform: Platform) -> Document:
-        """The platform's (only) PCK certificate answer, made once."""
-        key = str(platform.state.path)
+    def _pck_document(self, platform: Platform, cpusvn: bytes, pcesvn: int) -> Document:
+        """The platform's PCK certificate answer for one of its TCBs, made once."""
+        key = f"{platform.state.path}|{cpusvn.hex()}|{pcesvn}"
         if key not in self._pck_docs:
-            leaf, chain = sim.pck_cert_pem(platform)
-            cert = platform.certs["pck"]
+            cert = sim.pck_cert_at(platform, cpusvn, pcesvn)
             self._pck_docs[key] = pck_document(
-                leaf,
-                chain,
-                sim.pck_cert_tcbm(platform),
+                cert.public_bytes(serialization.Encoding.PEM),
+                platform.pck_ca_chain_pem(),
+                sim.tcbm(cpusvn, pcesvn),
                 platform.identity.fmspc.hex(),
                 platform.identity.ca,
                 cert.not_valid_after_utc,
                 cert.not_valid_before_utc,
             )
         return self._pck_docs[key]
+
+
+def _pceid_matches(platform: Platform, pceid_hex: str | None) -> bool:
+    """QCNL sends the PCE ID as the bytes of the little-endian u16; PCS documents it big-endian."""
+    pceid = bytes.fromhex(pceid_hex or "")
+    return platform.identity.pce_id in (int.from_bytes(pceid, "big"), int.from_bytes(pceid, "little"))
 
 
 __all__ = ["REISSUE", "SimulatedStore", "tcb_info_v2_json"]

@@ -4,6 +4,11 @@
   :mod:`~sgx_quote_helper.sim.tcb_history`), signed ECDSA-P256-SHA256 by the SIMULATED TCB
   signing key over the exact compact JSON text that is served;
 - QE Identity v2 (``id`` "QE", QE3's MRSIGNER, ISVPRODID 1, the real QE Identity's masks);
+  both for any published TCB evaluation of :mod:`~sgx_quote_helper.sim.tcb_history` (the standard
+  one by default), and the signed list of evaluation data numbers (PCS v4
+  ``tcbevaluationdatanumbers``);
+- the PCK certificates Intel would hold for the platform: one per TCB level at or below its TCB,
+  same PCK key and PPID (what PCS ``pckcerts`` lists and PCK certificate selection picks from);
 - the root CA CRL (issued by the root) and the PCK CRL (issued by the platform's PCK CA), both with
   CRLNumber and AuthorityKeyIdentifier;
 - all of it as dcap-qvl's ``QuoteCollateralV3`` JSON (keys and encodings of
@@ -17,16 +22,19 @@ No I/O: ``now`` is a parameter.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..abi.keyid import QE3_MRSIGNER, QE3_PROD_ID
 from . import pki
 from .platform import Platform
 from .qe import PPID_OAEP, raw_signature
-from .tcb_history import QE_LEVELS, TCB_EVALUATION_DATA_NUMBER, TCB_LEVELS
+from .tcb_history import EVALUATIONS, TcbEvaluation, TcbLevel, evaluation
 
 #: validity of TCB Info and QE Identity, as Intel's (30 days)
 COLLATERAL_VALIDITY = dt.timedelta(days=30)
@@ -50,11 +58,19 @@ def _compact(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def tcb_info_json(platform: Platform, now: dt.datetime) -> bytes:
-    """The exact ``tcbInfo`` JSON text (compact, Intel's key order) that gets signed."""
+def _standard() -> TcbEvaluation:
+    standard = evaluation()
+    assert standard is not None
+    return standard
+
+
+def tcb_info_json(platform: Platform, now: dt.datetime, published: TcbEvaluation | None = None) -> bytes:
+    """The exact ``tcbInfo`` JSON text (compact, Intel's key order) that gets signed, for the TCB
+    evaluation ``published`` (default: the standard one)."""
+    ev = published or _standard()
     issue, next_update = _window(now)
     levels = []
-    for level in TCB_LEVELS:
+    for level in ev.tcb_levels:
         entry: dict[str, Any] = {
             "tcb": {"sgxtcbcomponents": [{"svn": c} for c in level.components], "pcesvn": level.pcesvn},
             "tcbDate": level.tcb_date,
@@ -73,17 +89,19 @@ def tcb_info_json(platform: Platform, now: dt.datetime) -> bytes:
             "fmspc": ident.fmspc.hex().upper(),
             "pceId": ident.pce_id.to_bytes(2, "big").hex().upper(),
             "tcbType": 0,
-            "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
+            "tcbEvaluationDataNumber": ev.number,
             "tcbLevels": levels,
         }
     )
 
 
-def qe_identity_json(now: dt.datetime) -> bytes:
-    """The exact ``enclaveIdentity`` JSON text of the simulated QE (v2, id "QE")."""
+def qe_identity_json(now: dt.datetime, published: TcbEvaluation | None = None) -> bytes:
+    """The exact ``enclaveIdentity`` JSON text of the simulated QE (v2, id "QE"), for the TCB
+    evaluation ``published`` (default: the standard one)."""
+    ev = published or _standard()
     issue, next_update = _window(now)
     levels = []
-    for level in QE_LEVELS:
+    for level in ev.qe_levels:
         entry: dict[str, Any] = {
             "tcb": {"isvsvn": level.isvsvn},
             "tcbDate": level.tcb_date,
@@ -98,7 +116,7 @@ def qe_identity_json(now: dt.datetime) -> bytes:
             "version": 2,
             "issueDate": issue,
             "nextUpdate": next_update,
-            "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
+            "tcbEvaluationDataNumber": ev.number,
             "miscselect": QE_MISCSELECT,
             "miscselectMask": QE_MISCSELECT_MASK,
             "attributes": QE_ATTRIBUTES,
@@ -106,6 +124,29 @@ def qe_identity_json(now: dt.datetime) -> bytes:
             "mrsigner": QE3_MRSIGNER.hex().upper(),
             "isvprodid": QE3_PROD_ID,
             "tcbLevels": levels,
+        }
+    )
+
+
+def tcb_evaluation_data_numbers_json(tee: str, now: dt.datetime) -> bytes:
+    """The exact ``tcbEvaluationDataNumbers`` JSON text (PCS v4 model v1: ``id`` SGX|TDX, the
+    published numbers newest first with their TCB recovery event date and TCB date)."""
+    issue, next_update = _window(now)
+    numbers = [
+        {
+            "tcbEvaluationDataNumber": e.number,
+            "tcbRecoveryEventDate": e.tcb_recovery_event_date,
+            "tcbDate": e.tcb_date,
+        }
+        for e in EVALUATIONS
+    ]
+    return _compact(
+        {
+            "id": tee.upper(),
+            "version": 1,
+            "issueDate": issue,
+            "nextUpdate": next_update,
+            "tcbEvalNumbers": numbers,
         }
     )
 
@@ -153,6 +194,57 @@ def pck_cert_pem(platform: Platform) -> tuple[bytes, bytes]:
     """PCS ``GET /sgx/certification/v4/pckcert`` answer: (leaf PEM, SGX-PCK-Certificate-Issuer-Chain PEM)."""
     leaf = platform.certs["pck"].public_bytes(serialization.Encoding.PEM)
     return leaf, platform.pck_ca_chain_pem()
+
+
+def _at_or_below(level: TcbLevel, cpusvn: bytes, pcesvn: int) -> bool:
+    return level.pcesvn <= pcesvn and all(c <= r for c, r in zip(level.components, cpusvn, strict=True))
+
+
+def registered_tcbs(platform: Platform) -> list[tuple[bytes, int]]:
+    """The (CPUSVN, PCESVN) of every PCK certificate Intel holds for the platform: its own TCB,
+    then each distinct TCB level of the published evaluations at or below it, highest first."""
+    ident = platform.identity
+    out: list[tuple[bytes, int]] = [(ident.cpusvn, ident.pcesvn)]
+    for ev in EVALUATIONS:
+        for level in ev.tcb_levels:
+            tcb = (bytes(level.components), level.pcesvn)
+            if tcb not in out and _at_or_below(level, ident.cpusvn, ident.pcesvn):
+                out.append(tcb)
+    return out
+
+
+def pck_cert_at(platform: Platform, cpusvn: bytes, pcesvn: int) -> x509.Certificate:
+    """A PCK certificate of the platform for another (lower) TCB: same PCK key, PPID, FMSPC and
+    issuer, TCB components and PCESVN of the level (signed now by the SIMULATED PCK CA; the
+    platform's own TCB gives its stored certificate)."""
+    ident = platform.identity
+    if (cpusvn, pcesvn) == (ident.cpusvn, ident.pcesvn):
+        return platform.certs["pck"]
+    own = platform.certs["pck"]
+    lower = replace(ident, cpusvn=cpusvn, pcesvn=pcesvn)
+    serial = (
+        int.from_bytes(
+            hashlib.sha256(
+                own.serial_number.to_bytes(20, "big") + cpusvn + bytes([pcesvn & 0xFF, pcesvn >> 8])
+            ).digest()[:16],
+            "big",
+        )
+        >> 1
+    )
+    return pki.make_pck_leaf(
+        platform.keys["pck"].public_key(),
+        ident.ca,
+        platform.keys["pck_ca"],
+        platform.certs["pck_ca"],
+        lower.sgx_extensions().to_der(),
+        now=own.not_valid_before_utc + pki.BACKDATE,
+        serial=serial,
+    )
+
+
+def tcbm(cpusvn: bytes, pcesvn: int) -> str:
+    """An ``SGX-TCBm`` header value: hex(CPUSVN (16) || PCESVN (u16 LE)), upper case."""
+    return (cpusvn + pcesvn.to_bytes(2, "little")).hex().upper()
 
 
 def pck_cert_tcbm(platform: Platform) -> str:
@@ -208,6 +300,7 @@ def quote_collateral_json(platform: Platform, now: dt.datetime) -> str:
 __all__ = [
     "COLLATERAL_VALIDITY",
     "decrypt_ppid",
+    "pck_cert_at",
     "pck_cert_pem",
     "pck_cert_tcbm",
     "pck_crl_der",
@@ -215,9 +308,12 @@ __all__ = [
     "qe_identity_response",
     "quote_collateral",
     "quote_collateral_json",
+    "registered_tcbs",
     "root_ca_crl_der",
     "root_ca_der",
     "sign_json",
+    "tcb_evaluation_data_numbers_json",
     "tcb_info_json",
     "tcb_info_response",
+    "tcbm",
 ]

@@ -7,6 +7,13 @@ platform initialised with lower SVNs simply matches an older level, as a real un
 would. Matching rules (``shared/specs/dcap-quote.md`` §4.1): levels sorted descending, the first
 level where every CPUSVN component and the PCESVN are >= the level's is selected.
 
+Intel re-publishes TCB Info and QE Identity once per TCB recovery under a new TCB evaluation data
+number, and keeps serving the earlier numbers for a while (PCS v4 ``tcbEvaluationDataNumber=N``;
+``update=early`` gives the newest number as soon as it is published, ``update=standard`` the one
+relying parties are expected to use). :data:`EVALUATIONS` is that history: number 18 is the newest
+(early only: a simulated TCB recovery above today's level, which demotes today's UpToDate level),
+17 is the standard baseline (the levels below, what ``TCB_LEVELS`` holds), 16 the one before it.
+
 Component 7 plays the role of a configuration component (as on real client platforms): the same
 microcode without it gives ConfigurationNeeded.
 
@@ -95,6 +102,81 @@ QE_LEVELS: tuple[QeLevel, ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class TcbEvaluation:
+    """One published TCB evaluation: its number, dates, and the TCB and QE levels it judges by."""
+
+    number: int
+    tcb_recovery_event_date: str  # RFC 3339 UTC
+    tcb_date: str
+    tcb_levels: tuple[TcbLevel, ...]
+    qe_levels: tuple[QeLevel, ...]
+
+
+#: the simulated TCB recovery of evaluation 18 (early): raises components 1-2 and the PCE SVN
+EARLY_COMPONENTS = _c(16, 16, 3, 3, 255, 255, 1)
+EARLY_PCESVN = 14
+EARLY_QE_SVN = 9
+#: the (simulated) advisory of that recovery
+EARLY_ADVISORY = "INTEL-SA-SIMULATED-18"
+
+
+def _demoted(level: TcbLevel, advisory: str) -> TcbLevel:
+    """``level`` after a TCB recovery: no longer UpToDate, the recovery's advisory added."""
+    status = "OutOfDate" if level.status == "UpToDate" else level.status
+    if level.status == "ConfigurationNeeded":
+        status = "OutOfDateConfigurationNeeded"
+    return TcbLevel(level.components, level.pcesvn, level.tcb_date, status, (*level.advisory_ids, advisory))
+
+
+def _qe_demoted(level: QeLevel, advisory: str) -> QeLevel:
+    status = "OutOfDate" if level.status == "UpToDate" else level.status
+    return QeLevel(level.isvsvn, level.tcb_date, status, (*level.advisory_ids, advisory))
+
+
+def _before(levels: tuple[TcbLevel, ...], date: str) -> tuple[TcbLevel, ...]:
+    return tuple(lv for lv in levels if lv.tcb_date <= date)
+
+
+#: published evaluations, newest first: [0] is ``update=early``, [1] ``update=standard``
+EVALUATIONS: tuple[TcbEvaluation, ...] = (
+    TcbEvaluation(
+        TCB_EVALUATION_DATA_NUMBER + 1,
+        "2025-08-12T00:00:00Z",
+        "2025-08-13T00:00:00Z",
+        (
+            TcbLevel(EARLY_COMPONENTS, EARLY_PCESVN, "2025-08-13T00:00:00Z", "UpToDate"),
+            *(_demoted(lv, EARLY_ADVISORY) for lv in TCB_LEVELS),
+        ),
+        (
+            QeLevel(EARLY_QE_SVN, "2025-08-13T00:00:00Z", "UpToDate"),
+            *(_qe_demoted(lv, EARLY_ADVISORY) for lv in QE_LEVELS),
+        ),
+    ),
+    TcbEvaluation(
+        TCB_EVALUATION_DATA_NUMBER, "2025-02-11T00:00:00Z", "2025-02-12T00:00:00Z", TCB_LEVELS, QE_LEVELS
+    ),
+    TcbEvaluation(
+        TCB_EVALUATION_DATA_NUMBER - 1,
+        "2024-03-12T00:00:00Z",
+        "2024-03-13T00:00:00Z",
+        (
+            TcbLevel(_c(14, 14, 3, 3, 255, 255, 1), 13, "2024-03-13T00:00:00Z", "UpToDate"),
+            *_before(TCB_LEVELS, "2023-12-31T00:00:00Z"),
+        ),
+        QE_LEVELS,
+    ),
+)
+
+
+def evaluation(number: int | None = None, update: str = "standard") -> TcbEvaluation | None:
+    """The evaluation numbered ``number``, else the one ``update`` (early|standard) names; ``None``
+    for a number that is not published."""
+    if number is None:
+        return EVALUATIONS[0] if update == "early" else EVALUATIONS[1]
+    return next((e for e in EVALUATIONS if e.number == number), None)
+
+
 def matching_level(components: tuple[int, ...], pcesvn: int) -> TcbLevel | None:
     """The level a platform with these PCK TCB values matches (QVL's rule), or ``None``."""
     for level in sorted(TCB_LEVELS, key=lambda lv: (lv.components, lv.pcesvn), reverse=True):
@@ -110,10 +192,13 @@ __all__ = [
     "CURRENT_COMPONENTS",
     "CURRENT_PCESVN",
     "CURRENT_QE_SVN",
+    "EVALUATIONS",
     "QE_LEVELS",
     "TCB_EVALUATION_DATA_NUMBER",
     "TCB_LEVELS",
     "QeLevel",
+    "TcbEvaluation",
     "TcbLevel",
+    "evaluation",
     "matching_level",
 ]
