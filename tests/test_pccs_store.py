@@ -31,11 +31,11 @@ from sgx_quote_helper.engine.simulated import SimulatedEngine
 from sgx_quote_helper.errors import ConfigError
 from sgx_quote_helper.pccs.app import make_app
 from sgx_quote_helper.pccs.resource import parse_resource
-from sgx_quote_helper.verify.chain import TrustedRoot
 from sgx_quote_helper.pccs.store import SimulatedStore
 from sgx_quote_helper.sim import collateral as C
 from sgx_quote_helper.sim.platform import Platform
 from sgx_quote_helper.sim.qe import QE_TARGET_INFO
+from sgx_quote_helper.verify.chain import TrustedRoot
 from sgx_quote_helper.verify.tcbinfo import TcbInfo
 
 from .pccs_fakes import Clock, app_in_thread

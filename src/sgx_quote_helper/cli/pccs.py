@@ -108,6 +108,30 @@ def pccs() -> None:
     help="Where to get the root CA CRL when the upstream has no /rootcacrl [Intel's distribution point].",
 )
 @click.option(
+    "--root-ca",
+    "root_ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Caching mode: cache only collateral whose signatures chain to this root CA (PEM or DER) "
+    "[Intel's SGX Root CA]. Pass the SIMULATED root (sim root-ca) to cache a simulated PCCS.",
+)
+@click.option(
+    "--update",
+    "default_update",
+    type=click.Choice(["standard", "early"]),
+    default="standard",
+    show_default=True,
+    help="TCB baseline for tcb and qe/identity requests that name no update= "
+    "(Intel's early or standard TCB evaluation; tcbEvaluationDataNumber=N picks a number).",
+)
+@click.option(
+    "--upstream-rate",
+    type=click.FloatRange(min=0.1),
+    default=20,
+    show_default=True,
+    metavar="PER_SECOND",
+    help="Caching mode: upstream requests per second at most (bursts of twice that).",
+)
+@click.option(
     "--refresh-interval",
     type=click.FloatRange(min=1),
     default=3600,
@@ -145,6 +169,9 @@ def serve(
     api_key: str | None,
     db: Path | None,
     root_ca_crl_url: str | None,
+    root_ca: Path | None,
+    default_update: str,
+    upstream_rate: float,
     refresh_interval: float,
     refresh_after: float,
     refresh_ahead: float,
@@ -174,11 +201,14 @@ def serve(
       # "http://HOST:8081/sgx/certification/v4/")
       sgx-quote-helper pccs serve --upstream https://api.trustedservices.intel.com \\
           --api-key "$PCS_KEY" --db /var/cache/pccs.sqlite --host 0.0.0.0
+    \b
+      # a caching PCCS in front of the simulated one (its root must be named to be cached)
+      sgx-quote-helper pccs serve --upstream http://127.0.0.1:8081 --root-ca root.der --port 8082
     """
     if simulated == (upstream is not None):
         fail("give exactly one of --simulated or --upstream URL")
-    if simulated and (db is not None or root_ca_crl_url is not None):
-        fail("--db and --root-ca-crl-url apply to caching mode (--upstream) only")
+    if simulated and (db is not None or root_ca_crl_url is not None or root_ca is not None):
+        fail("--db, --root-ca and --root-ca-crl-url apply to caching mode (--upstream) only")
     if upstream is not None and state_dirs:
         fail("--state-dir applies to --simulated only")
     _logging(log_level)
@@ -189,9 +219,9 @@ def serve(
         if upstream is None:
             source, metrics = _simulated(state_dirs or (default_state_dir(),))
         else:
-            source, metrics = _caching(upstream, api_key, db, root_ca_crl_url, policy)
+            source, metrics = _caching(upstream, api_key, db, root_ca_crl_url, policy, root_ca, upstream_rate)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(host, port, source, metrics, refresh_interval))
+            runner.run(_serve(host, port, source, metrics, refresh_interval, default_update))
     except _ERRORS as exc:
         fail(str(exc))
     except OSError as exc:
@@ -218,13 +248,32 @@ def _simulated(state_dirs: tuple[Path, ...]) -> tuple[Any, Any]:
     return store, Metrics()
 
 
+def _trust(root_ca: Path | None) -> Any:
+    from ..verify.chain import TrustedRoot
+
+    if root_ca is None:
+        return TrustedRoot.intel()
+    try:
+        return TrustedRoot.load(root_ca.read_bytes())
+    except OSError as exc:
+        fail(f"cannot read {root_ca}: {exc.strerror}")
+
+
 def _caching(
-    upstream: str, api_key: str | None, db: Path | None, crl_url: str | None, policy: Any
+    upstream: str,
+    api_key: str | None,
+    db: Path | None,
+    crl_url: str | None,
+    policy: Any,
+    root_ca: Path | None = None,
+    upstream_rate: float = 20.0,
 ) -> tuple[Any, Any]:
     from ..pccs.app import HttpGetter, system_clock
     from ..pccs.cache import INTEL_ROOT_CA_CRL_URL, CachingSource
+    from ..pccs.limits import RateLimiter
     from ..pccs.metrics import Metrics
 
+    trust = _trust(root_ca)
     metrics = Metrics()
     cache = _open_cache(db)
     source = CachingSource(
@@ -236,8 +285,14 @@ def _caching(
         policy=policy,
         root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL,
         on_upstream=metrics.upstream_outcome,
+        trust=trust,
+        limiter=RateLimiter(rate=upstream_rate, burst=max(1, int(upstream_rate * 2))),
     )
     metrics.track_cache_size(cache.__len__)
+    if root_ca is not None:
+        log.info(
+            "caching only collateral that chains to %s (%s)", root_ca, trust.cert.subject.rfc4514_string()
+        )
     log.info(
         "caching %s in %s (%d entries)%s",
         source.upstream,
@@ -248,11 +303,13 @@ def _caching(
     return source, metrics
 
 
-async def _serve(host: str, port: int, source: Any, metrics: Any, refresh_interval: float) -> None:
+async def _serve(
+    host: str, port: int, source: Any, metrics: Any, refresh_interval: float, default_update: Any = "standard"
+) -> None:
     from ..pccs.app import make_app, refresh_loop, start
     from ..pccs.cache import CachingSource
 
-    runner, url = await start(make_app(source, metrics), host, port)
+    runner, url = await start(make_app(source, metrics, default_update), host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -284,12 +341,23 @@ async def _serve(host: str, port: int, source: Any, metrics: Any, refresh_interv
     "--root-ca-crl-url", metavar="URL", help="Root CA CRL location if the upstream has no /rootcacrl."
 )
 @click.option(
+    "--root-ca",
+    "root_ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Store only collateral that chains to this root CA [Intel's SGX Root CA].",
+)
+@click.option(
     "--due-only",
     is_flag=True,
     help="Only entries past their refresh point (24 h old or 24 h from nextUpdate).",
 )
 def refresh(
-    db: Path | None, upstream: str, api_key: str | None, root_ca_crl_url: str | None, due_only: bool
+    db: Path | None,
+    upstream: str,
+    api_key: str | None,
+    root_ca_crl_url: str | None,
+    root_ca: Path | None,
+    due_only: bool,
 ) -> None:
     """Refetch everything in the cache from the upstream now (a failed entry keeps its old copy).
 
@@ -302,7 +370,7 @@ def refresh(
           --upstream https://api.trustedservices.intel.com --api-key "$PCS_KEY"
     """
     try:
-        results = asyncio.run(_refresh(db, upstream, api_key, root_ca_crl_url, due_only))
+        results = asyncio.run(_refresh(db, upstream, api_key, root_ca_crl_url, due_only, _trust(root_ca)))
     except _ERRORS as exc:
         fail(str(exc))
     if not results:
@@ -316,7 +384,7 @@ def refresh(
 
 
 async def _refresh(
-    db: Path | None, upstream: str, api_key: str | None, crl_url: str | None, due_only: bool
+    db: Path | None, upstream: str, api_key: str | None, crl_url: str | None, due_only: bool, trust: Any
 ) -> dict[str, str]:
     from ..pccs.app import HttpGetter, system_clock
     from ..pccs.cache import INTEL_ROOT_CA_CRL_URL, CachingSource
@@ -331,6 +399,7 @@ async def _refresh(
             system_clock,
             api_key=api_key,
             root_ca_crl_url=crl_url or INTEL_ROOT_CA_CRL_URL,
+            trust=trust,
         )
         return await source.refresh_all(due_only=due_only)
     finally:
