@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 from .t_abi import ABI, PCK, QUOTE
-from .t_json import ADMISSION, COLLATERAL, PCCS, QCNL
+from .t_json import ADMISSION, COLLATERAL, PCCS, PCCS_TARGET, PCCS_UPSTREAM, QCNL
 from .t_pki import PKI
 from .t_tdx import TDREPORT
 from .t_wire import FRAMES, REQUESTS
 from .target import Target
 
 TARGETS: dict[str, Target] = {
-    t.name: t for t in (FRAMES, REQUESTS, ABI, QUOTE, PCK, PKI, COLLATERAL, PCCS, ADMISSION, QCNL, TDREPORT)
+    t.name: t
+    for t in (
+        FRAMES,
+        REQUESTS,
+        ABI,
+        QUOTE,
+        PCK,
+        PKI,
+        COLLATERAL,
+        PCCS,
+        PCCS_TARGET,
+        PCCS_UPSTREAM,
+        ADMISSION,
+        QCNL,
+        TDREPORT,
+    )
 }
 
 __all__ = ["TARGETS", "Target"]

@@ -10,12 +10,16 @@ from __future__ import annotations
 import base64
 import json
 from functools import cache
+from urllib.parse import quote
 
 from hypothesis import strategies as st
 
 from sgx_quote_helper.doctor.qcnl import parse_qcnl
 from sgx_quote_helper.k8s.webhook import OPT_IN_KEY, parse_review, review_response
-from sgx_quote_helper.pccs.resource import parse_resource
+from sgx_quote_helper.pccs.document import upstream_document
+from sgx_quote_helper.pccs.resource import parse_resource, parse_target
+from sgx_quote_helper.pccs.trust import check_trusted
+from sgx_quote_helper.verify.chain import TrustedRoot
 from sgx_quote_helper.verify.collateral import from_pcs_responses, load_dcap_qvl_json
 from sgx_quote_helper.verify.qeidentity import QeIdentity
 from sgx_quote_helper.verify.tcbinfo import TcbInfo
@@ -198,6 +202,157 @@ PCCS = Target(
     extra=_structured_pccs,
 )
 
+# ---------------------------------------------------------------- PCCS raw request targets
+
+
+def decode_pccs_target(data: bytes) -> tuple[str, str]:
+    """Raw bytes -> (path, raw query string): the request target split at its first ``?``."""
+    path, _, query = data.decode("utf-8", "replace").partition("?")
+    return path, query
+
+
+def check_pccs_target(inp: tuple[str, str]) -> int:
+    """parse_target (resource.parse_query + parse_resource) answers a Resource, None or ParseError;
+    a Resource's canonical key parses back to the same key."""
+    path, query = inp
+    resource = ours(parse_target, path, query)
+    if resource is not None:
+        key_path, _, key_query = resource.key.partition("?")
+        again = parse_target(key_path, key_query)
+        assert again is not None and again.key == resource.key, (resource, again)
+    return 1
+
+
+@cache
+def pccs_target_seeds() -> tuple[bytes, ...]:
+    """The exact request strings Intel's QCNL builds (certification_service.cpp, DCAP 1.23), and the
+    PCS v4 baseline parameters."""
+    custom = "customParameter=eyJhIjoiYiJ9%2B%2F%3D"
+    q = "/sgx/certification/v4/"
+    tcb = "cpusvn=0F0F0303FFFF01000000000000000000&pcesvn=0D00&pceid=0000"
+    return tuple(
+        s.encode()
+        for s in (
+            f"{q}pckcert?qeid={'5A' * 16}&encrypted_ppid={'0' * 768}&{tcb}",
+            f"{q}pckcert?qeid={'5A' * 16}&encrypted_ppid={'AB' * 384}&{tcb}",
+            f"{q}pckcrl?ca=processor&{custom}",
+            f"{q}pckcrl?ca=platform&encoding=der&{custom}",
+            f"{q}tcb?fmspc=00906ED50000&update=standard&{custom}",
+            f"/tdx/certification/v4/tcb?fmspc=00806F050000&update=early&{custom}",
+            f"{q}qe/identity?update=early&{custom}",
+            f"{q}qve/identity?update=standard&{custom}",
+            f"/sgx/certification/v3/rootcacrl?{custom}",
+            f"{q}crl?uri=https://certificates.trustedservices.intel.com/IntelSGXRootCA.der&{custom}",
+            f"{q}crl?uri=https%3A%2F%2Fcertificates.trustedservices.intel.com%2FIntelSGXRootCA.der",
+            f"{q}crl?uri=https://api.trustedservices.intel.com/sgx/certification/v4/pckcrl?ca=processor&encoding=der",
+            f"{q}tcb?fmspc=00906ED50000&tcbEvaluationDataNumber=17",
+            f"{q}tcbevaluationdatanumbers",
+        )
+    )
+
+
+PCCS_TARGET = Target(
+    "pccs_target",
+    "pccs.resource.parse_target (raw request target: query-string splitting, decoding, parameters)",
+    check_pccs_target,
+    pccs_target_seeds,
+    decode=decode_pccs_target,
+    max_size=2048,
+)
+
+# ---------------------------------------------------------------- PCCS upstream answers
+
+UPSTREAM_PATHS = (
+    "/sgx/certification/v4/tcb?fmspc=00906ED50000&tcbEvaluationDataNumber=17",
+    "/sgx/certification/v4/tcb?fmspc=00906ED50000",
+    "/sgx/certification/v4/qe/identity",
+    "/sgx/certification/v4/tcbevaluationdatanumbers",
+    "/tdx/certification/v4/tcbevaluationdatanumbers",
+    "/sgx/certification/v4/pckcrl?ca=processor",
+    "/sgx/certification/v4/rootcacrl",
+    "/sgx/certification/v4/pckcert?qeid=00&cpusvn=" + "0" * 32 + "&pcesvn=0000&pceid=0000",
+)
+
+
+def decode_upstream(data: bytes) -> tuple[int, str, bytes]:
+    """Raw bytes -> (which request, issuer-chain header value, body): byte 0 picks the request, then
+    the header and the body separated by the first NUL."""
+    head, _, body = data[1:].partition(b"\x00")
+    return (data[0] if data else 0), head.decode("latin-1"), body
+
+
+def check_upstream(inp: tuple[int, str, bytes]) -> int:
+    """upstream_document then check_trusted (Intel's root) accept or raise CollateralError, whatever
+    the body (TCB Info, QE Identity, the evaluation-numbers JSON, CRLs, certificates) and header."""
+    which, header, body = inp
+    path, _, query = UPSTREAM_PATHS[which % len(UPSTREAM_PATHS)].partition("?")
+    resource = parse_target(path, query)
+    assert resource is not None
+    names = (
+        "TCB-Info-Issuer-Chain",
+        "SGX-Enclave-Identity-Issuer-Chain",
+        "TCB-Evaluation-Data-Numbers-Issuer-Chain",
+        "SGX-PCK-CRL-Issuer-Chain",
+        "SGX-PCK-Certificate-Issuer-Chain",
+    )
+    headers = {n: header for n in names} | {
+        "SGX-TCBm": "0" * 36,
+        "SGX-FMSPC": "00906ED50000",
+        "SGX-PCK-Certificate-CA-Type": "processor",
+    }
+    document = ours(upstream_document, resource, headers, body)
+    if document is not None:
+        ours(check_trusted, resource, document, TrustedRoot.intel())
+    return 1
+
+
+@cache
+def upstream_seeds() -> tuple[bytes, ...]:
+    """Real Intel answers (TCB Info, QE Identity with their issuer chain) and an evaluation-numbers
+    list in PCS's shape."""
+    out: list[bytes] = []
+    for raw in real_files("collateral-*.dcap-qvl.json")[:2]:
+        try:
+            c = json.loads(raw)
+            chain = quote(c["tcb_info_issuer_chain"], safe="").encode()
+            tcb = (
+                b'{"tcbInfo":'
+                + c["tcb_info"].encode()
+                + b',"signature":"'
+                + c["tcb_info_signature"].encode()
+                + b'"}'
+            )
+            qe = (
+                b'{"enclaveIdentity":'
+                + c["qe_identity"].encode()
+                + b',"signature":"'
+                + c["qe_identity_signature"].encode()
+                + b'"}'
+            )
+        except (ValueError, KeyError, AttributeError):
+            continue
+        out += [b"\x01" + chain + b"\x00" + tcb, b"\x02" + chain + b"\x00" + qe]
+        out.append(b"\x06" + b"\x00" + c["root_ca_crl"].encode())
+    numbers = (
+        b'{"tcbEvaluationDataNumbers":{"id":"SGX","version":1,"issueDate":"2025-06-02T02:43:30Z",'
+        b'"nextUpdate":"2025-07-02T02:43:30Z","tcbEvalNumbers":[{"tcbEvaluationDataNumber":19,'
+        b'"tcbRecoveryEventDate":"2025-05-13T00:00:00Z","tcbDate":"2025-05-14T00:00:00Z"}]},"signature":"'
+        + b"00" * 64
+        + b'"}'
+    )
+    out.append(b"\x03" + (out[0][1:].partition(b"\x00")[0] if out else b"") + b"\x00" + numbers)
+    return tuple(out)
+
+
+PCCS_UPSTREAM = Target(
+    "pccs_upstream",
+    "pccs.document.upstream_document + pccs.trust.check_trusted (what a caching PCCS stores)",
+    check_upstream,
+    upstream_seeds,
+    decode=decode_upstream,
+    max_size=16384,
+)
+
 # ---------------------------------------------------------------- AdmissionReview
 
 
@@ -317,4 +472,4 @@ QCNL = Target(
     max_size=2048,
 )
 
-__all__ = ["ADMISSION", "COLLATERAL", "PCCS", "QCNL", "json_values"]
+__all__ = ["ADMISSION", "COLLATERAL", "PCCS", "PCCS_TARGET", "PCCS_UPSTREAM", "QCNL", "json_values"]

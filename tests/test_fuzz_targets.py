@@ -32,6 +32,8 @@ EXPECTED = {
     "pki",
     "collateral",
     "pccs",
+    "pccs_target",
+    "pccs_upstream",
     "admission",
     "qcnl",
     "tdreport",

@@ -1,8 +1,9 @@
 """Bounds on what clients can make the caching PCCS do upstream.
 
 - :class:`AttemptLog`: when each key was last asked of the upstream, bounded in size and age (an
-  LRU of at most ``max_entries`` keys, each forgotten ``max_age`` after it was recorded), so any number
-  of distinct unknown keys costs a fixed amount of memory.
+  LRU of at most ``max_entries`` keys, each forgotten ``max_age`` after it was recorded, kept as a
+  16-byte digest whatever the key's length), so any number of distinct unknown keys costs a fixed,
+  small amount of memory (under a MiB).
 - :class:`RateLimiter`: a token bucket in front of the upstream (``rate`` requests per second,
   ``burst`` at once); a request that would wait longer than ``max_wait`` is refused instead of
   queueing without bound.
@@ -13,6 +14,7 @@ Time is a parameter (a monotonic ``clock`` in seconds, an async ``sleep``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -31,18 +33,23 @@ class AttemptLog:
     max_entries: int = 4096
     max_age: float = 3600.0
     clock: Monotonic = time.monotonic
-    _last: OrderedDict[str, float] = field(default_factory=OrderedDict, init=False)
+    _last: OrderedDict[bytes, float] = field(default_factory=OrderedDict, init=False)
+
+    @staticmethod
+    def _digest(key: str) -> bytes:
+        return hashlib.blake2b(key.encode(), digest_size=16).digest()
 
     def record(self, key: str) -> None:
         """Note an attempt for ``key`` now (the oldest keys go once the log is full)."""
-        self._last[key] = self.clock()
-        self._last.move_to_end(key)
+        digest = self._digest(key)
+        self._last[digest] = self.clock()
+        self._last.move_to_end(digest)
         self._expire()
 
     def since(self, key: str) -> float | None:
         """Seconds since the last attempt for ``key`` (``None``: none remembered)."""
         self._expire()
-        last = self._last.get(key)
+        last = self._last.get(self._digest(key))
         return None if last is None else self.clock() - last
 
     def _expire(self) -> None:
@@ -65,12 +72,12 @@ class RateLimiter:
     max_wait: float = 10.0
     clock: Monotonic = time.monotonic
     sleep: Sleep = asyncio.sleep
-    _tokens: float = field(default=-1.0, init=False)
-    _at: float = field(default=0.0, init=False)
+    _tokens: float = field(default=0.0, init=False)
+    _at: float | None = field(default=None, init=False)
 
     def _refill(self) -> None:
         now = self.clock()
-        if self._tokens < 0:
+        if self._at is None:  # first use: a full bucket
             self._tokens, self._at = float(self.burst), now
         self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
         self._at = now
