@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .t_abi import ABI, PCK, QUOTE
-from .t_json import ADMISSION, COLLATERAL, PCCS, PCCS_TARGET, PCCS_UPSTREAM, QCNL
+from .t_json import ADMISSION, COLLATERAL, PCCS, PCCS_REGISTRATION, PCCS_TARGET, PCCS_UPSTREAM, QCNL
 from .t_pki import PKI
 from .t_tdx import TDREPORT
 from .t_wire import FRAMES, REQUESTS
@@ -22,6 +22,7 @@ TARGETS: dict[str, Target] = {
         PCCS,
         PCCS_TARGET,
         PCCS_UPSTREAM,
+        PCCS_REGISTRATION,
         ADMISSION,
         QCNL,
         TDREPORT,

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sgx_quote_helper.doctor.qcnl import parse_qcnl
 from sgx_quote_helper.k8s.webhook import OPT_IN_KEY, parse_review, review_response
 from sgx_quote_helper.pccs.document import upstream_document
+from sgx_quote_helper.pccs.registration import parse_registration
 from sgx_quote_helper.pccs.resource import parse_resource, parse_target
 from sgx_quote_helper.pccs.trust import check_trusted
 from sgx_quote_helper.verify.chain import TrustedRoot
@@ -353,6 +354,41 @@ PCCS_UPSTREAM = Target(
     max_size=16384,
 )
 
+# ---------------------------------------------------------------- PCCS platform registration
+
+
+def check_registration(data: bytes) -> int:
+    """parse_registration answers a Registration (whose pckcert resource has a canonical key that
+    parses back) or raises ParseError."""
+    registration = ours(parse_registration, data)
+    if registration is not None:
+        resource = registration.resource(4)
+        key_path, _, key_query = resource.key.partition("?")
+        again = parse_target(key_path, key_query)
+        assert again is not None and again.key == resource.key, (resource, again)
+    return 1
+
+
+@cache
+def registration_seeds() -> tuple[bytes, ...]:
+    """The PCK ID retrieval tool's bodies: with an encrypted PPID, all-zero, with a manifest."""
+    base = {"qe_id": "5a" * 16, "pce_id": "0000", "cpu_svn": "0f" * 16, "pce_svn": "0d00"}
+    return (
+        json.dumps({**base, "enc_ppid": "ab" * 384}).encode(),
+        json.dumps({**base, "enc_ppid": "00" * 384}).encode(),
+        json.dumps({"qe_id": "5a" * 16, "pce_id": "0000", "platform_manifest": "4d" * 64}).encode(),
+    )
+
+
+PCCS_REGISTRATION = Target(
+    "pccs_registration",
+    "pccs.registration.parse_registration (POST /platforms bodies of the PCK ID retrieval tool)",
+    check_registration,
+    registration_seeds,
+    max_size=4096,
+    extra=lambda: json_values.map(lambda v: json.dumps(v).encode()),
+)
+
 # ---------------------------------------------------------------- AdmissionReview
 
 
@@ -472,4 +508,13 @@ QCNL = Target(
     max_size=2048,
 )
 
-__all__ = ["ADMISSION", "COLLATERAL", "PCCS", "PCCS_TARGET", "PCCS_UPSTREAM", "QCNL", "json_values"]
+__all__ = [
+    "ADMISSION",
+    "COLLATERAL",
+    "PCCS",
+    "PCCS_REGISTRATION",
+    "PCCS_TARGET",
+    "PCCS_UPSTREAM",
+    "QCNL",
+    "json_values",
+]

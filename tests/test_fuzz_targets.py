@@ -34,6 +34,7 @@ EXPECTED = {
     "pccs",
     "pccs_target",
     "pccs_upstream",
+    "pccs_registration",
     "admission",
     "qcnl",
     "tdreport",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -349,5 +350,85 @@ def test_attacker_ppid_with_victim_qe_id_does_not_poison_the_victim(
                     )
             finally:
                 await front.close()
+
+    asyncio.run(scenario())
+
+
+def _registration(platform: Platform, quote: bytes | None, **over: Any) -> dict[str, Any]:
+    """The PCK ID retrieval tool's registration body (PLATFORM_REG_SCHEMA of Intel's PCCS)."""
+    ident = platform.identity
+    eppid = (
+        Quote.from_bytes(quote).certification_data.encrypted_ppid().encrypted_ppid if quote else bytes(384)
+    )
+    body = {
+        "qe_id": ident.qe_id.hex(),
+        "pce_id": ident.pce_id.to_bytes(2, "little").hex(),
+        "cpu_svn": ident.cpusvn.hex(),
+        "pce_svn": ident.pcesvn.to_bytes(2, "little").hex(),
+        "enc_ppid": eppid.hex(),
+    }
+    body.update(over)
+    return body
+
+
+async def _post(base: str, version: int, body: Any) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as http:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        async with http.post(
+            f"{base}/sgx/certification/v{version}/platforms",
+            data=data,
+            headers={"Content-Type": "application/json"},
+        ) as resp:
+            return resp.status, await resp.read()
+
+
+def test_platform_registration_in_simulated_mode(sim: Sim, simulated: str) -> None:
+    async def scenario() -> None:
+        for version in (3, 4):
+            assert await _post(simulated, version, _registration(sim.b, sim.quote_b)) == (
+                200,
+                b"Operation successful.",
+            )
+        assert (await _post(simulated, 4, _registration(sim.a, None)))[0] == 200  # zero PPID: by QE ID
+        manifest_only = {
+            "qe_id": sim.a.identity.qe_id.hex(),
+            "pce_id": "0000",
+            "platform_manifest": "ab" * 100,
+        }
+        assert (await _post(simulated, 4, manifest_only))[0] == 200
+        assert (await _post(simulated, 4, _registration(sim.a, None, qe_id="77" * 16)))[0] == 404
+        for bad in (b"not json", b"[]", {"pce_id": "0000"}, _registration(sim.a, None, cpu_svn="zz" * 16)):
+            assert (await _post(simulated, 4, bad))[0] == 400
+        assert (await _post(simulated, 4, b"{" * 70_000))[0] in (400, 413)
+
+    asyncio.run(scenario())
+
+
+def test_registration_lets_a_caching_pccs_answer_a_fresh_node(
+    sim: Sim, simulated: str, tmp_path: Path
+) -> None:
+    """Caching mode in front of a PCS-like upstream: the retrieval tool registers platform B (its real
+    encrypted PPID); then QCNL's zero-PPID requests for B are answered, for the registered raw TCB
+    from the cache and for another raw TCB by asking upstream with the bound encrypted PPID."""
+
+    async def scenario() -> None:
+        front = Front(sim, simulated, tmp_path)
+        try:
+            async with serving(make_app(front.source)) as base:
+                assert (await _post(base, 4, _registration(sim.b, sim.quote_b)))[0] == 200
+                ident = sim.b.identity
+                asked = len(front.upstream_urls)
+                status, body, _ = await _get(
+                    base, Qcnl.pckcert(ident.qe_id, None, ident.cpusvn, ident.pcesvn, 0)
+                )
+                assert status == 200 and x509.load_pem_x509_certificate(body) == sim.b.certs["pck"]
+                assert len(front.upstream_urls) == asked  # from the cache
+                lower = bytes([14, 14, 3, 3, 255, 255, 1] + [0] * 9)
+                status, body, headers = await _get(base, Qcnl.pckcert(ident.qe_id, None, lower, 13, 0))
+                assert status == 200 and headers["SGX-TCBm"] == C.tcbm(lower, 13)
+                last = front.upstream_urls[-1]
+                assert "encrypted_ppid=" in last and "qeid=" not in last  # PCS-style, by the bound PPID
+        finally:
+            await front.close()
 
     asyncio.run(scenario())

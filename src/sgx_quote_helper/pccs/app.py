@@ -5,6 +5,9 @@ Every collateral path (see :mod:`.resource`) goes to one handler that parses the
 :class:`Source` (simulated store or caching source) and answers with the document's exact bytes and
 Intel's headers. Errors are JSON ``{"error": ..., "message": ...}``: 400 bad parameters, 404 unknown
 path or no such FMSPC/platform, 405 wrong method, 414 query string too long, 502 upstream failed.
+``POST /sgx/certification/v{3,4}/platforms`` takes the PCK ID retrieval tool's registration
+(:mod:`.registration`) and answers 200 once the platform's PCK certificate is known (simulated: the
+platform exists; caching: fetched upstream and stored, binding the QE ID), else 404.
 ``GET /`` and ``/healthz`` answer 200 (the server only listens once its source is loaded);
 ``/metrics`` is Prometheus text.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -26,6 +30,7 @@ from aiohttp.web_request import BaseRequest
 from ..errors import CollateralError, ParseError
 from .cache import API_KEY_HEADER, CachingSource, Lookup, UpstreamReply
 from .metrics import Metrics
+from .registration import MAX_BODY, parse_registration
 from .resource import MAX_QUERY_LENGTH, Resource, Update, parse_target
 
 log = logging.getLogger("sgx_quote_helper.pccs")
@@ -121,6 +126,32 @@ async def _collateral(request: web.Request) -> web.Response:
     return web.Response(body=document.body, headers=headers)
 
 
+_PLATFORMS = re.compile(r"/sgx/certification/v([34])/platforms/?")
+
+
+async def _register(request: web.Request) -> web.Response:
+    m = _PLATFORMS.fullmatch(request.path)
+    if m is None:
+        return _error(405, "method-not-allowed", f"POST {request.path[:200]}: only /platforms takes POST")
+    request[ENDPOINT_KEY] = f"sgx/v{m.group(1)}/platforms"
+    if (request.content_length or 0) > MAX_BODY:
+        return _error(413, "payload-too-large", f"registration body larger than {MAX_BODY} bytes")
+    try:
+        registration = parse_registration(await request.content.read(MAX_BODY + 1))
+    except ParseError as exc:
+        return _error(400, "bad-request", exc.reason)
+    resource = registration.resource(int(m.group(1)))
+    try:
+        lookup = await request.app[SOURCE_KEY].get(resource, request.headers.get(API_KEY_HEADER))
+    except CollateralError as exc:
+        log.warning("registration of QE ID %s: %s", registration.qe_id[:32], exc)
+        return _error(502, "upstream-unavailable", str(exc))
+    if lookup.document is None:
+        return _error(404, "not-found", "No cache data for this platform.")
+    log.info("registered platform QE ID %s (PCE ID %s)", registration.qe_id[:32], registration.pce_id)
+    return web.Response(text="Operation successful.")
+
+
 def make_app(
     source: Source, metrics: Metrics | None = None, default_update: Update = "standard"
 ) -> web.Application:
@@ -134,6 +165,7 @@ def make_app(
     app.router.add_get("/healthz", _health)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/{tail:.*}", _collateral)
+    app.router.add_post("/{tail:.*}", _register)
     app.on_cleanup.append(_close_source)
     return app
 

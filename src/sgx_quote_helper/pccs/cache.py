@@ -19,7 +19,10 @@ A ``pckcert`` answer is stored under the key of the request (every identity it n
 all-zero-PPID form), but only when the QE ID is bound to the certificate's PPID: the first such
 answer binds a QE ID to a PPID (per PCE ID), and an answer for another PPID under the same QE ID is
 never filed there (so nobody can pair their PPID with a victim's QE ID and poison the victim's
-entry).
+entry). A later QE-ID-only request for another raw TCB is asked upstream with the encrypted PPID
+the QE ID was bound with (PCS cannot find a platform by QE ID), and stored only if the answer holds
+the bound PPID. The first binding of a QE ID never seen before is trusted as given (as Intel's PCCS
+trusts its registrations, ``POST /platforms``).
 
 The upstream is reached through an injected :data:`Getter` (the aiohttp client lives in ``app``), and
 time through an injected clock, so all of this runs under test with a fake upstream and a fake clock.
@@ -32,7 +35,7 @@ import logging
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -73,6 +76,7 @@ CREATE TABLE IF NOT EXISTS qe_binding (
     qeid TEXT NOT NULL,
     pceid TEXT NOT NULL,
     ppid TEXT NOT NULL,
+    encrypted_ppid TEXT,
     PRIMARY KEY (qeid, pceid)
 );
 """
@@ -157,19 +161,36 @@ class CollateralCache:
         """Forget ``key``."""
         self._db.execute("DELETE FROM collateral WHERE key = ?", (key,))
 
+    def binding(self, qeid: str, pceid: str) -> tuple[str, str | None] | None:
+        """(PPID, encrypted PPID or ``None``) the QE ID is bound to on this PCE ID, if any (hex)."""
+        try:
+            row = self._db.execute(
+                "SELECT ppid, encrypted_ppid FROM qe_binding WHERE qeid = ? AND pceid = ?", (qeid, pceid)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("cache: cannot read the QE ID binding (%s); treating it as absent", exc)
+            return None
+        return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
+
     def bound_ppid(self, qeid: str, pceid: str) -> str | None:
         """The PPID (hex) the QE ID is bound to on this PCE ID, if any."""
-        row = self._db.execute(
-            "SELECT ppid FROM qe_binding WHERE qeid = ? AND pceid = ?", (qeid, pceid)
-        ).fetchone()
-        return None if row is None else str(row[0])
+        found = self.binding(qeid, pceid)
+        return None if found is None else found[0]
 
-    def bind(self, qeid: str, pceid: str, ppid: str) -> bool:
-        """Bind the QE ID to ``ppid`` unless it is bound already; ``True`` if it is now bound to it."""
+    def bind(self, qeid: str, pceid: str, ppid: str, encrypted_ppid: str | None = None) -> bool:
+        """Bind the QE ID to ``ppid`` (and the encrypted PPID that named it) unless it is bound
+        already; ``True`` if it is now bound to ``ppid``."""
         try:
             self._db.execute(
-                "INSERT OR IGNORE INTO qe_binding (qeid, pceid, ppid) VALUES (?, ?, ?)", (qeid, pceid, ppid)
+                "INSERT OR IGNORE INTO qe_binding (qeid, pceid, ppid, encrypted_ppid) VALUES (?, ?, ?, ?)",
+                (qeid, pceid, ppid, encrypted_ppid),
             )
+            if encrypted_ppid is not None:  # the same platform's encrypted PPID, learnt later
+                self._db.execute(
+                    "UPDATE qe_binding SET encrypted_ppid = ? WHERE qeid = ? AND pceid = ? AND ppid = ? "
+                    "AND encrypted_ppid IS NULL",
+                    (encrypted_ppid, qeid, pceid, ppid),
+                )
         except sqlite3.Error as exc:
             raise CollateralError(f"cache: cannot store the QE ID binding: {exc}") from None
         return self.bound_ppid(qeid, pceid) == ppid
@@ -184,6 +205,14 @@ class CollateralCache:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+
+def _ppid_of(document: Document) -> str | None:
+    """The PPID (hex) in a PCK certificate answer's SGX extension."""
+    try:
+        return sgx_extensions(x509.load_pem_x509_certificate(document.body), 0).ppid.hex().upper()
+    except (ValueError, VerificationError):
+        return None
 
 
 def resource_for_key(key: str) -> Resource:
@@ -319,9 +348,15 @@ class CachingSource:
             task.exception()  # retrieved here: callers that left must not leave it "never retrieved"
 
     async def _fetch_and_store(self, resource: Resource, api_key: str | None) -> Document | None:
-        document = await self._fetch_upstream(resource, api_key)
+        bound = self._bound_request(resource)
+        document = await self._fetch_upstream(bound[0] if bound else resource, api_key)
         if document is None:
             return None
+        if bound is not None and _ppid_of(document) != bound[1]:
+            log.warning(
+                "pckcert: the upstream answered another PPID for bound QE ID %s; not cached", resource.qeid
+            )
+            return document
         try:
             check_trusted(resource, document, self.trust)
         except CollateralError as exc:
@@ -330,7 +365,7 @@ class CachingSource:
             return document
         self._store(resource.key, document)
         alias = resource.by_qeid()
-        if alias is not None and self._bound(alias, document):
+        if alias is not None and self._bound(alias, document, resource.encrypted_ppid):
             self._store(alias.key, document)
         return document
 
@@ -340,16 +375,27 @@ class CachingSource:
         except CollateralError as exc:  # still a good answer: serve it uncached
             log.warning("%s", exc)
 
-    def _bound(self, alias: Resource, document: Document) -> bool:
+    def _bound_request(self, resource: Resource) -> tuple[Resource, str] | None:
+        """For a ``pckcert`` by QE ID alone whose QE ID is bound with an encrypted PPID: the request
+        asked upstream in its place (that encrypted PPID, the asked raw TCB) and the PPID its answer
+        must hold. PCS cannot find a platform by QE ID; this is how a fresh node's zero-PPID
+        request for a new raw TCB is answered."""
+        if resource.kind != "pckcert" or resource.qeid is None or resource.by_qeid() is not None:
+            return None
+        found = self.cache.binding(resource.qeid, resource.pceid or "")
+        if found is None or found[1] is None:
+            return None
+        return replace(resource, encrypted_ppid=found[1]), found[0]
+
+    def _bound(self, alias: Resource, document: Document, encrypted_ppid: str | None) -> bool:
         """May the answer be filed under the QE ID alone? Only if the QE ID is (now) bound to the
         PPID of the certificate it holds."""
-        try:
-            ppid = sgx_extensions(x509.load_pem_x509_certificate(document.body), 0).ppid.hex().upper()
-        except (ValueError, VerificationError):
+        ppid = _ppid_of(document)
+        if ppid is None:
             return False
         qeid, pceid = alias.qeid or "", alias.pceid or ""
         try:
-            if self.cache.bind(qeid, pceid, ppid):
+            if self.cache.bind(qeid, pceid, ppid, encrypted_ppid):
                 return True
         except CollateralError as exc:
             log.warning("%s", exc)

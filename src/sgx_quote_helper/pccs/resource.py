@@ -386,6 +386,7 @@ def _pckcert(tee: Tee, version: int, params: Mapping[str, str]) -> Resource:
 __all__ = [
     "CUSTOM_PARAMETER",
     "EVALUATION_PARAMETER",
+    "MAX_QEID_DIGITS",
     "MAX_QUERY_LENGTH",
     "Kind",
     "Resource",
