@@ -115,7 +115,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"# Cost per quote, the way apps connect ({doc['label']}, {doc['utc']})",
         "",
-        f"- code: `{doc['git']}`",
+        f"- code: `{doc['git']}`; extra `serve` options: {doc.get('serve_args') or 'none'}",
         f"- machine: {m.get('nproc')} CPUs, {m.get('cpu_model')}, Python {m.get('python')}, "
         f"event loop of the daemon: {doc['daemon_loop']}, protobuf backend {m.get('protobuf_backend')}",
         f"- daemon `serve --engine simulated` pinned to CPU 0, load generator on CPU 1; "
@@ -163,6 +163,7 @@ def main() -> None:
     ap.add_argument("--styles", default="intel,aesmd,keepalive")
     ap.add_argument("--sequences", default="get-quote")
     ap.add_argument("--no-uvloop", action="store_true", help="the daemon on asyncio's default loop")
+    ap.add_argument("--serve-arg", action="append", default=[], help="an extra `serve` option (repeatable)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
@@ -170,15 +171,16 @@ def main() -> None:
     doc: dict[str, Any] = {
         "label": args.label, "utc": utc, "git": git_head(), "clients": args.clients, "runs": args.runs,
         "seconds": args.seconds, "warmup": args.warmup, "machine": describe_machine(),
-        "uptime_start": uptime(), "daemon_loop": "asyncio" if args.no_uvloop else "uvloop if installed",
+        "uptime_start": uptime(), "serve_args": args.serve_arg, "daemon_loop": "asyncio" if args.no_uvloop else "uvloop if installed",
     }  # fmt: skip
     doc["crypto_ceiling"] = crypto_ceiling(2.0)
     with tempfile.TemporaryDirectory(prefix="sqip", dir="/tmp") as tmp:
         root = Path(tmp)
         Platform.init(root / "plat")
         daemon = DaemonProcess(
-            root / "aesm.socket", root / "plat", use_uvloop=not args.no_uvloop, cpu_affinity=frozenset({0})
-        )
+            root / "aesm.socket", root / "plat", use_uvloop=not args.no_uvloop, cpu_affinity=frozenset({0}),
+            extra_args=args.serve_arg,
+        )  # fmt: skip
         daemon.start()
         try:
             cases = []
