@@ -41,13 +41,14 @@ from typing import Any
 
 from sgx_quote_helper.benchmark.ceilings import cmac_rate, ecdsa_sign_rate, engine_quote_latencies
 from sgx_quote_helper.benchmark.daemon import DaemonProcess
-from sgx_quote_helper.benchmark.loadgen import LoadSpec, Progress, run_load
+from sgx_quote_helper.benchmark.loadgen import Progress, run_load
 from sgx_quote_helper.benchmark.machine import (
     describe_machine,
     load_average,
     system_busy_seconds,
     wait_until_quiet,
 )
+from sgx_quote_helper.benchmark.spec import LoadSpec
 from sgx_quote_helper.benchmark.timing import rate
 from sgx_quote_helper.benchmark.verifier import VerifierBench
 from sgx_quote_helper.benchmark.workload import prepare_workload

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sgx_quote_helper.benchmark.loadgen import LoadSpec, run_load
+from sgx_quote_helper.benchmark.loadgen import run_load
+from sgx_quote_helper.benchmark.spec import LoadSpec
 from sgx_quote_helper.benchmark.timing import LatencySamples, percentile
 from sgx_quote_helper.benchmark.workload import prepare_workload
 from sgx_quote_helper.cli.bench import bench

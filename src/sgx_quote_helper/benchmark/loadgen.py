@@ -5,8 +5,10 @@ clients as asyncio tasks on uvloop when available, over raw non-blocking sockets
 at one instant of the system-wide monotonic clock, and merges their counts and latency samples.
 Load generation therefore scales with cores and is not what a benchmark of one daemon measures.
 
-Styles: ``aesmd`` opens a new connection per request (Intel's aesmd answers one request per
-connection; libsgx_quote_ex always does this); ``keepalive`` keeps one connection per client (our
+Styles: ``intel`` is Intel's client library call for call and syscall for syscall (a new
+connection per call, the length and the body in two writes, the reply read length-first: see
+:mod:`.intel`); ``aesmd`` opens a new connection per request but writes each frame at once and reads
+in 64 KiB chunks (the suite's historical load generator); ``keepalive`` keeps one connection per client (our
 daemon allows it; Intel's does not). Requests are timed from connect to the last reply byte.
 A request counts when it completes inside the measured window (after ``warmup``); requests still
 running ``grace`` seconds after the end are cancelled and counted as ``timeout``.
@@ -28,30 +30,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
+from .spec import DONE, GO, PROGRESS, PROGRESS_INTERVAL, READY, STYLES, LoadSpec, Style
 from .timing import LatencySamples, LatencySummary
-from .worker import PROGRESS_INTERVAL, worker_main
-from .workload import OK, Workload
-
-Style = Literal["aesmd", "keepalive"]
-STYLES: tuple[Style, ...] = ("aesmd", "keepalive")
-
-
-@dataclass(frozen=True, slots=True)
-class LoadSpec:
-    """What to run. ``processes=None`` picks :func:`default_processes`; ``total_requests`` ends the
-    run after that many measured requests instead of after ``duration`` seconds."""
-
-    socket_path: str
-    workload: Workload
-    clients: int = 1
-    duration: float = 5.0
-    warmup: float = 0.5
-    style: Style = "aesmd"
-    processes: int | None = None
-    use_uvloop: bool = True
-    total_requests: int | None = None
-    grace: float = 15.0
-    cpu_affinity: frozenset[int] | None = None
+from .worker import worker_main
+from .workload import OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +91,8 @@ class LoadResult:
             "request": spec.workload.kind,
             "request_description": spec.workload.description,
             "style": spec.style,
+            "sequence": spec.workload.sequence,
+            "calls_per_request": 1 + len(spec.workload.prelude),
             "clients": spec.clients,
             "processes": self.processes,
             "event_loop": self.event_loop,
@@ -160,7 +144,7 @@ def run_load(spec: LoadSpec, on_progress: Callable[[Progress], None] | None = No
             procs.append(proc)
         for conn in conns:
             try:
-                started = conn.poll(60) and conn.recv()[0] == "ready"
+                started = conn.poll(60) and conn.recv()[0] == READY
             except (EOFError, OSError):
                 started = False
             if not started:
@@ -169,7 +153,7 @@ def run_load(spec: LoadSpec, on_progress: Callable[[Progress], None] | None = No
                 )
         start_ns = time.monotonic_ns() + 20_000_000
         for conn in conns:
-            conn.send(("go", start_ns))
+            conn.send((GO, start_ns))
         return _collect(spec, conns, start_ns, on_progress, nproc)
     except BaseException:
         for proc in procs:  # interrupted or failed: do not wait for the workers' runs to end
@@ -209,9 +193,9 @@ def _collect(
                 msg = conn.recv()
             except EOFError:
                 raise RuntimeError("a load-generator process died") from None
-            if msg[0] == "progress":
+            if msg[0] == PROGRESS:
                 live[id(conn)] = (msg[1], msg[2])
-            elif msg[0] == "done":
+            elif msg[0] == DONE:
                 _, worker_counts, raw, worker_window_ns, loop_name, worker_cpu = msg
                 cpu_s += worker_cpu
                 counts.update(worker_counts)

@@ -1,9 +1,13 @@
 """One load-generator worker process: its share of the clients as asyncio tasks on raw sockets.
 
 Started by :func:`~sgx_quote_helper.benchmark.loadgen.run_load` (``spawn``); talks to it over a
-pipe: ``("ready",)``, then waits for ``("go", start_ns)``, sends ``("progress", ok, errors)`` every
-0.25 s and finally ``("done", counts, samples, window_ns, event_loop, cpu_seconds)``. Times come
-from the system-wide monotonic clock, so all workers share one start and one measured window.
+pipe with the messages of :mod:`.spec`. Times come from the system-wide monotonic clock, so all
+workers share one start and one measured window.
+
+Client styles: ``intel`` runs :func:`.intel.transact` (Intel's libsgx_quote_ex socket code, call
+for call) for every call of the workload's sequence, its ``epoll_wait`` answered by this event loop;
+``aesmd`` connects, writes the whole frame at once and reads whatever arrives; ``keepalive`` does the
+same over one connection per client.
 """
 
 from __future__ import annotations
@@ -17,18 +21,14 @@ import struct
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING
 
+from . import intel
+from .spec import DONE, PROGRESS, PROGRESS_INTERVAL, READY, LoadSpec
 from .timing import LatencySamples
 from .workload import OK, TIMEOUT, TRANSPORT
 
-if TYPE_CHECKING:
-    from .loadgen import LoadSpec
-
 _HDR = struct.Struct("<I")
 _MAX_REPLY = 4 << 20
-#: how often workers report progress
-PROGRESS_INTERVAL = 0.25
 
 
 def worker_main(conn: Connection, spec: LoadSpec, clients: int, quota: int | None) -> None:
@@ -47,14 +47,14 @@ def worker_main(conn: Connection, spec: LoadSpec, clients: int, quota: int | Non
     else:
         loop = asyncio.new_event_loop()
     try:
-        conn.send(("ready",))
+        conn.send((READY,))
         _, start_ns = conn.recv()
         worker = _Worker(spec, clients, quota, start_ns, conn)
         cpu0 = time.process_time()
         loop.run_until_complete(worker.run())
         cpu = time.process_time() - cpu0
         window_ns = worker.last_ns - worker.measure_ns
-        conn.send(("done", dict(worker.counts), worker.samples.to_bytes(), window_ns, loop_name, cpu))
+        conn.send((DONE, dict(worker.counts), worker.samples.to_bytes(), window_ns, loop_name, cpu))
     finally:
         loop.close()
         conn.close()
@@ -99,7 +99,11 @@ class _Worker:
         delay = (self.start_ns - time.monotonic_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
-        client = self._aesmd_client if self.spec.style == "aesmd" else self._keepalive_client
+        client = {
+            "intel": self._intel_client,
+            "aesmd": self._aesmd_client,
+            "keepalive": self._keepalive_client,
+        }[self.spec.style]
         tasks = [asyncio.ensure_future(client()) for _ in range(self.clients)]
         reporter = asyncio.ensure_future(self._report())
         end = self.end_ns
@@ -118,7 +122,55 @@ class _Worker:
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL)
             ok = self.counts.get(OK, 0)
-            self.conn.send(("progress", ok, sum(self.counts.values()) - ok))
+            self.conn.send((PROGRESS, ok, sum(self.counts.values()) - ok))
+
+    async def _intel_client(self) -> None:
+        calls = [*self.spec.workload.prelude, (self.frame[4:], self.judge)]
+        clock = time.monotonic_ns
+        path = self.path
+        while True:
+            t0 = clock()
+            label = OK
+            for body, judge in calls:
+                try:
+                    label = judge(await self._drive(intel.transact(path, body)))
+                except intel.ServiceTimeout:
+                    label = TIMEOUT
+                except (intel.IntelCallError, OSError):
+                    label = TRANSPORT
+                if label != OK:
+                    break
+            if not self._record(t0, clock(), label):
+                return
+
+    async def _drive(self, call: intel.Call) -> bytes:
+        """Run one Intel-style call; each ``epoll_wait`` Intel would block in is answered once the
+        call's own epoll fd is readable in this loop (or its timeout passed)."""
+        try:
+            wait = next(call)
+            while True:
+                wait = call.send(await self._epoll_wait(wait))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def _epoll_wait(self, wait: intel.Wait) -> list[tuple[int, int]]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        fd = wait.ep.fileno()
+        loop.add_reader(fd, wake)
+        timer = loop.call_later(wait.timeout_ms / 1000, wake) if wait.timeout_ms >= 0 else None
+        try:
+            await fut
+        finally:
+            loop.remove_reader(fd)
+            if timer is not None:
+                timer.cancel()
+        return intel.SYSCALLS.epoll_wait(wait.ep, 0)
 
     async def _aesmd_client(self) -> None:
         loop = asyncio.get_running_loop()
@@ -181,4 +233,4 @@ async def _read_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> b
     return buf[4:need]
 
 
-__all__ = ["PROGRESS_INTERVAL", "worker_main"]
+__all__ = ["worker_main"]

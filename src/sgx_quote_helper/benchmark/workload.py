@@ -16,11 +16,25 @@ against our daemon and against Intel's aesmd alike:
     GetQuoteSizeEx: the daemon and the quote library, no QE signature.
 ``key-ids``
     GetSupportedAttKeyIDs: the daemon's request path only.
+
+Call sequences (what one measured request is):
+
+``get-quote``
+    the one call above (an app that already holds the QE's target info and the quote size, e.g.
+    Gramine after its first quote, calls only ``sgx_get_quote_ex``);
+``dcap-ql``
+    what an app calling ``sgx_qe_get_target_info``, ``sgx_qe_get_quote_size`` and
+    ``sgx_qe_get_quote`` through libsgx_dcap_ql in out-of-process mode sends for every quote
+    (``shared/specs/aesm-protocol.md`` §7): InitQuoteEx as a size query (``b_pub_key_id`` false,
+    an uninitialised ``buf_size``), InitQuoteEx with a 32-byte pub_key_id buffer, GetQuoteSizeEx,
+    then the call above. Open Enclave's host sends the same four per quote.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,6 +49,10 @@ from ..wire.framing import encode_frame
 
 RequestKind = Literal["quote", "quote-dummy", "size", "key-ids"]
 REQUEST_KINDS: tuple[RequestKind, ...] = ("quote", "quote-dummy", "size", "key-ids")
+Sequence = Literal["get-quote", "dcap-ql"]
+SEQUENCES: tuple[Sequence, ...] = ("get-quote", "dcap-ql")
+#: what libsgx_dcap_ql leaves in the size query's ``buf_size`` (uninitialised; a value seen on the wire)
+DCAP_QL_GARBAGE_BUF_SIZE = 140393291379042
 #: what a benchmark enclave puts in its REPORT's report_data
 BENCH_REPORT_DATA = b"sgx-quote-helper bench".ljust(64, b"\0")
 OK = "ok"
@@ -57,6 +75,9 @@ class Workload:
     expect_code: int
     expect_len: int | None = None
     quote_size: int | None = None
+    #: calls made before ``frame`` in every measured request: (request body, judge of its reply)
+    prelude: tuple[tuple[bytes, Callable[[bytes], str]], ...] = ()
+    sequence: Sequence = "get-quote"
 
     def judge(self, body: bytes) -> str:
         """``"ok"`` for a correct answer, else a label: ``"BUSY(18)"``-style AESM codes or
@@ -87,6 +108,37 @@ class Workload:
         }[self.kind]
 
 
+@dataclass(frozen=True, slots=True)
+class SetUpJudge:
+    """The judge of a set-up call (picklable, for the worker processes): the matching response
+    with errorCode 0."""
+
+    response_type: type
+
+    def __call__(self, body: bytes) -> str:
+        try:
+            response = m.decode_response(body)
+        except (RemoteProtocolError, ParseError):
+            return BAD_RESPONSE
+        if not isinstance(response, self.response_type):
+            return BAD_RESPONSE
+        code = int(getattr(response, "error_code", -1))
+        return OK if code == 0 else f"{AesmStatus(code).name}({code})"
+
+
+def dcap_ql_prelude(key_id: bytes, timeout_ms: int) -> tuple[tuple[bytes, Callable[[bytes], str]], ...]:
+    """The calls libsgx_dcap_ql makes before each GetQuoteEx (``sgx_qe_get_target_info``: two
+    InitQuoteEx; ``sgx_qe_get_quote_size``: GetQuoteSizeEx)."""
+    size_query = m.InitQuoteExRequest(key_id, False, DCAP_QL_GARBAGE_BUF_SIZE, timeout_ms)
+    init = m.InitQuoteExRequest(key_id, True, 32, timeout_ms)
+    size = m.GetQuoteSizeExRequest(key_id, timeout_ms)
+    return (
+        (m.encode_request(size_query), SetUpJudge(m.InitQuoteExResponse)),
+        (m.encode_request(init), SetUpJudge(m.InitQuoteExResponse)),
+        (m.encode_request(size), SetUpJudge(m.GetQuoteSizeExResponse)),
+    )
+
+
 def bench_report(state_dir: Path, client: QuoteClient) -> Report:
     """A valid app REPORT for the daemon's QE, made with the simulated platform in ``state_dir``."""
     platform = Platform.open(state_dir)
@@ -102,6 +154,7 @@ def prepare_workload(
     state_dir: Path | None = None,
     timeout: float = 15.0,
     retry_deadline: float = 5.0,
+    sequence: Sequence = "get-quote",
 ) -> Workload:
     """Talk to the service as an app would and build the request frame for ``kind``.
 
@@ -113,8 +166,29 @@ def prepare_workload(
         AesmError: a set-up call was refused (e.g. INVALID_REPORT: a REPORT not made for this QE).
         BadResponseError: an answer that is not a valid reply.
         PlatformStateError: ``state_dir`` holds no simulated platform.
-        ValueError: ``quote`` without a REPORT, or a REPORT of the wrong size.
+        ValueError: ``quote`` without a REPORT, or a REPORT of the wrong size; ``dcap-ql``
+            with a request other than ``quote`` or ``quote-dummy``.
     """
+    workload = _prepare(socket_path, kind, report, state_dir, timeout, retry_deadline)
+    if sequence == "get-quote":
+        return workload
+    if kind not in ("quote", "quote-dummy"):
+        raise ValueError(
+            "the dcap-ql sequence ends in GetQuoteEx: use it with --request quote or quote-dummy"
+        )
+    key = QuoteClient(socket_path, timeout=timeout, retry_deadline=retry_deadline).key_id.to_bytes()
+    prelude = dcap_ql_prelude(key, int(timeout * 1000))
+    return dataclasses.replace(workload, prelude=prelude, sequence=sequence)
+
+
+def _prepare(
+    socket_path: str | os.PathLike[str],
+    kind: RequestKind,
+    report: Report | bytes | None,
+    state_dir: Path | None,
+    timeout: float,
+    retry_deadline: float,
+) -> Workload:
     client = QuoteClient(socket_path, timeout=timeout, retry_deadline=retry_deadline)
     tms = int(timeout * 1000)
     key = client.key_id.to_bytes()
@@ -156,10 +230,14 @@ __all__ = [
     "BAD_RESPONSE",
     "OK",
     "REQUEST_KINDS",
+    "SEQUENCES",
     "TIMEOUT",
     "TRANSPORT",
     "RequestKind",
+    "Sequence",
+    "SetUpJudge",
     "Workload",
     "bench_report",
+    "dcap_ql_prelude",
     "prepare_workload",
 ]

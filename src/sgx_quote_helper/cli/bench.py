@@ -69,9 +69,19 @@ def _cpu_list(value: str | None) -> frozenset[int] | None:
 @click.option("--warmup", type=click.FloatRange(0, 600), default=1.0, show_default=True,
               help="Seconds of load before measuring starts.")  # fmt: skip
 @click.option(
-    "--style", type=click.Choice(["aesmd", "keepalive"]), default="aesmd", show_default=True,
-    help="aesmd: a new connection per request, as Intel's libraries do (aesmd answers one request per "
-    "connection). keepalive: one connection per client (our daemon only).",
+    "--client", "--style", "style", type=click.Choice(["intel", "aesmd", "keepalive"]), default="aesmd",
+    show_default=True,
+    help="intel: Intel's libsgx_quote_ex socket code call for call (a new connection per call, the "
+    "4-byte length and the body in two writes, the reply read length-first, epoll as Intel's does: "
+    "what apps really send). aesmd: a new connection per request, each frame in one write. "
+    "keepalive: one connection per client (our daemon only).",
+)  # fmt: skip
+@click.option(
+    "--sequence", type=click.Choice(["get-quote", "dcap-ql"]), default="get-quote", show_default=True,
+    help="What one measured request is. get-quote: one GetQuoteEx (an app that holds the target info). "
+    "dcap-ql: the four calls sgx_qe_get_target_info + sgx_qe_get_quote_size + sgx_qe_get_quote send "
+    "through libsgx_dcap_ql per quote (InitQuoteEx x2, GetQuoteSizeEx, GetQuoteEx); with --request "
+    "quote or quote-dummy.",
 )  # fmt: skip
 @click.option(
     "--request", "kind", type=click.Choice(["quote", "quote-dummy", "size", "key-ids"]), default="quote",
@@ -96,14 +106,15 @@ def _cpu_list(value: str | None) -> frozenset[int] | None:
 @click.option("--no-uvloop", "no_uvloop", is_flag=True, help="Load generator on asyncio's default loop.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (no live display).")
 def quote_bench(
-    socket_path: Path, clients: int, duration: float, warmup: float, style: str, kind: str,
+    socket_path: Path, clients: int, duration: float, warmup: float, style: str, sequence: str, kind: str,
     state_dir: Path | None, report_file: Path | None, processes: int | None, cpus: str | None,
     no_uvloop: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Load a running quote service and report answers/s, p50/p90/p99 latency and errors by AESM code.
 
     Each client sends what Intel's libsgx_quote_ex sends (set-up first: InitQuoteEx, GetQuoteSizeEx),
-    aesmd style by default; the clients run as asyncio tasks in worker processes so the load
+    aesmd style by default; --client intel also writes and reads the way Intel's client code does
+    (measure with it to size a node for real apps); the clients run as asyncio tasks in worker processes so the load
     generator is not the bottleneck. Works against Intel's aesmd and against our daemon on a real SGX
     node (--engine dcap): there use --request quote-dummy (the QE's report check, no signature) or
     size, which need no enclave, or --report with a REPORT made by one of your enclaves, to size
@@ -115,13 +126,17 @@ def quote_bench(
       sgx-quote-helper bench quote --socket /tmp/aesm.sock --state-dir /tmp/plat --clients 64
       sgx-quote-helper bench quote --request quote-dummy --clients 4 --duration 30   # SGX node
       sgx-quote-helper bench quote --request key-ids --style keepalive --json
+      sgx-quote-helper bench quote --client intel --clients 64 --cpus 1 --json   # as apps connect
+      sgx-quote-helper bench quote --client intel --sequence dcap-ql             # 4 calls per quote
     """
-    from ..benchmark.loadgen import LoadSpec, run_load
+    from ..benchmark.loadgen import run_load
     from ..benchmark.machine import describe_machine
     from ..benchmark.progress import LiveProgress
-    from ..benchmark.workload import RequestKind, prepare_workload
+    from ..benchmark.spec import LoadSpec
+    from ..benchmark.workload import RequestKind, Sequence, prepare_workload
 
     request_kind: RequestKind = kind  # type: ignore[assignment]
+    call_sequence: Sequence = sequence  # type: ignore[assignment]
     report = None
     if report_file is not None:
         try:
@@ -133,8 +148,9 @@ def quote_bench(
     try:
         affinity = _cpu_list(cpus)
         workload = prepare_workload(
-            socket_path, request_kind, report=report, state_dir=state_dir, retry_deadline=1
-        )
+            socket_path, request_kind, report=report, state_dir=state_dir, retry_deadline=1,
+            sequence=call_sequence,
+        )  # fmt: skip
     except click.BadParameter as exc:
         fail(exc.format_message())
     except TransportError as exc:
@@ -192,6 +208,8 @@ def _print_quote_result(out: dict[str, Any], unit: str) -> None:
         f"{out['request_description']}, {out['style']} style, {out['clients']} clients "
         f"({out['processes']} load processes, {out['event_loop']}), {out['window_s']:g} s measured"
     )
+    if out["calls_per_request"] > 1:
+        click.echo(f"  each request: the {out['sequence']} sequence, {out['calls_per_request']} calls")
     click.echo(f"  {out['ok_per_s']:,.0f} {unit}/s   ({out['ok']:,} ok of {out['requests']:,} requests)")
     click.echo(
         f"  latency µs: p50 {lat['p50_us']:,.0f}  p90 {lat['p90_us']:,.0f}  p99 {lat['p99_us']:,.0f}  "

@@ -26,6 +26,7 @@ from ..abi.report import Report
 from ..errors import EngineError
 from ..sim.platform import Platform
 from ..sim.qe import QE_TARGET_INFO, CertifiedKey, qe_report_body
+from ..sim.report_key import ReportVerifier
 from .base import InitQuoteResult, QuoteResult
 
 #: sizeof(sgx_sha256_hash_t): the ECDSA_ID
@@ -44,13 +45,16 @@ class SimulatedEngine:
         self._lock = threading.Lock()
         stored = platform.attestation_key()
         self._certified: CertifiedKey | None = CertifiedKey.certify(platform, stored) if stored else None
+        # QE3's sgx_verify_report, set up once for the QE's identity on this platform's CPUSVN
+        self._verifier_svn = platform.identity.cpusvn
+        self._verifier: ReportVerifier = platform.report_verifier(QE_TARGET_INFO)
 
     def supported_key_ids(self) -> list[AttKeyId]:
         """The single ECDSA-P256 QE3 key id."""
         return [self._key_id]
 
     def _check_key_id(self, key_id: AttKeyId) -> None:
-        if key_id.base != self._base:
+        if key_id is not self._key_id and key_id.base != self._base:  # the service passes ours back
             raise EngineError(
                 QuoteLibStatus.UNSUPPORTED_ATT_KEY_ID, "only the ECDSA-P256 QE3 key id is supported"
             )
@@ -86,19 +90,27 @@ class SimulatedEngine:
         """Verify the app's report MAC, then build and sign the v3 quote (and the QE report if asked)."""
         self._check_key_id(key_id)
         certified = self._ready()
-        if not self.platform.verify_report_mac(report, QE_TARGET_INFO):
-            raise EngineError(
-                QuoteLibStatus.INVALID_REPORT,
-                "report MAC does not verify: it was not made for the QE's target info",
-            )
+        raw_body = report.body.to_bytes()
         with self._lock:
-            quote = certified.quote(report.body)
+            if not self._report_verifier().verify(raw_body, report.key_id, report.mac):
+                raise EngineError(
+                    QuoteLibStatus.INVALID_REPORT,
+                    "report MAC does not verify: it was not made for the QE's target info",
+                )
+            quote = certified.quote(raw_body)
         if qe_report_info is None:
             return QuoteResult(quote)
         digest = hashlib.sha256(qe_report_info.nonce + quote).digest()
         body = qe_report_body(self.platform, digest + bytes(32))
         qe_report = self.platform.report_for(qe_report_info.app_enclave_target_info, body)
         return QuoteResult(quote, qe_report_info.with_qe_report(qe_report))
+
+    def _report_verifier(self) -> ReportVerifier:
+        """The QE's report verifier (rebuilt if the platform's CPUSVN changed). Under the lock."""
+        svn = self.platform.identity.cpusvn
+        if svn != self._verifier_svn:
+            self._verifier_svn, self._verifier = svn, self.platform.report_verifier(QE_TARGET_INFO)
+        return self._verifier
 
     def close(self) -> None:
         """Nothing to release (keys live in memory and on disk). Idempotent."""

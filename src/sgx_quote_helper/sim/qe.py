@@ -18,7 +18,8 @@ No I/O; the platform supplies keys and identity.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
@@ -52,9 +53,13 @@ QE_TARGET_INFO = TargetInfo(mr_enclave=SIMULATED_QE_MRENCLAVE, attributes=QE_ATT
 PPID_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
+#: the signature algorithm of quotes and QE reports (immutable: built once)
+ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
 def raw_signature(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
     """ECDSA-P256-SHA256 over ``data`` as quotes carry it: r || s, 32 bytes each, big-endian."""
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    r, s = decode_dss_signature(key.sign(data, ECDSA_SHA256))
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
@@ -90,13 +95,30 @@ def certification_data(platform: Platform) -> CertificationData:
 
 @dataclass(frozen=True, slots=True)
 class CertifiedKey:
-    """An attestation key with everything that is fixed per key: built once, reused per quote."""
+    """An attestation key with everything that is fixed per key: built once, reused per quote.
+
+    A v3 quote is ``header | body | u32 signature_data_len | r||s | attestation key | QE
+    certification``; everything but the body and the signature is the same for every quote of a
+    key, so its bytes are kept (``header_bytes``, ``sig_tail``) and a quote costs one signature and
+    one concatenation (the same bytes :class:`~..abi.quote.Quote` ``.to_bytes()`` produces).
+    """
 
     key: ec.EllipticCurvePrivateKey
     public_key: bytes  # X || Y
     ecdsa_id: bytes  # SHA-256(public_key || QE auth data)
     qe_cert: QeReportCertData
     header: QuoteHeader
+    header_bytes: bytes = field(init=False, repr=False)
+    #: attestation key || QE certification data: what follows r||s in the signature data
+    sig_tail: bytes = field(init=False, repr=False)
+    #: ``signature_data_len`` as the quote carries it (u32 little-endian)
+    sig_len_bytes: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        tail = self.public_key + self.qe_cert.to_bytes()
+        object.__setattr__(self, "header_bytes", self.header.to_bytes())
+        object.__setattr__(self, "sig_tail", tail)
+        object.__setattr__(self, "sig_len_bytes", struct.pack("<I", 64 + len(tail)))
 
     @classmethod
     def certify(cls, platform: Platform, key: ec.EllipticCurvePrivateKey) -> CertifiedKey:
@@ -122,8 +144,17 @@ class CertifiedKey:
         )
         return cls(key, pub, ecdsa_id, qe_cert, header)
 
-    def quote(self, body: ReportBody) -> bytes:
-        """A signed v3 quote of ``body`` (the app's report body)."""
+    def quote(self, body: ReportBody | bytes) -> bytes:
+        """A signed v3 quote of ``body`` (the app's report body, or its 384 bytes)."""
+        raw = body.to_bytes() if isinstance(body, ReportBody) else body
+        if len(raw) != ReportBody.SIZE:
+            raise ValueError(f"a report body is {ReportBody.SIZE} bytes, got {len(raw)}")
+        signed = self.header_bytes + raw
+        return b"".join((signed, self.sig_len_bytes, raw_signature(self.key, signed), self.sig_tail))
+
+    def quote_via_abi(self, body: ReportBody) -> bytes:
+        """The same quote built through :class:`~..abi.quote.Quote` (the reference layout; tests
+        compare :meth:`quote` with it)."""
         signed = self.header.to_bytes() + body.to_bytes()
         sig = EcdsaSigData(raw_signature(self.key, signed), self.public_key, self.qe_cert)
         return Quote(self.header, body, sig).to_bytes()
@@ -131,10 +162,11 @@ class CertifiedKey:
     @property
     def quote_size(self) -> int:
         """The exact length of :meth:`quote`'s output (every part has a fixed size per key)."""
-        return QuoteHeader.SIZE + ReportBody.SIZE + 4 + 128 + len(self.qe_cert.to_bytes())
+        return QuoteHeader.SIZE + ReportBody.SIZE + 4 + 64 + len(self.sig_tail)
 
 
 __all__ = [
+    "ECDSA_SHA256",
     "PPID_OAEP",
     "QE_ATTRIBUTES",
     "QE_AUTH_DATA",

@@ -1,0 +1,51 @@
+"""What a load run is (:class:`LoadSpec`) and the messages between the coordinator and its workers.
+
+The one module both :mod:`.loadgen` (the coordinator) and :mod:`.worker` (one load process) import,
+so neither imports the other's internals and there is no import circle.
+
+Worker protocol over a :func:`multiprocessing.Pipe` (tuples, so they pickle cheaply):
+``(READY,)`` once started; the coordinator answers ``(GO, start_ns)``; then ``(PROGRESS, ok, errors)``
+every :data:`PROGRESS_INTERVAL` seconds and finally
+``(DONE, counts, samples_bytes, window_ns, event_loop_name, cpu_seconds)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .workload import Workload
+
+#: ``intel``: Intel's libsgx_quote_ex socket code call for call (see :mod:`.intel`); ``aesmd``: a new
+#: connection per request, frame written at once; ``keepalive``: one connection per client
+Style = Literal["intel", "aesmd", "keepalive"]
+STYLES: tuple[Style, ...] = ("intel", "aesmd", "keepalive")
+
+#: how often workers report progress (seconds)
+PROGRESS_INTERVAL = 0.25
+
+READY = "ready"
+GO = "go"
+PROGRESS = "progress"
+DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """What to run. ``processes=None`` picks :func:`~.loadgen.default_processes`; ``total_requests``
+    ends the run after that many measured requests instead of after ``duration`` seconds."""
+
+    socket_path: str
+    workload: Workload
+    clients: int = 1
+    duration: float = 5.0
+    warmup: float = 0.5
+    style: Style = "aesmd"
+    processes: int | None = None
+    use_uvloop: bool = True
+    total_requests: int | None = None
+    grace: float = 15.0
+    cpu_affinity: frozenset[int] | None = None
+
+
+__all__ = ["DONE", "GO", "PROGRESS", "PROGRESS_INTERVAL", "READY", "STYLES", "LoadSpec", "Style"]
