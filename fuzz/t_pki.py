@@ -64,7 +64,7 @@ def check_pki(data: bytes) -> int:
         text = body if mode == "pem" else _chain_with(0 if mode == "leaf" else 1, body)
         chain = ours(steps.load_pck_chain, text, ch.TrustedRoot.intel())
         if chain is not None:
-            ours(steps.check_pck_chain, chain, NOW, None, None)
+            ours(steps.check_pck_chain, chain, NOW)
             ours(ch.sgx_extensions, chain.leaf, steps.Step.PCK_CHAIN)
             ch.common_name(chain.leaf)
     elif mode == "crl":

@@ -51,7 +51,8 @@ def test_human_output_and_reason_on_stderr() -> None:
 def test_expired_collateral_is_rejected_with_step() -> None:
     q, c = _phala()
     code, obj, _ = run(q, "--collateral", c, "--now", "1850334400")
-    assert code == 1 and obj["status"] is None and obj["accepted"] is False and obj["mr_enclave"]
+    assert code == 1 and obj["status"] is None and obj["accepted"] is False
+    assert "mr_enclave" not in obj and obj["unverified_body"]["mr_enclave"]  # claims, not facts
     assert obj["error"] == {"step": "crl", "reason": "root-ca-crl-expired"}
 
 
@@ -128,3 +129,49 @@ def test_bench_verify_json_is_one_line() -> None:
     assert obj["cold_per_s"] > 0 and obj["warm_per_s"] > 0
     assert obj["status"] == "ConfigurationAndSWHardeningNeeded"
     assert "measuring" in res.stderr
+
+
+def _tdx_args() -> list[str]:
+    d = real_dir("tdx/phala-tdx-v4")
+    return [
+        str(d / "quote.bin"),
+        "--collateral",
+        str(d / "collateral-2025-06.dcap-qvl.json"),
+        "--now",
+        "1750334400",
+    ]
+
+
+def test_sgx_only_flags_reject_a_tdx_quote_with_every_violation(tmp_path: Path) -> None:
+    """Fail closed: ``--min-isv-svn`` / ``--isv-prod-id`` cannot be evaluated on a TD (exit 1)."""
+    code, obj, err = run(*_tdx_args(), "--min-isv-svn", "200", "--isv-prod-id", "7")
+    assert code == 1 and obj["accepted"] is False and obj["status"] == "UpToDate"
+    assert [(v["step"], v["reason"], v["constraint"]) for v in obj["violations"]] == [  # type: ignore[union-attr]
+        ("policy", "isv-prod-id-not-applicable", "isv_prod_id"),
+        ("policy", "min-isv-svn-not-applicable", "min_isv_svn"),
+    ]
+    assert "isv-prod-id-not-applicable" in err and "min-isv-svn-not-applicable" in err
+    policy = tmp_path / "p.json"
+    policy.write_text('{"mr_enclave": "' + "00" * 32 + '"}')
+    code, obj, _ = run(*_tdx_args(), "--policy", str(policy))
+    assert code == 1 and obj["error"] == {"step": "policy", "reason": "mr-enclave-not-applicable"}
+    human = CliRunner().invoke(verify_cmd, [*_tdx_args(), "--isv-prod-id", "7"])
+    assert human.exit_code == 1 and "isv-prod-id-not-applicable" in human.stderr
+    assert CliRunner().invoke(verify_cmd, _tdx_args()).exit_code == 0
+
+
+def test_min_tcb_evaluation_data_number_flag() -> None:
+    q, c = _phala()
+    code, obj, _ = run(q, "--collateral", c, "--now", "1750334400", "--min-tcb-evaluation-data-number", "17")
+    assert code == 0 and obj["tcb_info_evaluation_data_number"] == 17
+    assert obj["qe_identity_evaluation_data_number"] == 17
+    code, obj, _ = run(q, "--collateral", c, "--now", "1750334400", "--min-tcb-evaluation-data-number", "18")
+    assert code == 1
+    assert [v["step"] for v in obj["violations"]] == ["tcb_info", "qe_identity"]  # type: ignore[union-attr]
+    assert obj["status"] == "ConfigurationAndSWHardeningNeeded"  # authentic: the facts stay reported
+
+
+def test_update_needs_pccs() -> None:
+    q, c = _phala()
+    code, obj, _ = run(q, "--collateral", c, "--update", "early")
+    assert code == 2 and obj["error"] == {"step": "input", "reason": "usage"}

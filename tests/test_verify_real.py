@@ -114,8 +114,10 @@ def test_oasis_partial_collateral_needs_the_dangerous_switch() -> None:
     [
         (1671194735, Step.TCB_INFO, "tcb-info-not-yet-valid"),  # QE identity also not yet issued
         (1673786737, Step.QE_IDENTITY, "qe-identity-expired"),
-        (1891163522, Step.TCB_INFO, "tcb-signing-cert-expired"),
-        (1670238720, Step.TCB_INFO, "tcb-info-not-yet-valid"),
+        # the steps run in their numbered order (QVL checks the PCK chain first): the PCK leaf's
+        # window (step 3) is judged before the TCB signing cert's or the TCB Info's (step 5)
+        (1891163522, Step.PCK_CHAIN, "pck-cert-expired"),
+        (1670238720, Step.PCK_CHAIN, "pck-cert-not-yet-valid"),
     ],
 )
 def test_oasis_time_windows(now: int, step: Step, reason: str) -> None:
@@ -161,5 +163,5 @@ def test_shared_verifier_is_consistent_across_threads() -> None:
     assert results == {
         ("sgx", CSW.value),
         ("tdx", TcbStatus.UP_TO_DATE.value),
-        ("error", str(int(Step.TCB_INFO))),
+        ("error", str(int(Step.CRL))),  # the PCK CRL (step 4) is the first window to close
     }

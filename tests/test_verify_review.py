@@ -23,8 +23,9 @@ from sgx_quote_helper.verify import tcb
 from sgx_quote_helper.verify.collateral import Collateral, from_pcs_responses
 from sgx_quote_helper.verify.status import TcbStatus
 from sgx_quote_helper.verify.steps import Step
+from sgx_quote_helper.verify.steps import check_tdx_module as _tdx_module
 from sgx_quote_helper.verify.tcbinfo import TcbInfo
-from sgx_quote_helper.verify.verifier import Verifier, _tdx_module, verify
+from sgx_quote_helper.verify.verifier import Verifier, verify
 
 from .verify_pki import COMPONENTS, NOW, SimPki, _cert, _crl, _key, _pem, raw_sign
 
@@ -295,7 +296,9 @@ def test_qe_attributes_masked_and_little_endian() -> None:
     assert verify(_rebuild(p, q, qe_report=le), c, NOW, root_ca=p.root_der).accepted
 
 
-def test_qe_miscselect_masked_on_both_sides() -> None:
+def test_qe_miscselect_report_side_masked_only() -> None:
+    """QVL's EnclaveReportVerifier: ``report.miscselect & mask == identity.miscselect`` (the
+    identity's value is not masked), on quotes re-signed under the simulated PKI."""
     p = SimPki()
     q = p.quote()
     rep = _qe_report(p, q)
@@ -303,15 +306,24 @@ def test_qe_miscselect_masked_on_both_sides() -> None:
     _reject(
         p, _rebuild(p, q, qe_report=bad), p.collateral(), Step.QE_IDENTITY_MATCH, "qe-miscselect-mismatch"
     )
-    # identity value bits outside its own mask are ignored; report bits outside the mask too
+    # report bits outside the mask are ignored (identity 0x00000001, mask 0x0000000F, LE hex)
+    c = _resign(
+        p,
+        p.collateral(),
+        qe=_edit_json(p.qe_identity_text(), miscselect="01000000", miscselectMask="0F000000"),
+    )
+    fine = dataclasses.replace(rep, misc_select=0x70000001)
+    assert verify(_rebuild(p, q, qe_report=fine), c, NOW, root_ca=p.root_der).accepted
+    _reject(p, q, c, Step.QE_IDENTITY_MATCH, "qe-miscselect-mismatch")  # report has bit 0 clear
+    # an identity value with bits outside its own mask matches no report (masking both sides would
+    # accept 0x80000001 here; QVL does not)
     c = _resign(
         p,
         p.collateral(),
         qe=_edit_json(p.qe_identity_text(), miscselect="01000080", miscselectMask="0F000000"),
     )
-    fine = dataclasses.replace(rep, misc_select=0x70000001)
-    assert verify(_rebuild(p, q, qe_report=fine), c, NOW, root_ca=p.root_der).accepted
-    _reject(p, q, c, Step.QE_IDENTITY_MATCH, "qe-miscselect-mismatch")  # report has bit 0 clear
+    same = dataclasses.replace(rep, misc_select=0x80000001)
+    _reject(p, _rebuild(p, q, qe_report=same), c, Step.QE_IDENTITY_MATCH, "qe-miscselect-mismatch")
 
 
 @pytest.mark.parametrize(
@@ -457,6 +469,10 @@ def test_tdx_module_identity_checks() -> None:
         _tdx_module(info, _td(bytes([4, 2] + [0] * 14)))
     masked = _tdx_info(mask="ff00" + "ff" * 6)
     assert _tdx_module(masked, _td(bytes([4, 1] + [0] * 14), seam_attr=b"\x00\x01" + bytes(6)))[0] is not None
+    # QVL masks the report side only: an identity value with a bit outside its mask matches nothing
+    odd = _tdx_info(attributes="0001" + "00" * 6, mask="ff00" + "ff" * 6)
+    with pytest.raises(VerificationError, match="tdx-module-attributes-mismatch"):
+        _tdx_module(odd, _td(bytes([4, 1] + [0] * 14), seam_attr=b"\x00\x01" + bytes(6)))
     assert tcb.converge_module(TcbStatus.REVOKED, TcbStatus.UP_TO_DATE) is TcbStatus.REVOKED
 
 
@@ -505,10 +521,17 @@ def test_parsed_quote_with_another_key_type_is_refused() -> None:
     assert (exc.value.step, exc.value.reason) == (Step.QUOTE_FORMAT, "unsupported-attestation-key-type")
 
 
-def test_qe_identity_attribute_bits_outside_the_mask_are_ignored() -> None:
+def test_qe_identity_attribute_bits_outside_the_mask_are_not_masked_away() -> None:
+    """QVL compares ``applyMask(report.attributes, mask) == identity.attributes``: an identity whose
+    value has a bit outside its mask (XFRM 0x1F under mask 00) matches no QE, even one whose report
+    carries the very same bits. Masking both sides (the old rule) accepted it."""
     p = SimPki()
-    text = _edit_json(p.qe_identity_text(), attributes="1100000000000000" + "1F" + "00" * 7)  # XFRM, mask 00
-    assert verify(p.quote(), _resign(p, p.collateral(), qe=text), NOW, root_ca=p.root_der).accepted
+    text = _edit_json(p.qe_identity_text(), attributes="1100000000000000" + "1F" + "00" * 7)
+    c = _resign(p, p.collateral(), qe=text)
+    _reject(p, p.quote(), c, Step.QE_IDENTITY_MATCH, "qe-attributes-mismatch")
+    rep = _qe_report(p, p.quote())
+    same = dataclasses.replace(rep, attributes=Attributes(0x11, 0x1F))
+    _reject(p, _rebuild(p, p.quote(), qe_report=same), c, Step.QE_IDENTITY_MATCH, "qe-attributes-mismatch")
 
 
 def test_reissued_root_with_the_same_name_and_key_is_not_the_pinned_root() -> None:

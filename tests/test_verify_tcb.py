@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from sgx_quote_helper.errors import CollateralError
+from sgx_quote_helper.errors import CollateralError, VerificationError
 from sgx_quote_helper.verify import tcb
 from sgx_quote_helper.verify.collateral import from_pcs_responses, signed_member
 from sgx_quote_helper.verify.status import TcbStatus, converge, qe_level_result
+from sgx_quote_helper.verify.steps import Step
 from sgx_quote_helper.verify.tcbinfo import TcbInfo
 
 S = TcbStatus
@@ -224,7 +225,7 @@ def test_td_relaunch_rule(
 
 
 def test_td_relaunch_unknown_module_identity() -> None:
-    with pytest.raises(LookupError):
+    with pytest.raises(VerificationError, match="tdx-module-unknown") as exc:
         tcb.relaunch_status(
             bytes([3, 7] + [2] * 14),
             _relaunch_info(),
@@ -233,6 +234,7 @@ def test_td_relaunch_unknown_module_identity() -> None:
             S.OUT_OF_DATE,
             S.UP_TO_DATE,
         )
+    assert exc.value.step == Step.TDX_MODULE
 
 
 def test_relaunch_results_are_not_tcb_info_statuses() -> None:

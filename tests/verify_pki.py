@@ -139,6 +139,8 @@ class SimPki:
     cert_type: int = 5
     quote_version: int = 3  # 3, 4 (SGX body, type-6 QE certification) or 5 (body type 1)
     tcb_info_version: int = 3
+    tcb_evaluation_data_number: int = 17
+    qe_evaluation_data_number: int = 17
     keys: dict[str, ec.EllipticCurvePrivateKey] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -198,7 +200,7 @@ class SimPki:
             "fmspc": self.tcb_fmspc.hex(),
             "pceId": "0000",
             "tcbType": 0,
-            "tcbEvaluationDataNumber": 17,
+            "tcbEvaluationDataNumber": self.tcb_evaluation_data_number,
             "tcbLevels": levels,
         }
         if self.tcb_info_version == 2:  # API v3 shape: no id, flat component fields
@@ -219,7 +221,7 @@ class SimPki:
             "version": 2,
             "issueDate": _date(lo),
             "nextUpdate": _date(hi),
-            "tcbEvaluationDataNumber": 17,
+            "tcbEvaluationDataNumber": self.qe_evaluation_data_number,
             "miscselect": "00000000",
             "miscselectMask": "FFFFFFFF",
             "attributes": "11000000000000000000000000000000",

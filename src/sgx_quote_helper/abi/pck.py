@@ -64,10 +64,6 @@ class SgxExtensions:
             if not isinstance(value, bytes) or len(value) != size:
                 raise ParseError(_S, 0, f"{name} must be {size} bytes")
 
-    @property
-    def sgx_type_name(self) -> str:
-        return SGX_TYPE_NAMES.get(self.sgx_type, f"Unknown({self.sgx_type})")
-
     @classmethod
     def from_der(cls, data: bytes) -> SgxExtensions:
         """Decode the extension value (a DER SEQUENCE); raise ParseError when it is malformed or

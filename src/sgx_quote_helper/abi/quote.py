@@ -52,6 +52,19 @@ BODY_TYPE_TD_REPORT15 = 3
 
 Body = ReportBody | TdReport10 | TdReport15
 
+#: v5: u16 body type + u32 body size between the header and the body
+V5_BODY_DESCRIPTOR_SIZE = 6
+#: ``signature_data_len`` (u32) after the body
+SIGNATURE_DATA_LEN_SIZE = 4
+#: raw r||s ECDSA P-256 signature and X||Y public key
+ECDSA_SIGNATURE_SIZE = 64
+ECDSA_PUBLIC_KEY_SIZE = 64
+#: ``sgx_ql_certification_data_t`` header: u16 type + u32 size
+CERT_DATA_HEADER_SIZE = 6
+#: SGX v3/v4 quote (header + 384-byte report body): where ``signature_data_len`` sits, and the data
+SGX_SIGNATURE_DATA_LEN_OFFSET = 48 + ReportBody.SIZE
+SGX_SIGNATURE_DATA_OFFSET = SGX_SIGNATURE_DATA_LEN_OFFSET + SIGNATURE_DATA_LEN_SIZE
+
 _PPID_SIZES = {
     CERT_TYPE_PPID_CLEARTEXT: 16,
     CERT_TYPE_PPID_RSA2048_ENCRYPTED: 256,
@@ -249,6 +262,18 @@ class EcdsaSigData:
 
 
 @dataclass(frozen=True, slots=True)
+class SignedRegions:
+    """Where a quote's two signed regions sit in its bytes (slices of ``Quote.to_bytes()``).
+
+    ``signed``: header | [v5 body descriptor] | body, signed by the attestation key;
+    ``qe_report``: the 384-byte QE report body, signed by the PCK key.
+    """
+
+    signed: slice
+    qe_report: slice
+
+
+@dataclass(frozen=True, slots=True)
 class Quote:
     """A DCAP quote v3, v4 or v5 with ECDSA P-256 signature data."""
 
@@ -309,6 +334,16 @@ class Quote:
     def to_bytes(self) -> bytes:
         sig = self.signature_data.to_bytes(self.header.version)
         return self.signed_bytes + struct.pack("<I", len(sig)) + sig + self.trailing
+
+    @property
+    def regions(self) -> SignedRegions:
+        """The offsets of the signed regions (header||body, QE report) in the quote's bytes."""
+        signed = QuoteHeader.SIZE + (V5_BODY_DESCRIPTOR_SIZE if self.body_type is not None else 0)
+        signed += type(self.body).SIZE
+        qe = signed + SIGNATURE_DATA_LEN_SIZE + ECDSA_SIGNATURE_SIZE + ECDSA_PUBLIC_KEY_SIZE
+        if self.header.version != 3:  # v4/v5: the QE report certification travels in a type-6 block
+            qe += CERT_DATA_HEADER_SIZE
+        return SignedRegions(slice(0, signed), slice(qe, qe + ReportBody.SIZE))
 
     # --- convenience --------------------------------------------------------------------------
     @property
@@ -386,6 +421,7 @@ __all__ = [
     "BODY_TYPE_SGX",
     "BODY_TYPE_TD_REPORT10",
     "BODY_TYPE_TD_REPORT15",
+    "CERT_DATA_HEADER_SIZE",
     "CERT_TYPE_PCK_CHAIN",
     "CERT_TYPE_PCK_CLEARTEXT",
     "CERT_TYPE_PLATFORM_MANIFEST",
@@ -393,9 +429,15 @@ __all__ = [
     "CERT_TYPE_PPID_RSA2048_ENCRYPTED",
     "CERT_TYPE_PPID_RSA3072_ENCRYPTED",
     "CERT_TYPE_QE_REPORT",
+    "ECDSA_PUBLIC_KEY_SIZE",
+    "ECDSA_SIGNATURE_SIZE",
     "INTEL_QE_VENDOR_ID",
+    "SGX_SIGNATURE_DATA_LEN_OFFSET",
+    "SGX_SIGNATURE_DATA_OFFSET",
+    "SIGNATURE_DATA_LEN_SIZE",
     "TEE_TYPE_SGX",
     "TEE_TYPE_TDX",
+    "V5_BODY_DESCRIPTOR_SIZE",
     "Body",
     "CertificationData",
     "EcdsaSigData",
@@ -403,6 +445,7 @@ __all__ = [
     "QeReportCertData",
     "Quote",
     "QuoteHeader",
+    "SignedRegions",
     "parse_quote",
     "signed_bytes",
 ]

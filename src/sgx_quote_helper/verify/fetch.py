@@ -11,6 +11,8 @@ and headers follow ``shared/specs/dcap-quote.md`` §3.4 and §C (as dcap-qvl req
 2. ``GET sgx/certification/v4/pckcrl?ca=processor|platform&encoding=der`` (``SGX-PCK-CRL-Issuer-Chain``);
 3. ``GET {sgx|tdx}/certification/v4/tcb?fmspc=`` (``TCB-Info-Issuer-Chain`` or ``SGX-TCB-Info-Issuer-Chain``);
 4. ``GET {sgx|tdx}/certification/v4/qe/identity`` (``SGX-Enclave-Identity-Issuer-Chain``);
+   both with PCS v4's optional ``update=early|standard`` (which TCB baseline: Intel's early
+   release or the standard one) or ``tcbEvaluationDataNumber=N`` (one specific baseline);
 5. ``GET sgx/certification/v4/rootcacrl`` (PCCS: hex text; DER accepted too).
 
 Fetching verifies nothing: the result goes through the normal verification steps.
@@ -85,9 +87,30 @@ class CollateralFetcher:
         collateral = fetcher.fetch(quote)
     """
 
-    def __init__(self, base_url: str, getter: Getter) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        getter: Getter,
+        *,
+        update: str | None = None,
+        tcb_evaluation_data_number: int | None = None,
+    ) -> None:
+        if update not in (None, "early", "standard"):
+            raise CollateralError(f"update must be 'early' or 'standard', got {update!r}")
+        if update is not None and tcb_evaluation_data_number is not None:
+            raise CollateralError("give update or tcbEvaluationDataNumber, not both (PCS v4 takes one)")
         self.base = normalise_base(base_url)
         self.getter = getter
+        self.update = update
+        self.tcb_evaluation_data_number = tcb_evaluation_data_number
+
+    def _baseline(self) -> dict[str, str]:
+        """The PCS v4 query parameters that pick the TCB baseline of ``tcb`` and ``qe/identity``."""
+        if self.update is not None:
+            return {"update": self.update}
+        if self.tcb_evaluation_data_number is not None:
+            return {"tcbEvaluationDataNumber": str(self.tcb_evaluation_data_number)}
+        return {}
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> HttpResponse:
         url = f"{self.base}/{path}" + (f"?{urlencode(params)}" if params else "")
@@ -131,8 +154,8 @@ class CollateralFetcher:
         fmspc, ca = _fmspc_and_ca(chain_pem)
         tee = "tdx" if quote.is_tdx else "sgx"
         crl = self._get("sgx/certification/v4/pckcrl", {"ca": ca, "encoding": "der"})
-        tcb = self._get(f"{tee}/certification/v4/tcb", {"fmspc": fmspc.hex().upper()})
-        qe = self._get(f"{tee}/certification/v4/qe/identity")
+        tcb = self._get(f"{tee}/certification/v4/tcb", {"fmspc": fmspc.hex().upper(), **self._baseline()})
+        qe = self._get(f"{tee}/certification/v4/qe/identity", self._baseline())
         root_crl = self._get("sgx/certification/v4/rootcacrl")
         tcb_chain = tcb.header("TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain")
         qe_chain = qe.header("SGX-Enclave-Identity-Issuer-Chain")

@@ -21,12 +21,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..abi.pck import SgxExtensions
-from ..abi.quote import ATT_KEY_TYPE_ECDSA_P256, INTEL_QE_VENDOR_ID, TEE_TYPE_SGX, TEE_TYPE_TDX, Quote
+from ..abi.quote import (
+    ATT_KEY_TYPE_ECDSA_P256,
+    CERT_TYPE_PCK_CHAIN,
+    CERT_TYPE_PPID_CLEARTEXT,
+    INTEL_QE_VENDOR_ID,
+    TEE_TYPE_SGX,
+    TEE_TYPE_TDX,
+    Quote,
+)
 from ..abi.report import ReportBody
+from ..abi.tdreport import TdReport10, TdReport15
 from ..errors import VerificationError
 from . import chain as ch
+from . import tcb
 from .qeidentity import QeIdentity, QeTcbLevel
-from .tcbinfo import TcbInfo
+from .status import TcbStatus
+from .tcbinfo import TcbInfo, TcbLevel
 
 _ECDSA = ec.ECDSA(hashes.SHA256())
 _P256 = ec.SECP256R1()
@@ -81,25 +92,35 @@ def raw_public_key(xy: bytes, step: Step, what: str) -> ec.EllipticCurvePublicKe
 
 # --- 1 ------------------------------------------------------------------------------------------
 def check_quote_format(quote: Quote) -> None:
-    """Step 1: supported version/TEE combination, ECDSA P-256 key type and Intel's QE vendor ID."""
+    """Step 1 (QVL's ``Quote::validate()``): supported version/TEE combination (a v3 header says
+    TEE type SGX, 0), ECDSA P-256 key type, Intel's QE vendor ID, and certification data of a
+    type QVL accepts inside the QE certification (1-5; a v4/v5 outer type 6 is the parser's)."""
     h = quote.header
     if h.att_key_type != ATT_KEY_TYPE_ECDSA_P256:  # the parser checks bytes; a built Quote may not
         raise fail(Step.QUOTE_FORMAT, "unsupported-attestation-key-type", str(h.att_key_type))
     if h.qe_vendor_id != INTEL_QE_VENDOR_ID:
         raise fail(Step.QUOTE_FORMAT, "unknown-qe-vendor", h.qe_vendor_id.hex())
     tee = TEE_TYPE_TDX if quote.is_tdx else TEE_TYPE_SGX
-    if h.version >= 4 and h.tee_type != tee:
-        raise fail(Step.QUOTE_FORMAT, "tee-type-mismatch")
+    if h.tee_type != tee:  # v3's field is att_key_data_0, which QVL requires to say SGX
+        raise fail(Step.QUOTE_FORMAT, "tee-type-mismatch", f"v{h.version} header TEE type {h.tee_type:#x}")
     if quote.is_tdx and h.version not in (4, 5):
         raise fail(Step.QUOTE_FORMAT, "unsupported-version")
+    cert_type = quote.certification_data.cert_type
+    if not CERT_TYPE_PPID_CLEARTEXT <= cert_type <= CERT_TYPE_PCK_CHAIN:
+        raise fail(
+            Step.QUOTE_FORMAT,
+            "unsupported-certification-data-type",
+            f"QE certification data type {cert_type} (QVL accepts 1-5)",
+        )
 
 
-# --- 2, 3, 4 ------------------------------------------------------------------------------------
+# --- 2, 3 ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VerifiedPck:
-    """A PCK chain that passed steps 2-4: the leaf key, its SGX extension and windows."""
+    """A PCK chain that passed steps 2-3: leaf and PCK CA, the leaf key, its SGX extension, windows."""
 
     leaf: x509.Certificate
+    ca: x509.Certificate
     key: ec.EllipticCurvePublicKey
     extensions: SgxExtensions
     ca_type: str
@@ -127,23 +148,13 @@ def load_pck_chain(pem: bytes | str, root: ch.TrustedRoot) -> PckChain:
     return PckChain(certs[0], certs[1], root_cert)
 
 
-def check_pck_chain(
-    chain: PckChain,
-    now: datetime,
-    root_crl: x509.CertificateRevocationList | None,
-    pck_crl: x509.CertificateRevocationList | None,
-) -> VerifiedPck:
-    """Steps 2-4 for the PCK chain (CRLs ``None`` only when the caller skips CRL checks)."""
+def check_pck_chain(chain: PckChain, now: datetime) -> VerifiedPck:
+    """Steps 2-3: root window; PCK CA <- root and leaf <- PCK CA signatures, roles, windows."""
     with ch.malformed(Step.PCK_CHAIN, "pck-chain"):
-        return _check_pck_chain(chain, now, root_crl, pck_crl)
+        return _check_pck_chain(chain, now)
 
 
-def _check_pck_chain(
-    chain: PckChain,
-    now: datetime,
-    root_crl: x509.CertificateRevocationList | None,
-    pck_crl: x509.CertificateRevocationList | None,
-) -> VerifiedPck:
+def _check_pck_chain(chain: PckChain, now: datetime) -> VerifiedPck:
     leaf, ca, root_cert = chain.leaf, chain.ca, chain.root
     windows = [ch.check_window(root_cert, now, Step.ROOT_CA, "root-ca")]
     ch.check_issued_by(ca, root_cert, Step.PCK_CHAIN, "pck-ca")
@@ -152,14 +163,49 @@ def _check_pck_chain(
     ch.check_cn(leaf, ("SGX PCK Certificate",), Step.PCK_CHAIN, "pck-cert")
     windows.append(ch.check_window(ca, now, Step.PCK_CHAIN, "pck-ca"))
     windows.append(ch.check_window(leaf, now, Step.PCK_CHAIN, "pck-cert"))
-    if pck_crl is not None:
-        windows.append(ch.check_crl(pck_crl, ca, now, Step.CRL, "pck-crl"))
-    ch.check_not_revoked(root_crl, ca, Step.CRL, "pck-ca")
-    ch.check_not_revoked(pck_crl, leaf, Step.CRL, "pck-cert")
     ext = ch.sgx_extensions(leaf, Step.PCK_CHAIN)
     ca_type = "processor" if "Processor" in ca_cn else "platform" if "Platform" in ca_cn else "unknown"
     key = ch.ec_key(leaf, Step.PCK_CHAIN, "pck-cert")
-    return VerifiedPck(leaf, key, ext, ca_type, tuple(windows))
+    return VerifiedPck(leaf, ca, key, ext, ca_type, tuple(windows))
+
+
+# --- 4 ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VerifiedCrls:
+    """Step 4's result: both CRLs (``None`` only when CRL checks are skipped) and their windows."""
+
+    root_crl: x509.CertificateRevocationList | None
+    pck_crl: x509.CertificateRevocationList | None
+    windows: tuple[ch.Window, ...]
+
+
+def check_crls(
+    root_ca_crl: bytes | None,
+    pck_crl_der: bytes | None,
+    pck: VerifiedPck,
+    root: ch.TrustedRoot,
+    now: datetime,
+    *,
+    skip_missing: bool = False,
+) -> VerifiedCrls:
+    """Step 4: the root CA CRL (signed by the trusted root) and the PCK CRL (signed by the quote's
+    PCK CA) are current; neither the PCK CA nor the leaf is revoked. A missing CRL fails unless
+    ``skip_missing`` (``dangerous_skip_crls``)."""
+    windows: list[ch.Window] = []
+    root_crl = pck_crl = None
+    if root_ca_crl is not None:
+        root_crl, w = check_root_crl(root_ca_crl, root, now)
+        windows.append(w)
+    elif not skip_missing:
+        raise fail(Step.CRL, "root-ca-crl-missing")
+    if pck_crl_der is not None:
+        pck_crl = load_pck_crl(pck_crl_der)
+        windows.append(ch.check_crl(pck_crl, pck.ca, now, Step.CRL, "pck-crl"))
+    elif not skip_missing:
+        raise fail(Step.CRL, "pck-crl-missing")
+    ch.check_not_revoked(root_crl, pck.ca, Step.CRL, "pck-ca")
+    ch.check_not_revoked(pck_crl, pck.leaf, Step.CRL, "pck-cert")
+    return VerifiedCrls(root_crl, pck_crl, tuple(windows))
 
 
 def check_root_crl(
@@ -256,14 +302,18 @@ def check_qe_report_data(qe_report: ReportBody, attestation_key: bytes, auth_dat
         raise fail(Step.QE_REPORT_DATA, "qe-report-data-mismatch")
 
 
+def masked_equal(have: bytes, mask: bytes, want: bytes) -> bool:
+    """QVL's ``applyMask(have, mask) == want``: only the report side is masked."""
+    return all((a & m) == b for a, m, b in zip(have, mask, want, strict=True))
+
+
 def check_qe_identity(qe_report: ReportBody, identity: QeIdentity) -> QeTcbLevel:
-    """Step 10: masked MISCSELECT and ATTRIBUTES, MRSIGNER, ISVPRODID; then the ISVSVN level."""
+    """Step 10 (QVL's EnclaveReportVerifier): ``report & mask == identity`` for MISCSELECT and
+    ATTRIBUTES (the identity's value is not masked), MRSIGNER, ISVPRODID; then the ISVSVN level."""
     s = Step.QE_IDENTITY_MATCH
-    if qe_report.misc_select & identity.miscselect_mask != identity.miscselect & identity.miscselect_mask:
+    if qe_report.misc_select & identity.miscselect_mask != identity.miscselect:
         raise fail(s, "qe-miscselect-mismatch")
-    attrs = qe_report.attributes.to_bytes()
-    mask = identity.attributes_mask
-    if any((a & m) != (b & m) for a, b, m in zip(attrs, identity.attributes, mask, strict=True)):
+    if not masked_equal(qe_report.attributes.to_bytes(), identity.attributes_mask, identity.attributes):
         raise fail(s, "qe-attributes-mismatch")
     if qe_report.mr_signer != identity.mrsigner:
         raise fail(s, "qe-mrsigner-mismatch")
@@ -281,10 +331,75 @@ def check_isv_signature(key: ec.EllipticCurvePublicKey, signed: bytes, signature
         raise fail(Step.ISV_SIGNATURE, "quote-bad-signature")
 
 
+# --- 12 -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlatformTcb:
+    """Steps 12-13 for one platform (and TD module): the level, its status and advisories."""
+
+    level: TcbLevel
+    status: TcbStatus
+    advisory_ids: tuple[str, ...]
+    module_status: TcbStatus | None
+    sgx_status: TcbStatus  # QVL's SGX-only level (feeds the TD relaunch check)
+
+
+def check_tcb_level(
+    tcb_info: TcbInfo, ext: SgxExtensions, body: ReportBody | TdReport10 | TdReport15
+) -> TcbLevel:
+    """Step 12: the highest TCB level the PCK certificate (and TEE_TCB_SVN for TDX) meets."""
+    tee_tcb_svn = body.tee_tcb_svn if isinstance(body, (TdReport10, TdReport15)) else None
+    level = tcb.match_platform_level(tcb_info, ext.tcb_components, ext.pcesvn, tee_tcb_svn)
+    if level is None:
+        raise fail(Step.TCB_LEVEL, "no-matching-tcb-level")
+    return level
+
+
+# --- 13 -----------------------------------------------------------------------------------------
+def check_tdx_module(
+    tcb_info: TcbInfo, body: TdReport10 | TdReport15
+) -> tuple[TcbStatus | None, tuple[str, ...]]:
+    """Step 13: MRSIGNERSEAM and SEAM attributes (``report & mask == identity``, as QVL) against
+    the TDX module identity; then the module's TCB level (status, advisories)."""
+    ident = tcb.find_module_identity(tcb_info, body.tee_tcb_svn)
+    if ident is None:
+        raise fail(Step.TDX_MODULE, "tdx-module-unknown", f"no identity for TDX module {body.tee_tcb_svn[1]}")
+    if body.mr_signer_seam != ident.mrsigner:
+        raise fail(Step.TDX_MODULE, "tdx-module-mrsigner-mismatch")
+    if not masked_equal(body.seam_attributes, ident.attributes_mask, ident.attributes):
+        raise fail(Step.TDX_MODULE, "tdx-module-attributes-mismatch")
+    if ident.id is None:
+        return None, ()
+    level = tcb.match_module_level(ident, body.tee_tcb_svn)
+    if level is None:
+        raise fail(Step.TDX_MODULE, "tdx-module-tcb-not-supported")
+    return level.status, level.advisory_ids
+
+
+def platform_tcb(quote: Quote, ext: SgxExtensions, tcb_info: TcbInfo) -> PlatformTcb:
+    """Steps 12-13 together: the platform level, the TDX module, and their converged status."""
+    body = quote.body
+    level = check_tcb_level(tcb_info, ext, body)
+    platform, advisories = level.status, list(level.advisory_ids)
+    module_status: TcbStatus | None = None
+    sgx_status = level.status
+    if isinstance(body, (TdReport10, TdReport15)):
+        module_status, module_advisories = check_tdx_module(tcb_info, body)
+        if module_status is not None:
+            platform = tcb.converge_module(module_status, platform)
+        advisories += [a for a in module_advisories if a not in advisories]
+        sgx_level = tcb.match_sgx_level(tcb_info, ext.tcb_components, ext.pcesvn)
+        assert sgx_level is not None  # a level matching SGX and TDX components matches SGX alone
+        sgx_status = sgx_level.status
+    return PlatformTcb(level, platform, tuple(advisories), module_status, sgx_status)
+
+
 __all__ = [
     "PckChain",
+    "PlatformTcb",
     "Step",
+    "VerifiedCrls",
     "VerifiedPck",
+    "check_crls",
     "check_issued_window",
     "check_isv_signature",
     "check_json_signature",
@@ -296,9 +411,13 @@ __all__ = [
     "check_quote_format",
     "check_root_crl",
     "check_signing_chain",
+    "check_tcb_level",
+    "check_tdx_module",
     "ecdsa_verify",
     "fail",
     "load_pck_chain",
     "load_pck_crl",
+    "masked_equal",
+    "platform_tcb",
     "raw_public_key",
 ]

@@ -13,11 +13,13 @@ No matching level returns ``None``; the caller turns that into a rejection.
 
 from __future__ import annotations
 
+from ..errors import VerificationError
 from .qeidentity import QeIdentity, QeTcbLevel
 from .status import TcbStatus, qe_level_result
 from .tcbinfo import ModuleTcbLevel, TcbInfo, TcbLevel, TdxModuleIdentity
 
 S = TcbStatus
+_TDX_MODULE_STEP = 13  # steps.Step.TDX_MODULE (steps imports this module)
 
 
 def _ge(have: tuple[int, ...] | bytes, need: tuple[int, ...], skip: int = 0) -> bool:
@@ -76,7 +78,7 @@ def relaunch_status(
     TEE_TCB_SVN2 (the module now loaded) meets the latest TCB level (and the latest level of its
     module identity), relaunching the TD would fix it: TDRelaunchAdvised (or ...ConfigurationNeeded
     when the SGX or TDX status needs configuration). Otherwise ``tdx_status`` is returned as is.
-    ``None`` means the module identity named by TEE_TCB_SVN2 is unknown or has no levels.
+    A TEE_TCB_SVN2 naming a module identity that is unknown or has no levels fails step 13.
     """
     if qe_level_result(qe_status) is not S.UP_TO_DATE or sgx_status not in _SGX_FINE:
         return tdx_status
@@ -92,7 +94,11 @@ def relaunch_status(
     else:
         ident = find_module_identity(tcb_info, tee_tcb_svn2)
         if ident is None or not ident.levels:
-            raise LookupError(f"no TDX module identity with levels for TEE_TCB_SVN2 module {tee_tcb_svn2[1]}")
+            raise VerificationError(
+                _TDX_MODULE_STEP,
+                "tdx-module-unknown",
+                f"no TDX module identity with levels for TEE_TCB_SVN2 module {tee_tcb_svn2[1]}",
+            )
         fixed = tee_tcb_svn2[0] >= ident.levels[0].isvsvn and tee_tcb_svn2[2] >= comps[2]
     if not fixed:
         return tdx_status

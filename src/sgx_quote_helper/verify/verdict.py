@@ -2,12 +2,13 @@
 
 A :class:`Verdict` exists only for an *authentic* quote (every check of steps 1-13 passed); a
 failed check raises ``VerificationError`` instead. Whether the relying party accepts it is the
-policy's call (:attr:`Verdict.accepted`, :attr:`Verdict.rejection`).
+policy's call: :attr:`Verdict.violations` lists every rule broken (empty means accepted);
+:attr:`Verdict.rejection` is the first of them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,14 +23,25 @@ Body = ReportBody | TdReport10 | TdReport15
 
 @dataclass(frozen=True)
 class Rejection:
-    """Why a verdict is not accepted: a step label (``"policy"`` for the policy) and a reason."""
+    """One reason a verdict is not accepted.
+
+    ``step``: the label of the check it belongs to (``"policy"``, ``"tcb_level"``, ``"tcb_info"``,
+    ``"qe_identity"``); ``reason``: short machine-friendly reason; ``constraint``: the policy field
+    that was not met (``"min_isv_svn"``...); ``detail``: a human explanation.
+    """
 
     step: str
     reason: str
     detail: str = ""
+    constraint: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"step": self.step, "reason": self.reason}
+        out = {"step": self.step, "reason": self.reason}
+        if self.constraint:
+            out["constraint"] = self.constraint
+        if self.detail:
+            out["detail"] = self.detail
+        return out
 
 
 @dataclass(frozen=True)
@@ -43,7 +55,10 @@ class Verdict:
     qe_advisory_ids: tuple[str, ...]
     tcb_date: datetime
     qe_tcb_date: datetime
-    tcb_evaluation_data_number: int
+    tcb_info_evaluation_data_number: int
+    qe_identity_evaluation_data_number: int
+    tcb_info_issue_date: datetime
+    qe_identity_issue_date: datetime
     earliest_expiration: datetime
     fmspc: bytes
     pce_id: bytes
@@ -54,27 +69,35 @@ class Verdict:
     body: Body
     crls_checked: bool = True
     warnings: tuple[str, ...] = ()
-    rejection: Rejection | None = None
+    violations: tuple[Rejection, ...] = ()
     tdx_module_status: TcbStatus | None = None
 
     @property
     def accepted(self) -> bool:
-        """True when the policy accepted the verdict."""
-        return self.rejection is None
+        """True when the policy found no violation."""
+        return not self.violations
+
+    @property
+    def rejection(self) -> Rejection | None:
+        """The first violation (``None`` when accepted); :attr:`violations` has them all."""
+        return self.violations[0] if self.violations else None
+
+    @property
+    def tcb_evaluation_data_number(self) -> int:
+        """The lower of the TCB Info's and the QE Identity's numbers (QVL's ``tcb_eval_ref_num``)."""
+        return min(self.tcb_info_evaluation_data_number, self.qe_identity_evaluation_data_number)
 
     @property
     def debug(self) -> bool:
         """The enclave / TD runs in debug mode."""
         return self.body.debug
 
-    def with_policy(self, rejection: Rejection | None, warnings: tuple[str, ...]) -> Verdict:
-        """A copy carrying a policy decision."""
-        return replace(self, rejection=rejection, warnings=warnings)
-
     def require_accepted(self) -> Verdict:
-        """Return self, or raise VerificationError(step=POLICY) when the policy rejected it."""
-        if self.rejection is not None:
-            raise VerificationError(Step.POLICY, self.rejection.reason, self.rejection.detail)
+        """Return self, or raise VerificationError for the first violation (its step, its reason)."""
+        r = self.rejection
+        if r is not None:
+            step = next((s for s in Step if s.label == r.step), Step.POLICY)
+            raise VerificationError(step, r.reason, r.detail)
         return self
 
     def identity(self) -> dict[str, Any]:
@@ -90,7 +113,10 @@ class Verdict:
             "advisory_ids": list(self.advisory_ids),
             "qe_advisory_ids": list(self.qe_advisory_ids),
             "accepted": self.accepted,
-            "error": self.rejection.to_dict() if self.rejection else None,
+            "error": {"step": self.rejection.step, "reason": self.rejection.reason}
+            if self.rejection
+            else None,
+            "violations": [r.to_dict() for r in self.violations],
             "warnings": list(self.warnings),
             "tee": self.tee,
             "quote_version": self.quote_version,
@@ -101,6 +127,8 @@ class Verdict:
             "tcb_date": self.tcb_date.isoformat(),
             "qe_tcb_date": self.qe_tcb_date.isoformat(),
             "tcb_evaluation_data_number": self.tcb_evaluation_data_number,
+            "tcb_info_evaluation_data_number": self.tcb_info_evaluation_data_number,
+            "qe_identity_evaluation_data_number": self.qe_identity_evaluation_data_number,
             "earliest_expiration": self.earliest_expiration.isoformat(),
             "crls_checked": self.crls_checked,
             "tdx_module_status": self.tdx_module_status.value if self.tdx_module_status else None,
@@ -141,12 +169,13 @@ def body_identity(b: Body) -> dict[str, Any]:
 
 
 def failure_dict(error: VerificationError, body: Body | None = None) -> dict[str, Any]:
-    """The JSON object for a failed authenticity check (same keys as :meth:`Verdict.to_dict`),
-    with the (unauthenticated) identity fields of the quote's body when it parsed."""
-    try:
-        label = Step(error.step).label
-    except ValueError:
-        label = str(error.step)
+    """The JSON object for a failed authenticity check (the status keys of :meth:`Verdict.to_dict`).
+
+    The quote's body did not authenticate, so its fields are never presented as facts: when it
+    parsed they sit under ``"unverified_body"`` (what the quote *claims*, for diagnosis only).
+    """
+    known = {int(s): s.label for s in Step}
+    label = known.get(int(error.step), str(error.step))
     return {
         "status": None,
         "platform_status": None,
@@ -155,7 +184,10 @@ def failure_dict(error: VerificationError, body: Body | None = None) -> dict[str
         "qe_advisory_ids": [],
         "accepted": False,
         "error": {"step": label, "reason": error.reason},
-        **(body_identity(body) if body is not None else {}),
+        "violations": [
+            {"step": label, "reason": error.reason, **({"detail": error.detail} if error.detail else {})}
+        ],
+        "unverified_body": body_identity(body) if body is not None else None,
     }
 
 
