@@ -15,6 +15,12 @@ Usage::
     .venv/bin/python bench/bench_intel_pattern.py --label before
     .venv/bin/python bench/bench_intel_pattern.py --label after --runs 3 --seconds 5
     .venv/bin/python bench/bench_intel_pattern.py --styles intel --sequences get-quote,dcap-ql
+    .venv/bin/python bench/bench_intel_pattern.py --label ab --baseline-src /tmp/base/src
+
+With ``--baseline-src`` (the ``src/`` of another checkout, e.g. ``git archive <commit> src | tar -x``)
+a second daemon runs that code (``PYTHONPATH``) and the runs alternate baseline, this tree,
+baseline, ... so that the load other processes put on a shared machine hits both alike; the
+report then has one row per code per case.
 
 Writes ``bench/results/intel_pattern-<label>-<UTC time>.json`` and ``.md``. Asserts nothing.
 """
@@ -128,15 +134,15 @@ def markdown(doc: dict[str, Any]) -> str:
         f"/s; target {TARGET_RATIO}x = {doc['crypto_ceiling'] * TARGET_RATIO:,.0f} quotes/s, "
         f"p99 <= {TARGET_P99_US / 1000:g} ms, no errors",
         "",
-        "| client | sequence | calls/quote | quotes/s (min / med / max) | x ceiling | p50 ms | p99 ms "
+        "| code | client | sequence | calls/quote | quotes/s (min / med / max) | x ceiling | p50 ms | p99 ms "
         "| daemon CPU µs/quote | errors | other procs (cores, max) |",
-        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for case in doc["cases"]:
         s = case["summary"]
         lo, med, hi = s["ok_per_s_min_med_max"]
         lines.append(
-            f"| {case['style']} | {case['sequence']} | {case['calls_per_request']} | "
+            f"| {case.get('code', 'this tree')} | {case['style']} | {case['sequence']} | {case['calls_per_request']} | "
             f"{lo:,.0f} / {med:,.0f} / {hi:,.0f} | {s['ratio_to_crypto_ceiling']:.2f} | "
             f"{s['p50_us_median'] / 1000:.1f} | {s['p99_us_median'] / 1000:.1f} | "
             f"{s['daemon_cpu_us_per_request_median']:.0f} | {s['errors_total']} | "
@@ -146,11 +152,30 @@ def markdown(doc: dict[str, Any]) -> str:
     for case in doc["cases"]:
         for r in case["runs"]:
             lines.append(
-                f"- {case['style']}/{case['sequence']}: {r['ok_per_s']:,.0f}/s, p99 "
+                f"- [{case.get('code', 'this tree')}] {case['style']}/{case['sequence']}: {r['ok_per_s']:,.0f}/s, p99 "
                 f"{r['latency_us']['p99_us'] / 1000:.1f} ms, errors {r['error_count']}, other "
                 f"{r.get('other_processes_cpu_cores', float('nan')):.2f} cores, `{r['uptime_before']}`"
             )
     return "\n".join(lines) + "\n"
+
+
+def start_daemon(root: Path, name: str, args: argparse.Namespace, src: Path | None) -> DaemonProcess:
+    daemon = DaemonProcess(
+        root / f"{name}.socket", root / "plat", use_uvloop=not args.no_uvloop, cpu_affinity=frozenset({0}),
+        extra_args=args.serve_arg,
+    )  # fmt: skip
+    old = os.environ.get("PYTHONPATH")
+    if src is not None:
+        os.environ["PYTHONPATH"] = str(src)
+    try:
+        daemon.start()
+    finally:
+        if src is not None:
+            if old is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = old
+    return daemon
 
 
 def main() -> None:
@@ -164,6 +189,8 @@ def main() -> None:
     ap.add_argument("--sequences", default="get-quote")
     ap.add_argument("--no-uvloop", action="store_true", help="the daemon on asyncio's default loop")
     ap.add_argument("--serve-arg", action="append", default=[], help="an extra `serve` option (repeatable)")
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="alternate runs with a daemon running this src/ tree (A/B on a shared machine)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
@@ -171,50 +198,58 @@ def main() -> None:
     doc: dict[str, Any] = {
         "label": args.label, "utc": utc, "git": git_head(), "clients": args.clients, "runs": args.runs,
         "seconds": args.seconds, "warmup": args.warmup, "machine": describe_machine(),
-        "uptime_start": uptime(), "serve_args": args.serve_arg, "daemon_loop": "asyncio" if args.no_uvloop else "uvloop if installed",
+        "uptime_start": uptime(), "serve_args": args.serve_arg,
+        "baseline_src": str(args.baseline_src) if args.baseline_src else None, "daemon_loop": "asyncio" if args.no_uvloop else "uvloop if installed",
     }  # fmt: skip
     doc["crypto_ceiling"] = crypto_ceiling(2.0)
     with tempfile.TemporaryDirectory(prefix="sqip", dir="/tmp") as tmp:
         root = Path(tmp)
         Platform.init(root / "plat")
-        daemon = DaemonProcess(
-            root / "aesm.socket", root / "plat", use_uvloop=not args.no_uvloop, cpu_affinity=frozenset({0}),
-            extra_args=args.serve_arg,
-        )  # fmt: skip
-        daemon.start()
+        codes: list[tuple[str, Path | None]] = [("this tree", None)]
+        if args.baseline_src is not None:
+            codes.insert(0, (f"baseline {args.baseline_src}", args.baseline_src.resolve()))
+        daemons = {name: start_daemon(root, f"d{i}", args, src) for i, (name, src) in enumerate(codes)}
         try:
             cases = []
             for sequence in args.sequences.split(","):
-                workload = prepare_workload(
-                    root / "aesm.socket",
-                    "quote",
-                    state_dir=root / "plat",
-                    sequence=sequence,  # type: ignore[arg-type]
-                )
+                workloads = {
+                    name: prepare_workload(
+                        d.socket_path,
+                        "quote",
+                        state_dir=root / "plat",
+                        sequence=sequence,
+                    )
+                    for name, d in daemons.items()
+                }
                 for style in args.styles.split(","):
                     if style != "intel" and sequence != "get-quote":
                         continue
-                    spec = LoadSpec(
-                        str(root / "aesm.socket"), workload, clients=args.clients, duration=args.seconds,
-                        warmup=args.warmup, style=style, processes=1, cpu_affinity=frozenset({1}),  # type: ignore[arg-type]
-                    )  # fmt: skip
-                    runs = []
+                    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in daemons}
                     for i in range(args.runs):
-                        r = one_run(daemon, spec)
-                        print(
-                            f"{style}/{sequence} run {i + 1}: {r['ok_per_s']:,.0f}/s p99 "
-                            f"{r['latency_us']['p99_us'] / 1000:.1f} ms errors {r['error_count']} daemon "
-                            f"{r['daemon_cpu_us_per_request']:.0f} µs/q other {r.get('other_processes_cpu_cores')}",
-                            file=sys.stderr, flush=True,
-                        )  # fmt: skip
-                        runs.append(r)
-                    cases.append({
-                        "style": style, "sequence": sequence, "calls_per_request": 1 + len(workload.prelude),
-                        "runs": runs, "summary": summarize(runs, doc["crypto_ceiling"]),
-                    })  # fmt: skip
+                        for name, daemon in daemons.items():
+                            spec = LoadSpec(
+                                str(daemon.socket_path), workloads[name], clients=args.clients,
+                                duration=args.seconds, warmup=args.warmup, style=style, processes=1,
+                                cpu_affinity=frozenset({1}),
+                            )  # fmt: skip
+                            r = one_run(daemon, spec)
+                            print(
+                                f"[{name}] {style}/{sequence} run {i + 1}: {r['ok_per_s']:,.0f}/s p99 "
+                                f"{r['latency_us']['p99_us'] / 1000:.1f} ms errors {r['error_count']} daemon "
+                                f"{r['daemon_cpu_us_per_request']:.0f} µs/q other {r.get('other_processes_cpu_cores')}",
+                                file=sys.stderr, flush=True,
+                            )  # fmt: skip
+                            runs[name].append(r)
+                    for name in daemons:
+                        cases.append({
+                            "code": name, "style": style, "sequence": sequence,
+                            "calls_per_request": 1 + len(workloads[name].prelude),
+                            "runs": runs[name], "summary": summarize(runs[name], doc["crypto_ceiling"]),
+                        })  # fmt: skip
             doc["cases"] = cases
         finally:
-            daemon.stop()
+            for daemon in daemons.values():
+                daemon.stop()
     doc["uptime_end"] = uptime()
     args.out.mkdir(parents=True, exist_ok=True)
     base = args.out / f"intel_pattern-{args.label}-{utc}"
