@@ -348,3 +348,36 @@ def test_strace_of_a_real_call(served: Served, tmp_path: Path) -> None:
     assert [c for c in reads if not c.endswith("=-1")] == ["read(4)=4", f"read({reply_len})={reply_len}"]
     assert all(c == "read(4)=-1" for c in reads if c.endswith("=-1"))  # EAGAIN only before the length
     assert calls[-1] == "close"
+
+
+def test_intel_clients_of_a_silent_service_end_as_timeouts(
+    served: Served, listener: tuple[str, socket.socket]
+) -> None:
+    """A service that accepts (the backlog) and never answers: every client is still waiting at the
+    end of the grace period, and each is counted as a timeout with its descriptors closed."""
+    import time
+
+    from sgx_quote_helper.benchmark.worker import _IntelWorker
+
+    path, _srv = listener
+    workload = prepare_workload(served.socket, "quote", state_dir=served.state)
+    spec = LoadSpec(path, workload, clients=3, duration=0.2, warmup=0.0, style="intel", grace=0.3)
+
+    class Pipe:
+        def __init__(self) -> None:
+            self.sent: list[tuple[object, ...]] = []
+
+        def send(self, msg: tuple[object, ...]) -> None:
+            self.sent.append(msg)
+
+    fds_before = len(os.listdir("/proc/self/fd"))
+    pipe = Pipe()
+    worker = _IntelWorker(spec, 3, None, time.monotonic_ns(), pipe)  # type: ignore[arg-type]
+    worker.run()
+    assert dict(worker.counts) == {"timeout": 3}
+    assert len(os.listdir("/proc/self/fd")) == fds_before  # every call's epoll, pipe and socket closed
+    assert pipe.sent and all(msg[0] == "progress" for msg in pipe.sent)
+    result = run_load(
+        LoadSpec(path, workload, clients=2, duration=0.2, warmup=0.0, style="intel", grace=0.3, processes=1)
+    )
+    assert result.ok == 0 and result.errors == {"timeout": 2}

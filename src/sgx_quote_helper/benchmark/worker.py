@@ -5,9 +5,11 @@ pipe with the messages of :mod:`.spec`. Times come from the system-wide monotoni
 workers share one start and one measured window.
 
 Client styles: ``intel`` runs :func:`.intel.transact` (Intel's libsgx_quote_ex socket code, call
-for call) for every call of the workload's sequence, its ``epoll_wait`` answered by this event loop;
-``aesmd`` connects, writes the whole frame at once and reads whatever arrives; ``keepalive`` does the
-same over one connection per client.
+for call) for every call of the workload's sequence in :class:`_IntelWorker`: a plain epoll loop
+over the calls' own epoll fds (where Intel's client blocks in ``epoll_wait`` on its epoll fd, the
+worker waits for that fd to become readable among all its calls', then calls ``epoll_wait`` on it
+with timeout 0), no asyncio; ``aesmd`` connects, writes the whole frame at once and reads whatever
+arrives (asyncio); ``keepalive`` does the same over one connection per client.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import select
 import signal
 import socket
 import struct
@@ -49,9 +52,14 @@ def worker_main(conn: Connection, spec: LoadSpec, clients: int, quota: int | Non
     try:
         conn.send((READY,))
         _, start_ns = conn.recv()
-        worker = _Worker(spec, clients, quota, start_ns, conn)
+        kind = _IntelWorker if spec.style == "intel" else _Worker
+        worker = kind(spec, clients, quota, start_ns, conn)
         cpu0 = time.process_time()
-        loop.run_until_complete(worker.run())
+        if isinstance(worker, _IntelWorker):
+            loop_name = "epoll"
+            worker.run()
+        else:
+            loop.run_until_complete(worker.run())
         cpu = time.process_time() - cpu0
         window_ns = worker.last_ns - worker.measure_ns
         conn.send((DONE, dict(worker.counts), worker.samples.to_bytes(), window_ns, loop_name, cpu))
@@ -99,11 +107,7 @@ class _Worker:
         delay = (self.start_ns - time.monotonic_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
-        client = {
-            "intel": self._intel_client,
-            "aesmd": self._aesmd_client,
-            "keepalive": self._keepalive_client,
-        }[self.spec.style]
+        client = self._aesmd_client if self.spec.style == "aesmd" else self._keepalive_client
         tasks = [asyncio.ensure_future(client()) for _ in range(self.clients)]
         reporter = asyncio.ensure_future(self._report())
         end = self.end_ns
@@ -123,54 +127,6 @@ class _Worker:
             await asyncio.sleep(PROGRESS_INTERVAL)
             ok = self.counts.get(OK, 0)
             self.conn.send((PROGRESS, ok, sum(self.counts.values()) - ok))
-
-    async def _intel_client(self) -> None:
-        calls = [*self.spec.workload.prelude, (self.frame[4:], self.judge)]
-        clock = time.monotonic_ns
-        path = self.path
-        while True:
-            t0 = clock()
-            label = OK
-            for body, judge in calls:
-                try:
-                    label = judge(await self._drive(intel.transact(path, body)))
-                except intel.ServiceTimeout:
-                    label = TIMEOUT
-                except (intel.IntelCallError, OSError):
-                    label = TRANSPORT
-                if label != OK:
-                    break
-            if not self._record(t0, clock(), label):
-                return
-
-    async def _drive(self, call: intel.Call) -> bytes:
-        """Run one Intel-style call; each ``epoll_wait`` Intel would block in is answered once the
-        call's own epoll fd is readable in this loop (or its timeout passed)."""
-        try:
-            wait = next(call)
-            while True:
-                wait = call.send(await self._epoll_wait(wait))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-
-    async def _epoll_wait(self, wait: intel.Wait) -> list[tuple[int, int]]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        fd = wait.ep.fileno()
-        loop.add_reader(fd, wake)
-        timer = loop.call_later(wait.timeout_ms / 1000, wake) if wait.timeout_ms >= 0 else None
-        try:
-            await fut
-        finally:
-            loop.remove_reader(fd)
-            if timer is not None:
-                timer.cancel()
-        return intel.SYSCALLS.epoll_wait(wait.ep, 0)
 
     async def _aesmd_client(self) -> None:
         loop = asyncio.get_running_loop()
@@ -214,6 +170,140 @@ class _Worker:
         finally:
             if sock is not None:
                 sock.close()
+
+
+class _Slot:
+    """One Intel-style client: the call in progress and where it is in the workload's sequence."""
+
+    __slots__ = ("call", "deadline", "ep", "fd", "step", "t0")
+
+    def __init__(self) -> None:
+        self.call: intel.Call | None = None
+        self.ep: select.epoll | None = None
+        self.fd = -1  # the call's epoll fd while it is registered in the worker's epoll
+        self.deadline = math.inf
+        self.step = 0
+        self.t0 = 0
+
+
+class _IntelWorker(_Worker):
+    """The ``intel`` style without asyncio: one epoll over the calls' own epoll fds.
+
+    Registering a call's epoll fd costs one ``epoll_ctl`` in the worker's epoll; closing it at the
+    end of the call (Intel's order) removes it there too. A readiness of that fd that finds no event
+    on it (a number reused by a newer call within one batch) is ignored, so each call's generator
+    sees only what Intel's ``epoll_wait`` would return.
+    """
+
+    def run(self) -> None:  # type: ignore[override]
+        delay = (self.start_ns - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            time.sleep(delay)
+        self.calls = [*self.spec.workload.prelude, (self.frame[4:], self.judge)]
+        self.master = select.epoll()
+        self.by_fd: dict[int, _Slot] = {}
+        self.active = 0
+        try:
+            self._loop()
+        finally:
+            self.master.close()
+        if self.quota is None:
+            self.last_ns = self.measure_ns + int(self.spec.duration * 1e9)
+
+    def _loop(self) -> None:
+        clock = time.monotonic_ns
+        slots = [_Slot() for _ in range(self.clients)]
+        for slot in slots:
+            self._begin_request(slot, clock())
+        give_up = self.end_ns + self.spec.grace * 1e9
+        next_report = clock() + PROGRESS_INTERVAL * 1e9
+        poll = self.master.poll
+        epoll_wait = intel.SYSCALLS.epoll_wait
+        while self.active:
+            now_ns = clock()
+            if now_ns >= next_report:
+                ok = self.counts.get(OK, 0)
+                self.conn.send((PROGRESS, ok, sum(self.counts.values()) - ok))
+                next_report = now_ns + PROGRESS_INTERVAL * 1e9
+            if now_ns >= give_up:
+                for slot in slots:
+                    if slot.call is not None:
+                        self.counts[TIMEOUT] += 1
+                        self._abandon(slot)
+                return
+            now = now_ns / 1e9
+            first = min((s.deadline for s in slots if s.call is not None), default=math.inf)
+            timeout = min(first - now, (next_report - now_ns) / 1e9, (give_up - now_ns) / 1e9)
+            events = poll(max(0.0, timeout))
+            for fd, _ in events:
+                ready = self.by_fd.get(fd)
+                if ready is None or ready.ep is None:
+                    continue
+                got = epoll_wait(ready.ep, 0)
+                if got:
+                    self._advance(ready, got)
+            if first <= time.monotonic():
+                now = time.monotonic()
+                for slot in slots:
+                    if slot.call is not None and slot.deadline <= now:
+                        self._advance(slot, [])  # Intel's epoll_wait timed out
+
+    def _begin_request(self, slot: _Slot, t0: int) -> None:
+        slot.t0, slot.step = t0, 0
+        self.active += 1
+        slot.call = intel.transact(self.path, self.calls[0][0])
+        self._advance(slot, None)
+
+    def _advance(self, slot: _Slot, events: list[tuple[int, int]] | None) -> None:
+        """Resume the slot's call with ``events`` (``None``: start it) until it waits again or the
+        client stops; finished calls go on to the next call of the sequence or the next request
+        (a loop, not recursion: a call may finish without ever waiting)."""
+        while True:
+            call = slot.call
+            assert call is not None
+            label = OK
+            try:
+                wait = next(call) if events is None else call.send(events)
+            except StopIteration as done:
+                label = self.calls[slot.step][1](done.value)
+            except intel.ServiceTimeout:
+                label = TIMEOUT
+            except (intel.IntelCallError, OSError):
+                label = TRANSPORT
+            else:
+                fd = wait.ep.fileno()
+                if slot.fd != fd:
+                    self.master.register(fd, select.EPOLLIN)
+                    slot.fd, slot.ep = fd, wait.ep
+                    self.by_fd[fd] = slot
+                timeout = wait.timeout_ms / 1000 if wait.timeout_ms >= 0 else math.inf
+                slot.deadline = time.monotonic() + timeout
+                return
+            self._unregister(slot)
+            slot.call, events = None, None
+            if label == OK and slot.step + 1 < len(self.calls):
+                slot.step += 1
+            else:
+                self.active -= 1
+                t1 = time.monotonic_ns()
+                if not self._record(slot.t0, t1, label):
+                    return
+                slot.t0, slot.step = t1, 0
+                self.active += 1
+            slot.call = intel.transact(self.path, self.calls[slot.step][0])
+
+    def _unregister(self, slot: _Slot) -> None:
+        """The call ended: its generator closed its epoll fd, which left the worker's epoll with it."""
+        if self.by_fd.get(slot.fd) is slot:
+            del self.by_fd[slot.fd]
+        slot.fd, slot.ep, slot.deadline = -1, None, math.inf
+
+    def _abandon(self, slot: _Slot) -> None:
+        if slot.call is not None:
+            slot.call.close()  # runs the call's finally: its descriptors are closed
+            slot.call = None
+        self._unregister(slot)
+        self.active -= 1
 
 
 async def _read_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
