@@ -48,7 +48,6 @@ UPSTREAM_DOWN = AesmStatus.SERVICE_UNAVAILABLE
 DEFAULT_MAX_RESPONSE = 4 << 20
 #: seconds for one upstream exchange (connect, send, whole reply); QE3 can take a while at first
 DEFAULT_UPSTREAM_TIMEOUT = 60.0
-_PUB_KEY_ID_SIZE = 32
 
 
 class UpstreamFailure(Exception):
@@ -130,42 +129,15 @@ class Upstream:
 def error_reply(body: bytes, status: AesmStatus) -> bytes | None:
     """A response body of the request's field number carrying ``status``; ``None`` if unknowable.
 
-    Known request types get the reply our service would send; a request type we do not know gets
-    ``{field: {errorCode: status}}`` (every AESM response has ``errorCode`` as its field 1).
+    Known request types get the reply our service would send (``TypedRequest.failure``); a request
+    type we do not know gets ``{field: {errorCode: status}}`` (every AESM response has
+    ``errorCode`` as its field 1).
     """
     try:
-        request = m.decode_request(body)
+        response = m.decode_request(body).failure(int(status))
     except RemoteProtocolError:
         return None
-    code = int(status)
-    response: m.Response
-    if isinstance(request, m.EmptyRequest):
-        return None
-    if isinstance(request, m.UnknownRequest):
-        if len(request.fields) != 1:
-            return None
-        inner = b"\x08" + _varint(code)  # field 1 (errorCode), varint
-        return _varint(request.fields[0] << 3 | 2) + _varint(len(inner)) + inner
-    if isinstance(request, m.GetQuoteExRequest):
-        response = m.GetQuoteExResponse(code, None, request.qe_report_info)
-    elif isinstance(request, m.InitQuoteExRequest):
-        asked = request.buf_size if request.b_pub_key_id and request.buf_size is not None else None
-        response = m.InitQuoteExResponse(
-            code, pub_key_id_size=asked if asked is not None else _PUB_KEY_ID_SIZE
-        )
-    elif isinstance(request, m.GetQuoteSizeExRequest):
-        response = m.GetQuoteSizeExResponse(code)
-    elif isinstance(request, m.GetSupportedAttKeyIDNumRequest):
-        response = m.GetSupportedAttKeyIDNumResponse(code, 0)
-    elif isinstance(request, m.GetSupportedAttKeyIDsRequest):
-        response = m.GetSupportedAttKeyIDsResponse(code)
-    elif isinstance(request, m.SelectAttKeyIDRequest):
-        response = m.SelectAttKeyIDResponse(code)
-    elif isinstance(request, m.HelperProbeRequest):
-        response = m.HelperProbeResponse(code)
-    else:
-        response = m.LegacyResponse(request.field, code)
-    return m.encode_response(response)
+    return m.encode_response(response) if response is not None else None
 
 
 _PROBE_REQUEST = m.encode_request(m.HelperProbeRequest())
@@ -179,18 +151,6 @@ def _is_probe(body: bytes) -> bool:
         return isinstance(m.decode_request(body), m.HelperProbeRequest)
     except RemoteProtocolError:
         return False
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 class _ProxyConnection(_Connection):
