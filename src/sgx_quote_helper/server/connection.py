@@ -267,6 +267,9 @@ class ConnectionBase(asyncio.Protocol):
         )
         if d.action is Action.BUSY:
             self._log_busy(d.reason)
+        elif hint:  # the reply's bytes count against the cap from now, not only once written
+            adm.reply_bytes += hint
+            self._reply_bytes += hint
         return d
 
     def _log_busy(self, reason: str) -> None:
