@@ -254,7 +254,8 @@ def _run_proxy(config: ServerConfig, upstream_socket: Path | None, timeout: floa
     default=64.0,
     show_default=True,
     help="MiB of replies buffered for clients that have not read them yet (all connections); "
-    "past it new GetQuoteEx requests are answered BUSY (18). 0: no cap.",
+    "past it new GetQuoteEx requests are answered BUSY (18); requests for buffers of 64 KiB "
+    "or more already past three quarters of it, so ordinary quotes still get through. 0: no cap.",
 )
 @click.option(
     "--metrics-port",

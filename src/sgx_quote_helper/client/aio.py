@@ -98,9 +98,18 @@ class AsyncQuoteClient(_Settings):
         expect = getattr(type(request), "Response", None)
         start = time.monotonic()
         plan = Attempts(
-            self.socket_path, self.retry_deadline, start + self.timeout, self._conn is not None, start
+            self.socket_path,
+            self.retry_deadline,
+            start + self.timeout,
+            self._conn is not None,
+            start,
+            self.backoff,
         )
+        first = True
         while True:
+            if not first:
+                await asyncio.sleep(plan.pause(time.monotonic()))
+            first = False
             reader, writer = self._conn if self._conn is not None else await self._connect()
             self._conn = None
             plan.begin(time.monotonic())

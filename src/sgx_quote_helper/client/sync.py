@@ -104,8 +104,14 @@ class QuoteClient(_Settings):
         expect = getattr(type(request), "Response", None)
         start = time.monotonic()
         deadline = start + self.timeout
-        plan = Attempts(self.socket_path, self.retry_deadline, deadline, self._sock is not None, start)
+        plan = Attempts(
+            self.socket_path, self.retry_deadline, deadline, self._sock is not None, start, self.backoff
+        )
+        first = True
         while True:
+            if not first:
+                time.sleep(plan.pause(time.monotonic()))
+            first = False
             sock = self._sock if self._sock is not None else self._connect(deadline)
             self._sock = None
             plan.begin(time.monotonic())

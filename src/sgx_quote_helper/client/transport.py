@@ -6,7 +6,9 @@ read one frame, over the sans-I/O :mod:`~sgx_quote_helper.wire.connection` core.
   clients, the socket-path probe, the upstream proxy, the doctor and the harnesses all use it).
 - :class:`Attempts` is the retry rule both clients share: a request whose connection was lost
   before a single reply byte is sent again on a new connection, at most :data:`MAX_ATTEMPTS`
-  times, within the retry deadline (or once more on a kept connection the daemon had closed).
+  times, within the retry deadline (or once more on a kept connection the daemon had closed),
+  after a short backoff (:meth:`Attempts.pause`: a daemon killed with our request in flight takes
+  a moment to die, and a retry at once may land in its dying listener's backlog again).
   :meth:`Attempts.settle` turns the event into the reply or the client error.
 """
 
@@ -61,15 +63,35 @@ class Attempts:
         retry_deadline: seconds from ``now`` within which a lost request is resent.
         deadline: the call's own deadline (absolute, same clock as ``now``).
         reused: the first attempt uses a kept connection (which the daemon may have closed).
+        backoff: seconds before the second attempt, doubling after.
     """
 
-    __slots__ = ("_again", "_attempt", "_deadline", "_retry_until", "_reused", "where")
+    __slots__ = (
+        "_again",
+        "_attempt",
+        "_backoff",
+        "_deadline",
+        "_retry_until",
+        "_reused",
+        "_reused_first",
+        "where",
+    )
 
-    def __init__(self, where: str, retry_deadline: float, deadline: float, reused: bool, now: float) -> None:
+    def __init__(
+        self,
+        where: str,
+        retry_deadline: float,
+        deadline: float,
+        reused: bool,
+        now: float,
+        backoff: float = 0.05,
+    ) -> None:
         self.where = where
         self._retry_until = min(now + retry_deadline, deadline)
         self._deadline = deadline
+        self._backoff = backoff
         self._reused = reused
+        self._reused_first = reused
         self._attempt = 0
         self._again = False
 
@@ -78,6 +100,13 @@ class Attempts:
         self._again = self._attempt + 1 < MAX_ATTEMPTS and (self._reused or now < self._retry_until)
         self._attempt += 1
         self._reused = False
+
+    def pause(self, now: float) -> float:
+        """Seconds to wait before the next attempt: none after a kept connection was found closed
+        (no sign of a daemon in trouble), else ``backoff``, doubling, within the retry deadline."""
+        if self._attempt <= 1 and self._reused_first:
+            return 0.0
+        return max(0.0, min(self._backoff * (1 << max(self._attempt - 1, 0)), self._retry_until - now))
 
     def lost(self, exc: OSError) -> None:
         """The connection broke (reset, broken pipe) before a reply: return to retry, else raise."""

@@ -11,7 +11,9 @@ returns a :class:`Decision`. The order of the checks is the contract (tests pin 
 3. the global in-flight bound (``max_in_flight``): BUSY (18);
 4. the global reply-buffer cap: a request whose reply may be large (GetQuoteEx, ``reply_hint`` its
    ``buf_size``) is BUSY when the replies already buffered for peers that do not read, plus this
-   one, would pass ``max_reply_bytes`` (a flood of never-reading clients cannot grow memory);
+   one, would pass ``max_reply_bytes`` (a flood of never-reading clients cannot grow memory).
+   Replies of :data:`LARGE_REPLY` or more may fill only three quarters of the cap, so that
+   ordinary quotes (a few KB) still get through while big-buffer clients hold the rest;
 5. inline when this kind is known to be fast and nothing slow holds the engine; else off the loop.
 
 A refusal after step 1 gives the peer's slot back itself. No I/O and no clock: plain state, time
@@ -48,6 +50,9 @@ class Decision:
     peer: int | None = None
     slow: bool = False
 
+
+#: a reply this big (GetQuoteEx ``buf_size``) is "large": it may use only 3/4 of the reply cap
+LARGE_REPLY = 64 << 10
 
 _INLINE = Decision(Action.INLINE)
 _BUSY = Decision(Action.BUSY, "busy")
@@ -115,8 +120,10 @@ class Admission:
         refused = None
         if self.in_flight >= self.max_in_flight:
             refused = _BUSY
-        elif reply_hint and self.max_reply_bytes and self.reply_bytes + reply_hint > self.max_reply_bytes:
-            refused = _REPLY_FULL
+        elif reply_hint and self.max_reply_bytes:
+            room = self.max_reply_bytes if reply_hint < LARGE_REPLY else self.max_reply_bytes * 3 // 4
+            if self.reply_bytes + reply_hint > room:
+                refused = _REPLY_FULL
         if refused is not None:
             if key is not None:
                 self.policy.release(key)
@@ -151,4 +158,4 @@ class Admission:
         self._cost[kind] = seconds if old is None else old * 0.8 + seconds * 0.2
 
 
-__all__ = ["Action", "Admission", "Decision"]
+__all__ = ["LARGE_REPLY", "Action", "Admission", "Decision"]

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..abi.aesm import DEFAULT_SOCKET_PATH
 from ..errors import ConfigError
 from ..wire.framing import DEFAULT_MAX_FRAME_SIZE
 
-#: where every AESM client looks (compiled into Intel's libraries: CONFIG_SOCKET_PATH)
-DEFAULT_SOCKET_PATH = Path("/var/run/aesmd/aesm.socket")
 #: the default global cap on reply bytes buffered for clients that do not read (64 MiB)
 DEFAULT_MAX_REPLY_BYTES = 64 << 20
 #: sun_path is 108 bytes including the terminating NUL
