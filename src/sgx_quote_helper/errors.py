@@ -9,11 +9,12 @@ Callers branch on the type and its attributes, never on the message text.
     ├── ParseError(structure, offset)       bytes do not form the named structure
     ├── ProtocolError                       (abstract)
     │   ├── LocalProtocolError              we were asked to send something invalid
-    │   └── RemoteProtocolError             the peer sent bad framing or protobuf
+    │   └── RemoteProtocolError(fault)      the peer broke the protocol; ``fault`` names how
+    │       └── BadResponseError            ... seen by a client: the reply is not a valid answer
     ├── EngineError(status)                 a quoting engine refused (status: QuoteLibStatus)
     ├── AesmError(status)                   the daemon answered a non-zero errorCode (client side)
     ├── TransportError                      connect/read/write/timeout failed (client side)
-    ├── BadResponseError                    the daemon's reply is not a valid answer
+    │   └── UpstreamFailure                 the proxy's upstream gave no usable reply
     ├── VerificationError(step, reason)     a numbered verification check failed
     ├── CollateralError                     collateral is missing, malformed or unavailable
     ├── PlatformStateError                  a simulated platform state directory is unusable
@@ -58,8 +59,30 @@ class LocalProtocolError(ProtocolError):
     """We were asked to send something the protocol does not allow."""
 
 
+class Fault:
+    """How a peer broke the protocol (``RemoteProtocolError.fault``): one name per kind of fault, the
+    same whichever side sees it (the daemon reading a request, a client reading a reply)."""
+
+    OVERSIZED = "oversized"  #: a length prefix above the frame limit
+    TRUNCATED = "truncated"  #: the peer closed inside a frame
+    MALFORMED = "malformed"  #: a body that is not a valid protobuf envelope (or lacks errorCode)
+    UNEXPECTED = "unexpected"  #: an envelope with no known message, or not the awaited reply type
+    INVALID = "invalid"  #: a message whose fields break the protocol (sizes, missing fields)
+    FRAME_TIMEOUT = "frame_timeout"  #: a frame begun and not finished in time (slow peer)
+    IDLE_TIMEOUT = "idle_timeout"  #: connected and sent nothing in time
+    REPLY_TIMEOUT = "reply_timeout"  #: a peer that has not read its reply in time (write-blocked)
+
+
 class RemoteProtocolError(ProtocolError):
-    """The peer sent bytes that break the protocol (framing, protobuf, field sizes)."""
+    """The peer sent bytes that break the protocol (framing, protobuf, field sizes).
+
+    Attributes:
+        fault: a :class:`Fault` name (``"truncated"``...), the same on the server and client side.
+    """
+
+    def __init__(self, reason: str = "", fault: str = Fault.MALFORMED) -> None:
+        self.fault = fault
+        super().__init__(reason)
 
 
 class EngineError(SgxQuoteHelperError):
@@ -95,8 +118,17 @@ class TransportError(SgxQuoteHelperError):
     """Connecting to, writing to or reading from the daemon failed (or timed out)."""
 
 
-class BadResponseError(SgxQuoteHelperError):
-    """The daemon's reply is not a valid answer to the request that was sent."""
+class BadResponseError(RemoteProtocolError):
+    """The daemon's reply is not a valid answer to the request that was sent (a client's view of a
+    :class:`RemoteProtocolError`; ``fault`` says which kind)."""
+
+    def __init__(self, reason: str = "", fault: str = Fault.INVALID) -> None:
+        super().__init__(reason, fault)
+
+
+class UpstreamFailure(TransportError):
+    """The proxy's upstream AESM gave no usable reply (connect, send, timeout, truncated or oversized
+    reply); the proxy answers its client SERVICE_UNAVAILABLE (30)."""
 
 
 class VerificationError(SgxQuoteHelperError):
@@ -134,6 +166,7 @@ __all__ = [
     "CollateralError",
     "ConfigError",
     "EngineError",
+    "Fault",
     "LocalProtocolError",
     "ParseError",
     "PlatformStateError",
@@ -141,5 +174,6 @@ __all__ = [
     "RemoteProtocolError",
     "SgxQuoteHelperError",
     "TransportError",
+    "UpstreamFailure",
     "VerificationError",
 ]

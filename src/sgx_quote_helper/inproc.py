@@ -31,6 +31,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from .abi.aesm import AESM_ADDR_ENV
 from .abi.keyid import AttKeyId, QeReportInfo
 from .abi.report import Report, TargetInfo
 from .client import DEFAULT_SOCKET_PATH, QuoteClient, out_of_process_mode, trim_quote
@@ -40,7 +41,6 @@ from .errors import ConfigError
 
 ENGINE_ENV = "SGX_QUOTE_HELPER_ENGINE"
 STATE_ENV = "SGX_QUOTE_HELPER_STATE"
-AESM_ADDR_ENV = "SGX_AESM_ADDR"
 
 IN_PROCESS = "in-process"
 OUT_OF_PROCESS = "out-of-process"

@@ -32,7 +32,7 @@ from .wire import messages as m
 log = logging.getLogger(__name__)
 
 #: ECDSA_ID size: SHA-256 (``sizeof(sgx_sha256_hash_t)``)
-PUB_KEY_ID_SIZE = 32
+PUB_KEY_ID_SIZE = m.PUB_KEY_ID_SIZE
 #: SelectAttKeyID accepts at most this many entries (quote_ex_service_bundle.cpp)
 MAX_ATT_KEY_IDS_IN_LIST = 10
 #: default cap on GetQuoteEx ``buf_size``: larger buffers answer OUT_OF_MEMORY_ERROR (21)
@@ -133,7 +133,7 @@ class AesmService:
     @staticmethod
     def needs_engine(request: m.Request) -> bool:
         """True for the requests that do engine work (run them off the event loop)."""
-        return isinstance(request, m.InitQuoteExRequest | m.GetQuoteSizeExRequest | m.GetQuoteExRequest)
+        return type(request).ENGINE
 
     def handle(self, request: m.Request) -> m.Response | None:
         """Answer one request; ``None`` means "close without replying" (empty/unknown envelope)."""
@@ -157,32 +157,14 @@ class AesmService:
             )
         return None
 
-    def error_response(self, request: m.Request, status: AesmStatus) -> m.Response | None:
-        """The response of ``request``'s type carrying only ``status`` (and the always-sent fields).
+    @staticmethod
+    def error_response(request: m.Request, status: AesmStatus) -> m.Response | None:
+        """The response of ``request``'s type carrying only ``status`` (and the always-sent fields;
+        see ``TypedRequest.failure``); ``None`` for an envelope no response type fits.
 
         The server uses it with BUSY (18) past its in-flight bound.
         """
-        code = int(status)
-        if isinstance(request, m.GetQuoteExRequest):
-            return m.GetQuoteExResponse(code, None, request.qe_report_info)
-        if isinstance(request, m.InitQuoteExRequest):
-            size = (
-                request.buf_size if request.b_pub_key_id and request.buf_size is not None else PUB_KEY_ID_SIZE
-            )
-            return m.InitQuoteExResponse(code, pub_key_id_size=size)
-        if isinstance(request, m.GetQuoteSizeExRequest):
-            return m.GetQuoteSizeExResponse(code)
-        if isinstance(request, m.GetSupportedAttKeyIDNumRequest):
-            return m.GetSupportedAttKeyIDNumResponse(code, 0)
-        if isinstance(request, m.GetSupportedAttKeyIDsRequest):
-            return m.GetSupportedAttKeyIDsResponse(code)
-        if isinstance(request, m.SelectAttKeyIDRequest):
-            return m.SelectAttKeyIDResponse(code)
-        if isinstance(request, m.LegacyRequest):
-            return m.LegacyResponse(request.field, code)
-        if isinstance(request, m.HelperProbeRequest):
-            return m.HelperProbeResponse(code, IMPLEMENTATION, self.version, self.pid, self.instance_id)
-        return None
+        return request.failure(int(status))
 
     # -------------------------------------------------------------- key ids
 

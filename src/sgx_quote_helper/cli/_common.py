@@ -10,6 +10,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from ..abi.aesm import DEFAULT_SOCKET_PATH
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 STATE_ENV = "SGX_QUOTE_HELPER_STATE"
@@ -36,7 +38,7 @@ def state_dir_option(f: F) -> F:
     )(f)
 
 
-DEFAULT_SOCKET = "/var/run/aesmd/aesm.socket"
+DEFAULT_SOCKET = str(DEFAULT_SOCKET_PATH)
 
 
 def socket_option(help: str = "The quote service's socket.") -> Callable[[F], F]:

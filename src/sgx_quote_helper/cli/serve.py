@@ -156,7 +156,8 @@ def _run_proxy(config: ServerConfig, upstream_socket: Path | None, timeout: floa
     type=click.FloatRange(min=0, min_open=True),
     default=30.0,
     show_default=True,
-    help="Seconds an idle client connection is kept open.",
+    help="Seconds an idle client connection is kept open; also how long a client that stops "
+    "reading its reply keeps its connection (then it is aborted and its buffer freed).",
 )
 @click.option(
     "--read-timeout",
@@ -239,6 +240,24 @@ def _run_proxy(config: ServerConfig, upstream_socket: Path | None, timeout: floa
     help="Open client connections; a new one past this is closed (and logged).",
 )
 @click.option(
+    "--max-connections-per-uid",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Open connections of one peer uid (SO_PEERCRED); a new one past this is closed (and "
+    "logged), so one user cannot take every --max-connections slot. 0: no per-uid cap.",
+)
+@click.option(
+    "--max-reply-buffer",
+    "max_reply_mib",
+    type=click.FloatRange(min=0),
+    default=64.0,
+    show_default=True,
+    help="MiB of replies buffered for clients that have not read them yet (all connections); "
+    "past it new GetQuoteEx requests are answered BUSY (18); requests for buffers of 64 KiB "
+    "or more already past three quarters of it, so ordinary quotes still get through. 0: no cap.",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
     default=None,
@@ -285,6 +304,8 @@ def serve(
     max_in_flight_per_peer: int,
     limit_by: str,
     max_connections: int,
+    max_connections_per_uid: int,
+    max_reply_mib: float,
     metrics_port: int | None,
     metrics_host: str,
     log_format: str,
@@ -337,6 +358,8 @@ def serve(
             max_in_flight_per_peer=max_in_flight_per_peer,
             limit_by_pid=limit_by == "pid",
             max_connections=max_connections,
+            max_connections_per_uid=max_connections_per_uid,
+            max_reply_bytes=int(max_reply_mib * (1 << 20)),
             metrics_port=metrics_port,
             metrics_host=metrics_host,
         )

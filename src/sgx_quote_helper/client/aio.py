@@ -7,15 +7,15 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
+from typing import TypeVar, cast
 
 from ..abi.keyid import AttKeyId, QeReportInfo
 from ..abi.report import Report
-from ..errors import BadResponseError, RemoteProtocolError, TransportError
+from ..errors import BadResponseError, TransportError
 from ..wire import messages as m
-from ..wire.framing import FrameDecoder
+from ..wire.connection import ClientConnection
 from .mode import DEFAULT_SOCKET_PATH
 from .replies import (
-    _MAX_ATTEMPTS,
     _RETRYABLE,
     DEFAULT_RETRY_DEADLINE,
     DEFAULT_TIMEOUT,
@@ -27,12 +27,13 @@ from .replies import (
     _check_num,
     _check_quote,
     _check_selected,
-    _decode,
-    _encode,
-    _expect,
+    _ok,
     _select_request,
     _Settings,
 )
+from .transport import Attempts, receive_async
+
+R = TypeVar("R")
 
 
 class AsyncQuoteClient(_Settings):
@@ -84,32 +85,8 @@ class AsyncQuoteClient(_Settings):
             except OSError as exc:
                 raise TransportError(f"cannot connect to {self.socket_path}: {exc}") from exc
 
-    async def _exchange(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frame: bytes
-    ) -> bytes | None:
-        writer.write(frame)
-        await writer.drain()
-        decoder = FrameDecoder(MAX_RESPONSE_FRAME)
-        got_any = False
-        while True:
-            chunk = await reader.read(65536)
-            if not chunk:
-                if got_any:
-                    try:
-                        decoder.eof()
-                    except RemoteProtocolError as exc:
-                        raise BadResponseError(str(exc)) from None
-                return None
-            got_any = True
-            try:
-                frames = decoder.feed(chunk)
-            except RemoteProtocolError as exc:
-                raise BadResponseError(str(exc)) from None
-            if frames:
-                return frames[0]
-
     async def transact(self, request: m.Request) -> m.Response:
-        """Send one request, return the decoded response (no errorCode check)."""
+        """Send one request, return its response (of the request's type; no errorCode check)."""
         try:
             return await asyncio.wait_for(self._transact(request), self.timeout)
         except TimeoutError as exc:
@@ -117,60 +94,74 @@ class AsyncQuoteClient(_Settings):
             raise TransportError(f"no answer from {self.socket_path} within {self.timeout:g}s") from exc
 
     async def _transact(self, request: m.Request) -> m.Response:
-        frame = _encode(request)
+        body = m.encode_request(request)
+        expect = getattr(type(request), "Response", None)
         start = time.monotonic()
-        reused = self._conn is not None
-        for attempt in range(_MAX_ATTEMPTS):
+        plan = Attempts(
+            self.socket_path,
+            self.retry_deadline,
+            start + self.timeout,
+            self._conn is not None,
+            start,
+            self.backoff,
+        )
+        first = True
+        while True:
+            if not first:
+                await asyncio.sleep(plan.pause(time.monotonic()))
+            first = False
             reader, writer = self._conn if self._conn is not None else await self._connect()
             self._conn = None
-            # lost before any reply byte: retried on a new connection within the retry deadline
-            # (a closed kept connection, or a daemon that died with our request); AESM requests
-            # can all be repeated safely
-            again = attempt + 1 < _MAX_ATTEMPTS and (reused or time.monotonic() < start + self.retry_deadline)
-            reused = False
+            plan.begin(time.monotonic())
+            conn = ClientConnection(max_frame_size=MAX_RESPONSE_FRAME)
             try:
-                body = await self._exchange(reader, writer, frame)
+                writer.write(conn.send_body(body, 0.0, expect))
+                await writer.drain()
+                ev = await receive_async(conn, reader.read)
             except (BrokenPipeError, ConnectionResetError) as exc:
                 writer.close()
-                if again:
-                    continue
-                raise TransportError(f"connection to {self.socket_path} lost: {exc}") from exc
+                plan.lost(exc)
+                continue
             except OSError as exc:
                 writer.close()
                 raise TransportError(f"talking to {self.socket_path} failed: {exc}") from exc
             except BaseException:
                 writer.close()
                 raise
-            if body is None:
+            try:
+                response = plan.settle(ev)
+            except BaseException:
                 writer.close()
-                if again:
-                    continue
-                raise TransportError(f"{self.socket_path} closed the connection without answering")
+                raise
+            if response is None:
+                writer.close()
+                continue
             if self.reuse_connection:
                 self._conn = (reader, writer)
             else:
                 writer.close()
-            return _decode(body)
-        raise TransportError(
-            f"{self.socket_path} closed the connection without answering"
-        )  # pragma: no cover
+            return response  # type: ignore[return-value]
+
+    async def call(self, request: m.TypedRequest[R]) -> R:
+        """Send a typed request; its own response type back, or AesmError for a non-zero errorCode."""
+        return _ok(cast(R, await self.transact(request)), request)  # type: ignore[arg-type]
 
     async def get_supported_att_key_id_num(self) -> int:
         """How many attestation key ids the daemon supports."""
         req = m.GetSupportedAttKeyIDNumRequest(self.tms)
-        return _check_num(_expect(await self.transact(req), m.GetSupportedAttKeyIDNumResponse, req))
+        return _check_num(await self.call(req))
 
     async def get_supported_att_key_ids(self, num: int | None = None) -> list[AttKeyId]:
         """The supported key ids (asks for the count first unless ``num`` is given)."""
         n = await self.get_supported_att_key_id_num() if num is None else num
         req = m.GetSupportedAttKeyIDsRequest(n * AttKeyId.SIZE, self.tms)
-        resp = _expect(await self.transact(req), m.GetSupportedAttKeyIDsResponse, req)
+        resp = await self.call(req)
         return _check_key_ids(resp, n * AttKeyId.SIZE)
 
     async def select_att_key_id(self, key_ids: Sequence[AttKeyId] | None = None) -> AttKeyId:
         """The daemon's choice among ``key_ids`` (or among all it supports)."""
         req = _select_request(key_ids, self.tms)
-        return _check_selected(_expect(await self.transact(req), m.SelectAttKeyIDResponse, req))
+        return _check_selected(await self.call(req))
 
     async def init_quote_ex(
         self, key_id: AttKeyId | None = None, want_pub_key_id: bool = True
@@ -178,12 +169,12 @@ class AsyncQuoteClient(_Settings):
         """Initialise the attestation key; returns the QE target info (and ECDSA_ID if wanted)."""
         raw = (key_id or self.key_id).to_bytes()
         req = m.InitQuoteExRequest(raw, want_pub_key_id, 32 if want_pub_key_id else None, self.tms)
-        return _check_init(_expect(await self.transact(req), m.InitQuoteExResponse, req), want_pub_key_id)
+        return _check_init(await self.call(req), want_pub_key_id)
 
     async def get_quote_size_ex(self, key_id: AttKeyId | None = None) -> int:
         """The size of the quote GetQuoteEx will produce."""
         req = m.GetQuoteSizeExRequest((key_id or self.key_id).to_bytes(), self.tms)
-        resp = _expect(await self.transact(req), m.GetQuoteSizeExResponse, req)
+        resp = await self.call(req)
         if resp.quote_size is None:
             raise BadResponseError("GetQuoteSizeEx: quote_size missing")
         return resp.quote_size
@@ -200,14 +191,12 @@ class AsyncQuoteClient(_Settings):
         raw = report.to_bytes() if isinstance(report, Report) else report
         info = qe_report_info.to_bytes() if qe_report_info is not None else None
         req = m.GetQuoteExRequest(raw, (key_id or self.key_id).to_bytes(), info, size, self.tms)
-        return _check_quote(
-            _expect(await self.transact(req), m.GetQuoteExResponse, req), size, info is not None
-        )
+        return _check_quote(await self.call(req), size, info is not None)
 
     async def probe(self) -> m.HelperProbeResponse:
         """Ask who serves the socket (sgx-quote-helper answers; Intel's aesmd closes)."""
         req = m.HelperProbeRequest()
-        return _expect(await self.transact(req), m.HelperProbeResponse, req)
+        return await self.call(req)
 
 
 __all__ = ["AsyncQuoteClient"]

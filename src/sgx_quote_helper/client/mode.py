@@ -5,11 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-#: where every AESM client connects (compiled into Intel's libraries)
-DEFAULT_SOCKET_PATH = Path("/var/run/aesmd/aesm.socket")
-AESM_ADDR_ENV = "SGX_AESM_ADDR"
+from ..abi.aesm import AESM_ADDR_ENV, DEFAULT_SOCKET_PATH
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,8 @@ from typing import TypeVar
 from ..abi.codes import AesmStatus
 from ..abi.keyid import AttKeyId, AttKeyIdList, QeReportInfo
 from ..abi.report import TargetInfo
-from ..errors import AesmError, BadResponseError, LocalProtocolError, RemoteProtocolError
+from ..errors import AesmError, BadResponseError
 from ..wire import messages as m
-from ..wire.framing import encode_frame
 
 #: Intel's IPC_LATENCY: 15 s, also sent on the wire in milliseconds
 DEFAULT_TIMEOUT = 15.0
@@ -65,13 +64,12 @@ def _timeout_ms(timeout: float) -> int:
     return max(0, min(int(timeout * 1000), 0xFFFFFFFF))
 
 
-def _expect(response: m.Response, cls: type[R], request: m.Request) -> R:
-    name = type(request).__name__.removesuffix("Request")
-    if not isinstance(response, cls):
-        raise BadResponseError(f"{name}: the daemon answered {type(response).__name__}, not {cls.__name__}")
+def _ok(response: R, request: object) -> R:
+    """``response`` (already of the request's own type: the connection core checks it) when its
+    errorCode is 0; else the daemon's refusal as an AesmError."""
     code = int(getattr(response, "error_code", 0))
     if code != 0:
-        raise AesmError(AesmStatus(code), name)
+        raise AesmError(AesmStatus(code), type(request).__name__.removesuffix("Request"))
     return response
 
 
@@ -113,26 +111,6 @@ def _check_selected(resp: m.SelectAttKeyIDResponse) -> AttKeyId:
     if resp.selected_att_key_id is None or len(resp.selected_att_key_id) != AttKeyId.SIZE:
         raise BadResponseError("SelectAttKeyID: selected id missing or not 256 bytes")
     return AttKeyId.from_bytes(resp.selected_att_key_id)
-
-
-def _decode(body: bytes) -> m.Response:
-    try:
-        return m.decode_response(body)
-    except RemoteProtocolError as exc:
-        raise BadResponseError(str(exc)) from None
-
-
-def _encode(request: m.Request) -> bytes:
-    try:
-        return encode_frame(m.encode_request(request))
-    except LocalProtocolError:
-        raise
-    except Exception as exc:  # pragma: no cover - encode_request maps its errors already
-        raise LocalProtocolError(str(exc)) from exc
-
-
-#: tries of one request whose connection is lost before any reply byte (see the clients' transact)
-_MAX_ATTEMPTS = 3
 
 
 def _check_num(resp: m.GetSupportedAttKeyIDNumResponse) -> int:

@@ -6,15 +6,15 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from typing import TypeVar, cast
 
 from ..abi.keyid import AttKeyId, QeReportInfo
 from ..abi.report import Report
-from ..errors import BadResponseError, RemoteProtocolError, TransportError
+from ..errors import BadResponseError, TransportError
 from ..wire import messages as m
-from ..wire.framing import FrameDecoder
+from ..wire.connection import ClientConnection
 from .mode import DEFAULT_SOCKET_PATH
 from .replies import (
-    _MAX_ATTEMPTS,
     _RETRYABLE,
     DEFAULT_RETRY_DEADLINE,
     DEFAULT_TIMEOUT,
@@ -26,14 +26,13 @@ from .replies import (
     _check_num,
     _check_quote,
     _check_selected,
-    _decode,
-    _encode,
-    _expect,
+    _ok,
     _select_request,
     _Settings,
 )
+from .transport import Attempts, receive
 
-#: tries of one request when the connection is lost before any reply byte
+R = TypeVar("R")
 
 
 class QuoteClient(_Settings):
@@ -99,95 +98,80 @@ class QuoteClient(_Settings):
                 sock.close()
                 raise TransportError(f"cannot connect to {self.socket_path}: {exc}") from exc
 
-    def _exchange(self, sock: socket.socket, frame: bytes, deadline: float) -> bytes | None:
-        """Send one frame, read one; None when the peer closed before any reply byte."""
-        decoder = FrameDecoder(MAX_RESPONSE_FRAME)
-        sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        sock.sendall(frame)
-        got_any = False
-        while True:
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            chunk = sock.recv(65536)
-            if not chunk:
-                if not got_any:
-                    return None
-                try:
-                    decoder.eof()
-                except RemoteProtocolError as exc:
-                    raise BadResponseError(str(exc)) from None
-                return None
-            got_any = True
-            try:
-                frames = decoder.feed(chunk)
-            except RemoteProtocolError as exc:
-                raise BadResponseError(str(exc)) from None
-            if frames:
-                return frames[0]
-
     def transact(self, request: m.Request) -> m.Response:
-        """Send one request, return the decoded response (no errorCode check)."""
-        frame = _encode(request)
+        """Send one request, return its response (of the request's type; no errorCode check)."""
+        body = m.encode_request(request)
+        expect = getattr(type(request), "Response", None)
         start = time.monotonic()
         deadline = start + self.timeout
-        reused = self._sock is not None
-        for attempt in range(_MAX_ATTEMPTS):
+        plan = Attempts(
+            self.socket_path, self.retry_deadline, deadline, self._sock is not None, start, self.backoff
+        )
+        first = True
+        while True:
+            if not first:
+                time.sleep(plan.pause(time.monotonic()))
+            first = False
             sock = self._sock if self._sock is not None else self._connect(deadline)
             self._sock = None
-            # a connection lost before any reply byte is retried on a new one within the retry
-            # deadline: a kept connection the daemon closed, or a daemon that died (SIGKILL, crash)
-            # with our request in flight; every AESM request can be repeated safely
-            again = attempt + 1 < _MAX_ATTEMPTS and (
-                reused or time.monotonic() < min(start + self.retry_deadline, deadline)
-            )
-            reused = False
+            plan.begin(time.monotonic())
+            conn = ClientConnection(max_frame_size=MAX_RESPONSE_FRAME)
+
+            def recv(n: int, sock: socket.socket = sock) -> bytes:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                return sock.recv(n)
+
             try:
-                body = self._exchange(sock, frame, deadline)
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                sock.sendall(conn.send_body(body, 0.0, expect))
+                ev = receive(conn, recv)
             except TimeoutError as exc:
                 sock.close()
                 raise TransportError(f"no answer from {self.socket_path} within {self.timeout:g}s") from exc
             except (BrokenPipeError, ConnectionResetError) as exc:
                 sock.close()
-                if again:
-                    continue
-                raise TransportError(f"connection to {self.socket_path} lost: {exc}") from exc
+                plan.lost(exc)
+                continue
             except OSError as exc:
                 sock.close()
                 raise TransportError(f"talking to {self.socket_path} failed: {exc}") from exc
             except BaseException:
                 sock.close()
                 raise
-            if body is None:
+            try:
+                response = plan.settle(ev)
+            except BaseException:
                 sock.close()
-                if again:
-                    continue
-                raise TransportError(f"{self.socket_path} closed the connection without answering")
+                raise
+            if response is None:
+                sock.close()
+                continue
             if self.reuse_connection:
                 self._sock = sock
             else:
                 sock.close()
-            return _decode(body)
-        raise TransportError(
-            f"{self.socket_path} closed the connection without answering"
-        )  # pragma: no cover
+            return response  # type: ignore[return-value]
+
+    def call(self, request: m.TypedRequest[R]) -> R:
+        """Send a typed request; its own response type back, or AesmError for a non-zero errorCode."""
+        return _ok(cast(R, self.transact(request)), request)  # type: ignore[arg-type]
 
     # -- the quote-ex calls
     def get_supported_att_key_id_num(self) -> int:
         """How many attestation key ids the daemon supports."""
         req = m.GetSupportedAttKeyIDNumRequest(self.tms)
-        return _check_num(_expect(self.transact(req), m.GetSupportedAttKeyIDNumResponse, req))
+        return _check_num(self.call(req))
 
     def get_supported_att_key_ids(self, num: int | None = None) -> list[AttKeyId]:
         """The supported key ids (asks for the count first unless ``num`` is given)."""
         n = self.get_supported_att_key_id_num() if num is None else num
         req = m.GetSupportedAttKeyIDsRequest(n * AttKeyId.SIZE, self.tms)
-        return _check_key_ids(
-            _expect(self.transact(req), m.GetSupportedAttKeyIDsResponse, req), n * AttKeyId.SIZE
-        )
+        return _check_key_ids(self.call(req), n * AttKeyId.SIZE)
 
     def select_att_key_id(self, key_ids: Sequence[AttKeyId] | None = None) -> AttKeyId:
         """The daemon's choice among ``key_ids`` (or among all it supports)."""
         req = _select_request(key_ids, self.tms)
-        return _check_selected(_expect(self.transact(req), m.SelectAttKeyIDResponse, req))
+        return _check_selected(self.call(req))
 
     def init_quote_ex(
         self, key_id: AttKeyId | None = None, want_pub_key_id: bool = True
@@ -195,12 +179,12 @@ class QuoteClient(_Settings):
         """Initialise the attestation key; returns the QE target info (and ECDSA_ID if wanted)."""
         raw = (key_id or self.key_id).to_bytes()
         req = m.InitQuoteExRequest(raw, want_pub_key_id, 32 if want_pub_key_id else None, self.tms)
-        return _check_init(_expect(self.transact(req), m.InitQuoteExResponse, req), want_pub_key_id)
+        return _check_init(self.call(req), want_pub_key_id)
 
     def get_quote_size_ex(self, key_id: AttKeyId | None = None) -> int:
         """The size of the quote GetQuoteEx will produce."""
         req = m.GetQuoteSizeExRequest((key_id or self.key_id).to_bytes(), self.tms)
-        resp = _expect(self.transact(req), m.GetQuoteSizeExResponse, req)
+        resp = self.call(req)
         if resp.quote_size is None:
             raise BadResponseError("GetQuoteSizeEx: quote_size missing")
         return resp.quote_size
@@ -217,12 +201,12 @@ class QuoteClient(_Settings):
         raw = report.to_bytes() if isinstance(report, Report) else report
         info = qe_report_info.to_bytes() if qe_report_info is not None else None
         req = m.GetQuoteExRequest(raw, (key_id or self.key_id).to_bytes(), info, size, self.tms)
-        return _check_quote(_expect(self.transact(req), m.GetQuoteExResponse, req), size, info is not None)
+        return _check_quote(self.call(req), size, info is not None)
 
     def probe(self) -> m.HelperProbeResponse:
         """Ask who serves the socket (sgx-quote-helper answers; Intel's aesmd closes)."""
         req = m.HelperProbeRequest()
-        return _expect(self.transact(req), m.HelperProbeResponse, req)
+        return self.call(req)
 
 
 __all__ = ["QuoteClient"]

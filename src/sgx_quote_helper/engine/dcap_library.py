@@ -29,6 +29,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..abi.aesm import AESM_ADDR_ENV
 from ..errors import ConfigError
 
 #: the library that exports the sgx_ql_* core calls
@@ -36,7 +37,6 @@ QE3_LOGIC_LIBRARY = "libsgx_qe3_logic.so"
 #: names tried for the PCE logic library (versioned first, as the Debian package installs it)
 PCE_LOGIC_LIBRARIES = ("libsgx_pce_logic.so.1", "libsgx_pce_logic.so")
 #: the one environment variable that sends Intel's libraries to an out-of-process AESM
-AESM_ADDR_ENV = "SGX_AESM_ADDR"
 
 #: (in-kernel name, out-of-tree DCAP driver name) under the device root
 ENCLAVE_DEVICES = ("sgx_enclave", "sgx/enclave")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..abi.aesm import DEFAULT_SOCKET_PATH
 from ..errors import ConfigError
 from ..wire.framing import DEFAULT_MAX_FRAME_SIZE
 
-#: where every AESM client looks (compiled into Intel's libraries: CONFIG_SOCKET_PATH)
-DEFAULT_SOCKET_PATH = Path("/var/run/aesmd/aesm.socket")
+#: the default global cap on reply bytes buffered for clients that do not read (64 MiB)
+DEFAULT_MAX_REPLY_BYTES = 64 << 20
 #: sun_path is 108 bytes including the terminating NUL
 MAX_UNIX_PATH = 107
 
@@ -47,6 +48,12 @@ class ServerConfig:
             are answered BUSY (0: no per-peer limit, only ``max_in_flight``).
         limit_by_pid: key per-peer limits by the peer's pid instead of its uid.
         max_connections: open client connections; a new one past it is closed with a log line.
+        max_connections_per_uid: open connections of one peer uid (SO_PEERCRED); a new one past it
+            is closed with a log line, so one uid cannot take every slot (a second line behind the
+            allow-list). 0: no per-uid cap (only ``max_connections``).
+        max_reply_bytes: reply bytes buffered for clients that have not read them yet, all
+            connections together; past it new GetQuoteEx requests are answered BUSY (18) (a flood
+            of clients that ask for big quote buffers and never read cannot grow memory). 0: no cap.
         metrics_port: serve Prometheus metrics on this TCP port (``None``: no metrics endpoint;
             0: any free port, see ``AesmServer.metrics_server``).
         metrics_host: the address the metrics endpoint binds (loopback unless asked otherwise).
@@ -73,6 +80,8 @@ class ServerConfig:
     max_in_flight_per_peer: int = 0
     limit_by_pid: bool = False
     max_connections: int = 2048
+    max_connections_per_uid: int = 0
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
 
@@ -98,6 +107,10 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be positive")
         if self.rate_limit < 0 or self.rate_burst < 0 or self.max_in_flight_per_peer < 0:
             raise ConfigError("rate_limit, rate_burst and max_in_flight_per_peer must not be negative")
+        if self.max_connections_per_uid < 0:
+            raise ConfigError("max_connections_per_uid must not be negative")
+        if self.max_reply_bytes < 0:
+            raise ConfigError("max_reply_bytes must not be negative")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics port {self.metrics_port} is not a TCP port")
         if self.socket_group is not None and self.socket_group < 0:

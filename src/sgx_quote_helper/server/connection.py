@@ -1,10 +1,15 @@
-"""One client connection of the quote daemon (``AesmConnection``, an ``asyncio.Protocol``).
+"""One client connection of the quote daemon or the upstream proxy: a thin ``asyncio.Protocol``
+adapter over the sans-I/O core (:class:`~sgx_quote_helper.wire.connection.ServerConnection`).
 
-Frames are decoded as they arrive (any chunking); each request goes to the service (engine
-requests in the server's engine thread, or on the loop when the engine is fast and idle, see
-``AesmServer.inline_ok``); the reply (prefix and body) is written in one write; the connection then
-waits for the next request. A broken client (oversized prefix, garbage protobuf, unknown envelope,
-truncated frame, slow or idle) is logged once with its pid/uid (SO_PEERCRED) and closed.
+:class:`ConnectionBase` owns what both share: feeding the core, flow control (reading pauses while
+the peer does not read our replies, or while too many requests are queued: a client can make us
+buffer at most one reply and a few requests), the per-uid connection cap, the reply bytes counted
+against the global cap, the deadlines (the core says which passed; a peer that has read none of its
+reply for ``idle_timeout`` is aborted, not closed, so its buffer is freed at once), and the one
+log line per broken client with its pid/uid (SO_PEERCRED). What to do with each request is the
+subclass's :meth:`ConnectionBase.serve` — :class:`AesmConnection` (the daemon: the service, inline
+or in the engine thread) or the proxy's (forward upstream) — after the one admission decision
+(:mod:`.admission`).
 """
 
 from __future__ import annotations
@@ -14,27 +19,34 @@ import logging
 import socket
 import struct
 import time
-from collections import deque
-from typing import TYPE_CHECKING, cast
+from concurrent.futures import Executor
+from typing import Any, Protocol, cast
 
 from ..abi.codes import AesmStatus
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ..errors import Fault, LocalProtocolError
 from ..service import AesmService
 from ..wire import messages as m
-from ..wire.framing import FrameDecoder, encode_frame
-from .metrics import request_type_name, result_name
-
-if TYPE_CHECKING:
-    from .unix import AesmServer
+from ..wire.connection import EXPIRED, NEED_DATA, PeerClosed, ProtocolViolation, ServerConnection
+from .admission import Action, Admission, Decision
+from .config import ServerConfig
+from .limits import PeerPolicy, RefusalLog
+from .metrics import ServerMetrics, request_type_name, result_name
 
 log = logging.getLogger(__name__)
 
 _PEERCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 _MAX_QUEUED_FRAMES = 8
 
-
 #: a thread-run call longer than this (wall clock) counts as slow whatever its CPU time (I/O waits)
 _WALL_IS_COST_ABOVE = 0.02
+
+#: log level and metrics reason of each violation (all others: WARNING, "client_error")
+_VIOLATION_LOG = {
+    Fault.UNEXPECTED: (logging.INFO, "client_error"),
+    Fault.FRAME_TIMEOUT: (logging.WARNING, "read_timeout"),
+    Fault.IDLE_TIMEOUT: (logging.INFO, "idle_timeout"),
+    Fault.REPLY_TIMEOUT: (logging.WARNING, "reply_timeout"),
+}
 
 
 def _timed(service: AesmService, request: m.Request) -> tuple[m.Request, m.Response | None, float]:
@@ -50,45 +62,71 @@ def _timed(service: AesmService, request: m.Request) -> tuple[m.Request, m.Respo
     return request, response, wall if wall > _WALL_IS_COST_ABOVE else cpu
 
 
-class AesmConnection(asyncio.Protocol):
-    """Protocol of one client connection (see the module doc)."""
+class ServerSide(Protocol):
+    """What a connection needs of its server (``AesmServer`` has it; no import of the server)."""
+
+    config: ServerConfig
+    service: AesmService | None
+    admission: Admission
+    policy: PeerPolicy
+    restrict_peers: bool
+    metrics: ServerMetrics
+    refusals: RefusalLog
+    connections: set[Any]
+    per_uid: dict[int, int]
+    executor: Executor
+    stopping: bool
+
+    @property
+    def stats(self) -> Any: ...
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def connection_gone(self) -> None: ...
+
+
+class ConnectionBase(asyncio.Protocol):
+    """The asyncio side of one connection (see the module doc)."""
 
     __slots__ = (
+        "_closed_at",
         "_closing",
-        "_decoder",
+        "_core",
+        "_decision",
         "_logged",
         "_peer",
-        "_peer_key",
         "_processing",
-        "_queue",
         "_read_paused",
+        "_reply_bytes",
         "_server",
-        "_slow",
         "_t0",
-        "_write_blocked",
-        "frame_started",
-        "last_activity",
-        "served",
+        "_uid",
         "transport",
     )
 
-    def __init__(self, server: AesmServer) -> None:
+    def __init__(self, server: ServerSide) -> None:
         self._server = server
-        self._decoder = FrameDecoder(server.config.max_frame_size)
-        self._queue: deque[bytes] = deque()
+        cfg = server.config
+        self._core = ServerConnection(
+            max_frame_size=cfg.max_frame_size, frame_timeout=cfg.read_timeout, idle_timeout=cfg.idle_timeout
+        )
         self._processing = False
-        self._slow = False  # the request in the engine thread is not known to be fast
         self._closing = False
+        self._closed_at: float | None = None
         self._read_paused = False
-        self._write_blocked = False  # the peer does not read our replies (transport above high-water)
         self._logged = False
         self._peer: tuple[int, int, int] | None = None
-        self._peer_key: int | None = None  # set while an admitted request of a limited peer runs
+        self._uid: int | None = None  # counted against max_connections_per_uid
+        self._decision: Decision | None = None  # of the request being served
+        self._reply_bytes = 0  # counted in admission.reply_bytes
         self._t0 = 0.0
         self.transport: asyncio.Transport | None = None
-        self.last_activity = 0.0
-        self.frame_started = 0.0
-        self.served = 0
+
+    @property
+    def served(self) -> int:
+        """Replies sent on this connection."""
+        return self._core.served
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,15 +134,25 @@ class AesmConnection(asyncio.Protocol):
         srv = self._server
         srv.stats.connections += 1
         srv.metrics.connections_total += 1
-        self.last_activity = now = srv.loop.time()
-        if len(srv.connections) >= srv.config.max_connections:
-            self._refuse_connection("max_connections", f"{srv.config.max_connections} connections open", now)
+        self._core.last_activity = now = srv.loop.time()
+        cfg = srv.config
+        if len(srv.connections) >= cfg.max_connections:
+            self._refuse_connection("max_connections", f"{cfg.max_connections} connections open", now)
             return
-        if srv.restrict_peers:
+        if srv.restrict_peers or cfg.max_connections_per_uid:
             _, uid, gid = self.peer()
-            if not srv.policy.allowed(uid, gid):
+            if srv.restrict_peers and not srv.policy.allowed(uid, gid):
                 self._refuse_connection("not_allowed", "uid/gid not in the allow-list", now)
                 return
+            if cfg.max_connections_per_uid:
+                n = srv.per_uid.get(uid, 0)
+                if n >= cfg.max_connections_per_uid:
+                    self._refuse_connection(
+                        "max_connections_per_uid", f"uid {uid} has {n} connections open", now
+                    )
+                    return
+                srv.per_uid[uid] = n + 1
+                self._uid = uid
         srv.connections.add(self)
 
     def _refuse_connection(self, reason: str, detail: str, now: float) -> None:
@@ -117,47 +165,51 @@ class AesmConnection(asyncio.Protocol):
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        now = self._server.loop.time()
-        self.last_activity = now
-        was_in_frame = self._decoder.in_frame
-        try:
-            frames = self._decoder.feed(data)
-        except RemoteProtocolError as exc:
-            self._client_error(str(exc))
+        core = self._core
+        core.receive_data(data, self._server.loop.time())
+        if core.violation is not None:  # an oversized prefix: pre-empts everything queued
+            self._violation(core.violation)
             return
-        if self._decoder.in_frame and (frames or not was_in_frame):
-            self.frame_started = now
-        if not frames:
-            return
-        self._queue.extend(frames)
-        self._flow()
-        if not self._processing:
-            self._next()
+        if core.queued:
+            self._flow()
+            if not self._processing:
+                self._next()
 
     def eof_received(self) -> bool:
-        try:
-            self._decoder.eof()
-        except RemoteProtocolError as exc:
-            self._client_error(str(exc))
+        core = self._core
+        core.receive_data(b"", self._server.loop.time())
+        if core.violation is not None:  # EOF inside a frame
+            self._violation(core.violation)
             return False
         # half-close: answer what was asked, then close
         self._closing = True
-        return self._processing or bool(self._queue)
+        return self._processing or bool(core.queued)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        self._queue.clear()
-        self._server.connections.discard(self)
-        self._server._connection_gone()
+        srv = self._server
+        srv.connections.discard(self)
+        if self._uid is not None:
+            left = srv.per_uid.get(self._uid, 1) - 1
+            if left > 0:
+                srv.per_uid[self._uid] = left
+            else:
+                srv.per_uid.pop(self._uid, None)
+            self._uid = None
+        srv.admission.reply_bytes -= self._reply_bytes
+        self._reply_bytes = 0
+        srv.connection_gone()
 
     def pause_writing(self) -> None:
-        self._write_blocked = True
+        assert self.transport is not None
+        self._core.writing_paused(self._server.loop.time(), self.transport.get_write_buffer_size())
         self._flow()
 
     def resume_writing(self) -> None:
-        self._write_blocked = False
+        self._core.writing_resumed(self._server.loop.time())
+        self._count_reply_bytes()
         self._flow()
-        if self._queue and not self._processing:
+        if self._core.queued and not self._processing:
             self._next()
 
     def _flow(self) -> None:
@@ -166,7 +218,7 @@ class AesmConnection(asyncio.Protocol):
         t = self.transport
         if t is None or t.is_closing():
             return
-        want_pause = self._write_blocked or len(self._queue) > _MAX_QUEUED_FRAMES
+        want_pause = self._core.write_blocked or self._core.queued > _MAX_QUEUED_FRAMES
         if want_pause and not self._read_paused:
             self._read_paused = True
             t.pause_reading()
@@ -176,105 +228,82 @@ class AesmConnection(asyncio.Protocol):
 
     # -- request flow
     def _next(self) -> None:
-        srv = self._server
-        while self._queue and not self._processing and not self._write_blocked:
-            if self.transport is None or self.transport.is_closing():
+        core = self._core
+        while not self._processing and not core.write_blocked:
+            t = self.transport
+            if t is None or t.is_closing():
                 return
-            body = self._queue.popleft()
-            try:
-                request = m.decode_request(body)
-            except RemoteProtocolError as exc:
-                self._client_error(str(exc))
+            item = self.pull()
+            if item is NEED_DATA or type(item) is PeerClosed:
+                break
+            if type(item) is ProtocolViolation:
+                self._violation(item)
                 return
-            t0 = time.perf_counter()
-            srv.stats.requests += 1
-            service = srv.service
-            assert service is not None  # only the upstream proxy has none, and it overrides _next
-            if isinstance(request, m.EmptyRequest | m.UnknownRequest):
-                what = (
-                    "empty envelope"
-                    if isinstance(request, m.EmptyRequest)
-                    else f"unknown fields {request.fields}"
-                )
-                self._client_error(
-                    f"request with {what}; closing without a reply, as aesmd does", level=logging.INFO
-                )
-                return
-            if srv.limit_peers and not isinstance(request, m.HelperProbeRequest):
-                pid, uid, _ = self.peer()
-                key = srv.policy.key(pid, uid)
-                refusal = srv.policy.admit(key, srv.loop.time())
-                if refusal is not None:
-                    self._refused_request(refusal, service, request, t0)
-                    continue
-                self._peer_key = key
-            if service.needs_engine(request):
-                if srv.in_flight >= srv.config.max_in_flight:
-                    srv.stats.busy += 1
-                    self._refused_request("busy", service, request, t0)
-                    continue
-                if srv.inline_ok(request):  # a fast engine, nothing slow queued: no thread hop
-                    t1 = time.perf_counter()
-                    response = service.handle(request)
-                    srv.record_cost(request, time.perf_counter() - t1)
-                    self._reply(response)
-                    self._answered(request, response, t0)
-                    continue
-                self._t0 = t0
-                srv.in_flight += 1
-                self._slow = not srv.known_fast(request)
-                srv.slow_in_flight += self._slow
-                self._processing = True
-                fut = srv.loop.run_in_executor(srv.executor, _timed, service, request)
-                fut.add_done_callback(self._engine_done)
-                return
-            response = service.handle(request)
-            self._reply(response)
-            self._answered(request, response, t0)
+            if not self.serve(item):
+                return  # off the loop; the completion calls _next again
         self._flow()
         if self._closing and not self._processing and self.transport is not None:
             self.transport.close()
 
-    def _engine_done(self, fut: asyncio.Future[tuple[m.Request, m.Response | None, float]]) -> None:
-        srv = self._server
-        srv.in_flight -= 1
-        srv.slow_in_flight -= self._slow
-        self._slow = False
-        self._processing = False
-        request: m.Request | None = None
-        try:
-            request, response, cost = fut.result()
-            srv.record_cost(request, cost)
-        except Exception:  # the service already maps engine errors; this is a bug
-            log.exception("service failed")
-            response = None
-        if self.transport is not None and not self.transport.is_closing():
-            self.last_activity = srv.loop.time()
-            self._reply(response)
-            if request is not None:
-                self._answered(request, response, self._t0)
-            self._next()
-        elif request is not None:
-            self._answered(request, None, self._t0)
-        srv._connection_gone()
+    def pull(self) -> object:
+        """The next item to serve (a decoded request, a raw frame...), or a core event."""
+        raise NotImplementedError
 
-    def _reply(self, response: m.Response | None) -> None:
-        if response is None or self.transport is None:
-            if self.transport is not None:
-                self.transport.close()
-            return
-        try:
-            frame = encode_frame(m.encode_response(response))
-        except LocalProtocolError:
-            log.exception("cannot encode %s", type(response).__name__)
-            self.transport.close()
-            return
+    def serve(self, item: Any) -> bool:
+        """Serve one pulled item; False when it went off the loop (``_processing`` is then set)."""
+        raise NotImplementedError
+
+    def admit(self, request: m.Request, *, engine: bool, exempt: bool) -> Decision:
+        """The admission decision for ``request`` (see :mod:`.admission`); BUSY is logged here."""
+        srv = self._server
+        adm = srv.admission
+        peer_key = 0
+        if adm.limit_peers and not exempt:
+            pid, uid, _ = self.peer()
+            peer_key = srv.policy.key(pid, uid)
+        hint = request.buf_size if type(request) is m.GetQuoteExRequest else 0
+        d = adm.decide(
+            type(request), peer_key, srv.loop.time(), engine=engine, exempt=exempt, reply_hint=hint
+        )
+        if d.action is Action.BUSY:
+            self._log_busy(d.reason)
+        elif hint:  # the reply's bytes count against the cap from now, not only once written
+            adm.reply_bytes += hint
+            self._reply_bytes += hint
+        return d
+
+    def _log_busy(self, reason: str) -> None:
+        srv = self._server
+        srv.metrics.refuse(reason)
+        if reason == "busy":
+            srv.stats.busy += 1
+        pid, uid, _ = self.peer()
+        if reason == "busy":
+            detail = f"{srv.admission.in_flight} requests in flight; answered BUSY (18)"
+        elif reason == "reply_buffer":
+            detail = f"{srv.admission.reply_bytes} reply bytes buffered for clients; answered BUSY (18)"
+        else:
+            detail = "answered BUSY (18)"
+        srv.refusals.refused(reason, pid, uid, detail, srv.loop.time(), srv.policy.key(pid, uid))
+
+    def write_reply(self, frame: bytes) -> None:
+        """Write one reply frame (prefix and body in one write)."""
+        assert self.transport is not None
         self.transport.write(frame)
-        self.served += 1
+        self._count_reply_bytes()
         if self._server.stopping:  # at shutdown, close after each answer (aesmd behaviour)
             self._closing = True
 
-    def _answered(self, request: m.Request, response: m.Response | None, t0: float) -> None:
+    def _count_reply_bytes(self) -> None:
+        t = self.transport
+        if t is None:
+            return
+        pending = t.get_write_buffer_size()
+        if pending != self._reply_bytes:
+            self._server.admission.reply_bytes += pending - self._reply_bytes
+            self._reply_bytes = pending
+
+    def answered(self, request: m.Request, response: m.Response | None, t0: float) -> None:
         """Account for one answered request: metrics, the per-peer slot, the debug line."""
         srv = self._server
         code = getattr(response, "error_code", -1)
@@ -282,11 +311,10 @@ class AesmConnection(asyncio.Protocol):
         srv.metrics.answered(rtype, code)
         if rtype is m.GetQuoteExRequest:
             srv.metrics.quote_latency(time.perf_counter() - t0)
-        if code > 0 and AesmService.needs_engine(request):
+        if code > 0 and rtype.ENGINE:
             srv.metrics.engine_error(rtype)
-        if self._peer_key is not None:
-            srv.policy.release(self._peer_key)
-            self._peer_key = None
+        d, self._decision = self._decision, None
+        srv.admission.answered(d)
         if log.isEnabledFor(logging.DEBUG):
             self._log_request(request, code, t0)
 
@@ -311,24 +339,6 @@ class AesmConnection(asyncio.Protocol):
             },
         )
 
-    def _refused_request(self, reason: str, service: AesmService, request: m.Request, t0: float) -> None:
-        """Answer ``request`` BUSY (18) because of ``reason`` (one log line, folded when repeated)."""
-        srv = self._server
-        srv.metrics.refuse(reason)
-        pid, uid, _ = self.peer()
-        detail = (
-            "answered BUSY (18)"
-            if reason != "busy"
-            else f"{srv.in_flight} requests in flight; answered BUSY (18)"
-        )
-        srv.refusals.refused(reason, pid, uid, detail, srv.loop.time(), srv.policy.key(pid, uid))
-        if self._peer_key is not None:  # admitted by the peer limits, refused by the global bound
-            srv.policy.release(self._peer_key)
-            self._peer_key = None
-        response = service.error_response(request, AesmStatus.BUSY)
-        self._reply(response)
-        srv.metrics.answered(type(request), getattr(response, "error_code", -1))
-
     # -- errors and peers
     def peer(self) -> tuple[int, int, int]:
         """(pid, uid, gid) of the client from SO_PEERCRED; (-1, -1, -1) if unavailable."""
@@ -343,40 +353,141 @@ class AesmConnection(asyncio.Protocol):
                     pass
         return self._peer
 
-    def _client_error(self, reason: str, level: int = logging.WARNING, kind: str = "client_error") -> None:
+    def _violation(self, v: ProtocolViolation) -> None:
+        level, kind = _VIOLATION_LOG.get(v.fault, (logging.WARNING, "client_error"))
+        if v.fault == Fault.UNEXPECTED:
+            self._server.stats.requests += 1  # an envelope we do not serve still counts as a request
+        self.client_error(v.reason, level, kind, abort=v.fault == Fault.REPLY_TIMEOUT)
+
+    def client_error(
+        self, reason: str, level: int = logging.WARNING, kind: str = "client_error", abort: bool = False
+    ) -> None:
+        """Log a broken client once, count it, and close (``abort``: drop unsent replies at once)."""
         self._server.stats.client_errors += 1
         self._server.metrics.refuse(kind)
         if not self._logged:
             self._logged = True
             pid, uid, _ = self.peer()
             log.log(level, "client pid=%d uid=%d: %s", pid, uid, reason)
-        self._queue.clear()
         if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.close()
+
+    def close(self) -> None:
+        """Close gracefully (unsent replies are flushed first, for at most ``idle_timeout``)."""
+        if self.transport is not None:
+            if self._closed_at is None:
+                self._closed_at = self._server.loop.time()
             self.transport.close()
 
     def check_timeouts(self, now: float) -> None:
-        """Called by the server's sweep: close slow or idle connections."""
-        if self.transport is None or self.transport.is_closing() or self._processing or self._queue:
+        """Called by the server's sweep: the core's deadlines, and closes that never flush."""
+        t = self.transport
+        if t is None:
             return
-        cfg = self._server.config
-        if self._decoder.in_frame:
-            if now - self.frame_started > cfg.read_timeout:
-                self._client_error(
-                    f"request not complete after {cfg.read_timeout:g}s (slow client)", kind="read_timeout"
-                )
+        srv = self._server
+        if t.is_closing():
+            # a graceful close waits for the peer to take what is unsent; one that never does
+            # would hold its buffer and its slot forever
+            if self._closed_at is None:
+                self._closed_at = now
+            elif now - self._closed_at > srv.config.idle_timeout:
+                t.abort()
             return
-        limit = cfg.idle_timeout
-        if self._server.stopping:
-            limit = 0.0 if self.served else min(cfg.read_timeout, cfg.idle_timeout)
-        if now - self.last_activity > limit:
-            if not self.served and not self._server.stopping:
-                self._client_error(
-                    f"no request within {limit:g}s of connecting (idle)",
-                    level=logging.INFO,
-                    kind="idle_timeout",
-                )
+        core = self._core
+        if core.write_blocked:
+            core.write_progress(now, t.get_write_buffer_size())
+            self._count_reply_bytes()
+        outcome = core.handle_timeout(now, draining=srv.stopping)
+        if outcome is EXPIRED:
+            self.close()
+        elif outcome is not None:
+            self._violation(outcome)  # type: ignore[arg-type]
+
+
+class AesmConnection(ConnectionBase):
+    """A daemon connection: each request goes to the service (inline, or in the engine thread)."""
+
+    __slots__ = ()
+
+    def pull(self) -> object:
+        return self._core.next_event()
+
+    def serve(self, item: Any) -> bool:
+        request = cast(m.Request, item)
+        srv = self._server
+        t0 = time.perf_counter()
+        srv.stats.requests += 1
+        service = srv.service
+        assert service is not None
+        kind = type(request)
+        d = self.admit(request, engine=kind.ENGINE, exempt=kind is m.HelperProbeRequest)
+        action = d.action
+        if action is Action.BUSY:
+            busy = request.failure(AesmStatus.BUSY)
+            self._reply(busy)
+            srv.metrics.answered(kind, getattr(busy, "error_code", -1))
+            return True
+        self._decision = d
+        if action is Action.INLINE:
+            if kind.ENGINE:
+                t1 = time.perf_counter()
+                response = service.handle(request)
+                srv.admission.record_cost(kind, time.perf_counter() - t1)
             else:
-                self.transport.close()
+                response = service.handle(request)
+            self._reply(response)
+            self.answered(request, response, t0)
+            return True
+        self._t0 = t0
+        srv.admission.started(d)
+        self._processing = True
+        fut = srv.loop.run_in_executor(srv.executor, _timed, service, request)
+        fut.add_done_callback(self._engine_done)
+        return False
+
+    def _engine_done(self, fut: asyncio.Future[tuple[m.Request, m.Response | None, float]]) -> None:
+        srv = self._server
+        d = self._decision
+        if d is not None:
+            srv.admission.finished(d)
+        self._processing = False
+        request: m.Request | None = None
+        try:
+            request, response, cost = fut.result()
+            srv.admission.record_cost(type(request), cost)
+        except Exception:  # the service already maps engine errors; this is a bug
+            log.exception("service failed")
+            response = None
+        if self.transport is not None and not self.transport.is_closing():
+            self._reply(response)
+            if request is not None:
+                self.answered(request, response, self._t0)
+            self._next()
+        elif request is not None:
+            self.answered(request, None, self._t0)
+        else:
+            srv.admission.answered(self._decision)
+            self._decision = None
+        srv.connection_gone()
+
+    def _reply(self, response: m.Response | None) -> None:
+        if self.transport is None:
+            return
+        if response is None:
+            self._core.unanswered()
+            self.close()
+            return
+        try:
+            frame = self._core.send(response, self._server.loop.time())
+        except LocalProtocolError:
+            log.exception("cannot encode %s", type(response).__name__)
+            self._core.unanswered()
+            self.close()
+            return
+        self.write_reply(frame)
 
 
-__all__ = ["AesmConnection"]
+__all__ = ["AesmConnection", "ConnectionBase", "ServerSide"]

@@ -100,10 +100,6 @@ class PeerPolicy:
         for k in stale:
             del self._buckets[k]
 
-    def peers(self) -> int:
-        """How many peers have a bucket (tests, metrics)."""
-        return len(self._buckets)
-
 
 @dataclass(slots=True)
 class RefusalLog:

@@ -27,15 +27,18 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from ..abi.codes import AesmStatus
-from ..errors import ConfigError, RemoteProtocolError
+from ..client.transport import receive_async
+from ..errors import ConfigError, RemoteProtocolError, UpstreamFailure
 from ..service import IMPLEMENTATION
 from ..wire import messages as m
-from ..wire.framing import HEADER, encode_frame
+from ..wire.connection import PEER_CLOSED, ClientConnection, ProtocolViolation
+from .admission import Action
 from .config import ServerConfig
-from .unix import AesmServer, _Connection
+from .connection import ConnectionBase
+from .unix import AesmServer
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -48,11 +51,6 @@ UPSTREAM_DOWN = AesmStatus.SERVICE_UNAVAILABLE
 DEFAULT_MAX_RESPONSE = 4 << 20
 #: seconds for one upstream exchange (connect, send, whole reply); QE3 can take a while at first
 DEFAULT_UPSTREAM_TIMEOUT = 60.0
-_PUB_KEY_ID_SIZE = 32
-
-
-class UpstreamFailure(Exception):
-    """Internal: the upstream did not produce a usable reply (answered with UPSTREAM_DOWN)."""
 
 
 @dataclass(slots=True)
@@ -102,27 +100,18 @@ class Upstream:
                 raise UpstreamFailure(
                     f"cannot connect to {self.socket_path}: {exc.strerror or exc}"
                 ) from None
+            conn = ClientConnection(max_frame_size=self.max_response)
             try:
-                await loop.sock_sendall(sock, encode_frame(body))
-                buf = bytearray()
-                need = HEADER.size
-                while len(buf) < need:
-                    chunk = await loop.sock_recv(sock, 65536)
-                    if not chunk:
-                        if not buf:
-                            return None  # closed without a reply byte: pass the close on
-                        raise UpstreamFailure(f"{self.socket_path} closed after {len(buf)} bytes of a reply")
-                    buf += chunk
-                    if need == HEADER.size and len(buf) >= HEADER.size:
-                        (size,) = HEADER.unpack_from(buf)
-                        if size > self.max_response:
-                            raise UpstreamFailure(
-                                f"{self.socket_path} announced a {size}-byte reply (limit {self.max_response})"
-                            )
-                        need += size
-                return bytes(buf[HEADER.size : need])
+                await loop.sock_sendall(sock, conn.send_body(body))
+                ev = await receive_async(conn, lambda n: loop.sock_recv(sock, n), raw=True)
             except OSError as exc:
                 raise UpstreamFailure(f"talking to {self.socket_path} failed: {exc}") from None
+            if ev is PEER_CLOSED:
+                return None  # closed without a reply byte: pass the close on
+            if isinstance(ev, ProtocolViolation):
+                raise UpstreamFailure(f"{self.socket_path}: {ev.reason}")
+            assert isinstance(ev, bytes)
+            return ev
         finally:
             sock.close()
 
@@ -130,158 +119,92 @@ class Upstream:
 def error_reply(body: bytes, status: AesmStatus) -> bytes | None:
     """A response body of the request's field number carrying ``status``; ``None`` if unknowable.
 
-    Known request types get the reply our service would send; a request type we do not know gets
-    ``{field: {errorCode: status}}`` (every AESM response has ``errorCode`` as its field 1).
+    Known request types get the reply our service would send (``TypedRequest.failure``); a request
+    type we do not know gets ``{field: {errorCode: status}}`` (every AESM response has
+    ``errorCode`` as its field 1).
     """
     try:
-        request = m.decode_request(body)
+        response = m.decode_request(body).failure(int(status))
     except RemoteProtocolError:
         return None
-    code = int(status)
-    response: m.Response
-    if isinstance(request, m.EmptyRequest):
-        return None
-    if isinstance(request, m.UnknownRequest):
-        if len(request.fields) != 1:
-            return None
-        inner = b"\x08" + _varint(code)  # field 1 (errorCode), varint
-        return _varint(request.fields[0] << 3 | 2) + _varint(len(inner)) + inner
-    if isinstance(request, m.GetQuoteExRequest):
-        response = m.GetQuoteExResponse(code, None, request.qe_report_info)
-    elif isinstance(request, m.InitQuoteExRequest):
-        asked = request.buf_size if request.b_pub_key_id and request.buf_size is not None else None
-        response = m.InitQuoteExResponse(
-            code, pub_key_id_size=asked if asked is not None else _PUB_KEY_ID_SIZE
-        )
-    elif isinstance(request, m.GetQuoteSizeExRequest):
-        response = m.GetQuoteSizeExResponse(code)
-    elif isinstance(request, m.GetSupportedAttKeyIDNumRequest):
-        response = m.GetSupportedAttKeyIDNumResponse(code, 0)
-    elif isinstance(request, m.GetSupportedAttKeyIDsRequest):
-        response = m.GetSupportedAttKeyIDsResponse(code)
-    elif isinstance(request, m.SelectAttKeyIDRequest):
-        response = m.SelectAttKeyIDResponse(code)
-    elif isinstance(request, m.HelperProbeRequest):
-        response = m.HelperProbeResponse(code)
-    else:
-        response = m.LegacyResponse(request.field, code)
-    return m.encode_response(response)
+    return m.encode_response(response) if response is not None else None
 
 
-_PROBE_REQUEST = m.encode_request(m.HelperProbeRequest())
+class ProxyConnection(ConnectionBase):
+    """A client connection whose requests are forwarded upstream, byte for byte, instead of served
+    here (the same admission as the daemon's: every request but our probe counts as engine work)."""
 
-
-def _is_probe(body: bytes) -> bool:
-    # cheap pre-check on the envelope tag of field 1000, length-delimited: varint 0xC2 0x3E
-    if not body.startswith(b"\xc2\x3e"):
-        return False
-    try:
-        return isinstance(m.decode_request(body), m.HelperProbeRequest)
-    except RemoteProtocolError:
-        return False
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-class _ProxyConnection(_Connection):
-    """A client connection whose requests are forwarded upstream instead of served here."""
-
+    __slots__ = ()
     _server: ProxyServer
 
-    def _next(self) -> None:
-        srv = self._server
-        while self._queue and not self._processing:
-            if self.transport is None or self.transport.is_closing():
-                return
-            body = self._queue.popleft()
-            t0 = time.perf_counter()
-            srv.stats.requests += 1
-            refusal = None
-            if srv.limit_peers and not _is_probe(body):
-                pid, uid, _ = self.peer()
-                key = srv.policy.key(pid, uid)
-                refusal = srv.policy.admit(key, srv.loop.time())
-                if refusal is None:
-                    self._peer_key = key
-                else:
-                    srv.refusals.refused(refusal, pid, uid, "answered BUSY (18)", srv.loop.time(), key)
-            if refusal is None and srv.in_flight >= srv.config.max_in_flight:
-                srv.stats.busy += 1
-                refusal = "busy"
-                pid, uid, _ = self.peer()
-                srv.refusals.refused(
-                    refusal, pid, uid, f"{srv.in_flight} requests in flight; answered BUSY (18)",
-                    srv.loop.time(), srv.policy.key(pid, uid),
-                )  # fmt: skip
-            if refusal is not None:
-                srv.metrics.refuse(refusal)
-                if self._peer_key is not None:
-                    srv.policy.release(self._peer_key)
-                    self._peer_key = None
-                busy = error_reply(body, AesmStatus.BUSY)
-                if busy is None:
-                    self._client_error("request envelope not understood; closing without a reply")
-                    return
-                self._write_body(busy)
-                continue
-            srv.in_flight += 1
-            self._processing = True
-            task = srv.loop.create_task(srv.forward(body))
-            task.add_done_callback(functools.partial(self._forward_done, body=body, t0=t0))
-            return
-        super()._next()  # queue empty or busy: resume reading / close as the base does
+    def pull(self) -> object:
+        return self._core.take_frame()
 
-    def _forward_done(self, task: asyncio.Task[bytes | None], body: bytes, t0: float) -> None:
+    def serve(self, item: Any) -> bool:
+        body = cast(bytes, item)
         srv = self._server
-        srv.in_flight -= 1
+        t0 = time.perf_counter()
+        srv.stats.requests += 1
+        try:
+            request: m.Request | None = m.decode_request(body)
+        except RemoteProtocolError:
+            request = None  # forwarded as it is: the upstream decides what it means
+        if type(request) is m.HelperProbeRequest:  # who serves *this* socket: answered here
+            assert request is not None
+            self.write_reply(self._core.send_body(srv.probe_reply, srv.loop.time()))
+            self.answered(request, m.decode_response(srv.probe_reply), t0)
+            return True
+        d = self.admit(request if request is not None else m.EmptyRequest(), engine=True, exempt=False)
+        if d.action is Action.BUSY:
+            busy = error_reply(body, AesmStatus.BUSY)
+            if busy is None:
+                self.client_error("request envelope not understood; closing without a reply")
+                return False
+            self.write_reply(self._core.send_body(busy, srv.loop.time()))
+            return True
+        self._decision = d
+        srv.admission.started(d)
+        self._processing = True
+        task = srv.loop.create_task(srv.forward(body))
+        task.add_done_callback(functools.partial(self._forward_done, request=request, t0=t0))
+        return False
+
+    def _forward_done(self, task: asyncio.Task[bytes | None], request: m.Request | None, t0: float) -> None:
+        srv = self._server
+        if self._decision is not None:
+            srv.admission.finished(self._decision)
         self._processing = False
         reply = None if task.cancelled() else task.result()
-        if self.transport is not None and not self.transport.is_closing():
-            self.last_activity = srv.loop.time()
+        alive = self.transport is not None and not self.transport.is_closing()
+        if alive:
             if reply is None:
-                self.transport.close()
+                self._core.unanswered()
+                self.close()
             else:
-                self._write_body(reply)
-        self._account(body, reply, t0)
-        if self.transport is not None and not self.transport.is_closing() and reply is not None:
+                self.write_reply(self._core.send_body(reply, srv.loop.time()))
+        self._account(request, reply, t0)
+        if alive and reply is not None:
             self._next()
-        srv._connection_gone()
+        srv.connection_gone()
 
-    def _account(self, body: bytes, reply: bytes | None, t0: float) -> None:
-        """Metrics and the debug line of one forwarded request (decoded here: ~5 µs, small next to
-        the upstream exchange); frames we cannot decode only release the peer's slot."""
+    def _account(self, request: m.Request | None, reply: bytes | None, t0: float) -> None:
+        """Metrics and the debug line of one forwarded request (the reply decoded here: ~5 µs,
+        small next to the upstream exchange); frames we cannot decode only release the peer's slot."""
         try:
-            request = m.decode_request(body)
+            if request is None:
+                raise RemoteProtocolError("undecodable request")
             response = m.decode_response(reply) if reply is not None else None
         except RemoteProtocolError:
-            if self._peer_key is not None:
-                self._server.policy.release(self._peer_key)
-                self._peer_key = None
+            self._server.admission.answered(self._decision)
+            self._decision = None
             return
-        self._answered(request, response, t0)
-
-    def _write_body(self, body: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(encode_frame(body))
-        self.served += 1
-        if self._server.stopping:
-            self._closing = True
+        self.answered(request, response, t0)
 
 
 class ProxyServer(AesmServer):
     """An :class:`AesmServer` whose connections forward every request to ``upstream``."""
 
-    connection_class = _ProxyConnection
+    connection_class = ProxyConnection
 
     def __init__(
         self,
@@ -298,21 +221,22 @@ class ProxyServer(AesmServer):
         super().__init__(None, config, executor)
         self.upstream = upstream
         self.proxy_stats = ProxyStats()
-        self._probe_reply = m.encode_response(
+        self.probe_reply = m.encode_response(
             m.HelperProbeResponse(AesmStatus.SUCCESS, IMPLEMENTATION, version, pid, instance_id)
         )
 
     def describe(self) -> str:
         return f"proxy to {self.upstream.socket_path}"
 
+    def _inline_below(self) -> float:
+        return 0.0  # every request but our probe waits on the upstream: never on the loop
+
     async def forward(self, body: bytes) -> bytes | None:
         """One request upstream; the reply body, an UPSTREAM_DOWN reply, or ``None`` (close).
 
-        The one request answered here is our HelperProbe: it asks who serves *this* socket (the
-        takeover logic of a successor depends on it), so the proxy answers with its own identity.
+        Our HelperProbe never comes here: it asks who serves *this* socket (the takeover logic of a
+        successor depends on it), so :class:`ProxyConnection` answers it with the proxy's identity.
         """
-        if body == _PROBE_REQUEST or _is_probe(body):
-            return self._probe_reply
         try:
             reply = await self.upstream.exchange(body)
         except UpstreamFailure as exc:
@@ -329,4 +253,12 @@ class ProxyServer(AesmServer):
         return reply
 
 
-__all__ = ["UPSTREAM_DOWN", "ProxyServer", "ProxyStats", "Upstream", "error_reply"]
+__all__ = [
+    "UPSTREAM_DOWN",
+    "ProxyConnection",
+    "ProxyServer",
+    "ProxyStats",
+    "Upstream",
+    "UpstreamFailure",
+    "error_reply",
+]

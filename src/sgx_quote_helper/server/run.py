@@ -38,6 +38,32 @@ def uvloop_available() -> bool:
     return True
 
 
+#: glibc mallopt parameter M_MMAP_THRESHOLD (malloc.h)
+_M_MMAP_THRESHOLD = -3
+#: allocations above this come from mmap, so a freed reply buffer goes back to the system at once
+MMAP_THRESHOLD = 128 << 10
+
+
+def fix_mmap_threshold() -> bool:
+    """Pin glibc's mmap threshold (default 128 KiB, but it grows to the largest block freed).
+
+    A reply of up to 1 MiB (GetQuoteEx pads the quote to ``buf_size``) is one malloc; with the
+    growing threshold, hundreds of them freed together (clients aborted for not reading) stay in the
+    heap and the RSS never comes back. Pinned, each is its own mapping and is unmapped when freed.
+    Returns False where there is no glibc (nothing done).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
 def check_environment() -> list[str]:
     """Start-up checks; returns the warnings it logged (protobuf backend, fd limit)."""
     warnings: list[str] = []
@@ -114,6 +140,7 @@ def run_server(
     ``ProxyServer`` and no service).
     """
     check_environment()
+    fix_mmap_threshold()
     loop, name = new_event_loop(config.use_uvloop)
     log.info("event loop: %s, protobuf backend: %s", name, protobuf_backend())
     try:

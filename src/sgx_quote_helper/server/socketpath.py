@@ -26,10 +26,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, RemoteProtocolError
+from ..client.transport import receive
+from ..errors import ConfigError
 from ..service import IMPLEMENTATION
 from ..wire import messages as m
-from ..wire.framing import FrameDecoder, encode_frame
+from ..wire.connection import PEER_CLOSED, ClientConnection, ProtocolViolation
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +78,25 @@ def probe_path(path: Path, timeout: float = 2.0) -> ProbeResult:
             return ProbeResult(PathState.STALE, f"{path} is a socket nobody listens on (stale)")
         except OSError as exc:
             return ProbeResult(PathState.FOREIGN, f"cannot connect to {path}: {exc}")
+        conn = ClientConnection()
         try:
-            sock.sendall(encode_frame(m.encode_request(m.HelperProbeRequest())))
-            body = _read_one_frame(sock)
+            sock.sendall(conn.send(m.HelperProbeRequest()))
+            reply = receive(conn, sock.recv)
         except TimeoutError:
             return ProbeResult(
                 PathState.FOREIGN, f"{path} is served by a program that did not answer our probe"
             )
-        except (OSError, RemoteProtocolError) as exc:
+        except OSError as exc:
             return ProbeResult(PathState.FOREIGN, f"{path} is served by another program ({exc})")
-        if body is None:
+        if reply is PEER_CLOSED:
             return ProbeResult(
                 PathState.FOREIGN,
                 f"{path} is served by another program (it closed on our probe, as Intel's aesmd does)",
             )
-        try:
-            reply = m.decode_response(body)
-        except RemoteProtocolError as exc:
-            return ProbeResult(PathState.FOREIGN, f"{path} is served by another program (bad reply: {exc})")
+        if isinstance(reply, ProtocolViolation):
+            return ProbeResult(
+                PathState.FOREIGN, f"{path} is served by another program (bad reply: {reply.reason})"
+            )
         if isinstance(reply, m.HelperProbeResponse) and reply.implementation == IMPLEMENTATION:
             return ProbeResult(
                 PathState.OURS,
@@ -106,18 +108,6 @@ def probe_path(path: Path, timeout: float = 2.0) -> ProbeResult:
         return ProbeResult(PathState.FOREIGN, f"{path} is served by another program (unexpected reply)")
     finally:
         sock.close()
-
-
-def _read_one_frame(sock: socket.socket) -> bytes | None:
-    decoder = FrameDecoder()
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            decoder.eof()
-            return None
-        frames = decoder.feed(chunk)
-        if frames:
-            return frames[0]
 
 
 def path_is(path: Path, ident: SocketIdentity) -> bool:

@@ -23,20 +23,17 @@ import logging
 import socket
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from ..service import AesmService
 from ..wire import messages as m
+from .admission import Admission
 from .config import ServerConfig
-from .connection import AesmConnection
+from .connection import AesmConnection, ConnectionBase
 from .limits import PeerPolicy, RefusalLog
 from .metrics import MetricsServer, ServerMetrics, start_metrics_server
 from .socketpath import ProbeResult, SocketIdentity, path_is, publish_socket, unlink_if_ours
 
 log = logging.getLogger(__name__)
-
-#: the connection protocol under its historical name (server/proxy.py subclasses it)
-_Connection = AesmConnection
 
 
 @dataclass(slots=True)
@@ -60,7 +57,7 @@ class AesmServer:
     """
 
     #: the per-connection protocol; the upstream proxy (server/proxy.py) plugs in its own
-    connection_class: type[AesmConnection] = AesmConnection
+    connection_class: type[ConnectionBase] = AesmConnection
 
     def __init__(
         self, service: AesmService | None, config: ServerConfig, executor: Executor | None = None
@@ -69,7 +66,7 @@ class AesmServer:
         self.config = config
         self.stats = ServerStats()
         self.metrics = ServerMetrics()
-        self.metrics.gauge("in_flight", "Engine requests queued or running", lambda: self.in_flight)
+        self.metrics.gauge("in_flight", "Engine requests queued or running", lambda: self.admission.in_flight)
         self.metrics.gauge("open_connections", "Client connections open", lambda: len(self.connections))
         self.policy = PeerPolicy(
             allow_uids=config.allow_uids,
@@ -81,11 +78,13 @@ class AesmServer:
         )
         self.restrict_peers = self.policy.restricts_peers  # plain bools: read on every connection/request
         self.limit_peers = self.policy.limits_peers
+        self.admission = Admission(
+            self.policy, config.max_in_flight, self._inline_below(), config.max_reply_bytes
+        )
+        self.per_uid: dict[int, int] = {}  # open connections per peer uid
         self.metrics_server: MetricsServer | None = None
         self.refusals = RefusalLog(logging.getLogger(__name__.rsplit(".", 1)[0] + ".access"))
-        self.connections: set[AesmConnection] = set()
-        self.in_flight = 0
-        self.slow_in_flight = 0  # in-flight engine requests not known to be fast
+        self.connections: set[ConnectionBase] = set()
         self.stopping = False
         self.identity: SocketIdentity | None = None
         self.previous: ProbeResult | None = None
@@ -98,7 +97,6 @@ class AesmServer:
         self._stop_requested: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._unlink_on_stop = True
-        self._cost: dict[type, float] = {}  # moving average of engine seconds per request type
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set in start()
 
     async def start(self) -> None:
@@ -182,23 +180,50 @@ class AesmServer:
                     )
                     self.request_stop("socket path taken over", unlink=False)
 
+    def _inline_below(self) -> float:
+        """Engine requests faster than this run on the loop (the proxy never runs any inline)."""
+        return self.config.inline_engine_below
+
+    # the admission state, under the names the server has always shown
+    @property
+    def in_flight(self) -> int:
+        """Requests off the loop (engine thread or upstream), queued or running."""
+        return self.admission.in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self.admission.in_flight = value
+
+    @property
+    def slow_in_flight(self) -> int:
+        """In-flight engine requests not known to be fast."""
+        return self.admission.slow_in_flight
+
+    @slow_in_flight.setter
+    def slow_in_flight(self, value: int) -> None:
+        self.admission.slow_in_flight = value
+
     def known_fast(self, request: m.Request) -> bool:
         """Requests of this kind have recently cost less than ``inline_engine_below``."""
-        limit = self.config.inline_engine_below
-        return limit > 0 and self._cost.get(type(request), limit) < limit
+        return self.admission.known_fast(type(request))
 
     def inline_ok(self, request: m.Request) -> bool:
         """Run this engine request on the loop? When it is known to be fast and no slow (or not yet
         measured) request is in the engine thread, so the engine lock is held only briefly."""
-        return self.slow_in_flight == 0 and self.known_fast(request)
+        return self.admission.slow_in_flight == 0 and self.admission.known_fast(type(request))
 
     def record_cost(self, request: m.Request, seconds: float) -> None:
         """Update the moving average of engine time for this kind of request."""
-        old = self._cost.get(type(request))
-        self._cost[type(request)] = seconds if old is None else old * 0.8 + seconds * 0.2
+        self.admission.record_cost(type(request), seconds)
 
-    def _connection_gone(self) -> None:
-        if self.stopping and self._idle is not None and self.in_flight == 0 and not self.connections:
+    def connection_gone(self) -> None:
+        """A connection closed or a request came back: at shutdown, are we done?"""
+        if (
+            self.stopping
+            and self._idle is not None
+            and self.admission.in_flight == 0
+            and not self.connections
+        ):
             self._idle.set()
 
     async def _shutdown(self) -> None:
@@ -216,7 +241,7 @@ class AesmServer:
         await self._drain_backlog()
         for conn in list(self.connections):
             conn.check_timeouts(self.loop.time())
-        self._connection_gone()
+        self.connection_gone()
         try:
             await asyncio.wait_for(self._idle.wait(), cfg.shutdown_grace)
         except TimeoutError:
@@ -264,14 +289,6 @@ class AesmServer:
                 await self.loop.connect_accepted_socket(lambda: self.connection_class(self), conn)
         finally:
             dup.close()
-
-    def info(self) -> dict[str, Any]:
-        """A snapshot for logs and tests."""
-        return {"in_flight": self.in_flight, "connections": len(self.connections), **vars_of(self.stats)}
-
-
-def vars_of(stats: ServerStats) -> dict[str, int]:
-    return {k: getattr(stats, k) for k in ServerStats.__slots__}
 
 
 __all__ = ["AesmServer", "ServerStats"]

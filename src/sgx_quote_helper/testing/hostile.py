@@ -9,7 +9,10 @@ Each behaviour talks to a daemon socket the way a broken or malicious container 
 - :func:`half_closed`: a request then ``shutdown(SHUT_WR)`` (answered, then closed), or half a frame
   then ``SHUT_WR`` (closed without reply);
 - :func:`open_idle` (slowloris): many connections that send nothing, or a few bytes of a prefix;
-- :class:`Pipeliner`: a connection that writes requests back to back and never reads a reply.
+- :class:`Pipeliner`: a connection that writes requests back to back and never reads a reply;
+- :func:`never_reading`: connections that each ask one big reply (GetQuoteEx with a 1 MiB
+  ``buf_size``) and never read it (the daemon must abort them after its idle timeout and free the
+  buffered replies; past its reply-buffer cap it answers such requests BUSY).
 
 :func:`rss_kib` and :func:`open_fds` read ``/proc/<pid>`` of the daemon process.
 """
@@ -58,15 +61,6 @@ def _drain(s: socket.socket) -> int:
     return n
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def hostile_payload(rng: random.Random) -> bytes:
     """One random hostile request stream (see the module doc)."""
     kind = rng.randrange(6)
@@ -80,7 +74,7 @@ def hostile_payload(rng: random.Random) -> bytes:
         return _PREFIX.pack(len(body) + rng.randrange(1, 100)) + body
     if kind == 3:  # unknown envelope field
         field = rng.choice([3, 5, 99, 777, 5000])
-        body = _varint(field << 3 | 2) + b"\x00"
+        body = m.raw_envelope(field, b"")
         return _PREFIX.pack(len(body)) + body
     if kind == 4:  # a real request with bytes flipped
         frame = bytearray(
@@ -156,6 +150,25 @@ def closed_by_peer(s: socket.socket) -> bool:
         return True
 
 
+def never_reading(path: Path, frame: bytes, count: int, rcvbuf: int = 4096) -> list[socket.socket]:
+    """``count`` connections that each send ``frame`` (a request with a big reply) and never read,
+    with a small receive buffer (``rcvbuf``) so the reply stays in the daemon. Connections the
+    daemon refuses are skipped. The caller closes them."""
+    socks = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(5.0)
+        try:
+            s.connect(str(path))
+            s.sendall(frame)
+        except OSError:
+            s.close()
+            continue
+        socks.append(s)
+    return socks
+
+
 class Pipeliner:
     """A client that writes ``frame`` back to back (non-blocking) and never reads. ``sent`` counts
     the bytes the daemon accepted; a daemon that pauses reading keeps it small."""
@@ -189,6 +202,7 @@ __all__ = [
     "closed_by_peer",
     "half_closed",
     "hostile_payload",
+    "never_reading",
     "open_fds",
     "open_idle",
     "oversized_prefix",

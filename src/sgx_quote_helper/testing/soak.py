@@ -4,7 +4,8 @@ Good clients (:class:`~sgx_quote_helper.testing.restart.Load`: Intel-style and Q
 continuously with every quote checked; hostile threads cycle through the behaviours of
 :mod:`~sgx_quote_helper.testing.hostile` (random frames on their own connections, oversized
 prefixes, half-closed sockets, bursts of slowloris connections left to the daemon's timeouts,
-pipeliners that never read). A sampler reads the daemon's ``/proc/<pid>`` every ``interval``.
+pipeliners that never read, clients that ask a 1 MiB GetQuoteEx reply and never read it: the daemon
+runs with a small ``--max-reply-buffer`` so they hold little, and aborts them at its idle timeout). A sampler reads the daemon's ``/proc/<pid>`` every ``interval``.
 
 Verdict (:func:`judge`): after a warm-up (the first quarter, at least 3 s), the RSS of the last
 quarter may exceed that of the first post-warm-up quarter by at most ``rss_tolerance_kib`` (default
@@ -28,15 +29,22 @@ from .restart import Daemons, Load, summarize
 
 IDLE_TIMEOUT = 2.0
 READ_TIMEOUT = 1.0
+#: MiB of replies the soak daemon buffers for clients that do not read (--max-reply-buffer)
+REPLY_BUFFER_MIB = 2
 
 
 class Hostiles:
     """``threads`` hostile client threads (see the module doc) until :meth:`stop`, or until
     ``max_frames`` random frames were sent."""
 
-    def __init__(self, path: Path, frame: bytes, threads: int, seed: int, max_frames: int | None) -> None:
-        self.path, self.frame, self.max_frames = path, frame, max_frames
-        self.counts = {"random_frames": 0, "oversized": 0, "half_closed": 0, "slowloris": 0, "pipelined": 0}
+    def __init__(
+        self, path: Path, frame: bytes, threads: int, seed: int, max_frames: int | None, big: bytes = b""
+    ) -> None:
+        self.path, self.frame, self.max_frames, self.big = path, frame, max_frames, big or frame
+        self.counts = {
+            "random_frames": 0, "oversized": 0, "half_closed": 0, "slowloris": 0, "pipelined": 0,
+            "never_reading": 0,
+        }  # fmt: skip
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -83,6 +91,12 @@ class Hostiles:
         elif what < 0.90:
             hostile.half_closed(self.path, self.frame)
             self._add("half_closed", 1)
+        elif what < 0.93:
+            readers = hostile.never_reading(self.path, self.big, 20)
+            self._add("never_reading", len(readers))
+            self._stop.wait(rng.uniform(0.2, IDLE_TIMEOUT + 1))  # some are aborted by the daemon
+            for s in readers:
+                s.close()
         elif what < 0.95:
             socks = hostile.open_idle(self.path, 100)
             self._add("slowloris", len(socks))
@@ -143,7 +157,13 @@ def run_soak(
 ) -> dict[str, Any]:
     """Run the soak (see the module doc) for ``seconds`` (or until ``max_frames`` random frames);
     returns the result with ``passed``."""
-    daemons = Daemons(root, ("--idle-timeout", str(IDLE_TIMEOUT), "--read-timeout", str(READ_TIMEOUT), "-q"))
+    daemons = Daemons(
+        root,
+        (
+            "--idle-timeout", str(IDLE_TIMEOUT), "--read-timeout", str(READ_TIMEOUT), "-q",
+            "--max-reply-buffer", str(REPLY_BUFFER_MIB),
+        ),
+    )  # fmt: skip
     daemons.start()
     assert daemons.current is not None
     pid = daemons.current.pid
@@ -155,7 +175,10 @@ def run_soak(
         frame = encode_frame(
             m.encode_request(m.GetQuoteExRequest(rep.to_bytes(), load.key, None, load.size, 1000))
         )
-        bad = Hostiles(daemons.path, frame, hostile_threads, seed, max_frames)
+        big = encode_frame(
+            m.encode_request(m.GetQuoteExRequest(rep.to_bytes(), load.key, None, 1 << 20, 1000))
+        )
+        bad = Hostiles(daemons.path, frame, hostile_threads, seed, max_frames, big)
         t0 = time.monotonic()
         load.start()
         bad.start()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ..errors import Fault, LocalProtocolError, RemoteProtocolError
 
 #: the length prefix: ``uint32_t`` in host order (x86-64: little-endian)
 HEADER = struct.Struct("<I")
@@ -105,12 +105,12 @@ class FrameDecoder:
                 reason = f"connection closed inside a length prefix ({have} of {HEADER_SIZE} bytes)"
             else:
                 reason = f"connection closed inside a frame ({have} of {self._need} body bytes)"
-            raise RemoteProtocolError(reason)
+            raise RemoteProtocolError(reason, Fault.TRUNCATED)
 
     def _fail(self, n: int) -> RemoteProtocolError:
         self._buf.clear()
         self._error = RemoteProtocolError(
-            f"length prefix {n} exceeds the maximum frame size {self.max_frame_size}"
+            f"length prefix {n} exceeds the maximum frame size {self.max_frame_size}", Fault.OVERSIZED
         )
         return self._error
 

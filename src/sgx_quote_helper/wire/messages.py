@@ -18,11 +18,12 @@ Wire rules kept here (``shared/specs/aesm-protocol.md`` §3, §8 items 3-4):
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
 
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ..errors import Fault, LocalProtocolError, RemoteProtocolError
 from .values import (
     _REQ_NAMES,
     _RES_NAMES,
@@ -45,6 +46,7 @@ from .values import (
     F_SWITCH_EXTENDED_EPID_GROUP,
     F_UNSUPPORTED,
     LEGACY_FIELDS,
+    PUB_KEY_ID_SIZE,
     EmptyRequest,
     GetQuoteExRequest,
     GetQuoteExResponse,
@@ -66,6 +68,8 @@ from .values import (
     Response,
     SelectAttKeyIDRequest,
     SelectAttKeyIDResponse,
+    TypedRequest,
+    UnknownFieldResponse,
     UnknownRequest,
     UnknownResponse,
     pb,
@@ -74,20 +78,60 @@ from .values import (
     response_field,
 )
 
+# ---------------------------------------------------------------- field tables
+
+# Each typed value's fields are its protobuf sub-message's fields, by the same name (``error_code``
+# is ``errorCode``). A dataclass field whose default is ``None`` is optional on the wire (absent ->
+# ``None``); one with another default is proto2 ``required`` (absent -> its default, as the C++ and
+# Python runtimes read it). The tables are built once from the dataclasses, so encoding and decoding
+# are one loop for every type instead of a ladder per type.
+
+_Spec = tuple[str, str, tuple[tuple[str, str, bool], ...]]  # (envelope name, sub-name, fields)
+
+
+def _spec(cls: type, names: dict[int, str]) -> _Spec:
+    fields = tuple(
+        (f.name, "errorCode" if f.name == "error_code" else f.name, f.default is None)
+        for f in dataclasses.fields(cls)
+    )
+    return names[cls.FIELD], names[cls.FIELD], fields  # type: ignore[attr-defined]
+
+
+_TYPED_REQUESTS = (
+    GetQuoteExRequest,
+    GetSupportedAttKeyIDNumRequest,
+    GetSupportedAttKeyIDsRequest,
+    SelectAttKeyIDRequest,
+    InitQuoteExRequest,
+    GetQuoteSizeExRequest,
+    HelperProbeRequest,
+)
+_TYPED_RESPONSES = tuple(cls.Response for cls in _TYPED_REQUESTS)
+_REQUEST_SPECS: dict[type, _Spec] = {cls: _spec(cls, _REQ_NAMES) for cls in _TYPED_REQUESTS}
+_RESPONSE_SPECS: dict[type, _Spec] = {cls: _spec(cls, _RES_NAMES) for cls in _TYPED_RESPONSES}
+_REQUEST_BY_FIELD: dict[int, tuple[type, tuple[tuple[str, str, bool], ...]]] = {
+    cls.FIELD: (cls, spec[2])  # type: ignore[attr-defined]
+    for cls, spec in _REQUEST_SPECS.items()
+}
+_RESPONSE_BY_FIELD: dict[int, tuple[type, tuple[tuple[str, str, bool], ...]]] = {
+    cls.FIELD: (cls, spec[2])  # type: ignore[attr-defined]
+    for cls, spec in _RESPONSE_SPECS.items()
+}
+
 # ---------------------------------------------------------------- decoding helpers
-
-
-def _opt(msg: object, name: str) -> object | None:
-    return getattr(msg, name) if msg.HasField(name) else None  # type: ignore[attr-defined]
 
 
 def _parse(cls: type, body: bytes, what: str) -> object:
     try:
         return cls.FromString(body)  # type: ignore[attr-defined]
     except DecodeError as exc:
-        raise RemoteProtocolError(f"{what} is not a valid protobuf envelope: {exc}") from None
+        raise RemoteProtocolError(
+            f"{what} is not a valid protobuf envelope: {exc}", Fault.MALFORMED
+        ) from None
     except (ValueError, TypeError, RecursionError) as exc:  # defensive: pure-Python backend corner cases
-        raise RemoteProtocolError(f"{what} is not a valid protobuf envelope: {exc}") from None
+        raise RemoteProtocolError(
+            f"{what} is not a valid protobuf envelope: {exc}", Fault.MALFORMED
+        ) from None
 
 
 def _unknown_numbers(msg: object) -> tuple[int, ...]:
@@ -95,6 +139,36 @@ def _unknown_numbers(msg: object) -> tuple[int, ...]:
 
     fields: Any = UnknownFieldSet(msg)  # type: ignore[arg-type]
     return tuple(sorted({f.field_number for f in fields}))
+
+
+def _values(msg: Any, fields: tuple[tuple[str, str, bool], ...]) -> list[object]:
+    return [
+        (getattr(msg, pbname) if msg.HasField(pbname) else None) if optional else getattr(msg, pbname)
+        for _, pbname, optional in fields
+    ]
+
+
+def _fill(msg: Any, value: object, fields: tuple[tuple[str, str, bool], ...]) -> None:
+    msg.SetInParent()
+    for name, pbname, _ in fields:
+        v = getattr(value, name)
+        if v is not None:
+            setattr(msg, pbname, v)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def raw_envelope(field: int, payload: bytes) -> bytes:
+    """An envelope whose one field ``field`` (length-delimited) carries ``payload``: how an answer
+    to a request number the schema does not know is built (and how tests build unknown requests)."""
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
 
 # ---------------------------------------------------------------- server side
@@ -106,41 +180,19 @@ def decode_request(body: bytes) -> Request:
     Raises:
         RemoteProtocolError: the bytes are not a protobuf ``Request``.
     """
-    env = _parse(pb.Request, body, "request")
-    fields = env.ListFields()  # type: ignore[attr-defined]
+    env: Any = _parse(pb.Request, body, "request")
+    fields = env.ListFields()
     if len(fields) != 1:
         if not fields:
             unknown = _unknown_numbers(env)
             return UnknownRequest(unknown) if unknown else EmptyRequest()
         return UnknownRequest(tuple(f.number for f, _ in fields))
-    fd, m = fields[0]
-    n = fd.number
-    if n == F_GET_QUOTE_EX:
-        return GetQuoteExRequest(
-            report=m.report,
-            att_key_id=_opt(m, "att_key_id"),  # type: ignore[arg-type]
-            qe_report_info=_opt(m, "qe_report_info"),  # type: ignore[arg-type]
-            buf_size=m.buf_size,
-            timeout=_opt(m, "timeout"),  # type: ignore[arg-type]
-        )
-    if n == F_GET_SUPPORTED_ATT_KEY_ID_NUM:
-        return GetSupportedAttKeyIDNumRequest(_opt(m, "timeout"))  # type: ignore[arg-type]
-    if n == F_GET_SUPPORTED_ATT_KEY_IDS:
-        return GetSupportedAttKeyIDsRequest(m.buf_size, _opt(m, "timeout"))  # type: ignore[arg-type]
-    if n == F_SELECT_ATT_KEY_ID:
-        return SelectAttKeyIDRequest(_opt(m, "att_key_id_list"), _opt(m, "timeout"))  # type: ignore[arg-type]
-    if n == F_INIT_QUOTE_EX:
-        return InitQuoteExRequest(
-            att_key_id=_opt(m, "att_key_id"),  # type: ignore[arg-type]
-            b_pub_key_id=m.b_pub_key_id,
-            buf_size=_opt(m, "buf_size"),  # type: ignore[arg-type]
-            timeout=_opt(m, "timeout"),  # type: ignore[arg-type]
-        )
-    if n == F_GET_QUOTE_SIZE_EX:
-        return GetQuoteSizeExRequest(_opt(m, "att_key_id"), _opt(m, "timeout"))  # type: ignore[arg-type]
-    if n == F_HELPER_PROBE:
-        return HelperProbeRequest(_opt(m, "timeout"))  # type: ignore[arg-type]
-    return LegacyRequest(n, m.SerializePartialToString())
+    fd, sub = fields[0]
+    typed = _REQUEST_BY_FIELD.get(fd.number)
+    if typed is None:
+        return LegacyRequest(fd.number, sub.SerializePartialToString())
+    cls, spec = typed
+    return cls(*_values(sub, spec))  # type: ignore[no-any-return]
 
 
 def encode_response(response: Response) -> bytes:
@@ -149,56 +201,23 @@ def encode_response(response: Response) -> bytes:
     Raises:
         LocalProtocolError: a value does not fit its protobuf field.
     """
-    env = pb.Response()
+    env: Any = pb.Response()
     try:
-        if isinstance(response, GetQuoteExResponse):
-            m = env.getQuoteExRes
-            m.errorCode = response.error_code
-            if response.quote is not None:
-                m.quote = response.quote
-            if response.qe_report_info is not None:
-                m.qe_report_info = response.qe_report_info
-        elif isinstance(response, GetSupportedAttKeyIDNumResponse):
-            m = env.getSupportedAttKeyIDNumRes
-            m.errorCode = response.error_code
-            if response.att_key_id_num is not None:
-                m.att_key_id_num = response.att_key_id_num
-        elif isinstance(response, GetSupportedAttKeyIDsResponse):
-            m = env.getSupportedAttKeyIDsRes
-            m.errorCode = response.error_code
-            if response.att_key_ids is not None:
-                m.att_key_ids = response.att_key_ids
-        elif isinstance(response, SelectAttKeyIDResponse):
-            m = env.selectAttKeyIDRes
-            m.errorCode = response.error_code
-            if response.selected_att_key_id is not None:
-                m.selected_att_key_id = response.selected_att_key_id
-        elif isinstance(response, InitQuoteExResponse):
-            m = env.initQuoteExRes
-            m.errorCode = response.error_code
-            if response.target_info is not None:
-                m.target_info = response.target_info
-            if response.pub_key_id_size is not None:
-                m.pub_key_id_size = response.pub_key_id_size
-            if response.pub_key_id is not None:
-                m.pub_key_id = response.pub_key_id
-        elif isinstance(response, GetQuoteSizeExResponse):
-            m = env.getQuoteSizeExRes
-            m.errorCode = response.error_code
-            if response.quote_size is not None:
-                m.quote_size = response.quote_size
-        elif isinstance(response, LegacyResponse):
+        spec = _RESPONSE_SPECS.get(type(response))
+        if spec is not None:
+            _fill(getattr(env, spec[0]), response, spec[2])
+        elif type(response) is LegacyResponse:
+            assert isinstance(response, LegacyResponse)
             name = _RES_NAMES.get(response.field)
             if name is None:
                 raise LocalProtocolError(f"no response type has field number {response.field}")
             getattr(env, name).errorCode = response.error_code
-        elif isinstance(response, HelperProbeResponse):
-            m = env.helperProbeRes
-            m.errorCode = response.error_code
-            m.implementation = response.implementation
-            m.version = response.version
-            m.pid = response.pid
-            m.instance_id = response.instance_id
+        elif type(response) is UnknownFieldResponse:  # {field: {errorCode}}, any field number
+            assert isinstance(response, UnknownFieldResponse)
+            if not 0 < response.field < 1 << 29:
+                raise LocalProtocolError(f"no response can have field number {response.field}")
+            inner = pb.Response.InitQuoteResponse(errorCode=response.error_code).SerializeToString()
+            return raw_envelope(response.field, inner)
         else:
             raise LocalProtocolError(f"cannot encode {type(response).__name__} as a response")
         return env.SerializeToString()  # type: ignore[no-any-return]
@@ -215,56 +234,22 @@ def encode_request(request: Request) -> bytes:
     Raises:
         LocalProtocolError: unknown/empty request values, or a number out of its field's range.
     """
-    env = pb.Request()
+    env: Any = pb.Request()
     try:
-        if isinstance(request, GetQuoteExRequest):
-            m = env.getQuoteExReq
-            m.report = request.report
-            if request.att_key_id is not None:
-                m.att_key_id = request.att_key_id
-            if request.qe_report_info is not None:
-                m.qe_report_info = request.qe_report_info
-            m.buf_size = request.buf_size
-        elif isinstance(request, GetSupportedAttKeyIDNumRequest):
-            m = env.getSupportedAttKeyIDNumReq
-            m.SetInParent()
-        elif isinstance(request, GetSupportedAttKeyIDsRequest):
-            m = env.getSupportedAttKeyIDsReq
-            m.buf_size = request.buf_size
-        elif isinstance(request, SelectAttKeyIDRequest):
-            m = env.selectAttKeyIDReq
-            m.SetInParent()
-            if request.att_key_id_list is not None:
-                m.att_key_id_list = request.att_key_id_list
-        elif isinstance(request, InitQuoteExRequest):
-            m = env.initQuoteExReq
-            if request.att_key_id is not None:
-                m.att_key_id = request.att_key_id
-            m.b_pub_key_id = request.b_pub_key_id
-            if request.buf_size is not None:
-                m.buf_size = request.buf_size
-        elif isinstance(request, GetQuoteSizeExRequest):
-            m = env.getQuoteSizeExReq
-            m.SetInParent()
-            if request.att_key_id is not None:
-                m.att_key_id = request.att_key_id
-        elif isinstance(request, HelperProbeRequest):
-            m = env.helperProbeReq
-            m.SetInParent()
-        elif isinstance(request, LegacyRequest):
+        spec = _REQUEST_SPECS.get(type(request))
+        if spec is not None:
+            _fill(getattr(env, spec[0]), request, spec[2])
+            return env.SerializeToString()  # type: ignore[no-any-return]
+        if type(request) is LegacyRequest:
+            assert isinstance(request, LegacyRequest)
             name = _REQ_NAMES.get(request.field)
             if name is None or request.field not in LEGACY_FIELDS:
                 raise LocalProtocolError(f"field {request.field} is not a legacy request")
-            m = getattr(env, name)
-            m.SetInParent()
-            m.MergeFromString(request.payload)
+            sub = getattr(env, name)
+            sub.SetInParent()
+            sub.MergeFromString(request.payload)
             return env.SerializePartialToString()  # type: ignore[no-any-return]
-        else:
-            raise LocalProtocolError(f"cannot encode {type(request).__name__} as a request")
-        timeout = getattr(request, "timeout", None)
-        if timeout is not None:
-            m.timeout = timeout
-        return env.SerializeToString()  # type: ignore[no-any-return]
+        raise LocalProtocolError(f"cannot encode {type(request).__name__} as a request")
     except (ValueError, TypeError, EncodeError, DecodeError) as exc:
         raise LocalProtocolError(f"invalid {type(request).__name__}: {exc}") from None
 
@@ -275,35 +260,18 @@ def decode_response(body: bytes) -> Response:
     Raises:
         RemoteProtocolError: the bytes are not a protobuf ``Response``.
     """
-    env = _parse(pb.Response, body, "response")
-    fields = env.ListFields()  # type: ignore[attr-defined]
+    env: Any = _parse(pb.Response, body, "response")
+    fields = env.ListFields()
     if len(fields) != 1:
         return UnknownResponse(tuple(f.number for f, _ in fields) or _unknown_numbers(env))
-    fd, m = fields[0]
-    n = fd.number
-    if not m.HasField("errorCode"):
-        raise RemoteProtocolError(f"{fd.name} has no errorCode")
-    code = m.errorCode
-    if n == F_GET_QUOTE_EX:
-        return GetQuoteExResponse(code, _opt(m, "quote"), _opt(m, "qe_report_info"))  # type: ignore[arg-type]
-    if n == F_GET_SUPPORTED_ATT_KEY_ID_NUM:
-        return GetSupportedAttKeyIDNumResponse(code, _opt(m, "att_key_id_num"))  # type: ignore[arg-type]
-    if n == F_GET_SUPPORTED_ATT_KEY_IDS:
-        return GetSupportedAttKeyIDsResponse(code, _opt(m, "att_key_ids"))  # type: ignore[arg-type]
-    if n == F_SELECT_ATT_KEY_ID:
-        return SelectAttKeyIDResponse(code, _opt(m, "selected_att_key_id"))  # type: ignore[arg-type]
-    if n == F_INIT_QUOTE_EX:
-        return InitQuoteExResponse(
-            code,
-            _opt(m, "target_info"),  # type: ignore[arg-type]
-            _opt(m, "pub_key_id_size"),  # type: ignore[arg-type]
-            _opt(m, "pub_key_id"),  # type: ignore[arg-type]
-        )
-    if n == F_GET_QUOTE_SIZE_EX:
-        return GetQuoteSizeExResponse(code, _opt(m, "quote_size"))  # type: ignore[arg-type]
-    if n == F_HELPER_PROBE:
-        return HelperProbeResponse(code, m.implementation, m.version, m.pid, m.instance_id)
-    return LegacyResponse(n, code)
+    fd, sub = fields[0]
+    if not sub.HasField("errorCode"):
+        raise RemoteProtocolError(f"{fd.name} has no errorCode", Fault.MALFORMED)
+    typed = _RESPONSE_BY_FIELD.get(fd.number)
+    if typed is None:
+        return LegacyResponse(fd.number, sub.errorCode)
+    cls, spec = typed
+    return cls(*_values(sub, spec))  # type: ignore[no-any-return]
 
 
 __all__ = [
@@ -326,6 +294,7 @@ __all__ = [
     "F_SWITCH_EXTENDED_EPID_GROUP",
     "F_UNSUPPORTED",
     "LEGACY_FIELDS",
+    "PUB_KEY_ID_SIZE",
     "EmptyRequest",
     "GetQuoteExRequest",
     "GetQuoteExResponse",
@@ -347,12 +316,15 @@ __all__ = [
     "Response",
     "SelectAttKeyIDRequest",
     "SelectAttKeyIDResponse",
+    "TypedRequest",
+    "UnknownFieldResponse",
     "UnknownRequest",
     "UnknownResponse",
     "decode_request",
     "decode_response",
     "encode_request",
     "encode_response",
+    "raw_envelope",
     "request_field",
     "request_name",
     "response_field",

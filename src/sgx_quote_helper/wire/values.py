@@ -3,12 +3,18 @@
 Plain data, no encoding: ``bytes``/``int`` wire fields, ``None`` = field absent. Each class names its
 envelope field number (``FIELD``, Intel's messages.proto); :mod:`.messages` turns them into bytes
 and back. Sizes of the SGX structures inside the ``bytes`` are checked by the service, not here.
+
+Requests and responses come in typed pairs, as in fortanix's aesm-client (``transact<T>``): every
+request knows its response type (``Request.Response``), how to build the answer that carries only
+an error code (:meth:`TypedRequest.failure`: BUSY, SERVICE_UNAVAILABLE... with the fields such an
+answer always carries), and whether the quoting engine does its work (``ENGINE``). Code above
+``wire`` never pairs them by hand.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from . import aesm_pb2 as _pb2
 
@@ -60,19 +66,43 @@ def request_name(field: int) -> str:
     return _REQ_NAMES.get(field, f"field{field}")
 
 
+#: ECDSA_ID size (``sizeof(sgx_sha256_hash_t)``): InitQuoteEx error answers always carry it
+PUB_KEY_ID_SIZE = 32
+
+R = TypeVar("R")
+
+
+class TypedRequest(Generic[R]):
+    """Base of the request types that have their own response type ``R`` (see the module doc)."""
+
+    __slots__ = ()
+    FIELD: ClassVar[int]
+    #: the response type of this request (set below, once the response classes exist)
+    Response: ClassVar[type[Any]]
+    #: the quoting engine does the work (the server runs it off its event loop unless it is fast)
+    ENGINE: ClassVar[bool] = False
+
+    def failure(self, code: int) -> R:
+        """The answer of this request's type carrying only the error ``code``."""
+        return cast(R, self.Response(code))
+
+
 # ---------------------------------------------------------------- requests
 
 
 @dataclass(frozen=True, slots=True)
-class GetSupportedAttKeyIDNumRequest:
+class GetSupportedAttKeyIDNumRequest(TypedRequest["GetSupportedAttKeyIDNumResponse"]):
     """``sgx_get_supported_att_key_id_num`` (field 21)."""
 
     FIELD: ClassVar[int] = F_GET_SUPPORTED_ATT_KEY_ID_NUM
     timeout: int | None = None
 
+    def failure(self, code: int) -> GetSupportedAttKeyIDNumResponse:
+        return GetSupportedAttKeyIDNumResponse(code, 0)  # aesmd writes the number on error too
+
 
 @dataclass(frozen=True, slots=True)
-class GetSupportedAttKeyIDsRequest:
+class GetSupportedAttKeyIDsRequest(TypedRequest["GetSupportedAttKeyIDsResponse"]):
     """``sgx_get_supported_att_key_ids`` (field 22): ``buf_size`` must be num x 256."""
 
     FIELD: ClassVar[int] = F_GET_SUPPORTED_ATT_KEY_IDS
@@ -81,7 +111,7 @@ class GetSupportedAttKeyIDsRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class SelectAttKeyIDRequest:
+class SelectAttKeyIDRequest(TypedRequest["SelectAttKeyIDResponse"]):
     """``sgx_select_att_key_id`` (field 19): optional key-id list (header + n x 256)."""
 
     FIELD: ClassVar[int] = F_SELECT_ATT_KEY_ID
@@ -90,39 +120,51 @@ class SelectAttKeyIDRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class InitQuoteExRequest:
+class InitQuoteExRequest(TypedRequest["InitQuoteExResponse"]):
     """``sgx_init_quote_ex`` (field 15). ``buf_size`` is meaningless when ``b_pub_key_id`` is false."""
 
     FIELD: ClassVar[int] = F_INIT_QUOTE_EX
+    ENGINE: ClassVar[bool] = True
     att_key_id: bytes | None = None
     b_pub_key_id: bool = False
     buf_size: int | None = None
     timeout: int | None = None
 
+    def failure(self, code: int) -> InitQuoteExResponse:
+        """Always with ``pub_key_id_size``: the caller's buffer size, or 32 on a size query."""
+        asked = self.buf_size if self.b_pub_key_id and self.buf_size is not None else PUB_KEY_ID_SIZE
+        return InitQuoteExResponse(code, pub_key_id_size=asked)
+
 
 @dataclass(frozen=True, slots=True)
-class GetQuoteSizeExRequest:
+class GetQuoteSizeExRequest(TypedRequest["GetQuoteSizeExResponse"]):
     """``sgx_get_quote_size_ex`` (field 16)."""
 
     FIELD: ClassVar[int] = F_GET_QUOTE_SIZE_EX
+    ENGINE: ClassVar[bool] = True
     att_key_id: bytes | None = None
     timeout: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class GetQuoteExRequest:
+class GetQuoteExRequest(TypedRequest["GetQuoteExResponse"]):
     """``sgx_get_quote_ex`` (field 17): the app's REPORT, key id, optional qe_report_info."""
 
     FIELD: ClassVar[int] = F_GET_QUOTE_EX
+    ENGINE: ClassVar[bool] = True
     report: bytes = b""
     att_key_id: bytes | None = None
     qe_report_info: bytes | None = None
     buf_size: int = 0
     timeout: int | None = None
 
+    def failure(self, code: int) -> GetQuoteExResponse:
+        """No quote; ``qe_report_info`` echoed as sent (aesmd does on error)."""
+        return GetQuoteExResponse(code, None, self.qe_report_info)
+
 
 @dataclass(frozen=True, slots=True)
-class LegacyRequest:
+class LegacyRequest(TypedRequest["LegacyResponse"]):
     """An EPID / launch / update request (fields 1-4, 10-14, 18), kept as its raw sub-message."""
 
     field: int
@@ -132,9 +174,12 @@ class LegacyRequest:
     def name(self) -> str:
         return request_name(self.field)
 
+    def failure(self, code: int) -> LegacyResponse:
+        return LegacyResponse(self.field, code)
+
 
 @dataclass(frozen=True, slots=True)
-class HelperProbeRequest:
+class HelperProbeRequest(TypedRequest["HelperProbeResponse"]):
     """Ours (field 1000): "who serves this socket?" Intel's daemon closes without replying."""
 
     FIELD: ClassVar[int] = F_HELPER_PROBE
@@ -145,12 +190,24 @@ class HelperProbeRequest:
 class EmptyRequest:
     """An envelope with no field at all (including a zero-length frame)."""
 
+    ENGINE: ClassVar[bool] = False
+
+    def failure(self, code: int) -> None:
+        """Nothing: no response type fits (the server closes, as aesmd does)."""
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class UnknownRequest:
     """An envelope without exactly one known sub-message; ``fields`` lists the numbers seen."""
 
     fields: tuple[int, ...]
+    ENGINE: ClassVar[bool] = False
+
+    def failure(self, code: int) -> UnknownFieldResponse | None:
+        """``{field: {errorCode: code}}`` when exactly one field was seen (every AESM response has
+        errorCode as its field 1); else nothing (no field number to answer under)."""
+        return UnknownFieldResponse(self.fields[0], code) if len(self.fields) == 1 else None
 
 
 QuoteExRequest = (
@@ -221,6 +278,15 @@ class LegacyResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class UnknownFieldResponse:
+    """``{field: {errorCode}}`` under a number the schema may not know: the error answer to an
+    :class:`UnknownRequest` of one field (the upstream proxy sends it when the upstream is down)."""
+
+    field: int
+    error_code: int
+
+
+@dataclass(frozen=True, slots=True)
 class HelperProbeResponse:
     FIELD: ClassVar[int] = F_HELPER_PROBE
     error_code: int
@@ -245,12 +311,25 @@ QuoteExResponse = (
     | GetQuoteSizeExResponse
     | GetQuoteExResponse
 )
-Response = QuoteExResponse | LegacyResponse | HelperProbeResponse | UnknownResponse
+Response = QuoteExResponse | LegacyResponse | HelperProbeResponse | UnknownFieldResponse | UnknownResponse
+
+
+for _req, _res in (
+    (GetSupportedAttKeyIDNumRequest, GetSupportedAttKeyIDNumResponse),
+    (GetSupportedAttKeyIDsRequest, GetSupportedAttKeyIDsResponse),
+    (SelectAttKeyIDRequest, SelectAttKeyIDResponse),
+    (InitQuoteExRequest, InitQuoteExResponse),
+    (GetQuoteSizeExRequest, GetQuoteSizeExResponse),
+    (GetQuoteExRequest, GetQuoteExResponse),
+    (LegacyRequest, LegacyResponse),
+    (HelperProbeRequest, HelperProbeResponse),
+):
+    _req.Response = _res
 
 
 def response_field(response: Response) -> int | None:
     """The envelope field number a response value is sent under (None for UnknownResponse)."""
-    if isinstance(response, LegacyResponse):
+    if isinstance(response, LegacyResponse | UnknownFieldResponse):
         return response.field
     return getattr(response, "FIELD", None)
 
@@ -282,6 +361,7 @@ __all__ = [
     "F_SWITCH_EXTENDED_EPID_GROUP",
     "F_UNSUPPORTED",
     "LEGACY_FIELDS",
+    "PUB_KEY_ID_SIZE",
     "EmptyRequest",
     "GetQuoteExRequest",
     "GetQuoteExResponse",
@@ -303,6 +383,8 @@ __all__ = [
     "Response",
     "SelectAttKeyIDRequest",
     "SelectAttKeyIDResponse",
+    "TypedRequest",
+    "UnknownFieldResponse",
     "UnknownRequest",
     "UnknownResponse",
     "request_field",
