@@ -1,4 +1,6 @@
-"""A tiny loopback PCCS stand-in (http.server on 127.0.0.1, port 0) for fetch/CLI tests."""
+"""The fake PCCS on loopback HTTP (127.0.0.1, port 0), for the one caller that cannot take a getter:
+the ``verify --pccs URL`` CLI. It serves from a :class:`~sgx_quote_helper.testing.fakes.FakePccs`
+(the dict getter every other test injects into the fetcher), so there is one fake PCCS."""
 
 from __future__ import annotations
 
@@ -6,27 +8,24 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
+from sgx_quote_helper.testing.fakes import FakePccs
 
-class FakePccs:
-    """Serves ``routes`` (path?query -> (status, body, headers)); a key ``"pckcert"`` answers any
-    ``/sgx/certification/v4/pckcert?...`` request. Records every requested path in ``requests``."""
 
-    def __init__(self, routes: dict[str, tuple[int, bytes, dict[str, str]]]) -> None:
-        self.routes = routes
-        self.requests: list[str] = []
-        outer = self
+class LoopbackPccs:
+    """``with LoopbackPccs(FakePccs(routes)) as http: http.url``; requests land in ``fake.requests``."""
+
+    def __init__(self, fake: FakePccs) -> None:
+        self.fake = fake
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                outer.requests.append(self.path)
-                key = "pckcert" if self.path.startswith("/sgx/certification/v4/pckcert?") else self.path
-                status, body, headers = outer.routes.get(key, (404, b"not found", {}))
-                self.send_response(status)
-                for name, value in headers.items():
+                resp = fake(f"http://loopback{self.path}")
+                self.send_response(resp.status)
+                for name, value in resp.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(resp.body)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(resp.body)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
@@ -39,7 +38,7 @@ class FakePccs:
         host, port = self.server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def __enter__(self) -> FakePccs:
+    def __enter__(self) -> LoopbackPccs:
         self.thread.start()
         return self
 

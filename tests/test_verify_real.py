@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.errors import VerificationError
 from sgx_quote_helper.verify.collateral import Collateral, from_pcs_responses, load_dcap_qvl_json
-from sgx_quote_helper.verify.policy import Policy
+from sgx_quote_helper.verify.policy import DEFAULT_ALLOWED, Policy
 from sgx_quote_helper.verify.status import TcbStatus
 from sgx_quote_helper.verify.steps import Step
 from sgx_quote_helper.verify.verifier import Verifier, verify
 
-from .conftest import load_expected, real_dir
+from .conftest import REAL, load_expected, real_dir
 
 CSW = TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED
 
-# (vector, collateral file, converged status, platform advisory IDs); QE UpToDate in all
-ACCEPTING = [
-    ("phala-sgx-v3-processor", "collateral-2025-06.dcap-qvl.json", CSW, ("INTEL-SA-00289", "INTEL-SA-00615")),
-    ("phala-sgx-v3-processor", "collateral-2023-11.dcap-qvl.json", CSW, ("INTEL-SA-00289", "INTEL-SA-00615")),
-    ("tdx/phala-tdx-v4", "collateral-2025-06.dcap-qvl.json", TcbStatus.UP_TO_DATE, ()),
-]
+#: dcap-qvl's error text (as recorded in expected.json) -> the (step, reason) our verifier gives for it:
+#: a policy violation on an authentic quote (``"policy"``) or a failed check (a Step)
+DCAP_QVL_ERRORS: dict[str, tuple[str | Step, str]] = {
+    "Verification failed: Debug mode is enabled": ("policy", "debug"),
+    "Verification failed: Invalid MR service TD": ("policy", "service-td"),
+    "Verification failed: No matching TCB level found": (Step.TCB_LEVEL, "no-matching-tcb-level"),
+}
+
+
+def _vectors() -> list[tuple[str, dict[str, Any]]]:
+    """Every (vector, case) of shared/testdata/real whose collateral is a dcap-qvl JSON file."""
+    if not REAL.is_dir():
+        return []
+    out = []
+    for exp in sorted(REAL.glob("**/expected.json")):
+        vector = str(exp.parent.relative_to(REAL))
+        for case in load_expected(exp.parent)["cases"]:
+            if str(case.get("collateral", "")).endswith(".dcap-qvl.json") and "dcap_qvl_0_7_0" in case:
+                out.append((vector, case))
+    return out
+
+
+VECTORS = _vectors()
 
 
 def _case(vector: str, collateral: str) -> tuple[bytes, Collateral, int]:
@@ -32,58 +50,64 @@ def _case(vector: str, collateral: str) -> tuple[bytes, Collateral, int]:
     return (d / "quote.bin").read_bytes(), load_dcap_qvl_json((d / collateral).read_text()), now
 
 
-@pytest.mark.parametrize(("vector", "collateral", "status", "advisories"), ACCEPTING)
-def test_real_vector_accepted(
-    vector: str, collateral: str, status: TcbStatus, advisories: tuple[str, ...]
-) -> None:
-    quote, coll, now = _case(vector, collateral)
-    v = verify(quote, coll, now)
-    assert v.accepted and v.rejection is None
-    assert v.status is status and v.platform_status is status
-    assert v.qe_status is TcbStatus.UP_TO_DATE
-    assert v.advisory_ids == advisories
+def test_every_vector_with_collateral_is_covered() -> None:
+    if not REAL.is_dir():
+        pytest.skip(f"real test vectors not found at {REAL}")
+    assert (
+        len(VECTORS) >= 6
+    )  # phala SGX x2, automata SGX debug, phala TDX v4, automata TDX v5, TDX v5 outdated
+
+
+@pytest.mark.parametrize(("vector", "case"), VECTORS, ids=[f"{v}:{c['collateral']}" for v, c in VECTORS])
+def test_real_vector_reaches_its_expected_verdict(vector: str, case: dict[str, Any]) -> None:
+    """The verdict recorded in expected.json (dcap-qvl 0.7.0's, and the hand-computed QVL rules
+    where the vector has them) is ours too."""
+    quote, coll, now = _case(vector, case["collateral"])
+    want = case["dcap_qvl_0_7_0"]
+    if "error" in want:
+        step, reason = DCAP_QVL_ERRORS[want["error"]]
+        if isinstance(step, Step):
+            with pytest.raises(VerificationError) as exc:
+                verify(quote, coll, now)
+            assert (exc.value.step, exc.value.reason) == (step, reason)
+            return
+        v = verify(quote, coll, now)
+        assert not v.accepted and (v.rejection.step, v.rejection.reason) == (step, reason)  # type: ignore[union-attr]
+    else:
+        v = verify(quote, coll, now)
+        assert v.status.value == want["status"] and v.platform_status.value == want["platform"]
+        assert v.qe_status.value == want["qe"] and list(v.advisory_ids) == want["advisory_ids"]
+        assert v.accepted == (v.status in DEFAULT_ALLOWED)
+        assert v.to_dict()["status"] == want["status"]
+        parsed = verify(Quote.from_bytes(quote), coll, now)  # a parsed Quote works the same
+        assert parsed.status is v.status and parsed.advisory_ids == v.advisory_ids
     assert v.crls_checked
-    assert v.to_dict()["status"] == status.value
-    parsed = verify(Quote.from_bytes(quote), coll, now)  # a parsed Quote works the same
-    assert parsed.status is status and parsed.advisory_ids == advisories
+    hand = case.get("hand_computed_qvl_rules")
+    if hand is not None:  # the facts hold whatever the policy decided
+        assert v.fmspc.hex().upper() == hand["fmspc"] and v.sgx_type == hand["sgx_type"]
+        assert v.platform_status.value == hand["platform_status"] and v.qe_status.value == hand["qe_status"]
+        assert v.status.value == hand["final_status_intel_converge"]
+        assert list(v.advisory_ids) == hand["platform_advisories"]
 
 
 def test_phala_sgx_identity_fields() -> None:
     quote, coll, now = _case("phala-sgx-v3-processor", "collateral-2025-06.dcap-qvl.json")
     v = verify(quote, coll, now)
-    assert v.fmspc.hex().upper() == "00A067110000"
-    assert v.ca_type == "processor" and v.sgx_type == 0
+    assert v.ca_type == "processor"
     assert bytes.fromhex(v.to_dict()["report_data"]).startswith(b"Hello, world!")
-    assert v.tcb_evaluation_data_number == 17
+    assert v.tcb_info_evaluation_data_number == v.qe_identity_evaluation_data_number == 17
     assert v.warnings  # accepted with a warning: not UpToDate
 
 
-def test_automata_debug_rejected_by_policy_then_allowed() -> None:
+def test_policy_violations_can_be_waived_explicitly() -> None:
     quote, coll, now = _case("automata-sgx-v3-debug", "collateral-2024-08.dcap-qvl.json")
     v = verify(quote, coll, now)
-    assert not v.accepted
-    assert v.rejection is not None and (v.rejection.step, v.rejection.reason) == ("policy", "debug")
-    assert v.status is CSW  # the TCB status is still reported
     with pytest.raises(VerificationError) as exc:
         v.require_accepted()
     assert (exc.value.step, exc.value.reason) == (Step.POLICY, "debug")
     allowed = verify(quote, coll, now, policy=Policy(allow_debug=True))
-    assert allowed.accepted and allowed.status is CSW
-    assert allowed.advisory_ids == ("INTEL-SA-00289", "INTEL-SA-00615")
-
-
-def test_tdx_v5_outdated_has_no_matching_level() -> None:
-    quote, coll, now = _case("tdx/phala-tdx-v5-outdated", "collateral-2026-02.dcap-qvl.json")
-    with pytest.raises(VerificationError) as exc:
-        verify(quote, coll, now)
-    assert (exc.value.step, exc.value.reason) == (Step.TCB_LEVEL, "no-matching-tcb-level")
-
-
-def test_automata_tdx_v5_service_td_rejected_by_default() -> None:
+    assert allowed.accepted and allowed.status is v.status
     quote, coll, now = _case("tdx/automata-tdx-v5", "collateral-2025-06.dcap-qvl.json")
-    v = verify(quote, coll, now)
-    assert v.rejection is not None and v.rejection.reason == "service-td"
-    assert v.tee == "TDX" and v.quote_version == 5
     assert verify(quote, coll, now, policy=Policy(allow_service_td=True)).accepted
 
 

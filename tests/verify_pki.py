@@ -298,7 +298,7 @@ class SimPki:
         ).to_bytes()
 
     def pccs_routes(self) -> dict[str, tuple[int, bytes, dict[str, str]]]:
-        """PCCS answers (path with query -> status, body, headers) for :class:`FakePccs`."""
+        """PCCS answers (path with query -> status, body, headers) for :class:`~sgx_quote_helper.testing.fakes.FakePccs`."""
         c = self.collateral()
         return pccs_routes(
             c, FMSPC, "processor", leaf_pem=_pem(self.leaf), leaf_chain=_pem(self.ca, self.root)
@@ -326,7 +326,7 @@ def pccs_routes(
     }  # fmt: skip
     if leaf_pem:
         tcbm = (bytes(COMPONENTS) + (13).to_bytes(2, "little")).hex().upper()
-        routes["pckcert"] = (
+        routes[f"{v4}/pckcert"] = (  # any query: FakePccs falls back to the bare path
             200,
             leaf_pem.encode(),
             {"SGX-PCK-Certificate-Issuer-Chain": enc(leaf_chain), "SGX-TCBm": tcbm},

@@ -1,4 +1,6 @@
-"""Test doubles shipped with the product: :class:`FakeEngine`, a QuotingEngine with canned answers.
+"""Test doubles shipped with the product: :class:`FakeEngine`, a QuotingEngine with canned answers,
+and :class:`FakePccs`, a collateral getter answering from a dict (go-tdx-guest's ``testing``
+``Getter``: inject it into :class:`~sgx_quote_helper.verify.fetch.CollateralFetcher`).
 
 It lets the service, the server and the client be exercised (by our tests and by users' tests)
 without a simulated platform: no keys, no signatures, deterministic bytes. What it does model is
@@ -16,14 +18,16 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 from ..abi.codes import QuoteLibStatus
 from ..abi.keyid import AttKeyId, QeReportInfo
 from ..abi.report import Report, ReportBody, TargetInfo
 from ..engine.base import InitQuoteResult, QuoteResult
 from ..errors import EngineError
+from ..verify.fetch import HttpResponse
 
 #: the canned QE identity (a recognisable MRENCLAVE)
 FAKE_QE_MRENCLAVE = bytes.fromhex("fa4e" * 16)
@@ -155,4 +159,33 @@ class FakeEngine:
         self.closed = True
 
 
-__all__ = ["FAKE_QE_MRENCLAVE", "FAKE_QUOTE_SIZE", "FakeEngine", "fake_quote"]
+#: one canned answer: HTTP status, body, headers
+Route = tuple[int, bytes, Mapping[str, str]]
+
+
+class FakePccs:
+    """A PCCS as a :data:`~sgx_quote_helper.verify.fetch.Getter`: answers from ``routes``.
+
+    ``routes`` maps ``path?query`` (exact, as the fetcher builds it) or a bare ``path`` (any
+    query: ``/sgx/certification/v4/pckcert`` answers every pckcert look-up) to ``(status, body,
+    headers)``; anything else is a 404. The host is ignored. Every requested ``path?query`` is
+    recorded in :attr:`requests`, in order. Example::
+
+        pccs = FakePccs({"/sgx/certification/v4/rootcacrl": (200, crl_hex, {})})
+        CollateralFetcher("http://pccs.invalid", pccs).fetch(quote)
+        assert pccs.requests[-1].endswith("/rootcacrl")
+    """
+
+    def __init__(self, routes: Mapping[str, Route]) -> None:
+        self.routes: dict[str, Route] = dict(routes)
+        self.requests: list[str] = []
+
+    def __call__(self, url: str) -> HttpResponse:
+        parts = urlsplit(url)
+        key = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.requests.append(key)
+        status, body, headers = self.routes.get(key) or self.routes.get(parts.path) or (404, b"not found", {})
+        return HttpResponse(status, body, dict(headers))
+
+
+__all__ = ["FAKE_QE_MRENCLAVE", "FAKE_QUOTE_SIZE", "FakeEngine", "FakePccs", "Route", "fake_quote"]
