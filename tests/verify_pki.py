@@ -1,6 +1,7 @@
-"""A test PKI shaped like Intel's (SIMULATED names), to build quotes and collateral for the
-verifier's failure-step tests: every certificate, CRL, TCB Info, QE Identity and quote here is
-really signed with ``cryptography``, and each knob breaks exactly one thing.
+"""Knobs over the product's simulated PKI (:mod:`sgx_quote_helper.sim.pki`), to build quotes and
+collateral for the verifier's failure-step tests: every certificate and CRL comes from
+``sim.pki`` (SIMULATED names), every TCB Info, QE Identity and quote is really signed with
+``cryptography``, and each knob breaks exactly one thing.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 
-from sgx_quote_helper.abi.pck import SGX_EXTENSION_OID, SgxExtensions
+from sgx_quote_helper.abi.pck import SgxExtensions
 from sgx_quote_helper.abi.quote import (
     INTEL_QE_VENDOR_ID,
     CertificationData,
@@ -30,6 +30,7 @@ from sgx_quote_helper.abi.quote import (
     QuoteHeader,
 )
 from sgx_quote_helper.abi.report import Attributes, ReportBody
+from sgx_quote_helper.sim import pki
 from sgx_quote_helper.verify.collateral import Collateral
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -43,15 +44,6 @@ def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SIMULATED Intel Corporation"),
-        ]
-    )
-
-
 def _cert(
     subject: str,
     key: ec.EllipticCurvePrivateKey,
@@ -63,31 +55,17 @@ def _cert(
     not_after: datetime = NOW + timedelta(days=3650),
     ext: bytes | None = None,
 ) -> x509.Certificate:
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-        )
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=not ca, content_commitment=not ca, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-    )  # fmt: skip
-    if ext is not None:
-        b = b.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSION_OID), ext), False)
-    return b.sign(issuer_key, hashes.SHA256())
+    return pki.make_certificate(
+        subject,
+        key.public_key(),
+        issuer,
+        issuer_key,
+        serial=serial,
+        not_before=not_before,
+        not_after=not_after,
+        ca=ca,
+        sgx_extension_der=ext,
+    )
 
 
 def _pem(*certs: x509.Certificate) -> str:
@@ -95,21 +73,20 @@ def _pem(*certs: x509.Certificate) -> str:
 
 
 def _crl(
-    issuer: str, key: ec.EllipticCurvePrivateKey, revoked: tuple[int, ...], last: datetime, nxt: datetime
+    issuer_cn: str,
+    key: ec.EllipticCurvePrivateKey,
+    revoked: tuple[int, ...],
+    last: datetime,
+    nxt: datetime,
 ) -> bytes:
-    b = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(_name(issuer))
-        .last_update(last)
-        .next_update(nxt)
-        .add_extension(x509.CRLNumber(1), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+    crl = pki.make_crl(
+        key,
+        pki.simulated_name(issuer_cn),
+        now=last + pki.ISSUE_BACKDATE,
+        validity=nxt - last,
+        revoked_serials=revoked,
     )
-    for serial in revoked:
-        b = b.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(last).build()
-        )
-    return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    return crl.public_bytes(serialization.Encoding.DER)
 
 
 def raw_sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:

@@ -233,16 +233,60 @@ def make_pck_leaf(
     return builder.sign(ca_key, hashes.SHA256())
 
 
+def make_certificate(
+    subject_cn: str,
+    public_key: ec.EllipticCurvePublicKey,
+    issuer_cn: str,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    serial: int,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    ca: bool,
+    sgx_extension_der: bytes | None = None,
+    crl_url: str = ROOT_CRL_URL,
+) -> x509.Certificate:
+    """Any certificate of the simulated PKI with an explicit validity window and issuer.
+
+    The ``make_*`` functions above build the platform's chain as Intel's is shaped; this one lets
+    a verifier's tests shape one certificate freely (an expired PCK CA, a leaf issued by a
+    look-alike CA, a re-issued root with the same key) while every signature stays real.
+    ``ca``: CA:true with keyCertSign+cRLSign, else CA:false with digitalSignature+nonRepudiation.
+    """
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(simulated_name(subject_cn))
+        .issuer_name(simulated_name(issuer_cn))
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
+        .add_extension(_cdp(crl_url), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_key_usage(sign=not ca, ca=ca), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if sgx_extension_der is not None:
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(SGX_EXTENSION_OID, sgx_extension_der), False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
 def make_crl(
     issuer_key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate,
+    issuer: x509.Certificate | x509.Name,
     *,
     now: dt.datetime,
     validity: dt.timedelta,
     number: int = 1,
     revoked_serials: Iterable[int] = (),
 ) -> x509.CertificateRevocationList:
-    """A CRL issued by ``issuer`` with CRLNumber and AuthorityKeyIdentifier (what dcap-qvl needs).
+    """A CRL issued by ``issuer`` (a certificate, or just a name: tests forge look-alike issuers)
+    with CRLNumber and AuthorityKeyIdentifier (what dcap-qvl needs).
 
     ``thisUpdate`` is ``now - ISSUE_BACKDATE`` in whole seconds, ``nextUpdate`` = ``thisUpdate + validity``; the revoked
     entries carry reason keyCompromise as Intel's PCK CRLs do.
@@ -250,7 +294,7 @@ def make_crl(
     this_update = whole_seconds(now) - ISSUE_BACKDATE
     builder = (
         x509.CertificateRevocationListBuilder()
-        .issuer_name(issuer.subject)
+        .issuer_name(issuer.subject if isinstance(issuer, x509.Certificate) else issuer)
         .last_update(this_update)
         .next_update(this_update + validity)
         .add_extension(x509.CRLNumber(number), critical=False)
@@ -281,6 +325,7 @@ __all__ = [
     "SGX_EXTENSION_OID",
     "TCB_SIGNING_CN",
     "CaType",
+    "make_certificate",
     "make_crl",
     "make_pck_ca",
     "make_pck_leaf",
