@@ -209,3 +209,14 @@ def test_policy_file_evaluation_number_field() -> None:
     for bad in ('{"min_tcb_evaluation_data_number": -1}', '{"min_tcb_evaluation_data_number": "17"}'):
         with pytest.raises(ConfigError):
             Policy.from_json(bad)
+
+
+def test_mr_td_on_a_simulated_td() -> None:
+    td = SimPki(tdx=True)
+    quote, coll = td.quote(), td.collateral()
+    assert verify(quote, coll, NOW, root_ca=td.root_der, policy=Policy(mr_td=b"\x7d" * 48)).accepted
+    v = verify(quote, coll, NOW, root_ca=td.root_der, policy=Policy(mr_td=bytes(48), isv_prod_id=1))
+    assert [(r.reason, r.constraint) for r in v.violations] == [
+        ("isv-prod-id-not-applicable", "isv_prod_id"),
+        ("mr-td", "mr_td"),
+    ]

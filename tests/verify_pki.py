@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from sgx_quote_helper.abi.pck import SgxExtensions
 from sgx_quote_helper.abi.quote import (
     INTEL_QE_VENDOR_ID,
+    TEE_TYPE_TDX,
     CertificationData,
     EcdsaSigData,
     EncryptedPpid,
@@ -30,6 +31,7 @@ from sgx_quote_helper.abi.quote import (
     QuoteHeader,
 )
 from sgx_quote_helper.abi.report import Attributes, ReportBody
+from sgx_quote_helper.abi.tdreport import TdReport10
 from sgx_quote_helper.sim import pki
 from sgx_quote_helper.verify.collateral import Collateral
 
@@ -38,6 +40,9 @@ FMSPC = bytes.fromhex("00A067110000")
 QE_MRSIGNER = bytes.fromhex("8c4f5775d796503e96137f77c68a829a0056ac8ded70140b081b094490c57bff")
 QE_ID = bytes.fromhex("3987622ee6968a54977c8626ef471235")
 COMPONENTS = (11, 11, 2, 2, 255, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+#: TDX: the TD's TEE_TCB_SVN (module major 0) and the simulated TDX module's signer
+TEE_TCB_SVN = bytes([3, 0, 2] + [0] * 13)
+TDX_MODULE_MRSIGNER = b"\x5a" * 48
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -116,6 +121,10 @@ class SimPki:
     cert_type: int = 5
     quote_version: int = 3  # 3, 4 (SGX body, type-6 QE certification) or 5 (body type 1)
     tcb_info_version: int = 3
+    tdx: bool = False  # a TD quote (v4, TD report 1.0) with TDX TCB Info and a TD_QE identity
+    seam_attributes: bytes = bytes(8)  # the TD report's SEAMATTRIBUTES
+    module_attributes: str = "0000000000000000"  # TCB Info tdxModule attributes / mask (hex)
+    module_attributes_mask: str = "FFFFFFFFFFFFFFFF"
     tcb_evaluation_data_number: int = 17
     qe_evaluation_data_number: int = 17
     keys: dict[str, ec.EllipticCurvePrivateKey] = field(default_factory=dict)
@@ -169,8 +178,11 @@ class SimPki:
                 "advisoryIDs": ["INTEL-SA-00001"],
             },
         ]
+        if self.tdx:
+            for lv, svn in zip(levels, (TEE_TCB_SVN, bytes(16)), strict=True):
+                lv["tcb"]["tdxtcbcomponents"] = [{"svn": c} for c in svn]
         body = {
-            "id": "SGX",
+            "id": "TDX" if self.tdx else "SGX",
             "version": 3,
             "issueDate": _date(lo),
             "nextUpdate": _date(hi),
@@ -180,6 +192,12 @@ class SimPki:
             "tcbEvaluationDataNumber": self.tcb_evaluation_data_number,
             "tcbLevels": levels,
         }
+        if self.tdx:  # module major 0 (TEE_TCB_SVN[1] == 0): judged by tdxModule alone
+            body["tdxModule"] = {
+                "mrsigner": TDX_MODULE_MRSIGNER.hex().upper(),
+                "attributes": self.module_attributes,
+                "attributesMask": self.module_attributes_mask,
+            }
         if self.tcb_info_version == 2:  # API v3 shape: no id, flat component fields
             del body["id"]
             body["version"] = 2
@@ -194,7 +212,7 @@ class SimPki:
     def qe_identity_text(self) -> str:
         lo, hi = self.qe_window or self.info_window
         body = {
-            "id": "QE",
+            "id": "TD_QE" if self.tdx else "QE",
             "version": 2,
             "issueDate": _date(lo),
             "nextUpdate": _date(hi),
@@ -230,7 +248,30 @@ class SimPki:
             pck_crl=_crl(self.ca_cn, k["ca"], (0x1234,) if self.revoked_pck else (), lo, hi),
         )
 
-    def quote(self, auth_data: bytes = bytes(range(32)), body: ReportBody | None = None) -> bytes:
+    def td_report(self) -> TdReport10:
+        """The TD report a TDX quote carries (MRSIGNERSEAM of the simulated module)."""
+        z48 = bytes(48)
+        return TdReport10(
+            tee_tcb_svn=TEE_TCB_SVN,
+            mr_seam=b"\x5e" * 48,
+            mr_signer_seam=TDX_MODULE_MRSIGNER,
+            seam_attributes=self.seam_attributes,
+            td_attributes=bytes(8),
+            xfam=bytes.fromhex("e718060000000000"),
+            mr_td=b"\x7d" * 48,
+            mr_config_id=z48,
+            mr_owner=z48,
+            mr_owner_config=z48,
+            rtmr0=z48,
+            rtmr1=z48,
+            rtmr2=z48,
+            rtmr3=z48,
+            report_data=b"SIMULATED TD".ljust(64, b"\0"),
+        )
+
+    def quote(
+        self, auth_data: bytes = bytes(range(32)), body: ReportBody | TdReport10 | None = None
+    ) -> bytes:
         k = self.keys
         att = (
             k["att"]
@@ -247,6 +288,8 @@ class SimPki:
             report_data=hashlib.sha256(att + auth_data).digest() + bytes(32),
         )
         flags = 0x07 if self.debug else 0x05
+        if body is None and self.tdx:
+            body = self.td_report()
         isv = body or ReportBody(
             cpu_svn=bytes(COMPONENTS),
             attributes=Attributes(flags, 3),
@@ -262,10 +305,9 @@ class SimPki:
             ppid = EncryptedPpid(b"\xee" * 384, bytes(COMPONENTS), 13, 0)
             cert = CertificationData(3, ppid.to_bytes())
         qe_cert = QeReportCertData(qe_report, raw_sign(k["leaf"], qe_report.to_bytes()), auth_data, cert)
-        header = QuoteHeader(
-            self.quote_version, 2, 0, self.qe_isvsvn, 15, INTEL_QE_VENDOR_ID, QE_ID + bytes(4)
-        )
-        body_type = 1 if self.quote_version == 5 else None
+        version, tee = (4, TEE_TYPE_TDX) if isinstance(isv, TdReport10) else (self.quote_version, 0)
+        header = QuoteHeader(version, 2, tee, self.qe_isvsvn, 15, INTEL_QE_VENDOR_ID, QE_ID + bytes(4))
+        body_type = 1 if version == 5 else None
         q = Quote(
             header=header, body=isv, signature_data=EcdsaSigData(bytes(64), att, qe_cert), body_type=body_type
         )

@@ -1,4 +1,6 @@
-"""Step 1 as Intel QVL's ``Quote::validate()``, on quotes re-signed under the simulated PKI.
+"""Intel QVL's strictness, on quotes re-signed under the simulated PKI: step 1 as
+``Quote::validate()`` (header TEE type, certification data types) and step 13's SEAM attributes
+compared as QVL's QuoteVerifier does (``applyMask(report, mask) == identity``).
 
 Each rejected quote below is otherwise valid (ISV signature, QE report signature, PCK chain all
 genuine), and each test verifies a control quote that differs only in the checked field, so the
@@ -83,3 +85,28 @@ def test_certification_data_types_qvl_accepts_pass_step_1(cert_type: int) -> Non
     data = {1: 16, 2: 256, 3: 384}
     payload = chain.encode() + b"\0" if cert_type >= 4 else b"\xee" * data[cert_type] + bytes(20)
     assert verify(_with_cert_data(p, cert_type, payload), c, NOW, root_ca=p.root_der).accepted
+
+
+# --- step 13: SEAM attributes, report side masked only --------------------------------------------
+def test_seam_attributes_report_side_masked_only() -> None:
+    good = SimPki(tdx=True)
+    assert verify(good.quote(), good.collateral(), NOW, root_ca=good.root_der).accepted  # control
+    # a report bit outside the mask is ignored
+    loose = SimPki(tdx=True, seam_attributes=b"\x01" + bytes(7), module_attributes_mask="00" + "FF" * 7)
+    assert verify(loose.quote(), loose.collateral(), NOW, root_ca=loose.root_der).accepted
+    # inside the mask it must match
+    strict = SimPki(tdx=True, seam_attributes=b"\x01" + bytes(7))
+    with pytest.raises(VerificationError) as exc:
+        verify(strict.quote(), strict.collateral(), NOW, root_ca=strict.root_der)
+    assert (exc.value.step, exc.value.reason) == (Step.TDX_MODULE, "tdx-module-attributes-mismatch")
+    # the identity's value is not masked: a bit outside its own mask matches no module, even one
+    # whose report carries the same bit (masking both sides would accept this quote)
+    odd = SimPki(
+        tdx=True,
+        seam_attributes=b"\x01" + bytes(7),
+        module_attributes="01" + "00" * 7,
+        module_attributes_mask="00" + "FF" * 7,
+    )
+    with pytest.raises(VerificationError) as exc:
+        verify(odd.quote(), odd.collateral(), NOW, root_ca=odd.root_der)
+    assert (exc.value.step, exc.value.reason) == (Step.TDX_MODULE, "tdx-module-attributes-mismatch")
