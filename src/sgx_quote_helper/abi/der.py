@@ -47,11 +47,22 @@ def read_tlv(data: bytes, pos: int, structure: str) -> tuple[int, bytes, int]:
 
 
 def read_all(data: bytes, structure: str) -> list[tuple[int, bytes]]:
-    """Split ``data`` (the contents of a constructed value) into its TLVs."""
+    """Split ``data`` (the contents of a constructed value) into its TLVs.
+
+    The same rules as :func:`read_tlv`, inlined for the short-form lengths that make up almost
+    every element of a PCK certificate (this loop is on the verifier's cold path)."""
     out: list[tuple[int, bytes]] = []
-    pos = 0
-    while pos < len(data):
-        tag, value, pos = read_tlv(data, pos, structure)
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + 2 > end or data[pos] & 0x1F == 0x1F or data[pos + 1] >= 0x80:
+            tag, value, pos = read_tlv(data, pos, structure)  # long form, or an error to report
+        else:
+            tag, length = data[pos], data[pos + 1]
+            pos += 2
+            if pos + length > end:
+                raise ParseError(structure, pos, f"DER value needs {length} bytes, {end - pos} left")
+            value = data[pos : pos + length]
+            pos += length
         out.append((tag, value))
     return out
 

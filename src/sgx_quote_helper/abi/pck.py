@@ -29,6 +29,8 @@ OID_CACHED_KEYS = f"{_B}.7.2"
 OID_SMT_ENABLED = f"{_B}.7.3"
 
 SGX_TYPE_NAMES = {0: "Standard", 1: "Scalable", 2: "ScalableWithIntegrity"}
+#: TCB component OIDs ``...2.1`` .. ``...2.16`` -> their index
+_COMPONENT_INDEX = {f"{OID_TCB}.{i}": i for i in range(1, 17)}
 
 _S = "SgxExtensions"
 
@@ -133,12 +135,14 @@ class SgxExtensions:
 def _pairs(body: bytes) -> list[tuple[str, int, bytes]]:
     out = []
     for tag, value in der.read_all(body, _S):
-        der.expect(tag, der.TAG_SEQUENCE, _S, "entry")
+        if tag != der.TAG_SEQUENCE:
+            der.expect(tag, der.TAG_SEQUENCE, _S, "entry")
         parts = der.read_all(value, _S)
         if len(parts) != 2:
             raise ParseError(_S, 0, f"entry must be (OID, value), got {len(parts)} elements")
         (otag, oid), (vtag, v) = parts
-        der.expect(otag, der.TAG_OID, _S, "entry OID")
+        if otag != der.TAG_OID:
+            der.expect(otag, der.TAG_OID, _S, "entry OID")
         out.append((der.decode_oid(oid, _S), vtag, v))
     return out
 
@@ -160,14 +164,16 @@ def _tcb(tag: int, value: bytes) -> dict[str, object]:
             out["pcesvn"] = der.decode_int(v, _S, "PCESVN")
         elif oid == OID_CPUSVN:
             out["cpusvn"] = _octets(vtag, v, 16, "CPUSVN")
-        elif oid.startswith(OID_TCB + "."):
-            idx = int(oid.rsplit(".", 1)[1])
-            if 1 <= idx <= 16:
+        elif oid in _COMPONENT_INDEX:
+            idx = _COMPONENT_INDEX[oid]
+            if vtag != der.TAG_INTEGER or len(v) != 1 or v[0] & 0x80:  # the 0..127 fast path
                 der.expect(vtag, der.TAG_INTEGER, _S, f"TCB component {idx}")
                 svn = der.decode_int(v, _S, f"TCB component {idx}")
                 if svn > 255:
                     raise ParseError(_S, 0, f"TCB component {idx} out of range: {svn}")
-                comps[idx] = svn
+            else:
+                svn = v[0]
+            comps[idx] = svn
     if sorted(comps) != list(range(1, 17)):
         raise ParseError(_S, 0, f"TCB needs 16 components, found {len(comps)}")
     if "pcesvn" not in out or "cpusvn" not in out:

@@ -133,6 +133,22 @@ class TrustedRoot:
         return hashlib.sha256(self.der).digest()
 
     @cached_property
+    def tbs(self) -> bytes:
+        """The root's TBSCertificate bytes (cryptography builds a new bytes object per access)."""
+        return self.cert.tbs_certificate_bytes
+
+    @cached_property
+    def signature(self) -> bytes:
+        return self.cert.signature
+
+    @cached_property
+    def public_key(self) -> ec.EllipticCurvePublicKey | None:
+        """The root's EC key, loaded once (it checks the root CA CRL on every cold verification);
+        ``None`` for a root of another key type (whatever it signed then fails its check)."""
+        key = self.cert.public_key()
+        return key if isinstance(key, ec.EllipticCurvePublicKey) else None
+
+    @cached_property
     def public_key_bytes(self) -> bytes:
         return self.cert.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
@@ -170,9 +186,9 @@ def check_issued_by(child: x509.Certificate, issuer: x509.Certificate, step: int
 
 def check_pinned(chain_root: x509.Certificate, trusted: TrustedRoot, step: int) -> None:
     """The chain's root is the trusted root (same key and same signature bytes, as QVL checks)."""
-    if chain_root.signature != trusted.cert.signature:
+    if chain_root.signature != trusted.signature:
         raise VerificationError(step, "untrusted-root", "the chain does not end at the trusted root CA")
-    if chain_root.tbs_certificate_bytes == trusted.cert.tbs_certificate_bytes:
+    if chain_root.tbs_certificate_bytes == trusted.tbs:
         return  # the very same certificate
     key = public_key(chain_root, step, "root-ca").public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
@@ -182,18 +198,29 @@ def check_pinned(chain_root: x509.Certificate, trusted: TrustedRoot, step: int) 
 
 
 def check_crl(
-    crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, step: int, what: str
+    crl: x509.CertificateRevocationList,
+    issuer: x509.Certificate,
+    now: datetime,
+    step: int,
+    what: str,
+    issuer_key: ec.EllipticCurvePublicKey | None = None,
 ) -> Window:
-    """The CRL is issued and signed by ``issuer`` and ``thisUpdate <= now < nextUpdate``."""
+    """The CRL is issued and signed by ``issuer`` (``issuer_key``: its key, already loaded) and
+    ``thisUpdate <= now < nextUpdate``."""
     with malformed(step, what):
-        return _check_crl(crl, issuer, now, step, what)
+        return _check_crl(crl, issuer, now, step, what, issuer_key)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _check_crl(
-    crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, step: int, what: str
+    crl: x509.CertificateRevocationList,
+    issuer: x509.Certificate,
+    now: datetime,
+    step: int,
+    what: str,
+    issuer_key: ec.EllipticCurvePublicKey | None,
 ) -> Window:
-    key = public_key(issuer, step, what)
+    key = issuer_key if issuer_key is not None else public_key(issuer, step, what)
     if not isinstance(key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(key):
         raise VerificationError(step, f"{what}-bad-signature", "not signed by the expected issuer")
     lo, hi = crl.last_update_utc, crl.next_update_utc
@@ -250,7 +277,7 @@ def ec_key(cert: x509.Certificate, step: int, what: str) -> ec.EllipticCurvePubl
 def split_root(chain: list[x509.Certificate], trusted: TrustedRoot, step: int, what: str) -> x509.Certificate:
     """The chain's root: its last certificate if self-issued (then pinned), else the trusted root."""
     last = chain[-1]
-    if last.tbs_certificate_bytes == trusted.cert.tbs_certificate_bytes or last.subject == last.issuer:
+    if last.tbs_certificate_bytes == trusted.tbs or last.subject == last.issuer:
         check_pinned(last, trusted, step)
         chain.pop()
     return trusted.cert

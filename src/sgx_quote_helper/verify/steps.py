@@ -213,7 +213,7 @@ def check_root_crl(
 ) -> tuple[x509.CertificateRevocationList, ch.Window]:
     """Step 4 (root half): the root CA CRL is signed by the trusted root and current."""
     crl = ch.load_crl(der, Step.CRL, "root-ca-crl")
-    return crl, ch.check_crl(crl, root.cert, now, Step.CRL, "root-ca-crl")
+    return crl, ch.check_crl(crl, root.cert, now, Step.CRL, "root-ca-crl", root.public_key)
 
 
 def load_pck_crl(der: bytes) -> x509.CertificateRevocationList:
@@ -304,7 +304,9 @@ def check_qe_report_data(qe_report: ReportBody, attestation_key: bytes, auth_dat
 
 def masked_equal(have: bytes, mask: bytes, want: bytes) -> bool:
     """QVL's ``applyMask(have, mask) == want``: only the report side is masked."""
-    return all((a & m) == b for a, m, b in zip(have, mask, want, strict=True))
+    if not len(have) == len(mask) == len(want):
+        return False
+    return int.from_bytes(have) & int.from_bytes(mask) == int.from_bytes(want)
 
 
 def check_qe_identity(qe_report: ReportBody, identity: QeIdentity) -> QeTcbLevel:

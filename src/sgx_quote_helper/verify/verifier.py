@@ -35,7 +35,7 @@ from .chain import TrustedRoot, Window
 from .collateral import Collateral
 from .policy import DEFAULT_POLICY, Policy
 from .qeidentity import QeIdentity, QeTcbLevel
-from .status import converge
+from .status import TcbStatus, converge
 from .steps import Step, VerifiedPck
 from .tcbinfo import TcbInfo
 from .verdict import Body, Verdict
@@ -128,8 +128,8 @@ class Verifier:
         """
         now_dt = as_datetime(now)
         q = quote if isinstance(quote, Quote) else Quote.from_bytes(quote)
-        raw = quote if isinstance(quote, bytes) else q.to_bytes()
-        regions, qe_cert, sig = q.regions, q.signature_data.qe_cert, q.signature_data
+        qe_cert, sig = q.signature_data.qe_cert, q.signature_data
+        signed, qe_bytes = _signed_regions(quote, q)
         root, skip = self.root, self.dangerous_skip_crls
         memo = self._memo
         # 1. quote format (QVL's Quote::validate)
@@ -159,7 +159,7 @@ class Verifier:
         # 7. platform match: FMSPC, PCE-ID, collateral kinds for the TEE
         st.check_platform_match(q, pck.extensions, vc.tcb_info, vc.qe_identity)
         # 8. QE report signed by the PCK key
-        qe_bytes, qe_sig = raw[regions.qe_report], qe_cert.qe_report_signature
+        qe_sig = qe_cert.qe_report_signature
         memo("qe_signature", (chain_pem, qe_bytes, qe_sig), now_dt, lambda: _qe_signed(pck, qe_bytes, qe_sig))
         # 9. QE report data binds the attestation key and the QE auth data
         st.check_qe_report_data(qe_cert.qe_report, sig.attestation_key, qe_cert.qe_auth_data)
@@ -169,7 +169,7 @@ class Verifier:
         att_key = memo(
             "attestation_key", sig.attestation_key, now_dt, lambda: _attestation_key(sig.attestation_key)
         )
-        st.check_isv_signature(att_key.value, raw[regions.signed], sig.signature)
+        st.check_isv_signature(att_key.value, signed, sig.signature)
         # 12-13. platform TCB level; TDX module identity and level
         ptcb = memo(
             "platform_tcb",
@@ -195,7 +195,7 @@ class Verifier:
         """``compute()``, or its cached result for ``key`` while ``now`` is inside its windows."""
         c = self._caches[cache]
         hit = c.get(key)
-        if hit is not None and within(hit.windows, now):
+        if hit is not None and (not hit.windows or within(hit.windows, now)):
             return cast(V, hit)
         value = compute()
         c.put(key, value)
@@ -264,6 +264,16 @@ def _attestation_key(raw: bytes) -> _Timeless:
 V = TypeVar("V")
 
 
+def _signed_regions(quote: bytes | Quote, q: Quote) -> tuple[bytes, bytes]:
+    """The attestation-key-signed header || body and the PCK-signed QE report, exactly as they
+    sit in the input bytes (offsets from ``abi``: :attr:`Quote.regions`); re-encoded from a
+    parsed Quote."""
+    if isinstance(quote, Quote):
+        return q.signed_bytes, q.qe_report.to_bytes()
+    r = q.regions
+    return quote[r.signed], quote[r.qe_report]
+
+
 def _tdx_inputs(body: Body) -> Hashable:
     """The TD report fields steps 12-13 read (``None`` for an SGX enclave)."""
     if isinstance(body, (TdReport10, TdReport15)):
@@ -307,7 +317,19 @@ def _verdict(
             q.body.tee_tcb_svn2, vc.tcb_info, p.sgx_status, p.status, p.module_status, qe.status
         )
     status = converge(qe.status, platform)
-    verdict = Verdict(
+    tcb_info, qe_identity = vc.tcb_info, vc.qe_identity
+    facts = _Facts(
+        q.body,
+        status,
+        p.advisory_ids,
+        qe.advisory_ids,
+        tcb_info.tcb_evaluation_data_number,
+        qe_identity.tcb_evaluation_data_number,
+        tcb_info.issue_date,
+        qe_identity.issue_date,
+    )
+    violations, warnings = policy.decide(facts, now)
+    return Verdict(
         status=status,
         platform_status=platform,
         qe_status=qe.status,
@@ -329,9 +351,22 @@ def _verdict(
         body=q.body,
         crls_checked=crls.root_crl is not None and crls.pck_crl is not None,
         tdx_module_status=p.module_status,
+        violations=violations,
+        warnings=warnings,
     )
-    violations, warnings = policy.decide(verdict, now)
-    return dataclasses.replace(verdict, violations=violations, warnings=warnings)
+
+
+class _Facts(NamedTuple):
+    """What the policy reads (:class:`~sgx_quote_helper.verify.policy.Facts`), before the Verdict."""
+
+    body: Body
+    status: TcbStatus
+    advisory_ids: tuple[str, ...]
+    qe_advisory_ids: tuple[str, ...]
+    tcb_info_evaluation_data_number: int
+    qe_identity_evaluation_data_number: int
+    tcb_info_issue_date: datetime
+    qe_identity_issue_date: datetime
 
 
 def verify(
