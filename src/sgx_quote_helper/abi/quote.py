@@ -62,7 +62,7 @@ ECDSA_PUBLIC_KEY_SIZE = 64
 #: ``sgx_ql_certification_data_t`` header: u16 type + u32 size
 CERT_DATA_HEADER_SIZE = 6
 #: SGX v3/v4 quote (header + 384-byte report body): where ``signature_data_len`` sits, and the data
-SGX_SIGNATURE_DATA_LEN_OFFSET = 48 + ReportBody.SIZE
+SGX_SIGNATURE_DATA_LEN_OFFSET = 48 + ReportBody.SIZE  # QuoteHeader.SIZE (defined below) + body
 SGX_SIGNATURE_DATA_OFFSET = SGX_SIGNATURE_DATA_LEN_OFFSET + SIGNATURE_DATA_LEN_SIZE
 
 _PPID_SIZES = {

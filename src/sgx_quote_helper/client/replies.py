@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from ..abi.codes import AesmStatus
 from ..abi.keyid import AttKeyId, AttKeyIdList, QeReportInfo
+from ..abi.quote import SGX_SIGNATURE_DATA_LEN_OFFSET, SGX_SIGNATURE_DATA_OFFSET
 from ..abi.report import TargetInfo
 from ..errors import AesmError, BadResponseError
 from ..wire import messages as m
@@ -50,8 +51,9 @@ class QuoteExResult:
 
 def trim_quote(quote: bytes) -> bytes:
     """Cut the zero padding after a v3 ECDSA quote (436 + signature_data_len); else unchanged."""
-    if len(quote) >= 436 and int.from_bytes(quote[0:2], "little") == 3:
-        end = 436 + int.from_bytes(quote[432:436], "little")
+    if len(quote) >= SGX_SIGNATURE_DATA_OFFSET and int.from_bytes(quote[0:2], "little") == 3:
+        sig_len = quote[SGX_SIGNATURE_DATA_LEN_OFFSET:SGX_SIGNATURE_DATA_OFFSET]
+        end = SGX_SIGNATURE_DATA_OFFSET + int.from_bytes(sig_len, "little")
         if end <= len(quote):
             return quote[:end]
     return quote

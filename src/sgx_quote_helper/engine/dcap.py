@@ -36,6 +36,7 @@ from typing import Any
 
 from ..abi.codes import QuoteLibStatus
 from ..abi.keyid import AttKeyId, QeReportInfo
+from ..abi.quote import SGX_SIGNATURE_DATA_LEN_OFFSET, SGX_SIGNATURE_DATA_OFFSET
 from ..abi.report import Report, TargetInfo
 from ..errors import ConfigError, EngineError
 from .base import InitQuoteResult, QuoteResult
@@ -57,8 +58,8 @@ SGX_QL_EPHEMERAL = 1
 PUB_KEY_ID_SIZE = 32  # sizeof(sgx_sha256_hash_t): the ECDSA_ID
 _MISC_ATTRIBUTE_SIZE = 24  # sgx_misc_attribute_t: attributes (16) + misc_select (4), 8-aligned
 _LAUNCH_TOKEN_SIZE = 1024  # sgx_launch_token_t
-_QUOTE_SIG_LEN_OFFSET = 432  # v3/v4 SGX quote: header 48 + body 384, then u32 signature_data_len
-_QUOTE_SIG_DATA_OFFSET = 436
+_QUOTE_SIG_LEN_OFFSET = SGX_SIGNATURE_DATA_LEN_OFFSET  # v3/v4 SGX quote: header 48 + body 384, u32
+_QUOTE_SIG_DATA_OFFSET = SGX_SIGNATURE_DATA_OFFSET
 
 _STATUS = ctypes.c_uint32  # quote3_error_t is a C enum of 32-bit values
 _P = ctypes.c_void_p
