@@ -6,7 +6,7 @@ Pure (no clock, no network) except :mod:`.fetch`. Start with :func:`verify` or :
     verdict = Verifier().verify(quote_bytes, load_dcap_qvl_json(text), now=1750334400)
 
 Modules: ``collateral`` (model + loaders), ``tcbinfo`` / ``qeidentity`` (signed JSON models),
-``chain`` (X.509, CRLs, pinned root), ``steps`` (the numbered checks), ``tcb`` / ``status``
+``chain`` (X.509, CRLs, pinned root), ``step`` (the numbered steps), ``steps`` (one check each), ``tcb`` / ``status``
 (TCB matching, Intel's convergence), ``verdict``, ``policy``, ``cache``, ``verifier``, ``fetch``.
 """
 
@@ -16,7 +16,7 @@ from .chain import TrustedRoot
 from .collateral import Collateral, from_pcs_responses, load_dcap_qvl_json
 from .policy import DEFAULT_POLICY, Policy
 from .status import TcbStatus
-from .steps import Step
+from .step import Step
 from .verdict import Rejection, Verdict
 from .verifier import Verifier, verify
 

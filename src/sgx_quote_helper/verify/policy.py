@@ -34,7 +34,7 @@ from ..abi.report import ReportBody
 from ..abi.tdreport import TdReport15
 from ..errors import ConfigError
 from .status import TcbStatus
-from .steps import Step
+from .step import Step
 from .verdict import Body, Rejection
 
 S = TcbStatus

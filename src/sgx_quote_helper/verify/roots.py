@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from ..errors import ConfigError
+
 #: SHA-256 of the DER encoding of Intel's SGX Root CA (subject CN=Intel SGX Root CA, 2018-2049)
 INTEL_SGX_ROOT_CA_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 
@@ -27,6 +29,6 @@ INTEL_SGX_ROOT_CA_DER: bytes = base64.b64decode(
 )
 
 if hashlib.sha256(INTEL_SGX_ROOT_CA_DER).hexdigest() != INTEL_SGX_ROOT_CA_SHA256:  # pragma: no cover
-    raise RuntimeError("embedded Intel SGX Root CA does not match its pinned SHA-256")
+    raise ConfigError("embedded Intel SGX Root CA does not match its pinned SHA-256 (a damaged install)")
 
 __all__ = ["INTEL_SGX_ROOT_CA_DER", "INTEL_SGX_ROOT_CA_SHA256"]

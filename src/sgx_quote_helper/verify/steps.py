@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from enum import IntEnum
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -32,44 +32,19 @@ from ..abi.quote import (
 )
 from ..abi.report import ReportBody
 from ..abi.tdreport import TdReport10, TdReport15
-from ..errors import VerificationError
 from . import chain as ch
 from . import tcb
+from .cache import intersect as _intersect
+from .collateral import Collateral
+from .policy import Policy
 from .qeidentity import QeIdentity, QeTcbLevel
-from .status import TcbStatus
+from .status import TcbStatus, converge
+from .step import Step, fail
 from .tcbinfo import TcbInfo, TcbLevel
+from .verdict import Body, Verdict
 
 _ECDSA = ec.ECDSA(hashes.SHA256())
 _P256 = ec.SECP256R1()
-
-
-class Step(IntEnum):
-    """The verification steps, in the order they run."""
-
-    QUOTE_FORMAT = 1  # version / TEE type / attestation key type / QE vendor
-    ROOT_CA = 2  # every chain ends at the pinned (or explicitly passed) root
-    PCK_CHAIN = 3  # PCK leaf <- PCK CA <- root: signatures, roles, validity windows
-    CRL = 4  # root CA CRL and PCK CRL: issuer, signature, window; revocation of the chain
-    TCB_INFO = 5  # TCB signing chain, signature over the exact text, issueDate/nextUpdate
-    QE_IDENTITY = 6  # the same for the QE Identity
-    PLATFORM_MATCH = 7  # FMSPC and PCE-ID of the PCK cert vs TCB Info; TCB Info id vs TEE type
-    QE_REPORT_SIGNATURE = 8  # QE report signed by the PCK key
-    QE_REPORT_DATA = 9  # QE REPORTDATA[0:32] == SHA-256(attestation key || QE auth data)
-    QE_IDENTITY_MATCH = 10  # QE report vs QE Identity (masked MISCSELECT/ATTRIBUTES, MRSIGNER...)
-    ISV_SIGNATURE = 11  # header || body signed by the attestation key
-    TCB_LEVEL = 12  # platform TCB level match (no level = rejection)
-    TDX_MODULE = 13  # TDX module identity (MRSIGNERSEAM, SEAM attributes, module TCB level)
-    POLICY = 14  # the relying party's policy (not authenticity)
-
-    @property
-    def label(self) -> str:
-        """Lower-case name used in JSON output (``"pck_chain"``, ``"policy"``...)."""
-        return self.name.lower()
-
-
-def fail(step: Step, reason: str, detail: str = "") -> VerificationError:
-    """Build the VerificationError for ``step``."""
-    return VerificationError(step, reason, detail)
 
 
 def ecdsa_verify(key: ec.EllipticCurvePublicKey, raw_sig: bytes, data: bytes) -> bool:
@@ -274,6 +249,47 @@ def check_issued_window(step: Step, what: str, issue: datetime, next_update: dat
         raise fail(step, f"{what}-expired", f"next update was due {next_update.isoformat()}")
 
 
+@dataclass(frozen=True)
+class VerifiedCollateral:
+    """TCB Info and QE Identity that passed steps 5 and 6 (signing chains, signatures, windows)."""
+
+    tcb_info: TcbInfo
+    qe_identity: QeIdentity
+    windows: tuple[ch.Window, ...]
+
+
+def check_collateral(
+    collateral: Collateral,
+    root: ch.TrustedRoot,
+    root_crl: x509.CertificateRevocationList | None,
+    now: datetime,
+) -> VerifiedCollateral:
+    """Steps 5 (TCB Info) and 6 (QE Identity): chain to the root, signature over the exact text,
+    ``issueDate <= now <= nextUpdate``. The QE Identity's chain is checked once when it is the
+    TCB Info's."""
+    windows: list[ch.Window] = []
+    tcb_chain = collateral.tcb_info_issuer_chain
+    signer, w5 = check_signing_chain(Step.TCB_INFO, "tcb-info", tcb_chain, root, root_crl, now)
+    windows += w5
+    check_json_signature(
+        Step.TCB_INFO, "tcb-info", signer, collateral.tcb_info, collateral.tcb_info_signature
+    )
+    tcb_info = collateral.tcb_info_model
+    check_issued_window(Step.TCB_INFO, "tcb-info", tcb_info.issue_date, tcb_info.next_update, now)
+    windows.append((tcb_info.issue_date, tcb_info.next_update, True))
+    qe_chain = collateral.qe_identity_issuer_chain
+    if qe_chain != tcb_chain:
+        signer, w6 = check_signing_chain(Step.QE_IDENTITY, "qe-identity", qe_chain, root, root_crl, now)
+        windows += w6
+    check_json_signature(
+        Step.QE_IDENTITY, "qe-identity", signer, collateral.qe_identity, collateral.qe_identity_signature
+    )
+    qe = collateral.qe_identity_model
+    check_issued_window(Step.QE_IDENTITY, "qe-identity", qe.issue_date, qe.next_update, now)
+    windows.append((qe.issue_date, qe.next_update, True))
+    return VerifiedCollateral(tcb_info, qe, (_intersect(windows),))
+
+
 # --- 7 ------------------------------------------------------------------------------------------
 def check_platform_match(
     quote: Quote, ext: SgxExtensions, tcb_info: TcbInfo, qe_identity: QeIdentity
@@ -395,12 +411,86 @@ def platform_tcb(quote: Quote, ext: SgxExtensions, tcb_info: TcbInfo) -> Platfor
     return PlatformTcb(level, platform, tuple(advisories), module_status, sgx_status)
 
 
+# --- 14 -----------------------------------------------------------------------------------------
+def converge_and_decide(
+    q: Quote,
+    pck: VerifiedPck,
+    crls: VerifiedCrls,
+    vc: VerifiedCollateral,
+    p: PlatformTcb,
+    qe: QeTcbLevel,
+    policy: Policy,
+    now: datetime,
+) -> Verdict:
+    """Step 14: Intel's status convergence (QE into platform; the TD relaunch check for TD 1.5),
+    then every violation of the relying party's policy; the Verdict of an authentic quote."""
+    ext = pck.extensions
+    platform = p.status
+    if isinstance(q.body, TdReport15):
+        platform = tcb.relaunch_status(
+            q.body.tee_tcb_svn2, vc.tcb_info, p.sgx_status, p.status, p.module_status, qe.status
+        )
+    status = converge(qe.status, platform)
+    tcb_info, qe_identity = vc.tcb_info, vc.qe_identity
+    facts = _Facts(
+        q.body,
+        status,
+        p.advisory_ids,
+        qe.advisory_ids,
+        tcb_info.tcb_evaluation_data_number,
+        qe_identity.tcb_evaluation_data_number,
+        tcb_info.issue_date,
+        qe_identity.issue_date,
+    )
+    violations, warnings = policy.decide(facts, now)
+    return Verdict(
+        status=status,
+        platform_status=platform,
+        qe_status=qe.status,
+        advisory_ids=p.advisory_ids,
+        qe_advisory_ids=qe.advisory_ids,
+        tcb_date=p.level.tcb_date,
+        qe_tcb_date=qe.tcb_date,
+        tcb_info_evaluation_data_number=tcb_info.tcb_evaluation_data_number,
+        qe_identity_evaluation_data_number=qe_identity.tcb_evaluation_data_number,
+        tcb_info_issue_date=tcb_info.issue_date,
+        qe_identity_issue_date=qe_identity.issue_date,
+        earliest_expiration=min(w[1] for w in (*pck.windows, *crls.windows, *vc.windows)),
+        fmspc=ext.fmspc,
+        pce_id=ext.pceid,
+        ca_type=pck.ca_type,
+        sgx_type=ext.sgx_type,
+        tee="TDX" if q.is_tdx else "SGX",
+        quote_version=q.version,
+        body=q.body,
+        crls_checked=crls.root_crl is not None and crls.pck_crl is not None,
+        tdx_module_status=p.module_status,
+        violations=violations,
+        warnings=warnings,
+    )
+
+
+class _Facts(NamedTuple):
+    """What the policy reads (:class:`~sgx_quote_helper.verify.policy.Facts`), before the Verdict."""
+
+    body: Body
+    status: TcbStatus
+    advisory_ids: tuple[str, ...]
+    qe_advisory_ids: tuple[str, ...]
+    tcb_info_evaluation_data_number: int
+    qe_identity_evaluation_data_number: int
+    tcb_info_issue_date: datetime
+    qe_identity_issue_date: datetime
+
+
 __all__ = [
     "PckChain",
     "PlatformTcb",
     "Step",
+    "VerifiedCollateral",
     "VerifiedCrls",
     "VerifiedPck",
+    "check_collateral",
     "check_crls",
     "check_issued_window",
     "check_isv_signature",
@@ -415,6 +505,7 @@ __all__ = [
     "check_signing_chain",
     "check_tcb_level",
     "check_tdx_module",
+    "converge_and_decide",
     "ecdsa_verify",
     "fail",
     "load_pck_chain",

@@ -16,10 +16,10 @@ from __future__ import annotations
 from ..errors import VerificationError
 from .qeidentity import QeIdentity, QeTcbLevel
 from .status import TcbStatus, qe_level_result
+from .step import Step
 from .tcbinfo import ModuleTcbLevel, TcbInfo, TcbLevel, TdxModuleIdentity
 
 S = TcbStatus
-_TDX_MODULE_STEP = 13  # steps.Step.TDX_MODULE (steps imports this module)
 
 
 def _ge(have: tuple[int, ...] | bytes, need: tuple[int, ...], skip: int = 0) -> bool:
@@ -95,7 +95,7 @@ def relaunch_status(
         ident = find_module_identity(tcb_info, tee_tcb_svn2)
         if ident is None or not ident.levels:
             raise VerificationError(
-                _TDX_MODULE_STEP,
+                Step.TDX_MODULE,
                 "tdx-module-unknown",
                 f"no TDX module identity with levels for TEE_TCB_SVN2 module {tee_tcb_svn2[1]}",
             )

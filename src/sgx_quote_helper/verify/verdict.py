@@ -16,7 +16,7 @@ from ..abi.report import ReportBody
 from ..abi.tdreport import TdReport10, TdReport15
 from ..errors import VerificationError
 from .status import TcbStatus
-from .steps import Step
+from .step import Step
 
 Body = ReportBody | TdReport10 | TdReport15
 

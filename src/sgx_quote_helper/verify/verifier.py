@@ -19,25 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar, cast
-
-from cryptography import x509
 
 from ..abi.quote import Quote
 from ..abi.tdreport import TdReport10, TdReport15
 from ..errors import ParseError, VerificationError
 from . import steps as st
-from . import tcb
 from .cache import BoundedCache, intersect, within
 from .chain import TrustedRoot, Window
 from .collateral import Collateral
 from .policy import DEFAULT_POLICY, Policy
-from .qeidentity import QeIdentity, QeTcbLevel
-from .status import TcbStatus, converge
-from .steps import Step, VerifiedPck
-from .tcbinfo import TcbInfo
+from .steps import Step, VerifiedCollateral, VerifiedPck
 from .verdict import Body, Verdict
 
 
@@ -46,15 +39,6 @@ def as_datetime(now: datetime | float) -> datetime:
     if isinstance(now, datetime):
         return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     return datetime.fromtimestamp(float(now), UTC)
-
-
-@dataclass(frozen=True)
-class VerifiedCollateral:
-    """TCB Info and QE Identity that passed steps 5 and 6 (signing chains, signatures, windows)."""
-
-    tcb_info: TcbInfo
-    qe_identity: QeIdentity
-    windows: tuple[Window, ...]
 
 
 class _Timeless(NamedTuple):
@@ -154,7 +138,7 @@ class Verifier:
             "collateral",
             (_signed_documents(collateral), root.der, collateral.root_ca_crl),
             now_dt,
-            lambda: _check_collateral(collateral, root, crls.root_crl, now_dt),
+            lambda: st.check_collateral(collateral, root, crls.root_crl, now_dt),
         )
         # 7. platform match: FMSPC, PCE-ID, collateral kinds for the TEE
         st.check_platform_match(q, pck.extensions, vc.tcb_info, vc.qe_identity)
@@ -178,7 +162,7 @@ class Verifier:
             lambda: _Timeless(st.platform_tcb(q, pck.extensions, vc.tcb_info)),
         )
         # 14. Intel's status convergence (TD relaunch), then every violation of the policy
-        return _verdict(q, pck, crls, vc, ptcb.value, qe_level, policy or self.policy, now_dt)
+        return st.converge_and_decide(q, pck, crls, vc, ptcb.value, qe_level, policy or self.policy, now_dt)
 
     def verify_collateral(self, collateral: Collateral, now: datetime | float) -> VerifiedCollateral:
         """Steps 4 (root CA CRL half) to 6 on their own: the collateral's signatures and windows."""
@@ -188,7 +172,7 @@ class Verifier:
             root_crl, _ = st.check_root_crl(collateral.root_ca_crl, self.root, now_dt)
         elif not self.dangerous_skip_crls:
             raise st.fail(Step.CRL, "root-ca-crl-missing")
-        return _check_collateral(collateral, self.root, root_crl, now_dt)
+        return st.check_collateral(collateral, self.root, root_crl, now_dt)
 
     # -- the caching layer: one memo around step functions, keyed by their inputs -----------------
     def _memo(self, cache: str, key: Hashable, now: datetime, compute: Callable[[], V]) -> V:
@@ -218,38 +202,6 @@ def _signed_documents(c: Collateral) -> Hashable:
         c.qe_identity,
         c.qe_identity_signature,
     )
-
-
-def _check_collateral(
-    collateral: Collateral,
-    root: TrustedRoot,
-    root_crl: x509.CertificateRevocationList | None,
-    now: datetime,
-) -> VerifiedCollateral:
-    """Steps 5 (TCB Info) and 6 (QE Identity): chain to the root, signature over the exact text,
-    ``issueDate <= now <= nextUpdate``. The QE Identity's chain is checked once when it is the
-    TCB Info's."""
-    windows: list[Window] = []
-    tcb_chain = collateral.tcb_info_issuer_chain
-    signer, w5 = st.check_signing_chain(Step.TCB_INFO, "tcb-info", tcb_chain, root, root_crl, now)
-    windows += w5
-    st.check_json_signature(
-        Step.TCB_INFO, "tcb-info", signer, collateral.tcb_info, collateral.tcb_info_signature
-    )
-    tcb_info = collateral.tcb_info_model
-    st.check_issued_window(Step.TCB_INFO, "tcb-info", tcb_info.issue_date, tcb_info.next_update, now)
-    windows.append((tcb_info.issue_date, tcb_info.next_update, True))
-    qe_chain = collateral.qe_identity_issuer_chain
-    if qe_chain != tcb_chain:
-        signer, w6 = st.check_signing_chain(Step.QE_IDENTITY, "qe-identity", qe_chain, root, root_crl, now)
-        windows += w6
-    st.check_json_signature(
-        Step.QE_IDENTITY, "qe-identity", signer, collateral.qe_identity, collateral.qe_identity_signature
-    )
-    qe = collateral.qe_identity_model
-    st.check_issued_window(Step.QE_IDENTITY, "qe-identity", qe.issue_date, qe.next_update, now)
-    windows.append((qe.issue_date, qe.next_update, True))
-    return VerifiedCollateral(tcb_info, qe, (intersect(windows),))
 
 
 def _qe_signed(pck: VerifiedPck, qe_report: bytes, signature: bytes) -> _Timeless:
@@ -297,76 +249,6 @@ def _pck_chain_of(q: Quote, explicit: bytes | str | None, collateral: Collateral
         "pck-chain-missing",
         f"certification data type {q.certification_data.cert_type} carries no PCK chain; fetch it (--pccs)",
     )
-
-
-def _verdict(
-    q: Quote,
-    pck: VerifiedPck,
-    crls: st.VerifiedCrls,
-    vc: VerifiedCollateral,
-    p: st.PlatformTcb,
-    qe: QeTcbLevel,
-    policy: Policy,
-    now: datetime,
-) -> Verdict:
-    """Step 14: Intel's status convergence (and TD relaunch check), then the policy's decision."""
-    ext = pck.extensions
-    platform = p.status
-    if isinstance(q.body, TdReport15):
-        platform = tcb.relaunch_status(
-            q.body.tee_tcb_svn2, vc.tcb_info, p.sgx_status, p.status, p.module_status, qe.status
-        )
-    status = converge(qe.status, platform)
-    tcb_info, qe_identity = vc.tcb_info, vc.qe_identity
-    facts = _Facts(
-        q.body,
-        status,
-        p.advisory_ids,
-        qe.advisory_ids,
-        tcb_info.tcb_evaluation_data_number,
-        qe_identity.tcb_evaluation_data_number,
-        tcb_info.issue_date,
-        qe_identity.issue_date,
-    )
-    violations, warnings = policy.decide(facts, now)
-    return Verdict(
-        status=status,
-        platform_status=platform,
-        qe_status=qe.status,
-        advisory_ids=p.advisory_ids,
-        qe_advisory_ids=qe.advisory_ids,
-        tcb_date=p.level.tcb_date,
-        qe_tcb_date=qe.tcb_date,
-        tcb_info_evaluation_data_number=vc.tcb_info.tcb_evaluation_data_number,
-        qe_identity_evaluation_data_number=vc.qe_identity.tcb_evaluation_data_number,
-        tcb_info_issue_date=vc.tcb_info.issue_date,
-        qe_identity_issue_date=vc.qe_identity.issue_date,
-        earliest_expiration=min(w[1] for w in (*pck.windows, *crls.windows, *vc.windows)),
-        fmspc=ext.fmspc,
-        pce_id=ext.pceid,
-        ca_type=pck.ca_type,
-        sgx_type=ext.sgx_type,
-        tee="TDX" if q.is_tdx else "SGX",
-        quote_version=q.version,
-        body=q.body,
-        crls_checked=crls.root_crl is not None and crls.pck_crl is not None,
-        tdx_module_status=p.module_status,
-        violations=violations,
-        warnings=warnings,
-    )
-
-
-class _Facts(NamedTuple):
-    """What the policy reads (:class:`~sgx_quote_helper.verify.policy.Facts`), before the Verdict."""
-
-    body: Body
-    status: TcbStatus
-    advisory_ids: tuple[str, ...]
-    qe_advisory_ids: tuple[str, ...]
-    tcb_info_evaluation_data_number: int
-    qe_identity_evaluation_data_number: int
-    tcb_info_issue_date: datetime
-    qe_identity_issue_date: datetime
 
 
 def verify(
