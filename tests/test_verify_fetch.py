@@ -153,3 +153,35 @@ def test_baseline_parameters_are_checked() -> None:
         Quote.from_bytes(pki.quote())
     )
     assert "/sgx/certification/v4/qe/identity?tcbEvaluationDataNumber=17" in pccs.requests
+
+
+def test_early_and_standard_baselines_from_the_simulated_pccs(tmp_path: Path) -> None:
+    """End to end against ``pccs`` in simulated mode (its history publishes 18 early, 17 standard):
+    ``verify --pccs URL --update`` gets the chosen baseline, the verdict reports its numbers, and a
+    minimum of 18 rejects the standard baseline at the TCB Info and QE Identity steps."""
+    from sgx_quote_helper.pccs.app import make_app
+    from sgx_quote_helper.pccs.store import SimulatedStore
+
+    from .pccs_fakes import app_in_thread
+    from .test_pccs_store import Sim
+
+    sim = Sim(tmp_path / "sim")
+    (tmp_path / "q.bin").write_bytes(sim.quote_a)
+    (tmp_path / "root.der").write_bytes(sim.root_der)
+    with app_in_thread(make_app(SimulatedStore([sim.a], sim.clock))) as base:
+        common = [str(tmp_path / "q.bin"), "--pccs", base, "--root-ca", str(tmp_path / "root.der")]
+        common += ["--now", str(sim.now), "--json"]
+        seen = {}
+        for update in ("early", "standard"):
+            res = CliRunner().invoke(verify_cmd, [*common, "--update", update])
+            obj = json.loads(res.stdout)
+            numbers = (obj["tcb_info_evaluation_data_number"], obj["qe_identity_evaluation_data_number"])
+            seen[update] = (res.exit_code, numbers, obj["status"])
+        strict = CliRunner().invoke(
+            verify_cmd, [*common, "--update", "standard", "--min-tcb-evaluation-data-number", "18"]
+        )
+    # the early baseline (18) already marks this platform out of date; the standard one (17) does not
+    assert seen["early"] == (1, (18, 18), "OutOfDate")
+    assert seen["standard"][:2] == (0, (17, 17)) and seen["standard"][2] != "OutOfDate"
+    assert strict.exit_code == 1
+    assert [v["step"] for v in json.loads(strict.stdout)["violations"]] == ["tcb_info", "qe_identity"]
