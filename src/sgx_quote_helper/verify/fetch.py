@@ -62,7 +62,10 @@ def urllib_getter(timeout: float = 10.0) -> Getter:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return HttpResponse(resp.status, resp.read(), dict(resp.headers.items()))
         except urllib.error.HTTPError as exc:
-            return HttpResponse(exc.code, exc.read() or b"", dict(exc.headers.items()))
+            try:  # an error answer holds its connection open until read and closed
+                return HttpResponse(exc.code, exc.read() or b"", dict(exc.headers.items()))
+            finally:
+                exc.close()
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise CollateralError(f"could not fetch {url}: {exc}") from None
 
