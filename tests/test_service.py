@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sgx_quote_helper.abi.codes import AesmStatus, QuoteLibStatus
 from sgx_quote_helper.abi.keyid import AttKeyId, AttKeyIdList, QeReportInfo
 from sgx_quote_helper.abi.report import Report, ReportBody, TargetInfo
-from sgx_quote_helper.errors import EngineError, RemoteProtocolError
+from sgx_quote_helper.errors import EngineError, EngineUnavailableError, RemoteProtocolError
 from sgx_quote_helper.service import AesmService, aesm_status_for
 from sgx_quote_helper.testing.fakes import FAKE_QE_MRENCLAVE, FAKE_QUOTE_SIZE, FakeEngine, fake_quote
 from sgx_quote_helper.wire import messages as m
@@ -224,30 +224,94 @@ def test_get_quote_validation(report: bytes, info: bytes | None, key: bytes | No
     assert resp.qe_report_info == info
 
 
-@pytest.mark.parametrize(
-    ("status", "code"),
-    [
-        (QuoteLibStatus.ERROR_INVALID_PARAMETER, 3),
-        (QuoteLibStatus.ATT_KEY_NOT_INITIALIZED, 42),
-        (QuoteLibStatus.INVALID_REPORT, 47),
-        (QuoteLibStatus.ENCLAVE_LOST, 46),
-        (QuoteLibStatus.NETWORK_ERROR, 12),
-        (QuoteLibStatus.MESSAGE_ERROR, 22),
-        (QuoteLibStatus.UNSUPPORTED_ATT_KEY_ID, 38),
-        (QuoteLibStatus.ATT_KEY_CERT_DATA_INVALID, 43),
-        (QuoteLibStatus.NO_PLATFORM_CERT_DATA, 44),
-        (QuoteLibStatus.KEY_CERTIFCATION_ERROR, 50),
-        (QuoteLibStatus.OUT_OF_EPC, 29),
-        (QuoteLibStatus.UNABLE_TO_GENERATE_QE_REPORT, 49),
-        (QuoteLibStatus(0xE0FF), 1),
-    ],
-)
-def test_engine_errors_map_like_the_ecdsa_bundle(status: QuoteLibStatus, code: int) -> None:
+#: aesmd's quote3_error_to_aesm_error, row by row as Intel wrote it: intel/linux-sgx
+#: psw/ae/aesm_service/source/bundles/ecdsa_quote_service_bundle/ecdsa_quote_service_bundle.cpp
+#: lines 99-217 (commit 90873a0c; the case's source line on the right); "default:" -> 1
+AESMD_ROWS: list[tuple[QuoteLibStatus, AesmStatus]] = [
+    (QuoteLibStatus.SUCCESS, AesmStatus.SUCCESS),  # 104
+    (QuoteLibStatus.ERROR_UNEXPECTED, AesmStatus.UNEXPECTED_ERROR),  # 108
+    (QuoteLibStatus.ERROR_INVALID_PARAMETER, AesmStatus.PARAMETER_ERROR),  # 112
+    (QuoteLibStatus.ERROR_OUT_OF_MEMORY, AesmStatus.OUT_OF_MEMORY_ERROR),  # 116
+    (QuoteLibStatus.ERROR_ECDSA_ID_MISMATCH, AesmStatus.ECDSA_ID_MISMATCH),  # 120
+    (QuoteLibStatus.PATHNAME_BUFFER_OVERFLOW_ERROR, AesmStatus.PATHNAME_BUFFER_OVERFLOW_ERROR),  # 124
+    (QuoteLibStatus.FILE_ACCESS_ERROR, AesmStatus.FILE_ACCESS_ERROR),  # 128
+    (QuoteLibStatus.ERROR_STORED_KEY, AesmStatus.ERROR_STORED_KEY),  # 132
+    (QuoteLibStatus.ERROR_PUB_KEY_ID_MISMATCH, AesmStatus.PUB_KEY_ID_MISMATCH),  # 136
+    (QuoteLibStatus.ERROR_INVALID_PCE_SIG_SCHEME, AesmStatus.INVALID_PCE_SIG_SCHEME),  # 140
+    (QuoteLibStatus.ATT_KEY_BLOB_ERROR, AesmStatus.ATT_KEY_BLOB_ERROR),  # 144
+    (QuoteLibStatus.UNSUPPORTED_ATT_KEY_ID, AesmStatus.UNSUPPORTED_ATT_KEY_ID),  # 148
+    (QuoteLibStatus.UNSUPPORTED_LOADING_POLICY, AesmStatus.UNSUPPORTED_LOADING_POLICY),  # 152
+    (QuoteLibStatus.INTERFACE_UNAVAILABLE, AesmStatus.INTERFACE_UNAVAILABLE),  # 156
+    (QuoteLibStatus.PLATFORM_LIB_UNAVAILABLE, AesmStatus.PLATFORM_LIB_UNAVAILABLE),  # 160
+    (QuoteLibStatus.ATT_KEY_NOT_INITIALIZED, AesmStatus.ATT_KEY_NOT_INITIALIZED),  # 164
+    (QuoteLibStatus.ATT_KEY_CERT_DATA_INVALID, AesmStatus.ATT_KEY_CERT_DATA_INVALID),  # 168
+    (QuoteLibStatus.NO_PLATFORM_CERT_DATA, AesmStatus.NO_PLATFORM_CERT_DATA),  # 172
+    (QuoteLibStatus.OUT_OF_EPC, AesmStatus.OUT_OF_EPC),  # 176
+    (QuoteLibStatus.ERROR_REPORT, AesmStatus.ERROR_REPORT),  # 180
+    (QuoteLibStatus.ENCLAVE_LOST, AesmStatus.ENCLAVE_LOST),  # 184
+    (QuoteLibStatus.INVALID_REPORT, AesmStatus.INVALID_REPORT),  # 188
+    (QuoteLibStatus.ENCLAVE_LOAD_ERROR, AesmStatus.ENCLAVE_LOAD_ERROR),  # 192
+    (QuoteLibStatus.UNABLE_TO_GENERATE_QE_REPORT, AesmStatus.UNABLE_TO_GENERATE_QE_REPORT),  # 196
+    (QuoteLibStatus.KEY_CERTIFCATION_ERROR, AesmStatus.KEY_CERTIFICATION_ERROR),  # 200
+    (QuoteLibStatus.NETWORK_ERROR, AesmStatus.NETWORK_ERROR),  # 204
+    (QuoteLibStatus.MESSAGE_ERROR, AesmStatus.MSG_ERROR),  # 208
+]
+#: no case in aesmd's switch: "default:" (line 212) answers AESM_UNEXPECTED_ERROR
+AESMD_DEFAULT = [
+    QuoteLibStatus.ERROR_BUSY,
+    QuoteLibStatus.NO_DEVICE,
+    QuoteLibStatus.SERVICE_UNAVAILABLE,
+    QuoteLibStatus.NO_QUOTE_COLLATERAL_DATA,
+    QuoteLibStatus.ERROR_INVALID_PRIVILEGE,
+    QuoteLibStatus.NETWORK_FAILURE,
+    QuoteLibStatus(0xE0FF),
+    QuoteLibStatus(0x200F),  # a raw sgx_status_t
+]
+
+
+@pytest.mark.parametrize(("status", "code"), AESMD_ROWS, ids=[s.name for s, _ in AESMD_ROWS])
+def test_engine_errors_map_like_aesmd_row_by_row(status: QuoteLibStatus, code: AesmStatus) -> None:
     assert aesm_status_for(status) == code
+    if status == QuoteLibStatus.SUCCESS:
+        return
     svc, eng = ready()
     eng.fail["get_quote"] = EngineError(status)
     resp = svc.handle(m.GetQuoteExRequest(GOOD_REPORT.to_bytes(), KEY_RAW, None, 8192))
     assert resp == m.GetQuoteExResponse(code)
+
+
+@pytest.mark.parametrize("status", AESMD_DEFAULT, ids=[s.name for s in AESMD_DEFAULT])
+def test_codes_aesmd_does_not_list_answer_unexpected(status: QuoteLibStatus) -> None:
+    assert aesm_status_for(status) == AesmStatus.UNEXPECTED_ERROR
+    svc, eng = ready()
+    eng.fail["quote_size"] = EngineError(status)
+    assert svc.handle(m.GetQuoteSizeExRequest(KEY_RAW)) == m.GetQuoteSizeExResponse(
+        AesmStatus.UNEXPECTED_ERROR
+    )
+
+
+def test_aesmd_table_is_complete() -> None:
+    # nothing maps to a non-1 code unless aesmd lists it
+    listed = {int(s) for s, _ in AESMD_ROWS}
+    for status in QuoteLibStatus:
+        if int(status) not in listed:
+            assert aesm_status_for(status) == AesmStatus.UNEXPECTED_ERROR, status.name
+
+
+def test_unavailable_engine_answers_service_unavailable() -> None:
+    # aesmd's bundle answers AESM_SERVICE_UNAVAILABLE itself while not initialized
+    svc, eng = ready()
+    eng.fail["get_quote"] = EngineUnavailableError("closed")
+    resp = svc.handle(m.GetQuoteExRequest(GOOD_REPORT.to_bytes(), KEY_RAW, None, 8192))
+    assert resp == m.GetQuoteExResponse(AesmStatus.SERVICE_UNAVAILABLE)
+
+
+def test_get_quote_ex_buffer_size_reaches_the_engine() -> None:
+    svc, eng = ready()
+    resp = svc.handle(m.GetQuoteExRequest(GOOD_REPORT.to_bytes(), KEY_RAW, None, FAKE_QUOTE_SIZE + 9))
+    assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == AesmStatus.SUCCESS
+    assert eng.buf_sizes == [FAKE_QUOTE_SIZE + 9]
+    assert eng.calls["quote_size"] == 0
 
 
 def test_engine_crash_is_unexpected_error() -> None:
