@@ -17,7 +17,7 @@ from sgx_quote_helper.abi.pck import SgxExtensions
 from sgx_quote_helper.abi.report import Attributes, Report, TargetInfo
 from sgx_quote_helper.errors import ConfigError, ParseError, PlatformStateError
 from sgx_quote_helper.sim import pki
-from sgx_quote_helper.sim.identity import DEFAULT_CPUSVN, DEFAULT_FMSPC
+from sgx_quote_helper.sim.identity import DEFAULT_CPUSVN, DEFAULT_FMSPC, PlatformIdentity
 from sgx_quote_helper.sim.platform import (
     ATTESTATION_KEY,
     MANIFEST,
@@ -180,6 +180,28 @@ def test_manifest_bad_field_and_version(platform_dir: Path, tmp_path: Path) -> N
         Platform.open(d)
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"fmspc": "zz"}, "fmspc"),
+        ({"ppid": 7}, "ppid"),
+        ({"qe_id": None}, "qe_id"),
+        ({"pcesvn": 70000}, "pcesvn"),
+        ({"qe_svn": True}, "qe_svn"),
+        ({"ca": "bogus"}, "ca or cert_data"),
+        ({"platform_instance_id": "not hex"}, "platform_instance_id"),
+    ],
+)
+def test_identity_fields_are_checked_in_the_error_tree(
+    platform_dir: Path, change: dict[str, object], named: str
+) -> None:
+    manifest = json.loads((platform_dir / MANIFEST).read_text())
+    with pytest.raises(PlatformStateError, match=re.escape(named)):
+        PlatformIdentity.from_json({**manifest, **change})
+    with pytest.raises(PlatformStateError, match="not a JSON object"):
+        PlatformIdentity.from_json([manifest])
+
+
 def test_mismatched_key_and_certificate(platform_dir: Path, tmp_path: Path) -> None:
     d = _copy(platform_dir, tmp_path / "k")
     (d / "pck.key.pem").write_bytes((d / "root-ca.key.pem").read_bytes())
@@ -267,7 +289,7 @@ def test_report_key_derivation_inputs() -> None:
     assert len(base) == 16
     assert derive_report_key(secret, b"\x00" * 16, TARGET, b"\x03" * 32) != base
     assert derive_report_key(b"\x09" * 16, cpusvn, TARGET, b"\x03" * 32) != base
-    with pytest.raises(ValueError):
+    with pytest.raises(PlatformStateError):
         derive_report_key(b"short", cpusvn, TARGET, b"\x03" * 32)
 
 

@@ -19,7 +19,8 @@ Callers branch on the type and its attributes, never on the message text.
     ├── VerificationError(step, reason)     a numbered verification check failed
     ├── CollateralError                     collateral is missing, malformed or unavailable
     ├── PlatformStateError                  a simulated platform state directory is unusable
-    └── ConfigError                         bad settings or environment (missing device, library...)
+    ├── ConfigError                         bad settings or environment (missing device, library...)
+    └── SelfCheckError                      a built-in self-check (demo) saw a result that is wrong
 """
 
 from __future__ import annotations
@@ -174,6 +175,10 @@ class ConfigError(SgxQuoteHelperError):
     """Settings or environment are unusable (bad option, missing device or library...)."""
 
 
+class SelfCheckError(SgxQuoteHelperError):
+    """A built-in self-check (``demo``) got a result that must not happen (a bug or a broken setup)."""
+
+
 __all__ = [
     "AesmError",
     "BadResponseError",
@@ -187,6 +192,7 @@ __all__ = [
     "PlatformStateError",
     "ProtocolError",
     "RemoteProtocolError",
+    "SelfCheckError",
     "SgxQuoteHelperError",
     "TransportError",
     "UpstreamFailure",
