@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from ..abi.aesm import AESM_ADDR_ENV
 from ..errors import SelfCheckError, SgxQuoteHelperError, VerificationError
 from ._common import fail
 
@@ -43,7 +44,7 @@ def _serve_command(socket_path: Path, state_dir: Path) -> list[str]:
 
 @contextlib.contextmanager
 def _daemon(socket_path: Path, state_dir: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if k != "SGX_AESM_ADDR"}
+    env = {k: v for k, v in os.environ.items() if k != AESM_ADDR_ENV}
     with log.open("wb") as out:
         proc = subprocess.Popen(_serve_command(socket_path, state_dir), stdout=out, stderr=out, env=env)
     try:
@@ -119,11 +120,11 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
         )
 
         # 3 -- the app
-        os.environ["SGX_AESM_ADDR"] = "1"
+        os.environ[AESM_ADDR_ENV] = "1"
         try:
             mode = out_of_process_mode()
         finally:
-            del os.environ["SGX_AESM_ADDR"]
+            del os.environ[AESM_ADDR_ENV]
         report_data = hashlib.sha256(b"demo: the app's public key or nonce goes here").digest()
         nonce = os.urandom(16)
         app_mrenclave = hashlib.sha256(b"sgx-quote-helper demo enclave").digest()
