@@ -20,7 +20,7 @@ from sgx_quote_helper.abi.codes import PceStatus, QuoteLibStatus, SgxStatus, loa
 from sgx_quote_helper.abi.keyid import AttKeyId
 from sgx_quote_helper.abi.report import Report, ReportBody
 from sgx_quote_helper.engine import qpl_log
-from sgx_quote_helper.engine.dcap import DcapEngine
+from sgx_quote_helper.engine.dcap import SGX_QL_EPHEMERAL, DcapEngine
 from sgx_quote_helper.engine.dcap_library import GENERIC_START_HINT, start_hint, status_text
 from sgx_quote_helper.errors import ConfigError, EngineError
 from tests.fake_dcap import FakeDcap, fake_dcap  # noqa: F401  (fixture)
@@ -83,6 +83,7 @@ def test_missing_pce_enclave_fails_start_up(
     assert "load_qe" not in text  # QE3 itself loaded
     assert fake.pce_control.fake_pce_calls() == 1
     assert "DCAP engine ready" not in caplog.text
+    assert fake.control.fake_dcap_policy() == SGX_QL_EPHEMERAL  # what did load is released
 
 
 def test_without_the_probe_the_first_init_quote_would_fail_0xe00d(fake: FakeDcap) -> None:

@@ -111,7 +111,8 @@ class DcapEngine:
 
     Raises:
         ConfigError: a device or library is missing or unusable, the library lacks the core
-            calls, or QE3 cannot be loaded; the message says what is missing and how to install it.
+            calls, or QE3 or the PCE cannot be loaded; the message names every code and says
+            what is missing and how to fix it.
     """
 
     name = "dcap"
@@ -145,12 +146,16 @@ class DcapEngine:
         self._start_call(
             "sgx_ql_set_enclave_load_policy", SGX_QL_PERSISTENT, what="set the enclave load policy"
         )
-        enclaves = Problems()
-        self._load_qe(enclaves)
-        self._probe_pce(enclaves)
-        enclaves.raise_if_any("aesmd's ECDSA quote service does not start without both enclaves either.")
-        self._route_qpl_log(qpl_path)
-        self._key_id = self._read_key_id()
+        try:
+            enclaves = Problems()
+            self._load_qe(enclaves)
+            self._probe_pce(enclaves)
+            enclaves.raise_if_any("aesmd's ECDSA quote service does not start without both enclaves either.")
+            self._route_qpl_log(qpl_path)
+            self._key_id = self._read_key_id()
+        except ConfigError:
+            self._fn["sgx_ql_set_enclave_load_policy"](SGX_QL_EPHEMERAL)  # release what did load
+            raise
         log.info("DCAP engine ready: %s, QE3 and PCE loaded, enclave load policy PERSISTENT", library)
 
     # -- start-up ------------------------------------------------------------------------------
