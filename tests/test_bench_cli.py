@@ -54,6 +54,7 @@ def _percentiles_ordered(lat: dict[str, float]) -> None:
     assert 0 < lat["min_us"] <= lat["p50_us"] <= lat["p90_us"] <= lat["p99_us"] <= lat["max_us"]
 
 
+@pytest.mark.slow
 def test_bench_quote_json(served: Served) -> None:
     args = ["quote", "--socket", str(served.socket), "--state-dir", str(served.state), "--clients", "4",
             "--duration", "1", "--warmup", "0.2", "--json"]  # fmt: skip
@@ -97,6 +98,7 @@ def test_bench_quote_human_output_and_keepalive(served: Served) -> None:
     assert "errors: none" in res.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["quote-dummy", "key-ids"])
 def test_request_kinds_needing_no_enclave(served: Served, kind: str) -> None:
     workload = prepare_workload(served.socket, kind)  # type: ignore[arg-type]
@@ -175,6 +177,7 @@ def test_latency_samples_merge_and_percentiles() -> None:
     assert LatencySamples().summary().count == 0
 
 
+@pytest.mark.slow
 def test_suite_dry_run(tmp_path: Path) -> None:
     cmd = [sys.executable, str(ROOT / "bench" / "run_suite.py"), "--dry-run", "--out", str(tmp_path)]
     try:

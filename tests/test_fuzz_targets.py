@@ -83,6 +83,7 @@ def test_the_harness_reports_a_broken_invariant(tmp_path: object) -> None:
         run_hypothesis(BROKEN, 50, None)
 
 
+@pytest.mark.slow
 def test_runner_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--list"]) == 0
     assert "frames" in capsys.readouterr().out

@@ -213,6 +213,7 @@ def _open_and_report(path: str) -> str:
     return Platform.open(Path(path), create=True).identity.ppid.hex()
 
 
+@pytest.mark.slow
 def test_concurrent_creation_yields_one_platform(tmp_path: Path) -> None:
     d = tmp_path / "race"
     ctx = multiprocessing.get_context("spawn")
@@ -313,6 +314,7 @@ def fuzz_dir(platform_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return _copy(platform_dir, tmp_path_factory.mktemp("fuzz") / "state")
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     mutations=st.dictionaries(
@@ -346,6 +348,7 @@ def test_fuzz_manifest_bytes(
         Platform.open(d)
 
 
+@pytest.mark.slow
 def test_shared_pki(platform_dir: Path, platform: Platform, tmp_path: Path) -> None:
     same = Platform.init(tmp_path / "same", pki_from=platform_dir, cpusvn=bytes(16))
     for role in ("root", "tcb_signing", "pck_ca"):

@@ -143,6 +143,7 @@ def test_json_formatter_keeps_structured_fields() -> None:
     assert out["request"] == "GetQuoteEx" and out["code"] == 0 and out["duration_ms"] == 0.25
 
 
+@pytest.mark.slow
 def test_serve_json_logs_at_debug_have_one_line_per_request_and_no_payloads(sock_dir: Path) -> None:
     """A real ``serve --log-format json -vv`` subprocess with the simulated engine quotes a report:
     every line is JSON, the quote has its request line, and neither the report data nor any part

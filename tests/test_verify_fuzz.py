@@ -92,6 +92,7 @@ def test_models_on_random_json(value: object, which: str) -> None:
             (TcbInfo if which == "TCB" else QeIdentity).parse(json.dumps(cand))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(json_values)
 def test_policy_from_json(value: object) -> None:

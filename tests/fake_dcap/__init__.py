@@ -79,10 +79,20 @@ def _gcc(out: Path, *args: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True, text=True)
 
 
+#: the one build of the session: every test module that imports the fixture gets its own
+#: session fixture, but a second copy of these libraries in the process would be wrong (the first
+#: loaded RTLD_GLOBAL copy interposes its symbols, so controls and calls would reach different
+#: copies)
+_BUILT: list[FakeDcap] = []
+
+
 @pytest.fixture(scope="session")
 def fake_dcap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeDcap]:
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed: cannot build the fake DCAP library")
+    if _BUILT:
+        yield _BUILT[0]
+        return
     quote_path = real_dir(QUOTE_VECTOR) / "quote.bin"
     out = tmp_path_factory.mktemp("fake_dcap")
     pce = out / "libfake_pce_logic.so"
@@ -106,7 +116,8 @@ def fake_dcap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeDcap]:
     os.environ.update(env)
     # the fake QE3 logic leaves sgx_pce_get_target undefined, like Intel's: load the PCE first
     ctypes.CDLL(str(pce), mode=ctypes.RTLD_GLOBAL)
-    yield FakeDcap(qe3, minimal, pce, qpl, quote_path.read_bytes(), devices, enclaves)
+    _BUILT.append(FakeDcap(qe3, minimal, pce, qpl, quote_path.read_bytes(), devices, enclaves))
+    yield _BUILT[0]
     for name, value in old.items():
         if value is None:
             os.environ.pop(name, None)

@@ -194,15 +194,17 @@ quote3_error_t load_qe(uint64_t *p_qe_eid, uint8_t *p_qe_attributes, uint8_t *p_
     return QL_SUCCESS;
 }
 
-void *get_qpl_handle(void) {
+static void *open_qpl(void) {
     if (g_qpl_path[0]) return dlopen(g_qpl_path, RTLD_LAZY);
     void *handle = dlopen("libdcap_quoteprov.so.1", RTLD_LAZY);
     return handle ? handle : dlopen("libdcap_quoteprov.so", RTLD_LAZY);
 }
 
+void *get_qpl_handle(void) { return open_qpl(); }
+
 /* the PCK cert data from the QPL, as qe_logic.cpp's get_platform_quote_cert_data asks for it */
 static quote3_error_t qpl_cert_data(void) {
-    void *handle = get_qpl_handle();
+    void *handle = open_qpl(); /* static: never another copy's, whatever is loaded globally */
     if (handle == NULL) return QL_SUCCESS; /* no QPL: the real QE3 falls back to the PPID */
     typedef quote3_error_t (*get_config_t)(const void *, void **);
     typedef quote3_error_t (*free_config_t)(void *);
