@@ -45,6 +45,7 @@ def test_every_parser_of_outside_bytes_has_a_target() -> None:
     assert set(TARGETS) == EXPECTED
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_target_short_run(name: str) -> None:
     target = TARGETS[name]

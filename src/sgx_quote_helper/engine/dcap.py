@@ -221,7 +221,9 @@ class DcapEngine:
                 name,
             )
             return
-        qpl = ctypes.CDLL(name, handle=handle)  # the library QE3 uses: same handle, not a new load
+        # the library QE3 uses (same handle, not a new load). Never dlclose'd, as in aesmd: this
+        # reference keeps the QPL, and the callback it stores, loaded when QE3 closes its own
+        qpl = ctypes.CDLL(name, handle=handle)
         try:
             set_callback = qpl.sgx_ql_set_logging_callback
         except AttributeError:
