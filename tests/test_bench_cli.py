@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from sgx_quote_helper.abi.codes import AesmStatus
 from sgx_quote_helper.benchmark.loadgen import run_load
 from sgx_quote_helper.benchmark.spec import LoadSpec
 from sgx_quote_helper.benchmark.timing import LatencySamples, percentile
@@ -120,12 +121,22 @@ def test_total_requests_ends_the_run(served: Served) -> None:
 
 def test_judge_labels_wrong_answers(served: Served) -> None:
     workload = prepare_workload(served.socket, "quote", state_dir=served.state)
-    busy = m.encode_response(m.GetQuoteExResponse(18))
+    busy = m.encode_response(m.GetQuoteExResponse(AesmStatus.BUSY))
     assert workload.judge(busy) == "BUSY(18)"
-    assert workload.judge(m.encode_response(m.GetQuoteExResponse(0, b"\0" * 10))) == "bad_response"
-    assert workload.judge(m.encode_response(m.GetQuoteSizeExResponse(0, 10))) == "bad_response"
+    assert (
+        workload.judge(m.encode_response(m.GetQuoteExResponse(AesmStatus.SUCCESS, b"\0" * 10)))
+        == "bad_response"
+    )
+    assert (
+        workload.judge(m.encode_response(m.GetQuoteSizeExResponse(AesmStatus.SUCCESS, 10))) == "bad_response"
+    )
     assert workload.judge(b"\xff\xff\xff") == "bad_response"
-    assert workload.judge(m.encode_response(m.GetQuoteExResponse(0, b"\0" * workload.expect_len))) == "ok"  # type: ignore[operator]
+    assert (
+        workload.judge(
+            m.encode_response(m.GetQuoteExResponse(AesmStatus.SUCCESS, b"\0" * workload.expect_len))
+        )
+        == "ok"
+    )  # type: ignore[operator]
 
 
 def test_bench_quote_refused_report_and_missing_service(served: Served, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sgx_quote_helper.abi.codes import AesmStatus
+from sgx_quote_helper.abi.codes import AesmStatus, QuoteLibStatus
 from sgx_quote_helper.cli._logs import JsonFormatter
 from sgx_quote_helper.client import QuoteClient
 from sgx_quote_helper.engine.base import QuoteResult
@@ -70,7 +70,7 @@ class _FailingEngine(FakeEngine):
     def get_quote(self, *args: object, **kw: object) -> QuoteResult:
         from sgx_quote_helper.errors import EngineError
 
-        raise EngineError(0xE011, "simulated engine failure")
+        raise EngineError(QuoteLibStatus.NO_PLATFORM_CERT_DATA, "simulated engine failure")
 
 
 def test_metrics_endpoint(sock_dir: Path) -> None:
@@ -84,9 +84,9 @@ def test_metrics_endpoint(sock_dir: Path) -> None:
         assert c.get_supported_att_key_id_num() == 1
         for tag in range(3):
             resp = transact_raw(path, quote_frame(report(tag)))
-            assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == 0
+            assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == AesmStatus.SUCCESS
         resp = transact_raw(path, quote_frame(report(9), buf_size=10))  # too small a buffer
-        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code != 0
+        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code != AesmStatus.SUCCESS
         assert transact_raw(path, b"\x02\x00\x00\x00\xff\xff") is None  # garbage: closed
         got = scrape(port)
     p = "sgx_quote_helper_"
