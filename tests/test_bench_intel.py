@@ -28,6 +28,7 @@ from sgx_quote_helper.benchmark.loadgen import run_load
 from sgx_quote_helper.benchmark.spec import LoadSpec
 from sgx_quote_helper.benchmark.workload import DCAP_QL_GARBAGE_BUF_SIZE, prepare_workload
 from sgx_quote_helper.engine.simulated import SimulatedEngine
+from sgx_quote_helper.errors import ConfigError
 from sgx_quote_helper.server.config import ServerConfig
 from sgx_quote_helper.service import AesmService
 from sgx_quote_helper.sim.platform import Platform
@@ -297,7 +298,7 @@ def test_load_with_intel_clients(served: Served) -> None:
 
 
 def test_the_sequence_needs_a_get_quote(served: Served) -> None:
-    with pytest.raises(ValueError, match="dcap-ql"):
+    with pytest.raises(ConfigError, match="dcap-ql"):
         prepare_workload(served.socket, "size", sequence="dcap-ql")
 
 
