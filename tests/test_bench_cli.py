@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from sgx_quote_helper.abi.codes import AesmStatus
 from sgx_quote_helper.benchmark.loadgen import run_load
 from sgx_quote_helper.benchmark.spec import LoadSpec
 from sgx_quote_helper.benchmark.timing import LatencySamples, percentile
@@ -54,6 +55,7 @@ def _percentiles_ordered(lat: dict[str, float]) -> None:
     assert 0 < lat["min_us"] <= lat["p50_us"] <= lat["p90_us"] <= lat["p99_us"] <= lat["max_us"]
 
 
+@pytest.mark.slow
 def test_bench_quote_json(served: Served) -> None:
     args = ["quote", "--socket", str(served.socket), "--state-dir", str(served.state), "--clients", "4",
             "--duration", "1", "--warmup", "0.2", "--json"]  # fmt: skip
@@ -97,6 +99,7 @@ def test_bench_quote_human_output_and_keepalive(served: Served) -> None:
     assert "errors: none" in res.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["quote-dummy", "key-ids"])
 def test_request_kinds_needing_no_enclave(served: Served, kind: str) -> None:
     workload = prepare_workload(served.socket, kind)  # type: ignore[arg-type]
@@ -118,12 +121,22 @@ def test_total_requests_ends_the_run(served: Served) -> None:
 
 def test_judge_labels_wrong_answers(served: Served) -> None:
     workload = prepare_workload(served.socket, "quote", state_dir=served.state)
-    busy = m.encode_response(m.GetQuoteExResponse(18))
+    busy = m.encode_response(m.GetQuoteExResponse(AesmStatus.BUSY))
     assert workload.judge(busy) == "BUSY(18)"
-    assert workload.judge(m.encode_response(m.GetQuoteExResponse(0, b"\0" * 10))) == "bad_response"
-    assert workload.judge(m.encode_response(m.GetQuoteSizeExResponse(0, 10))) == "bad_response"
+    assert (
+        workload.judge(m.encode_response(m.GetQuoteExResponse(AesmStatus.SUCCESS, b"\0" * 10)))
+        == "bad_response"
+    )
+    assert (
+        workload.judge(m.encode_response(m.GetQuoteSizeExResponse(AesmStatus.SUCCESS, 10))) == "bad_response"
+    )
     assert workload.judge(b"\xff\xff\xff") == "bad_response"
-    assert workload.judge(m.encode_response(m.GetQuoteExResponse(0, b"\0" * workload.expect_len))) == "ok"  # type: ignore[operator]
+    assert (
+        workload.judge(
+            m.encode_response(m.GetQuoteExResponse(AesmStatus.SUCCESS, b"\0" * workload.expect_len))
+        )
+        == "ok"
+    )  # type: ignore[operator]
 
 
 def test_bench_quote_refused_report_and_missing_service(served: Served, tmp_path: Path) -> None:
@@ -175,6 +188,7 @@ def test_latency_samples_merge_and_percentiles() -> None:
     assert LatencySamples().summary().count == 0
 
 
+@pytest.mark.slow
 def test_suite_dry_run(tmp_path: Path) -> None:
     cmd = [sys.executable, str(ROOT / "bench" / "run_suite.py"), "--dry-run", "--out", str(tmp_path)]
     try:

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from sgx_quote_helper.abi.codes import AesmStatus
 from sgx_quote_helper.benchmark import intel
 from sgx_quote_helper.benchmark.loadgen import run_load
 from sgx_quote_helper.benchmark.spec import LoadSpec
 from sgx_quote_helper.benchmark.workload import DCAP_QL_GARBAGE_BUF_SIZE, prepare_workload
 from sgx_quote_helper.engine.simulated import SimulatedEngine
+from sgx_quote_helper.errors import ConfigError
 from sgx_quote_helper.server.config import ServerConfig
 from sgx_quote_helper.service import AesmService
 from sgx_quote_helper.sim.platform import Platform
@@ -182,7 +184,7 @@ def test_one_call_is_intels_syscall_sequence(listener: tuple[str, socket.socket]
     path, srv = listener
     rec = Recording()
     body = m.encode_request(m.GetSupportedAttKeyIDNumRequest(15000))
-    reply = m.encode_response(m.GetSupportedAttKeyIDNumResponse(0, 1))
+    reply = m.encode_response(m.GetSupportedAttKeyIDNumResponse(AesmStatus.SUCCESS, 1))
     call = intel.transact(path, body, sys=rec)
     wait = next(call)  # connected (the backlog holds it), both writes done, waiting for the length
     assert isinstance(wait, intel.Wait) and wait.timeout_ms == 15000
@@ -296,7 +298,7 @@ def test_load_with_intel_clients(served: Served) -> None:
 
 
 def test_the_sequence_needs_a_get_quote(served: Served) -> None:
-    with pytest.raises(ValueError, match="dcap-ql"):
+    with pytest.raises(ConfigError, match="dcap-ql"):
         prepare_workload(served.socket, "size", sequence="dcap-ql")
 
 
@@ -342,7 +344,7 @@ def test_strace_of_a_real_call(served: Served, tmp_path: Path) -> None:
     fd = int(sock_lines[-1].rsplit("=", 1)[1])
     calls = _strace_calls(text[text.index(sock_lines[-1]) :], fd)
     body_len = len(m.encode_request(m.GetSupportedAttKeyIDNumRequest(15000)))
-    reply_len = len(m.encode_response(m.GetSupportedAttKeyIDNumResponse(0, 1)))
+    reply_len = len(m.encode_response(m.GetSupportedAttKeyIDNumResponse(AesmStatus.SUCCESS, 1)))
     reads = [c for c in calls if c.startswith("read(")]
     assert calls[:4] == ["connect", "write(4)=4", f"write({body_len})={body_len}", reads[0]]
     assert [c for c in reads if not c.endswith("=-1")] == ["read(4)=4", f"read({reply_len})={reply_len}"]

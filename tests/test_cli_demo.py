@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import dcap_qvl
+import pytest
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -17,6 +18,7 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.slow
 def test_demo_runs_the_out_of_process_flow(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = run_cli("demo", "--out-dir", str(out))

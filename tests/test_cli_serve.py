@@ -68,6 +68,7 @@ def test_healthcheck_foreign_daemon_that_closes(sock_dir: Path) -> None:
     assert res.exit_code == 1 and "within" in res.output
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_foreign_socket(sock_dir: Path) -> None:
     path = sock_dir / "aesm.socket"
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -106,7 +106,7 @@ def test_answered_errors_are_aesm_errors_not_retried(sock_dir: Path) -> None:
         assert eng.calls["quote_size"] == 1
         with pytest.raises(AesmError) as err2:
             c.get_quote_ex(report(1), buf_size=100)
-        assert err2.value.status == 42
+        assert err2.value.status == AesmStatus.ATT_KEY_NOT_INITIALIZED
 
 
 def test_absent_socket_without_retry_is_transport_error(sock_dir: Path) -> None:
@@ -168,9 +168,12 @@ def _frame(resp: m.Response) -> bytes:
         (lambda b: None, TransportError),  # closed without answering (aesmd on an unknown request)
         (lambda b: b"\x05\x00\x00\x00ab", BadResponseError),  # truncated
         (lambda b: encode_frame(b"\xff\xff"), BadResponseError),  # garbage protobuf
-        (lambda b: _frame(m.GetQuoteSizeExResponse(0, 1)), BadResponseError),  # wrong field number
+        (
+            lambda b: _frame(m.GetQuoteSizeExResponse(AesmStatus.SUCCESS, 1)),
+            BadResponseError,
+        ),  # wrong field number
         (lambda b: encode_frame(bytes.fromhex("aa010210 01")), BadResponseError),  # no errorCode
-        (lambda b: _frame(m.GetSupportedAttKeyIDNumResponse(0)), BadResponseError),  # no num
+        (lambda b: _frame(m.GetSupportedAttKeyIDNumResponse(AesmStatus.SUCCESS)), BadResponseError),  # no num
         (lambda b: _frame(m.GetSupportedAttKeyIDNumResponse(99, 0)), AesmError),  # unknown code kept
     ],
     ids=["eof", "truncated", "garbage", "wrong-type", "no-errorcode", "no-num", "unknown-code"],
@@ -192,8 +195,8 @@ def test_bad_answers(sock_dir: Path, reply: Callable[[bytes], bytes | None], exc
 @pytest.mark.parametrize(
     "resp",
     [
-        m.GetQuoteExResponse(0, b"q" * 101),  # longer than buf_size
-        m.GetQuoteExResponse(0, None),
+        m.GetQuoteExResponse(AesmStatus.SUCCESS, b"q" * 101),  # longer than buf_size
+        m.GetQuoteExResponse(AesmStatus.SUCCESS, None),
     ],
 )
 def test_quote_length_checks(sock_dir: Path, resp: m.Response) -> None:
@@ -208,7 +211,7 @@ def test_quote_length_checks(sock_dir: Path, resp: m.Response) -> None:
 
 def test_qe_report_info_must_be_echoed(sock_dir: Path) -> None:
     path = sock_dir / "s"
-    srv = Scripted(path, lambda b: _frame(m.GetQuoteExResponse(0, b"q" * 10)))
+    srv = Scripted(path, lambda b: _frame(m.GetQuoteExResponse(AesmStatus.SUCCESS, b"q" * 10)))
     try:
         with pytest.raises(BadResponseError, match="qe_report_info"):
             QuoteClient(path).get_quote_ex(
@@ -220,7 +223,7 @@ def test_qe_report_info_must_be_echoed(sock_dir: Path) -> None:
 
 def test_key_ids_length_checked(sock_dir: Path) -> None:
     path = sock_dir / "s"
-    srv = Scripted(path, lambda b: _frame(m.GetSupportedAttKeyIDsResponse(0, bytes(200))))
+    srv = Scripted(path, lambda b: _frame(m.GetSupportedAttKeyIDsResponse(AesmStatus.SUCCESS, bytes(200))))
     try:
         with pytest.raises(BadResponseError):
             QuoteClient(path).get_supported_att_key_ids(num=1)

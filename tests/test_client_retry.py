@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sgx_quote_helper.abi.codes import AesmStatus
 from sgx_quote_helper.client import AsyncQuoteClient, QuoteClient
 from sgx_quote_helper.errors import TransportError
 from sgx_quote_helper.wire import messages as m
@@ -18,7 +19,7 @@ from sgx_quote_helper.wire.framing import encode_frame
 
 from ._aesm_helpers import read_frame, short_dir
 
-REPLY = encode_frame(m.encode_response(m.GetSupportedAttKeyIDNumResponse(0, 1)))
+REPLY = encode_frame(m.encode_response(m.GetSupportedAttKeyIDNumResponse(AesmStatus.SUCCESS, 1)))
 
 
 class Flaky:

@@ -57,10 +57,9 @@ INTEL_BUNDLE_MAPPING: dict[int, AesmStatus] = {
     Q.NETWORK_ERROR: A.NETWORK_ERROR,
     Q.MESSAGE_ERROR: A.MSG_ERROR,
 }
-#: the service maps these three (which the sgx_ql_* calls never return: they are libsgx_dcap_ql's
-#: out-of-process transport codes) by name instead of Intel's default 1; service.py's table wins
-SERVICE_CHOICES = {Q.ERROR_BUSY, Q.NO_DEVICE, Q.SERVICE_UNAVAILABLE}
-STATUSES = [s for s in QuoteLibStatus if s != Q.SUCCESS and s not in SERVICE_CHOICES] + [0xE036, 0xE0AB]
+#: every quote3_error_t, plus codes nobody knows and a raw sgx_status_t (0x200f), all as aesmd:
+#: BUSY, NO_DEVICE and SERVICE_UNAVAILABLE have no case in Intel's table, so they answer 1 too
+STATUSES = [s for s in QuoteLibStatus if s != Q.SUCCESS] + [0xE036, 0xE0AB, 0x200F]
 
 
 @pytest.fixture
@@ -152,3 +151,34 @@ def test_every_library_status_maps_as_intel_bundle(daemon: tuple[FakeDcap, Quote
         assert err.value.status == expected, f"{QuoteLibStatus(status).name} on {call}"
     fake.force(call, 0)
     assert client.get_quote_ex(app_report()).trimmed() == fake.quote
+
+
+def test_get_quote_ex_buffer_goes_to_the_library_without_a_size_query(
+    daemon: tuple[FakeDcap, QuoteClient],
+) -> None:
+    fake, client = daemon
+    client.init_quote_ex()
+    sizes = fake.calls("size")
+    reply = client.get_quote_ex(app_report(), buf_size=len(fake.quote) + 7)
+    assert reply.quote == fake.quote + bytes(7)
+    assert fake.control.fake_dcap_last_quote_size() == len(fake.quote) + 7  # aesmd: quote_size = buf_size
+    assert fake.calls("size") == sizes  # no hidden sgx_ql_get_quote_size per quote
+    with pytest.raises(AesmError) as err:
+        client.get_quote_ex(app_report(), buf_size=len(fake.quote) - 1)
+    assert err.value.status == AesmStatus.PARAMETER_ERROR  # the library's INVALID_PARAMETER
+
+
+def test_closed_engine_answers_service_unavailable(fake_dcap: FakeDcap, tmp_path: Path) -> None:  # noqa: F811
+    fake_dcap.reset()
+    engine = DcapEngine(library=str(fake_dcap.qe3), pce_library=None, device_root=fake_dcap.device_root)
+    engine.close()
+    try:
+        with (
+            running_daemon(AesmService(engine), tmp_path / "s"),
+            QuoteClient(tmp_path / "s", retry_deadline=0) as client,
+            pytest.raises(AesmError) as err,
+        ):
+            client.init_quote_ex()
+        assert err.value.status == AesmStatus.SERVICE_UNAVAILABLE  # aesmd: not initialized -> 30
+    finally:
+        fake_dcap.reset()

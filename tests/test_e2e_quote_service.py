@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sgx_quote_helper.abi.codes import AesmStatus
 from sgx_quote_helper.abi.keyid import QeReportInfo
 from sgx_quote_helper.abi.report import Report, TargetInfo
 from sgx_quote_helper.client import QuoteClient, out_of_process_mode
@@ -100,7 +101,9 @@ def test_report_not_made_for_the_qe_is_refused(daemon: Daemon) -> None:
         wrong = platform.ereport(TargetInfo(mr_enclave=b"\x22" * 32), b"x")  # targeted elsewhere
         with pytest.raises(AesmError) as err:
             client.get_quote_ex(wrong)
-    assert err.value.status == 47  # INVALID_REPORT -> SGX_ERROR_MAC_MISMATCH at Intel's client
+    assert (
+        err.value.status == AesmStatus.INVALID_REPORT
+    )  # INVALID_REPORT -> SGX_ERROR_MAC_MISMATCH at Intel's client
 
 
 def test_quote_cli_then_verify(daemon: Daemon) -> None:

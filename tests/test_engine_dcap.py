@@ -22,6 +22,7 @@ from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.abi.report import Attributes, Report, ReportBody, TargetInfo
 from sgx_quote_helper.engine.base import QuotingEngine
 from sgx_quote_helper.engine.dcap import SGX_QL_EPHEMERAL, SGX_QL_PERSISTENT, DcapEngine
+from sgx_quote_helper.engine.dcap_library import DevicePaths
 from sgx_quote_helper.errors import ConfigError, EngineError
 from tests.fake_dcap import FakeDcap, fake_dcap  # noqa: F401  (fixture)
 
@@ -218,7 +219,21 @@ def test_out_of_tree_driver_device_names_are_accepted(fake: FakeDcap, tmp_path: 
     (tmp_path / "sgx").mkdir()
     (tmp_path / "sgx" / "enclave").write_bytes(b"")
     (tmp_path / "sgx" / "provision").write_bytes(b"")
-    make_engine(fake, device_root=tmp_path).close()
+    assert DevicePaths.find(tmp_path) == DevicePaths(tmp_path / "sgx/enclave", tmp_path / "sgx/provision")
+    eng = make_engine(fake, device_root=tmp_path)
+    try:
+        assert fake.calls("load_qe") == 1  # it started: QE3 loaded, policy set
+        assert fake.control.fake_dcap_policy() == SGX_QL_PERSISTENT
+        eng.init_quote(KEY, want_pub_key_id=True)
+        assert eng.get_quote(app_report(), KEY).quote == fake.quote
+    finally:
+        eng.close()
+    # either out-of-tree device missing is named by its out-of-tree path too
+    (tmp_path / "sgx" / "provision").unlink()
+    with pytest.raises(ConfigError) as err:
+        make_engine(fake, device_root=tmp_path)
+    assert str(tmp_path / "sgx/provision") in str(err.value)
+    assert str(tmp_path / "sgx/enclave") not in str(err.value)
 
 
 def test_missing_library_and_device_are_reported_together(fake: FakeDcap, tmp_path: Path) -> None:

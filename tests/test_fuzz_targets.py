@@ -45,6 +45,7 @@ def test_every_parser_of_outside_bytes_has_a_target() -> None:
     assert set(TARGETS) == EXPECTED
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_target_short_run(name: str) -> None:
     target = TARGETS[name]
@@ -83,6 +84,7 @@ def test_the_harness_reports_a_broken_invariant(tmp_path: object) -> None:
         run_hypothesis(BROKEN, 50, None)
 
 
+@pytest.mark.slow
 def test_runner_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--list"]) == 0
     assert "frames" in capsys.readouterr().out

@@ -70,21 +70,25 @@ def wait_for_more_good_quotes(env: Env, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_random_frames(env: Env) -> None:
     assert hostile.random_frames(env.daemons.path, random.Random(8), 400) == 400
     wait_for_more_good_quotes(env)
 
 
+@pytest.mark.slow
 def test_oversized_length_prefixes_are_closed(env: Env) -> None:
     assert all(hostile.oversized_prefix(env.daemons.path) for _ in range(20))
     wait_for_more_good_quotes(env)
 
 
+@pytest.mark.slow
 def test_half_closed_sockets(env: Env) -> None:
     whole, half = hostile.half_closed(env.daemons.path, env.frame)
     assert whole > 1000 and half == 0  # the whole request answered (a quote), the half one not
 
 
+@pytest.mark.slow
 def test_a_thousand_slowloris_connections(env: Env) -> None:
     socks = hostile.open_idle(env.daemons.path, 1000)
     try:
@@ -100,6 +104,7 @@ def test_a_thousand_slowloris_connections(env: Env) -> None:
     wait_for_more_good_quotes(env)
 
 
+@pytest.mark.slow
 def test_pipelining_clients_that_never_read(env: Env) -> None:
     pipes = [hostile.Pipeliner(env.daemons.path, env.frame) for _ in range(20)]
     try:
@@ -125,6 +130,7 @@ def test_pipelining_clients_that_never_read(env: Env) -> None:
             p.close()
 
 
+@pytest.mark.slow
 def test_memory_bounded_fds_released_and_good_clients_never_failed(env: Env) -> None:
     wait_for_more_good_quotes(env)
     deadline = time.monotonic() + 10

@@ -557,6 +557,7 @@ def test_managed_by_label() -> None:
     assert seen > 5
 
 
+@pytest.mark.slow
 def test_simulated_cluster_end_to_end(tmp_path: Path) -> None:
     """The rendered init container and PCCS args, run with their volumes as temp dirs: two nodes'
     platforms join the Secret's PKI, the PCCS serves it from a read-only copy, and quotes from both

@@ -126,6 +126,7 @@ def _context_files() -> list[Path]:
     ]
 
 
+@pytest.mark.slow
 def test_context_builds_the_package_offline(tmp_path: Path) -> None:
     copied = [
         args.split() for word, args in instructions() if word == "COPY" and not args.startswith("--from")

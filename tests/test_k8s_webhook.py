@@ -271,6 +271,7 @@ pod_like = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(body=st.binary(max_size=64) | json_values.map(lambda v: json.dumps(v).encode()))
 def test_fuzz_bodies_parse_or_raise_our_error(body: bytes) -> None:
@@ -278,6 +279,7 @@ def test_fuzz_bodies_parse_or_raise_our_error(body: bytes) -> None:
         review_response(webhook.parse_review(body))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(obj=pod_like, labels=st.sampled_from([None, {webhook.OPT_IN_KEY: "true"}]))
 def test_fuzz_pods_never_crash_and_are_idempotent(obj: dict[str, Any], labels: dict[str, str] | None) -> None:

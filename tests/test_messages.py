@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sgx_quote_helper.abi.codes import AesmStatus
 from sgx_quote_helper.errors import LocalProtocolError, RemoteProtocolError
 from sgx_quote_helper.wire import messages as m
+from tests.protogen import differences, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,28 +139,34 @@ def code(n: int) -> bytes:
 
 
 RESPONSES: list[tuple[m.Response, bytes]] = [
-    (m.GetSupportedAttKeyIDNumResponse(0, 1), bfield(21, code(0) + vfield(2, 1))),
-    (m.GetSupportedAttKeyIDNumResponse(30, 0), bfield(21, code(30) + vfield(2, 0))),
-    (m.GetSupportedAttKeyIDsResponse(0, KEY), bfield(22, code(0) + bfield(2, KEY))),
-    (m.GetSupportedAttKeyIDsResponse(3), bfield(22, code(3))),
-    (m.SelectAttKeyIDResponse(0, KEY), bfield(19, code(0) + bfield(2, KEY))),
-    (m.SelectAttKeyIDResponse(38), bfield(19, code(38))),
+    (m.GetSupportedAttKeyIDNumResponse(AesmStatus.SUCCESS, 1), bfield(21, code(0) + vfield(2, 1))),
     (
-        m.InitQuoteExResponse(0, bytes(512), 32, bytes([5]) * 32),
+        m.GetSupportedAttKeyIDNumResponse(AesmStatus.SERVICE_UNAVAILABLE, 0),
+        bfield(21, code(30) + vfield(2, 0)),
+    ),
+    (m.GetSupportedAttKeyIDsResponse(AesmStatus.SUCCESS, KEY), bfield(22, code(0) + bfield(2, KEY))),
+    (m.GetSupportedAttKeyIDsResponse(AesmStatus.PARAMETER_ERROR), bfield(22, code(3))),
+    (m.SelectAttKeyIDResponse(AesmStatus.SUCCESS, KEY), bfield(19, code(0) + bfield(2, KEY))),
+    (m.SelectAttKeyIDResponse(AesmStatus.UNSUPPORTED_ATT_KEY_ID), bfield(19, code(38))),
+    (
+        m.InitQuoteExResponse(AesmStatus.SUCCESS, bytes(512), 32, bytes([5]) * 32),
         bfield(15, code(0) + bfield(2, bytes(512)) + vfield(3, 32) + bfield(4, bytes([5]) * 32)),
     ),
-    (m.InitQuoteExResponse(0, bytes(512), 32), bfield(15, code(0) + bfield(2, bytes(512)) + vfield(3, 32))),
-    (m.GetQuoteSizeExResponse(0, 4966), bfield(16, code(0) + vfield(2, 4966))),
-    (m.GetQuoteSizeExResponse(42), bfield(16, code(42))),
     (
-        m.GetQuoteExResponse(0, b"Q" * 100, INFO),
+        m.InitQuoteExResponse(AesmStatus.SUCCESS, bytes(512), 32),
+        bfield(15, code(0) + bfield(2, bytes(512)) + vfield(3, 32)),
+    ),
+    (m.GetQuoteSizeExResponse(AesmStatus.SUCCESS, 4966), bfield(16, code(0) + vfield(2, 4966))),
+    (m.GetQuoteSizeExResponse(AesmStatus.ATT_KEY_NOT_INITIALIZED), bfield(16, code(42))),
+    (
+        m.GetQuoteExResponse(AesmStatus.SUCCESS, b"Q" * 100, INFO),
         bfield(17, code(0) + bfield(2, b"Q" * 100) + bfield(3, INFO)),
     ),
-    (m.GetQuoteExResponse(47, None, INFO), bfield(17, code(47) + bfield(3, INFO))),
-    (m.LegacyResponse(3, 30), bfield(3, code(30))),
-    (m.LegacyResponse(18, 30), bfield(18, code(30))),
+    (m.GetQuoteExResponse(AesmStatus.INVALID_REPORT, None, INFO), bfield(17, code(47) + bfield(3, INFO))),
+    (m.LegacyResponse(3, AesmStatus.SERVICE_UNAVAILABLE), bfield(3, code(30))),
+    (m.LegacyResponse(18, AesmStatus.SERVICE_UNAVAILABLE), bfield(18, code(30))),
     (
-        m.HelperProbeResponse(0, "sgx-quote-helper", "1.0", 42, "ab"),
+        m.HelperProbeResponse(AesmStatus.SUCCESS, "sgx-quote-helper", "1.0", 42, "ab"),
         bfield(
             1000,
             code(0) + bfield(2, b"sgx-quote-helper") + bfield(3, b"1.0") + vfield(4, 42) + bfield(5, b"ab"),
@@ -180,7 +185,7 @@ def test_response_bytes_errorcode_first_number_order_one_field(value: m.Response
 
 def test_error_code_zero_is_still_sent() -> None:
     # proto2 `required errorCode [default = 1]`: a missing one reads as 1 in Intel's C++ client
-    assert m.encode_response(m.GetQuoteSizeExResponse(0)) == bfield(16, b"\x08\x00")
+    assert m.encode_response(m.GetQuoteSizeExResponse(AesmStatus.SUCCESS)) == bfield(16, b"\x08\x00")
 
 
 def test_decode_response_without_error_code_is_refused() -> None:
@@ -199,7 +204,7 @@ def test_encode_refuses_what_cannot_be_sent() -> None:
     with pytest.raises(LocalProtocolError):
         m.encode_request(m.GetQuoteExRequest(REPORT, KEY, None, 1 << 32))
     with pytest.raises(LocalProtocolError):
-        m.encode_response(m.LegacyResponse(99, 1))
+        m.encode_response(m.LegacyResponse(99, AesmStatus.UNEXPECTED_ERROR))
     with pytest.raises(LocalProtocolError):
         m.encode_request(m.LegacyRequest(17, b""))
 
@@ -222,21 +227,25 @@ def test_field_numbers_match_intel() -> None:
 
 
 def test_generated_module_is_current(tmp_path: Path) -> None:
-    pytest.importorskip("grpc_tools")
-    src = ROOT / "src"
+    # regenerated with the installed grpcio-tools and compared by meaning (tests/protogen.py)
     proto = "sgx_quote_helper/wire/aesm.proto"
-    shutil.copytree(src / "sgx_quote_helper" / "wire", tmp_path / "sgx_quote_helper" / "wire")
+    generate(ROOT / "src", proto, tmp_path)
+    stale = differences(
+        tmp_path / "sgx_quote_helper/wire", ROOT / "src/sgx_quote_helper/wire", ("aesm_pb2.py",)
+    )
+    assert stale == [], "aesm_pb2.py is stale: python -m grpc_tools.protoc -I src --python_out=src " + proto
+    # and the comparison can fail: another package name is another descriptor
+    changed = tmp_path / "changed"
+    (changed / "sgx_quote_helper/wire").mkdir(parents=True)
+    text = (ROOT / "src" / proto).read_text()
+    assert "package aesm.message;" in text
+    (changed / proto).write_text(text.replace("package aesm.message;", "package aesm.changed;", 1))
     out = tmp_path / "out"
     out.mkdir()
-    subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp_path}", f"--python_out={out}", proto],
-        check=True,
-        capture_output=True,
-    )
-    fresh = (out / "sgx_quote_helper" / "wire" / "aesm_pb2.py").read_bytes()
-    assert fresh == (src / "sgx_quote_helper" / "wire" / "aesm_pb2.py").read_bytes(), (
-        "aesm_pb2.py is stale: python -m grpc_tools.protoc -I src --python_out=src " + proto
-    )
+    generate(changed, proto, out)
+    assert differences(
+        out / "sgx_quote_helper/wire", ROOT / "src/sgx_quote_helper/wire", ("aesm_pb2.py",)
+    ) == ["aesm_pb2.py"]
 
 
 @settings(max_examples=400, deadline=None)

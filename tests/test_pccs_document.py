@@ -185,6 +185,7 @@ def _mutated(draw: Any) -> tuple[Resource, dict[str, str], bytes]:
     return resource, headers, bytes(data)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_mutated())
 def test_fuzz_mutated_real_answers_parse_or_refuse(case: tuple[Resource, dict[str, str], bytes]) -> None:
@@ -193,6 +194,7 @@ def test_fuzz_mutated_real_answers_parse_or_refuse(case: tuple[Resource, dict[st
         upstream_document(resource, headers, body)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     kind=st.sampled_from([TCB, QE, CRL, CRL_PEM, ROOT, PCK]),

@@ -178,6 +178,7 @@ _PATHS = st.sampled_from(
 ) | st.text(max_size=60)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(
     path=_PATHS,

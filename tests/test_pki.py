@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from sgx_quote_helper.abi.pck import SgxExtensions
+from sgx_quote_helper.errors import ConfigError
 from sgx_quote_helper.sim import pki
 
 NOW = dt.datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=dt.UTC)
@@ -73,7 +74,7 @@ def test_platform_ca_name(
 def test_unknown_ca_type_refused(
     keys: dict[str, ec.EllipticCurvePrivateKey], chain: dict[str, x509.Certificate]
 ) -> None:
-    with pytest.raises(ValueError, match="processor"):
+    with pytest.raises(ConfigError, match="processor"):
         pki.make_pck_ca("bogus", keys["ca"], keys["root"], chain["root"], now=NOW, serial=7)  # type: ignore[arg-type]
 
 

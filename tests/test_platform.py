@@ -17,7 +17,7 @@ from sgx_quote_helper.abi.pck import SgxExtensions
 from sgx_quote_helper.abi.report import Attributes, Report, TargetInfo
 from sgx_quote_helper.errors import ConfigError, ParseError, PlatformStateError
 from sgx_quote_helper.sim import pki
-from sgx_quote_helper.sim.identity import DEFAULT_CPUSVN, DEFAULT_FMSPC
+from sgx_quote_helper.sim.identity import DEFAULT_CPUSVN, DEFAULT_FMSPC, PlatformIdentity
 from sgx_quote_helper.sim.platform import (
     ATTESTATION_KEY,
     MANIFEST,
@@ -180,6 +180,28 @@ def test_manifest_bad_field_and_version(platform_dir: Path, tmp_path: Path) -> N
         Platform.open(d)
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"fmspc": "zz"}, "fmspc"),
+        ({"ppid": 7}, "ppid"),
+        ({"qe_id": None}, "qe_id"),
+        ({"pcesvn": 70000}, "pcesvn"),
+        ({"qe_svn": True}, "qe_svn"),
+        ({"ca": "bogus"}, "ca or cert_data"),
+        ({"platform_instance_id": "not hex"}, "platform_instance_id"),
+    ],
+)
+def test_identity_fields_are_checked_in_the_error_tree(
+    platform_dir: Path, change: dict[str, object], named: str
+) -> None:
+    manifest = json.loads((platform_dir / MANIFEST).read_text())
+    with pytest.raises(PlatformStateError, match=re.escape(named)):
+        PlatformIdentity.from_json({**manifest, **change})
+    with pytest.raises(PlatformStateError, match="not a JSON object"):
+        PlatformIdentity.from_json([manifest])
+
+
 def test_mismatched_key_and_certificate(platform_dir: Path, tmp_path: Path) -> None:
     d = _copy(platform_dir, tmp_path / "k")
     (d / "pck.key.pem").write_bytes((d / "root-ca.key.pem").read_bytes())
@@ -191,6 +213,7 @@ def _open_and_report(path: str) -> str:
     return Platform.open(Path(path), create=True).identity.ppid.hex()
 
 
+@pytest.mark.slow
 def test_concurrent_creation_yields_one_platform(tmp_path: Path) -> None:
     d = tmp_path / "race"
     ctx = multiprocessing.get_context("spawn")
@@ -267,7 +290,7 @@ def test_report_key_derivation_inputs() -> None:
     assert len(base) == 16
     assert derive_report_key(secret, b"\x00" * 16, TARGET, b"\x03" * 32) != base
     assert derive_report_key(b"\x09" * 16, cpusvn, TARGET, b"\x03" * 32) != base
-    with pytest.raises(ValueError):
+    with pytest.raises(PlatformStateError):
         derive_report_key(b"short", cpusvn, TARGET, b"\x03" * 32)
 
 
@@ -291,6 +314,7 @@ def fuzz_dir(platform_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return _copy(platform_dir, tmp_path_factory.mktemp("fuzz") / "state")
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     mutations=st.dictionaries(
@@ -324,6 +348,7 @@ def test_fuzz_manifest_bytes(
         Platform.open(d)
 
 
+@pytest.mark.slow
 def test_shared_pki(platform_dir: Path, platform: Platform, tmp_path: Path) -> None:
     same = Platform.init(tmp_path / "same", pki_from=platform_dir, cpusvn=bytes(16))
     for role in ("root", "tcb_signing", "pck_ca"):

@@ -31,6 +31,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_rolling_restarts_lose_nothing_even_for_clients_that_never_retry(root: Path) -> None:
     port = free_port()  # every generation serves metrics on the same port (SO_REUSEPORT overlap)
     res = run_restarts(
@@ -47,6 +48,7 @@ def test_rolling_restarts_lose_nothing_even_for_clients_that_never_retry(root: P
     assert all("took over" in text for text in logs[1:])
 
 
+@pytest.mark.slow
 def test_sigkill_restarts_lose_nothing_for_our_client(root: Path) -> None:
     res = run_restarts(root, "sigkill", restarts=5, clients=32, settle=0.3)
     assert res["ours"]["failed"] == 0, res["ours"]["errors"]
@@ -54,6 +56,7 @@ def test_sigkill_restarts_lose_nothing_for_our_client(root: Path) -> None:
     assert res["ours"]["ok"] > 0 and res["intel"]["ok"] > 0
 
 
+@pytest.mark.slow
 def test_quote_check_catches_corruption(root: Path) -> None:
     """The harness's quote check is not vacuous: a flipped byte, a truncation or another app's
     report are all caught."""

@@ -162,7 +162,7 @@ def test_busy_past_in_flight_bound(sock_dir: Path) -> None:
         assert QuoteClient(path).get_supported_att_key_id_num() == 1  # cheap requests still answered
         gate.set()
         first = m.decode_response(read_frame(held) or b"")
-        assert isinstance(first, m.GetQuoteExResponse) and first.error_code == 0
+        assert isinstance(first, m.GetQuoteExResponse) and first.error_code == AesmStatus.SUCCESS
         held.close()
 
 
@@ -298,7 +298,7 @@ def test_stop_answers_in_flight_and_queued(sock_dir: Path) -> None:
     gate.set()
     for s in [held, *queued]:
         resp = m.decode_response(read_frame(s) or b"")
-        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == 0
+        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == AesmStatus.SUCCESS
         assert s.recv(1) == b""  # closed after answering, at shutdown
         s.close()
     assert d.join(10) and d.stop_reason == "SIGTERM"

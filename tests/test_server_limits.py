@@ -107,7 +107,7 @@ def test_peer_in_allow_list_is_served(sock_dir: Path) -> None:
     path = sock_dir / "s"
     with start(path, allow_uids=frozenset({12345}), allow_gids=frozenset({os.getgid()})):
         resp = transact_raw(path, quote_frame(report(1)))
-        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == 0
+        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == AesmStatus.SUCCESS
 
 
 def test_rate_limit_answers_busy_and_logs_once(sock_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -122,10 +122,16 @@ def test_rate_limit_answers_busy_and_logs_once(sock_dir: Path, caplog: pytest.Lo
             resp = key_num(s)
             assert isinstance(resp, m.GetSupportedAttKeyIDNumResponse)
             codes.append(resp.error_code)
-        assert codes == [0, 0, AesmStatus.BUSY, AesmStatus.BUSY, AesmStatus.BUSY]
+        assert codes == [
+            AesmStatus.SUCCESS,
+            AesmStatus.SUCCESS,
+            AesmStatus.BUSY,
+            AesmStatus.BUSY,
+            AesmStatus.BUSY,
+        ]
         # the takeover probe is never rate limited
         probe = transact_raw(path, encode_frame(m.encode_request(m.HelperProbeRequest())))
-        assert isinstance(probe, m.HelperProbeResponse) and probe.error_code == 0
+        assert isinstance(probe, m.HelperProbeResponse) and probe.error_code == AesmStatus.SUCCESS
         assert d.server is not None and d.server.metrics.refused == {"rate": 3}
     assert len(refusal_lines(caplog, "rate")) == 1
 
@@ -143,10 +149,10 @@ def test_in_flight_per_peer_answers_busy(sock_dir: Path) -> None:
         assert transact_raw(path, quote_frame(report(2))) == m.GetQuoteExResponse(AesmStatus.BUSY)
         gate.set()
         first = m.decode_response(read_frame(held) or b"")
-        assert isinstance(first, m.GetQuoteExResponse) and first.error_code == 0
+        assert isinstance(first, m.GetQuoteExResponse) and first.error_code == AesmStatus.SUCCESS
         held.close()
         resp = transact_raw(path, quote_frame(report(3)))  # the slot was released
-        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == 0
+        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == AesmStatus.SUCCESS
         assert d.server is not None and d.server.metrics.refused == {"peer_in_flight": 1}
 
 
@@ -164,7 +170,7 @@ def test_max_connections(sock_dir: Path, caplog: pytest.LogCaptureFixture) -> No
         while d.server is not None and d.server.connections and time.monotonic() < deadline:
             time.sleep(0.01)
         resp = transact_raw(path, quote_frame(report(1)))  # room again
-        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == 0
+        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == AesmStatus.SUCCESS
         assert d.server is not None and d.server.metrics.refused == {"max_connections": 1}
     assert len(refusal_lines(caplog, "max_connections")) == 1
 
@@ -205,9 +211,9 @@ def test_proxy_applies_the_peer_limits_and_counts(sock_dir: Path, caplog: pytest
                 resp = key_num(s)
                 assert isinstance(resp, m.GetSupportedAttKeyIDNumResponse)
                 codes.append(resp.error_code)
-            assert codes == [0, AesmStatus.BUSY, AesmStatus.BUSY]
+            assert codes == [AesmStatus.SUCCESS, AesmStatus.BUSY, AesmStatus.BUSY]
             assert srv.metrics.refused == {"rate": 2}
-            assert srv.metrics.requests == {(m.GetSupportedAttKeyIDNumRequest, 0): 1}
+            assert srv.metrics.requests == {(m.GetSupportedAttKeyIDNumRequest, AesmStatus.SUCCESS): 1}
         cfg = ServerConfig(socket_path=front, use_uvloop=False, allow_uids=frozenset({os.getuid() + 1}))
         with running(ProxyServer(Upstream(upstream, timeout=5.0), cfg)) as srv, raw_connect(front) as s:
             with contextlib.suppress(BrokenPipeError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sgx_quote_helper.abi.codes import AesmStatus
+from sgx_quote_helper.abi.codes import AesmStatus, QuoteLibStatus
 from sgx_quote_helper.cli._logs import JsonFormatter
 from sgx_quote_helper.client import QuoteClient
 from sgx_quote_helper.engine.base import QuoteResult
@@ -70,7 +70,7 @@ class _FailingEngine(FakeEngine):
     def get_quote(self, *args: object, **kw: object) -> QuoteResult:
         from sgx_quote_helper.errors import EngineError
 
-        raise EngineError(0xE011, "simulated engine failure")
+        raise EngineError(QuoteLibStatus.NO_PLATFORM_CERT_DATA, "simulated engine failure")
 
 
 def test_metrics_endpoint(sock_dir: Path) -> None:
@@ -84,9 +84,9 @@ def test_metrics_endpoint(sock_dir: Path) -> None:
         assert c.get_supported_att_key_id_num() == 1
         for tag in range(3):
             resp = transact_raw(path, quote_frame(report(tag)))
-            assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == 0
+            assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code == AesmStatus.SUCCESS
         resp = transact_raw(path, quote_frame(report(9), buf_size=10))  # too small a buffer
-        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code != 0
+        assert isinstance(resp, m.GetQuoteExResponse) and resp.error_code != AesmStatus.SUCCESS
         assert transact_raw(path, b"\x02\x00\x00\x00\xff\xff") is None  # garbage: closed
         got = scrape(port)
     p = "sgx_quote_helper_"
@@ -143,6 +143,7 @@ def test_json_formatter_keeps_structured_fields() -> None:
     assert out["request"] == "GetQuoteEx" and out["code"] == 0 and out["duration_ms"] == 0.25
 
 
+@pytest.mark.slow
 def test_serve_json_logs_at_debug_have_one_line_per_request_and_no_payloads(sock_dir: Path) -> None:
     """A real ``serve --log-format json -vv`` subprocess with the simulated engine quotes a report:
     every line is JSON, the quote has its request line, and neither the report data nor any part

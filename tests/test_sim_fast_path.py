@@ -22,7 +22,7 @@ from sgx_quote_helper.abi.codes import QuoteLibStatus
 from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.abi.report import Attributes, ReportBody, TargetInfo
 from sgx_quote_helper.engine.simulated import SimulatedEngine
-from sgx_quote_helper.errors import EngineError
+from sgx_quote_helper.errors import EngineError, PlatformStateError
 from sgx_quote_helper.sim import report_key
 from sgx_quote_helper.sim.platform import Platform
 from sgx_quote_helper.sim.qe import ECDSA_SHA256, QE_TARGET_INFO, CertifiedKey
@@ -85,9 +85,9 @@ def test_report_verifier_matches_the_reference_derivation(platform: Platform) ->
     other = report_key.ReportVerifier(secret, svn, targets[1])
     report = report_key.make_report(secret, svn, targets[0], ReportBody(), bytes(32))
     assert not other.verify(ReportBody().to_bytes(), bytes(32), report.mac)
-    with pytest.raises(ValueError):
+    with pytest.raises(PlatformStateError):
         report_key.ReportVerifier(b"short", svn, targets[0])
-    with pytest.raises(ValueError):
+    with pytest.raises(PlatformStateError):
         other.report_key(b"short")
 
 

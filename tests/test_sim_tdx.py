@@ -364,6 +364,7 @@ def test_old_module_svn_is_out_of_date(tmp_path: Path) -> None:
     assert v.verify(quote, coll, NOW).status is TcbStatus.OUT_OF_DATE  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_every_signed_byte_of_a_quote_is_checked(module: TdxModule, tdqe: Tdqe, platform: Platform) -> None:
     """Header, body, the attestation key, the QE report and its signature: dcap-qvl and verify refuse."""
     quote = tdqe.quote(module.report(b"flip", TD, version=0))

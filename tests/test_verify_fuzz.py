@@ -77,6 +77,7 @@ def test_pcs_response_loader(tcb: str, qe: str) -> None:
         from_pcs_responses(tcb_info_response=tcb, tcb_info_issuer_chain=tcb, qe_identity_response=qe)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(json_values, st.sampled_from(["TCB", "QE"]))
 def test_models_on_random_json(value: object, which: str) -> None:
@@ -92,6 +93,7 @@ def test_models_on_random_json(value: object, which: str) -> None:
             (TcbInfo if which == "TCB" else QeIdentity).parse(json.dumps(cand))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(json_values)
 def test_policy_from_json(value: object) -> None:

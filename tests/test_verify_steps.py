@@ -213,6 +213,7 @@ def test_every_byte_of_signed_collateral_text(field: str) -> None:
         assert exc.value.step in (Step.TCB_INFO, Step.QE_IDENTITY)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field", ["tcb_info", "qe_identity"])
 def test_every_byte_of_real_signed_collateral_text(field: str) -> None:
     d = real_dir("phala-sgx-v3-processor")

@@ -22,7 +22,7 @@ from sgx_quote_helper.wire.connection import (
 from sgx_quote_helper.wire.framing import encode_frame
 
 REQ = m.GetQuoteExRequest(bytes(432), bytes(256), bytes(960), 5000, 15000)
-RES = m.GetQuoteExResponse(0, b"q" * 5000, bytes(960))
+RES = m.GetQuoteExResponse(AesmStatus.SUCCESS, b"q" * 5000, bytes(960))
 
 
 def frame(value: m.Request) -> bytes:
@@ -137,7 +137,7 @@ def test_violations_in_the_body(data: bytes, fault: str) -> None:
 @pytest.mark.parametrize(
     ("reply", "fault"),
     [
-        (encode_frame(m.encode_response(m.GetQuoteSizeExResponse(0, 5))), Fault.UNEXPECTED),
+        (encode_frame(m.encode_response(m.GetQuoteSizeExResponse(AesmStatus.SUCCESS, 5))), Fault.UNEXPECTED),
         (encode_frame(bytes.fromhex("aa01021001")), Fault.MALFORMED),  # no errorCode
         (encode_frame(b"\xff\xff"), Fault.MALFORMED),
         (b"\x05\x00\x00\x00ab", Fault.TRUNCATED),

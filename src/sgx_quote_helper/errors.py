@@ -12,13 +12,15 @@ Callers branch on the type and its attributes, never on the message text.
     │   └── RemoteProtocolError(fault)      the peer broke the protocol; ``fault`` names how
     │       └── BadResponseError            ... seen by a client: the reply is not a valid answer
     ├── EngineError(status)                 a quoting engine refused (status: QuoteLibStatus)
+    │   └── EngineUnavailableError          the engine is not started or closed (AESM 30)
     ├── AesmError(status)                   the daemon answered a non-zero errorCode (client side)
     ├── TransportError                      connect/read/write/timeout failed (client side)
     │   └── UpstreamFailure                 the proxy's upstream gave no usable reply
     ├── VerificationError(step, reason)     a numbered verification check failed
     ├── CollateralError                     collateral is missing, malformed or unavailable
     ├── PlatformStateError                  a simulated platform state directory is unusable
-    └── ConfigError                         bad settings or environment (missing device, library...)
+    ├── ConfigError                         bad settings or environment (missing device, library...)
+    └── SelfCheckError                      a built-in self-check (demo) saw a result that is wrong
 """
 
 from __future__ import annotations
@@ -99,6 +101,19 @@ class EngineError(SgxQuoteHelperError):
         super().__init__(f"{name}: {reason}" if reason else str(name))
 
 
+class EngineUnavailableError(EngineError):
+    """The engine is closed or not started: aesmd's ECDSA bundle answers AESM_SERVICE_UNAVAILABLE
+    (30) itself then, before any library call (``ecdsa_quote_service_bundle.cpp``, ``initialized``).
+    """
+
+    #: ``status`` of every instance: quote3_error_t SGX_QL_SERVICE_UNAVAILABLE (abi.codes names it)
+    STATUS = 0xE040
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(self.STATUS, reason)
+        self.args = (f"SERVICE_UNAVAILABLE: {reason}" if reason else "SERVICE_UNAVAILABLE",)
+
+
 class AesmError(SgxQuoteHelperError):
     """The AESM daemon answered with a non-zero errorCode.
 
@@ -160,18 +175,24 @@ class ConfigError(SgxQuoteHelperError):
     """Settings or environment are unusable (bad option, missing device or library...)."""
 
 
+class SelfCheckError(SgxQuoteHelperError):
+    """A built-in self-check (``demo``) got a result that must not happen (a bug or a broken setup)."""
+
+
 __all__ = [
     "AesmError",
     "BadResponseError",
     "CollateralError",
     "ConfigError",
     "EngineError",
+    "EngineUnavailableError",
     "Fault",
     "LocalProtocolError",
     "ParseError",
     "PlatformStateError",
     "ProtocolError",
     "RemoteProtocolError",
+    "SelfCheckError",
     "SgxQuoteHelperError",
     "TransportError",
     "UpstreamFailure",

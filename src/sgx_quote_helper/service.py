@@ -5,10 +5,14 @@ requests :meth:`AesmService.needs_engine` names). The semantics are those of Int
 ECDSA quote service bundle (``shared/specs/aesm-protocol.md`` §6, checklist §8):
 
 - validation before the engine, with AESM codes: sizes (3), key ids matched by their 158-byte
-  base (38); engine refusals (``EngineError(QuoteLibStatus)``) mapped name for name as the ECDSA
-  bundle does (42 no key, 47 bad report, ... anything unknown 1);
+  base (38); engine refusals (``EngineError(QuoteLibStatus)``) mapped as the ECDSA bundle's
+  ``quote3_error_to_aesm_error`` does: name for name for the 28 codes it lists (42 no key, 47 bad
+  report...), anything else 1 (including BUSY, NO_DEVICE and SERVICE_UNAVAILABLE, which aesmd
+  does not list); a closed engine (``EngineUnavailableError``) answers 30, as the bundle does
+  before calling the library;
 - InitQuoteEx size query ignores ``buf_size`` and answers ``pub_key_id_size=32`` with 512 zero
-  bytes of target info; GetQuoteEx pads the quote with zeros to ``buf_size`` and echoes
+  bytes of target info; GetQuoteEx hands ``buf_size`` to the engine (aesmd passes it to
+  ``sgx_ql_get_quote`` as the buffer size), pads the quote with zeros to ``buf_size`` and echoes
   ``qe_report_info`` (filled on success, as sent on error);
 - legacy EPID/launch requests get their own response type with SERVICE_UNAVAILABLE (30);
   empty/unknown envelopes get no answer (``None``: the server closes, as aesmd does);
@@ -26,7 +30,7 @@ from .abi.codes import AesmStatus, QuoteLibStatus
 from .abi.keyid import AttKeyId, AttKeyIdList, QeReportInfo
 from .abi.report import Report, TargetInfo
 from .engine.base import QuotingEngine
-from .errors import EngineError, ParseError
+from .errors import EngineError, EngineUnavailableError, ParseError
 from .wire import messages as m
 
 log = logging.getLogger(__name__)
@@ -43,7 +47,11 @@ IMPLEMENTATION = "sgx-quote-helper"
 
 _ZERO_TARGET_INFO = bytes(TargetInfo.SIZE)
 
-# quote3_error_t -> aesm_error_t, name for name (ecdsa_quote_service_bundle.cpp); unknown -> 1
+# quote3_error_t -> aesm_error_t exactly as aesmd's quote3_error_to_aesm_error(): intel/linux-sgx
+# psw/ae/aesm_service/source/bundles/ecdsa_quote_service_bundle/ecdsa_quote_service_bundle.cpp
+# lines 99-217 (commit 90873a0c): one case per row below, in its order; "default:" (line 212) ->
+# AESM_UNEXPECTED_ERROR for everything else. SGX_QL_ERROR_BUSY, SGX_QL_NO_DEVICE and
+# SGX_QL_SERVICE_UNAVAILABLE have no case there, so they answer 1 like any unlisted code.
 _ENGINE_TO_AESM: dict[int, AesmStatus] = {
     QuoteLibStatus.SUCCESS: AesmStatus.SUCCESS,
     QuoteLibStatus.ERROR_UNEXPECTED: AesmStatus.UNEXPECTED_ERROR,
@@ -72,9 +80,6 @@ _ENGINE_TO_AESM: dict[int, AesmStatus] = {
     QuoteLibStatus.KEY_CERTIFCATION_ERROR: AesmStatus.KEY_CERTIFICATION_ERROR,
     QuoteLibStatus.NETWORK_ERROR: AesmStatus.NETWORK_ERROR,
     QuoteLibStatus.MESSAGE_ERROR: AesmStatus.MSG_ERROR,
-    QuoteLibStatus.ERROR_BUSY: AesmStatus.BUSY,
-    QuoteLibStatus.NO_DEVICE: AesmStatus.NO_DEVICE_ERROR,
-    QuoteLibStatus.SERVICE_UNAVAILABLE: AesmStatus.SERVICE_UNAVAILABLE,
 }
 
 
@@ -143,6 +148,9 @@ class AesmService:
                 return handler(request)
             except _Refused as refused:
                 return self.error_response(request, refused.status)
+            except EngineUnavailableError as exc:
+                log.info("engine unavailable for %s: %s", type(request).__name__, exc)
+                return self.error_response(request, AesmStatus.SERVICE_UNAVAILABLE)
             except EngineError as exc:
                 log.info("engine refused %s: %s", type(request).__name__, exc)
                 return self.error_response(request, aesm_status_for(exc.status))
@@ -267,7 +275,7 @@ class AesmService:
         report = Report.from_bytes(request.report)
         info = QeReportInfo.from_bytes(info_raw) if info_raw is not None else None
         with self._lock:
-            result = self.engine.get_quote(report, key, info)
+            result = self.engine.get_quote(report, key, info, buf_size=request.buf_size)
         quote = result.quote
         if len(quote) > request.buf_size:
             raise _Refused(AesmStatus.PARAMETER_ERROR)

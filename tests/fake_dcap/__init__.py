@@ -2,9 +2,12 @@
 
 ``fake_dcap`` (session fixture) compiles ``fake_qe3_logic.c`` (the sgx_ql_* core calls with
 Intel's prototypes, answering from a REAL quote of ``../shared/testdata/real``), a minimal
-variant without the optional symbols, and ``fake_pce_logic.c``; it skips the tests only when gcc
-is absent. ``FakeDcap.control`` is a ctypes handle on the same loaded library, used to force
-statuses and read what the engine did (see the C file's header).
+variant without the optional symbols, ``fake_pce_logic.c`` and ``fake_qpl.c`` (a quote provider
+library with Intel's logging callback); it skips the tests only when gcc is absent.
+``FakeDcap.control`` / ``pce_control`` / ``qpl_control`` are ctypes handles on the same loaded
+libraries, used to force statuses and read what the engine did (see each C file's header).
+The enclave files the fake QE3 and PCE "load" are empty files in ``enclave_dir``
+(``$FAKE_DCAP_ENCLAVE_DIR``); point the variable elsewhere to model a node without them.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ class FakeDcap:
     qe3: Path  # full fake libsgx_qe3_logic.so
     qe3_minimal: Path  # without sgx_ql_get_keyid and load_qe
     pce: Path  # fake libsgx_pce_logic.so
+    qpl: Path  # fake libdcap_quoteprov.so.1
     quote: bytes  # the real quote it serves
     device_root: Path  # holds sgx_enclave and sgx_provision (plain files)
+    enclave_dir: Path  # holds libsgx_qe3.signed.so.1 and libsgx_pce.signed.so.1 (plain files)
 
     @property
     def control(self) -> ctypes.CDLL:
@@ -40,6 +45,21 @@ class FakeDcap:
         lib.fake_dcap_set_status.argtypes = [ctypes.c_char_p, ctypes.c_uint32]
         lib.fake_dcap_calls.argtypes = [ctypes.c_char_p]
         lib.fake_dcap_calls.restype = ctypes.c_uint32
+        lib.fake_dcap_last_quote_size.restype = ctypes.c_uint32
+        return lib
+
+    @property
+    def pce_control(self) -> ctypes.CDLL:
+        lib = ctypes.CDLL(str(self.pce), mode=ctypes.RTLD_GLOBAL)
+        lib.fake_pce_set_status.argtypes = [ctypes.c_uint32]
+        lib.fake_pce_calls.restype = ctypes.c_uint32
+        return lib
+
+    @property
+    def qpl_control(self) -> ctypes.CDLL:
+        lib = ctypes.CDLL(str(self.qpl))
+        lib.fake_qpl_set_status.argtypes = [ctypes.c_uint32]
+        lib.fake_qpl_log.argtypes = [ctypes.c_int, ctypes.c_char_p]
         return lib
 
     def force(self, fn: str, status: int) -> None:
@@ -50,22 +70,36 @@ class FakeDcap:
 
     def reset(self) -> None:
         self.control.fake_dcap_reset()
+        self.pce_control.fake_pce_reset()
+        self.qpl_control.fake_qpl_reset()
 
 
 def _gcc(out: Path, *args: str) -> None:
-    cmd = ["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-o", str(out), *args]
+    cmd = ["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-o", str(out), *args, "-ldl"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+#: the one build of the session: every test module that imports the fixture gets its own
+#: session fixture, but a second copy of these libraries in the process would be wrong (the first
+#: loaded RTLD_GLOBAL copy interposes its symbols, so controls and calls would reach different
+#: copies)
+_BUILT: list[FakeDcap] = []
 
 
 @pytest.fixture(scope="session")
 def fake_dcap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeDcap]:
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed: cannot build the fake DCAP library")
+    if _BUILT:
+        yield _BUILT[0]
+        return
     quote_path = real_dir(QUOTE_VECTOR) / "quote.bin"
     out = tmp_path_factory.mktemp("fake_dcap")
     pce = out / "libfake_pce_logic.so"
     qe3 = out / "libfake_qe3_logic.so"
     minimal = out / "libfake_qe3_logic_minimal.so"
+    qpl = out / "libfake_dcap_quoteprov.so.1"
+    _gcc(qpl, str(HERE / "fake_qpl.c"))
     _gcc(pce, str(HERE / "fake_pce_logic.c"))
     _gcc(qe3, str(HERE / "fake_qe3_logic.c"))
     _gcc(minimal, "-DFAKE_MINIMAL", str(HERE / "fake_qe3_logic.c"))
@@ -73,12 +107,19 @@ def fake_dcap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeDcap]:
     devices.mkdir()
     for name in ("sgx_enclave", "sgx_provision"):
         (devices / name).write_bytes(b"")
-    old = os.environ.get("FAKE_DCAP_QUOTE")
-    os.environ["FAKE_DCAP_QUOTE"] = str(quote_path)
+    enclaves = out / "enclaves"
+    enclaves.mkdir()
+    for name in ("libsgx_qe3.signed.so.1", "libsgx_pce.signed.so.1"):
+        (enclaves / name).write_bytes(b"")
+    env = {"FAKE_DCAP_QUOTE": str(quote_path), "FAKE_DCAP_ENCLAVE_DIR": str(enclaves)}
+    old = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
     # the fake QE3 logic leaves sgx_pce_get_target undefined, like Intel's: load the PCE first
     ctypes.CDLL(str(pce), mode=ctypes.RTLD_GLOBAL)
-    yield FakeDcap(qe3, minimal, pce, quote_path.read_bytes(), devices)
-    if old is None:
-        os.environ.pop("FAKE_DCAP_QUOTE", None)
-    else:
-        os.environ["FAKE_DCAP_QUOTE"] = old
+    _BUILT.append(FakeDcap(qe3, minimal, pce, qpl, quote_path.read_bytes(), devices, enclaves))
+    yield _BUILT[0]
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -13,16 +13,24 @@
  *     nonce(16) || app target info's MRENCLAVE(32) || 16 zero bytes, key_id 0xA5.., mac 0x5A..
  *     (a marker the tests recompute: a fake cannot EREPORT).
  * Like the real library it calls the PCE logic library (sgx_pce_get_target is left undefined
- * here, as in libsgx_qe3_logic.so) when it certifies a key.
+ * here, as in libsgx_qe3_logic.so) when it certifies a key, translating its sgx_pce_error_t as
+ * qe_logic.cpp translate_pce_errors does (a PCE that cannot load -> SGX_QL_INTERFACE_UNAVAILABLE),
+ * and asks the quote provider library (get_qpl_handle: the sgx_set_qpl_path path, else
+ * libdcap_quoteprov.so.1) for the PCK cert data with sgx_ql_get_quote_config.
+ * load_qe, like Intel's, passes sgx_create_enclave's sgx_status_t through: with
+ * FAKE_DCAP_ENCLAVE_DIR set and no libsgx_qe3.signed.so.1 in it, SGX_ERROR_ENCLAVE_FILE_ACCESS
+ * (0x200f).
  *
  * Test controls: fake_dcap_set_status(fn, status) forces a status for "policy", "load_qe",
  * "keyid", "init", "size" or "quote"; fake_dcap_calls(fn), fake_dcap_policy(),
  * fake_dcap_last_refresh(), fake_dcap_saw_aesm_addr(), fake_dcap_max_inflight() (most callers
- * inside sgx_ql_get_quote at once), fake_dcap_reset().
+ * inside sgx_ql_get_quote at once), fake_dcap_last_quote_size() (the quote_size given to
+ * sgx_ql_get_quote), fake_dcap_reset().
  * fake_dcap_qpl_path() is what sgx_set_qpl_path ("qpl") received.
  * Build with -DFAKE_MINIMAL to leave out the optional sgx_ql_get_keyid, load_qe and
  * sgx_set_qpl_path.
  */
+#include <dlfcn.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,7 +44,13 @@ typedef uint32_t quote3_error_t;
 #define QL_ERROR_UNEXPECTED 0xE001u
 #define QL_ERROR_INVALID_PARAMETER 0xE002u
 #define QL_UNSUPPORTED_LOADING_POLICY 0xE00Cu
+#define QL_INTERFACE_UNAVAILABLE 0xE00Du
 #define QL_ATT_KEY_NOT_INITIALIZED 0xE00Fu
+#define QL_OUT_OF_EPC 0xE012u
+#define SGX_ERROR_ENCLAVE_FILE_ACCESS 0x200Fu
+#define SGX_PCE_SUCCESS 0xF000u
+#define SGX_PCE_OUT_OF_EPC 0xF003u
+#define SGX_PCE_INTERFACE_UNAVAILABLE 0xF004u
 
 /* provided by libsgx_pce_logic.so (real return type: sgx_pce_error_t, 0 = success) */
 extern uint32_t sgx_pce_get_target(uint8_t *p_target, uint16_t *p_isvsvn);
@@ -54,6 +68,7 @@ static int g_key_ready;
 static int g_saw_aesm_addr;
 static int g_inflight;
 static int g_max_inflight;
+static uint32_t g_last_quote_size;
 
 static const uint8_t k_qe3_mrsigner[32] = {
     0x8c, 0x4f, 0x57, 0x75, 0xd7, 0x96, 0x50, 0x3e, 0x96, 0x13, 0x7f, 0x77, 0xc6, 0x8a, 0x82, 0x9a,
@@ -82,6 +97,7 @@ const char *fake_dcap_qpl_path(void) { return g_qpl_path; }
 int fake_dcap_last_refresh(void) { return g_last_refresh; }
 int fake_dcap_saw_aesm_addr(void) { return g_saw_aesm_addr; }
 int fake_dcap_max_inflight(void) { return g_max_inflight; }
+uint32_t fake_dcap_last_quote_size(void) { return g_last_quote_size; }
 void fake_dcap_reset(void) {
     memset(g_forced, 0, sizeof g_forced);
     memset(g_calls, 0, sizeof g_calls);
@@ -90,6 +106,7 @@ void fake_dcap_reset(void) {
     g_key_ready = 0;
     g_saw_aesm_addr = 0;
     g_max_inflight = 0;
+    g_last_quote_size = 0;
     g_qpl_path[0] = 0;
 }
 
@@ -167,10 +184,53 @@ quote3_error_t load_qe(uint64_t *p_qe_eid, uint8_t *p_qe_attributes, uint8_t *p_
     if (forced) return forced;
     if (p_qe_eid == NULL || p_qe_attributes == NULL || p_launch_token == NULL)
         return QL_ERROR_INVALID_PARAMETER;
+    const char *dir = getenv("FAKE_DCAP_ENCLAVE_DIR");
+    if (dir != NULL) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/libsgx_qe3.signed.so.1", dir);
+        if (access(path, R_OK) != 0) return SGX_ERROR_ENCLAVE_FILE_ACCESS; /* raw sgx_status_t */
+    }
     *p_qe_eid = 0x5347580001ull;
     return QL_SUCCESS;
 }
+
+static void *open_qpl(void) {
+    if (g_qpl_path[0]) return dlopen(g_qpl_path, RTLD_LAZY);
+    void *handle = dlopen("libdcap_quoteprov.so.1", RTLD_LAZY);
+    return handle ? handle : dlopen("libdcap_quoteprov.so", RTLD_LAZY);
+}
+
+void *get_qpl_handle(void) { return open_qpl(); }
+
+/* the PCK cert data from the QPL, as qe_logic.cpp's get_platform_quote_cert_data asks for it */
+static quote3_error_t qpl_cert_data(void) {
+    void *handle = open_qpl(); /* static: never another copy's, whatever is loaded globally */
+    if (handle == NULL) return QL_SUCCESS; /* no QPL: the real QE3 falls back to the PPID */
+    typedef quote3_error_t (*get_config_t)(const void *, void **);
+    typedef quote3_error_t (*free_config_t)(void *);
+    get_config_t get_config = (get_config_t)dlsym(handle, "sgx_ql_get_quote_config");
+    free_config_t free_config = (free_config_t)dlsym(handle, "sgx_ql_free_quote_config");
+    quote3_error_t ret = QL_SUCCESS;
+    if (get_config != NULL && free_config != NULL) {
+        void *config = NULL;
+        ret = get_config(NULL, &config);
+        if (config != NULL) free_config(config);
+    }
+    dlclose(handle);
+    return ret;
+}
+#else
+static quote3_error_t qpl_cert_data(void) { return QL_SUCCESS; }
 #endif
+
+static quote3_error_t translate_pce_errors(uint32_t pce_error) {
+    switch (pce_error) {
+    case SGX_PCE_SUCCESS: return QL_SUCCESS;
+    case SGX_PCE_OUT_OF_EPC: return QL_OUT_OF_EPC;
+    case SGX_PCE_INTERFACE_UNAVAILABLE: return QL_INTERFACE_UNAVAILABLE;
+    default: return QL_ERROR_UNEXPECTED;
+    }
+}
 
 quote3_error_t sgx_ql_init_quote(const uint8_t *p_att_key_id, uint8_t *p_qe_target_info,
                                  bool refresh_att_key, size_t *p_pub_key_id_size,
@@ -187,7 +247,10 @@ quote3_error_t sgx_ql_init_quote(const uint8_t *p_att_key_id, uint8_t *p_qe_targ
     if (*p_pub_key_id_size != 32 || p_qe_target_info == NULL) return QL_ERROR_INVALID_PARAMETER;
     uint8_t pce_target[512];
     uint16_t pce_svn = 0;
-    if (sgx_pce_get_target(pce_target, &pce_svn) != 0) return QL_ERROR_UNEXPECTED;
+    quote3_error_t ret = translate_pce_errors(sgx_pce_get_target(pce_target, &pce_svn));
+    if (ret != QL_SUCCESS) return ret;
+    ret = qpl_cert_data();
+    if (ret != QL_SUCCESS) return ret;
     uint32_t len;
     const uint8_t *q = quote_bytes(&len);
     if (q == NULL) return QL_ERROR_UNEXPECTED;
@@ -216,6 +279,7 @@ quote3_error_t sgx_ql_get_quote_size(const uint8_t *p_att_key_id, uint32_t *p_qu
 quote3_error_t sgx_ql_get_quote(const uint8_t *p_app_report, const uint8_t *p_att_key_id,
                                 uint8_t *p_qe_report_info, uint8_t *p_quote, uint32_t quote_size) {
     uint32_t forced = enter(F_QUOTE);
+    g_last_quote_size = quote_size;
     if (forced) return forced;
     if (p_app_report == NULL || p_quote == NULL) return QL_ERROR_INVALID_PARAMETER;
     if (p_att_key_id != NULL && !key_id_ok(p_att_key_id)) return QL_ERROR_INVALID_PARAMETER;

@@ -1,11 +1,19 @@
-"""Status code tables: AESM ``aesm_error_t`` and DCAP ``quote3_error_t``.
+"""Status code tables: AESM ``aesm_error_t``, DCAP ``quote3_error_t``, the SGX runtime's
+``sgx_status_t`` and the PCE library's ``sgx_pce_error_t``.
 
-Both enums tolerate unknown values: ``AesmStatus(99)`` gives a pseudo-member named ``UNKNOWN_99``
+Every enum tolerates unknown values: ``AesmStatus(99)`` gives a pseudo-member named ``UNKNOWN_99``
 instead of raising, so a daemon or library that grows new codes never crashes a parser.
 
 Sources: intel/linux-sgx ``psw/ae/inc/internal/aesm_error.h`` (AESM codes; see
 ``shared/specs/aesm-protocol.md`` §5) and DCAP ``QuoteGeneration/quote_wrapper/common/inc/
-sgx_ql_lib_common.h`` (quote3_error_t = 0xE000 | n).
+sgx_ql_lib_common.h`` (quote3_error_t = 0xE000 | n), intel/linux-sgx ``common/inc/sgx_error.h``
+(sgx_status_t) and DCAP ``QuoteGeneration/pce_wrapper/inc/sgx_pce.h`` (sgx_pce_error_t = 0xF000 | n).
+
+The spaces overlap (0xF001 is both ``SGX_PCE_UNEXPECTED`` and the urts's
+``SGX_INTERNAL_ERROR_ENCLAVE_CREATE_INTERRUPTED``): which enum names a code depends on the call
+that returned it. ``load_qe`` is declared ``quote3_error_t`` but passes ``sgx_create_enclave``'s
+``sgx_status_t`` through unchanged (all but OUT_OF_EPC, DCAP ``qe_logic.cpp`` load_qe):
+:func:`load_qe_status` names both.
 """
 
 from __future__ import annotations
@@ -181,4 +189,105 @@ class QuoteLibStatus(_Tolerant):
     ERROR_MAX = 0xE0FF
 
 
-__all__ = ["AesmStatus", "QuoteLibStatus"]
+class SgxStatus(_Tolerant):
+    """``sgx_status_t`` of the SGX runtime (urts), without the ``SGX_`` / ``SGX_ERROR_`` prefix."""
+
+    SUCCESS = 0x0000
+    UNEXPECTED = 0x0001
+    INVALID_PARAMETER = 0x0002
+    OUT_OF_MEMORY = 0x0003
+    ENCLAVE_LOST = 0x0004
+    INVALID_STATE = 0x0005
+    FEATURE_NOT_SUPPORTED = 0x0008
+    PTHREAD_EXIT = 0x0009
+    MEMORY_MAP_FAILURE = 0x000A
+    INVALID_FUNCTION = 0x1001
+    OUT_OF_TCS = 0x1003
+    ENCLAVE_CRASHED = 0x1006
+    ECALL_NOT_ALLOWED = 0x1007
+    OCALL_NOT_ALLOWED = 0x1008
+    STACK_OVERRUN = 0x1009
+    UNDEFINED_SYMBOL = 0x2000
+    INVALID_ENCLAVE = 0x2001
+    INVALID_ENCLAVE_ID = 0x2002
+    INVALID_SIGNATURE = 0x2003
+    NDEBUG_ENCLAVE = 0x2004
+    OUT_OF_EPC = 0x2005
+    NO_DEVICE = 0x2006
+    MEMORY_MAP_CONFLICT = 0x2007
+    INVALID_METADATA = 0x2009
+    DEVICE_BUSY = 0x200C
+    INVALID_VERSION = 0x200D
+    MODE_INCOMPATIBLE = 0x200E
+    ENCLAVE_FILE_ACCESS = 0x200F
+    INVALID_MISC = 0x2010
+    INVALID_LAUNCH_TOKEN = 0x2011
+    MAC_MISMATCH = 0x3001
+    INVALID_ATTRIBUTE = 0x3002
+    INVALID_CPUSVN = 0x3003
+    INVALID_ISVSVN = 0x3004
+    INVALID_KEYNAME = 0x3005
+    UNSUPPORTED_FUNCTION = 0x3006
+    SERVICE_UNAVAILABLE = 0x4001
+    SERVICE_TIMEOUT = 0x4002
+    AE_INVALID_EPIDBLOB = 0x4003
+    SERVICE_INVALID_PRIVILEGE = 0x4004
+    EPID_MEMBER_REVOKED = 0x4005
+    UPDATE_NEEDED = 0x4006
+    NETWORK_FAILURE = 0x4007
+    AE_SESSION_INVALID = 0x4008
+    BUSY = 0x400A
+    MC_NOT_FOUND = 0x400C
+    MC_NO_ACCESS_RIGHT = 0x400D
+    MC_USED_UP = 0x400E
+    MC_OVER_QUOTA = 0x400F
+    KDF_MISMATCH = 0x4011
+    UNRECOGNIZED_PLATFORM = 0x4012
+    UNSUPPORTED_CONFIG = 0x4013
+    NO_PRIVILEGE = 0x5002
+    PCL_ENCRYPTED = 0x6001
+    PCL_NOT_ENCRYPTED = 0x6002
+    PCL_MAC_MISMATCH = 0x6003
+    PCL_SHA_MISMATCH = 0x6004
+    PCL_GUID_MISMATCH = 0x6005
+    FILE_BAD_STATUS = 0x7001
+    FILE_NO_KEY_ID = 0x7002
+    FILE_NAME_MISMATCH = 0x7003
+    FILE_NOT_SGX_FILE = 0x7004
+    FILE_CANT_OPEN_RECOVERY_FILE = 0x7005
+    FILE_CANT_WRITE_RECOVERY_FILE = 0x7006
+    FILE_RECOVERY_NEEDED = 0x7007
+    FILE_FLUSH_FAILED = 0x7008
+    FILE_CLOSE_FAILED = 0x7009
+    UNSUPPORTED_ATT_KEY_ID = 0x8001
+    ATT_KEY_CERTIFICATION_FAILURE = 0x8002
+    ATT_KEY_UNINITIALIZED = 0x8003
+    INVALID_ATT_KEY_CERT_DATA = 0x8004
+    PLATFORM_CERT_UNAVAILABLE = 0x8005
+    TLS_X509_INVALID_EXTENSION = 0x9001
+    ENCLAVE_CREATE_INTERRUPTED = 0xF001  # SGX_INTERNAL_ERROR_ENCLAVE_CREATE_INTERRUPTED
+
+
+class PceStatus(_Tolerant):
+    """``sgx_pce_error_t`` of the PCE logic library (``sgx_pce_get_target`` and friends)."""
+
+    SUCCESS = 0xF000
+    UNEXPECTED = 0xF001
+    INVALID_PARAMETER = 0xF002
+    OUT_OF_EPC = 0xF003
+    INTERFACE_UNAVAILABLE = 0xF004
+    INVALID_REPORT = 0xF005
+    CRYPTO_ERROR = 0xF006
+    INVALID_PRIVILEGE = 0xF007
+    INVALID_TCB = 0xF008
+
+
+def load_qe_status(code: int) -> QuoteLibStatus | SgxStatus:
+    """Name a ``load_qe`` result: quote3_error_t in 0xE000-0xE0FF, else the urts's sgx_status_t."""
+    code = int(code)
+    if code == 0 or 0xE000 <= code <= 0xE0FF:
+        return QuoteLibStatus(code)
+    return SgxStatus(code)
+
+
+__all__ = ["AesmStatus", "PceStatus", "QuoteLibStatus", "SgxStatus", "load_qe_status"]

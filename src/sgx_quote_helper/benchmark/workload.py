@@ -42,7 +42,7 @@ from typing import Literal
 from ..abi.codes import AesmStatus
 from ..abi.report import Report
 from ..client import QuoteClient
-from ..errors import BadResponseError, ParseError, RemoteProtocolError
+from ..errors import BadResponseError, ConfigError, ParseError, RemoteProtocolError
 from ..sim.platform import Platform
 from ..wire import messages as m
 from ..wire.framing import encode_frame
@@ -166,14 +166,14 @@ def prepare_workload(
         AesmError: a set-up call was refused (e.g. INVALID_REPORT: a REPORT not made for this QE).
         BadResponseError: an answer that is not a valid reply.
         PlatformStateError: ``state_dir`` holds no simulated platform.
-        ValueError: ``quote`` without a REPORT, or a REPORT of the wrong size; ``dcap-ql``
+        ConfigError: ``quote`` without a REPORT, or a REPORT of the wrong size; ``dcap-ql``
             with a request other than ``quote`` or ``quote-dummy``.
     """
     workload = _prepare(socket_path, kind, report, state_dir, timeout, retry_deadline)
     if sequence == "get-quote":
         return workload
     if kind not in ("quote", "quote-dummy"):
-        raise ValueError(
+        raise ConfigError(
             "the dcap-ql sequence ends in GetQuoteEx: use it with --request quote or quote-dummy"
         )
     key = QuoteClient(socket_path, timeout=timeout, retry_deadline=retry_deadline).key_id.to_bytes()
@@ -198,7 +198,7 @@ def _prepare(
         return Workload(kind, _frame(request), m.GetSupportedAttKeyIDsResponse, 0, num * 256)
     if kind == "quote" and report is None:
         if state_dir is None:
-            raise ValueError("a full quote needs a valid REPORT: give --state-dir (simulated) or --report")
+            raise ConfigError("a full quote needs a valid REPORT: give --state-dir (simulated) or --report")
         report = bench_report(state_dir, client)
     else:
         client.init_quote_ex()
@@ -214,7 +214,7 @@ def _prepare(
         )
     raw = report.to_bytes() if isinstance(report, Report) else bytes(report or b"")
     if len(raw) != Report.SIZE:
-        raise ValueError(f"a REPORT is {Report.SIZE} bytes, got {len(raw)}")
+        raise ConfigError(f"a REPORT is {Report.SIZE} bytes, got {len(raw)}")
     got = client.get_quote_ex(raw, buf_size=size)
     if len(got.quote) != size:
         raise BadResponseError(f"GetQuoteEx: {len(got.quote)} bytes, GetQuoteSizeEx said {size}")

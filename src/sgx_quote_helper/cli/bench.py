@@ -21,6 +21,7 @@ from ..errors import (
     AesmError,
     BadResponseError,
     CollateralError,
+    ConfigError,
     ParseError,
     PlatformStateError,
     TransportError,
@@ -164,7 +165,7 @@ def quote_bench(
             else ""
         )
         fail(f"the service refused the set-up: {exc}{hint}", 1)
-    except (BadResponseError, ParseError, ValueError) as exc:
+    except (BadResponseError, ConfigError, ParseError) as exc:
         fail(str(exc))
     spec = LoadSpec(
         str(socket_path), workload, clients=clients, duration=duration, warmup=warmup, style=style,  # type: ignore[arg-type]

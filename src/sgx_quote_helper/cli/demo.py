@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from ..errors import SgxQuoteHelperError, VerificationError
+from ..abi.aesm import AESM_ADDR_ENV
+from ..errors import SelfCheckError, SgxQuoteHelperError, VerificationError
 from ._common import fail
 
 _STARTUP_TIMEOUT = 20.0
@@ -43,7 +44,7 @@ def _serve_command(socket_path: Path, state_dir: Path) -> list[str]:
 
 @contextlib.contextmanager
 def _daemon(socket_path: Path, state_dir: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if k != "SGX_AESM_ADDR"}
+    env = {k: v for k, v in os.environ.items() if k != AESM_ADDR_ENV}
     with log.open("wb") as out:
         proc = subprocess.Popen(_serve_command(socket_path, state_dir), stdout=out, stderr=out, env=env)
     try:
@@ -67,7 +68,7 @@ def _short(data: bytes, n: int = 8) -> str:
 
 
 def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
-    """Run the demo in ``workdir``; raise SgxQuoteHelperError (or RuntimeError) when a step fails."""
+    """Run the demo in ``workdir``; raise SgxQuoteHelperError (SelfCheckError: a wrong result)."""
     from ..abi.keyid import QeReportInfo
     from ..abi.quote import Quote
     from ..abi.report import Report, TargetInfo
@@ -119,11 +120,11 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
         )
 
         # 3 -- the app
-        os.environ["SGX_AESM_ADDR"] = "1"
+        os.environ[AESM_ADDR_ENV] = "1"
         try:
             mode = out_of_process_mode()
         finally:
-            del os.environ["SGX_AESM_ADDR"]
+            del os.environ[AESM_ADDR_ENV]
         report_data = hashlib.sha256(b"demo: the app's public key or nonce goes here").digest()
         nonce = os.urandom(16)
         app_mrenclave = hashlib.sha256(b"sgx-quote-helper demo enclave").digest()
@@ -148,7 +149,7 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
             f"{len(quote_bytes)} bytes (3 round trips in {elapsed * 1000:.1f} ms)",
         ]
         if result.qe_report_info is None:
-            raise RuntimeError("the service did not echo qe_report_info")
+            raise SelfCheckError("the service did not echo qe_report_info")
         qe_report = Report.from_bytes(result.qe_report_info.qe_report)
         binds = qe_report.body.report_data[:32] == hashlib.sha256(nonce + quote_bytes).digest()
         mac_ok = platform.verify_report_mac(qe_report, as_target=app_target)
@@ -157,7 +158,7 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
             f"binds SHA-256(nonce || quote): {_yes(binds)}"
         )
         if not (binds and mac_ok):
-            raise RuntimeError("the QE report returned to the app does not check out")
+            raise SelfCheckError("the QE report returned to the app does not check out")
         console.print(Panel("\n".join(lines), title="3. An enclave app asks for a quote (SGX_AESM_ADDR=1)"))
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(10)
@@ -198,14 +199,14 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
     try:
         Verifier().verify(quote_bytes, collateral, now)
         lines.append("[bold red]with Intel's production root: ACCEPTED (this must never happen)[/]")
-        raise RuntimeError("a simulated quote was accepted under Intel's root")
+        raise SelfCheckError("a simulated quote was accepted under Intel's root")
     except VerificationError as exc:
         lines.append(
             f"with Intel's production root (the default): rejected at step {exc.step} ({exc.reason})"
         )
     console.print(Panel("\n".join(lines), title="5. The relying party verifies the quote"))
     if not verdict.accepted or verdict.status.value != "UpToDate":
-        raise RuntimeError(f"unexpected verdict {verdict.status.value}")
+        raise SelfCheckError(f"unexpected verdict {verdict.status.value}")
 
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,7 +262,7 @@ def demo(out_dir: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="sgxqh-demo-") as tmp:
         try:
             run_demo(console, Path(tmp), out_dir)
-        except (SgxQuoteHelperError, RuntimeError, OSError) as exc:
+        except (SgxQuoteHelperError, OSError) as exc:
             log = Path(tmp) / "serve.log"
             if log.exists() and log.read_text().strip():
                 console.print(f"[dim]service log:[/]\n{log.read_text()}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ..abi.aesm import DEFAULT_SOCKET_PATH
 from ._common import fail
 
 
@@ -43,7 +44,10 @@ from ._common import fail
     help="Resources whose request means the container uses SGX (repeatable).",
 )
 @click.option(
-    "--socket-dir", default="/var/run/aesmd", show_default=True, help="Host dir holding aesm.socket."
+    "--socket-dir",
+    default=str(DEFAULT_SOCKET_PATH.parent),
+    show_default=True,
+    help="Host dir holding aesm.socket.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every injection.")
 def webhook(

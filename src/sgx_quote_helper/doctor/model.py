@@ -96,7 +96,6 @@ class DoctorReport:
 class Facts:
     """What earlier checks learnt that later ones need."""
 
-    daemon_is_helper: bool | None = None
     simulated_engine: bool | None = None
     out_of_process_app: bool = False
 

@@ -190,7 +190,6 @@ def check_daemon(client: QuoteClient, facts: Facts) -> Check:
                 "the daemon hangs or is overloaded; restart it",
             )
         if exc.__cause__ is None:
-            facts.daemon_is_helper = False
             return Check(
                 "daemon",
                 Status.PASS,
@@ -200,7 +199,6 @@ def check_daemon(client: QuoteClient, facts: Facts) -> Check:
             )
         return Check("daemon", Status.FAIL, str(exc), "restart the quote helper on this node")
     except AesmError as exc:
-        facts.daemon_is_helper = False
         return Check("daemon", Status.PASS, f"an AESM answered our probe with an error ({exc})")
     except (BadResponseError, LocalProtocolError) as exc:
         return Check(
@@ -209,7 +207,6 @@ def check_daemon(client: QuoteClient, facts: Facts) -> Check:
             f"something answers on the socket but not in the AESM protocol: {exc}",
             "make sure the path belongs to the quote helper (aesmd or sgx-quote-helper serve)",
         )
-    facts.daemon_is_helper = True
     return Check(
         "daemon",
         Status.PASS,

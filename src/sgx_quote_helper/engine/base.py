@@ -68,9 +68,17 @@ class QuotingEngine(Protocol):
         ...
 
     def get_quote(
-        self, report: Report, key_id: AttKeyId, qe_report_info: QeReportInfo | None = None
+        self,
+        report: Report,
+        key_id: AttKeyId,
+        qe_report_info: QeReportInfo | None = None,
+        buf_size: int | None = None,
     ) -> QuoteResult:
-        """``sgx_ql_get_quote``: verify the app's REPORT, build and sign the quote."""
+        """``sgx_ql_get_quote``: verify the app's REPORT, build and sign the quote.
+
+        ``buf_size`` is the caller's quote buffer (aesmd passes GetQuoteEx's ``buf_size`` to the
+        library): a quote that does not fit raises ``ERROR_INVALID_PARAMETER``; ``None`` = any.
+        """
         ...
 
     def close(self) -> None:

@@ -1,10 +1,14 @@
 """The hardware quoting engine: Intel's DCAP quote library (QE3 + PCE) through ctypes.
 
 It does what Intel's aesmd ECDSA quote service bundle does (``psw/ae/aesm_service/source/bundles/
-ecdsa_quote_service_bundle``): at start it sets the enclave load policy to PERSISTENT, loads QE3
-(``load_qe``) so a broken node fails at start-up rather than at the first quote, and reads the key
-id from ``sgx_ql_get_keyid``; requests then call the core functions of libsgx_qe3_logic.so inside
-this process (prototypes from ``QuoteGeneration/quote_wrapper/quote/inc/sgx_ql_core_wrapper.h``)::
+ecdsa_quote_service_bundle``), whose ``start()`` refuses to start unless both the PCE and QE3 load:
+at start it sets the enclave load policy to PERSISTENT, loads QE3 (``load_qe``) and the PCE
+(``sgx_pce_get_target`` loads it, from the PCE logic library), so a broken node fails at start-up
+with what is missing rather than at the first quote; it routes the quote provider library's log
+into ours (``sgx_ql_set_logging_callback`` on ``get_qpl_handle()``, see :mod:`.qpl_log`) and reads
+the key id from ``sgx_ql_get_keyid``. Requests then call the core functions of
+libsgx_qe3_logic.so inside this process (prototypes from
+``QuoteGeneration/quote_wrapper/quote/inc/sgx_ql_core_wrapper.h``)::
 
     quote3_error_t sgx_ql_set_enclave_load_policy(sgx_ql_request_policy_t policy);
     quote3_error_t sgx_ql_init_quote(sgx_ql_att_key_id_t *p_att_key_id,
@@ -19,8 +23,14 @@ this process (prototypes from ``QuoteGeneration/quote_wrapper/quote/inc/sgx_ql_c
     quote3_error_t sgx_set_qpl_path(const char *p_path);
     quote3_error_t load_qe(sgx_enclave_id_t *p_qe_eid, sgx_misc_attribute_t *p_qe_attributes,
                            sgx_launch_token_t *p_launch_token);
+    void *get_qpl_handle(void);
+    sgx_pce_error_t sgx_pce_get_target(sgx_target_info_t *p_pce_target,
+                                       sgx_isv_svn_t *p_pce_isv_svn);  // libsgx_pce_logic
 
-Library statuses are raised as ``EngineError(QuoteLibStatus)``; ``service`` maps them to AESM codes
+Start-up failures name every code (``quote3_error_t``, the urts's ``sgx_status_t`` that
+``load_qe`` passes through, ``sgx_pce_error_t``) and the fix. GetQuoteEx passes the client's
+buffer size to ``sgx_ql_get_quote`` as aesmd does (no second ``sgx_ql_get_quote_size``, which
+may cost a QPL/PCCS lookup). Library statuses are raised as ``EngineError(QuoteLibStatus)``; ``service`` maps them to AESM codes
 as Intel's bundle does. Calls are serialised by a lock (one call into the library at a time, like
 the bundle's ``ecdsa_quote_mutex``); ctypes releases the GIL while the library works.
 """
@@ -34,11 +44,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..abi.codes import QuoteLibStatus
+from ..abi.codes import PceStatus, QuoteLibStatus, load_qe_status
 from ..abi.keyid import AttKeyId, QeReportInfo
 from ..abi.quote import SGX_SIGNATURE_DATA_LEN_OFFSET, SGX_SIGNATURE_DATA_OFFSET
 from ..abi.report import Report, TargetInfo
-from ..errors import ConfigError, EngineError
+from ..errors import ConfigError, EngineError, EngineUnavailableError
+from . import qpl_log
 from .base import InitQuoteResult, QuoteResult
 from .dcap_library import (
     INSTALL_LIBRARY_HINT,
@@ -46,6 +57,8 @@ from .dcap_library import (
     Problems,
     check_devices,
     load_libraries,
+    start_hint,
+    status_text,
     unset_aesm_addr,
 )
 
@@ -63,22 +76,27 @@ _QUOTE_SIG_DATA_OFFSET = SGX_SIGNATURE_DATA_OFFSET
 
 _STATUS = ctypes.c_uint32  # quote3_error_t is a C enum of 32-bit values
 _P = ctypes.c_void_p
+#: where QE3 logic finds the PCE calls it leaves undefined (the process's global scope)
+PCE_PROBE_SYMBOL = "sgx_pce_get_target"
+_TARGET_INFO_SIZE = 512
+#: the QPL name get_qpl_handle opens when no path is set (DCAP SGX_QL_QUOTE_CONFIG_LIB_FILE_NAME)
+DEFAULT_QPL = "libdcap_quoteprov.so.1"
 
-#: symbol -> (argtypes, required)
-_PROTOTYPES: dict[str, tuple[list[Any], bool]] = {
-    "sgx_ql_set_enclave_load_policy": ([ctypes.c_int], True),
-    "sgx_ql_init_quote": ([_P, _P, ctypes.c_bool, ctypes.POINTER(ctypes.c_size_t), _P], True),
-    "sgx_ql_get_quote_size": ([_P, ctypes.POINTER(ctypes.c_uint32)], True),
-    "sgx_ql_get_quote": ([_P, _P, _P, _P, ctypes.c_uint32], True),
-    "sgx_ql_get_keyid": ([_P], False),
-    "sgx_set_qpl_path": ([ctypes.c_char_p], False),
-    "load_qe": ([ctypes.POINTER(ctypes.c_uint64), _P, _P], False),
+#: symbol -> (argtypes, restype, required)
+_PROTOTYPES: dict[str, tuple[list[Any], Any, bool]] = {
+    "sgx_ql_set_enclave_load_policy": ([ctypes.c_int], _STATUS, True),
+    "sgx_ql_init_quote": ([_P, _P, ctypes.c_bool, ctypes.POINTER(ctypes.c_size_t), _P], _STATUS, True),
+    "sgx_ql_get_quote_size": ([_P, ctypes.POINTER(ctypes.c_uint32)], _STATUS, True),
+    "sgx_ql_get_quote": ([_P, _P, _P, _P, ctypes.c_uint32], _STATUS, True),
+    "sgx_ql_get_keyid": ([_P], _STATUS, False),
+    "sgx_set_qpl_path": ([ctypes.c_char_p], _STATUS, False),
+    "load_qe": ([ctypes.POINTER(ctypes.c_uint64), _P, _P], _STATUS, False),
+    "get_qpl_handle": ([], _P, False),
 }
 
 
 def _status_name(status: int) -> str:
-    s = QuoteLibStatus(status)
-    return f"{s.name} ({int(s):#06x})"
+    return status_text(QuoteLibStatus(int(status)))
 
 
 class DcapEngine:
@@ -93,7 +111,8 @@ class DcapEngine:
 
     Raises:
         ConfigError: a device or library is missing or unusable, the library lacks the core
-            calls, or QE3 cannot be loaded; the message says what is missing and how to install it.
+            calls, or QE3 or the PCE cannot be loaded; the message names every code and says
+            what is missing and how to fix it.
     """
 
     name = "dcap"
@@ -108,6 +127,7 @@ class DcapEngine:
     ) -> None:
         self._lock = threading.Lock()
         self._closed = False
+        self._qpl_callback: Any = None
         problems = Problems()
         check_devices(Path(device_root), problems)
         unset_aesm_addr()  # before the library (and its urts) is loaded
@@ -126,25 +146,95 @@ class DcapEngine:
         self._start_call(
             "sgx_ql_set_enclave_load_policy", SGX_QL_PERSISTENT, what="set the enclave load policy"
         )
-        if "load_qe" in self._fn:
-            eid = ctypes.c_uint64(0)
-            misc = ctypes.create_string_buffer(_MISC_ATTRIBUTE_SIZE)
-            token = ctypes.create_string_buffer(_LAUNCH_TOKEN_SIZE)
-            self._start_call("load_qe", ctypes.byref(eid), misc, token, what="load the QE3 enclave")
-        self._key_id = self._read_key_id()
-        log.info("DCAP engine ready: %s, enclave load policy PERSISTENT", library)
+        try:
+            enclaves = Problems()
+            self._load_qe(enclaves)
+            self._probe_pce(enclaves)
+            enclaves.raise_if_any("aesmd's ECDSA quote service does not start without both enclaves either.")
+            self._route_qpl_log(qpl_path)
+            self._key_id = self._read_key_id()
+        except ConfigError:
+            self._fn["sgx_ql_set_enclave_load_policy"](SGX_QL_EPHEMERAL)  # release what did load
+            raise
+        log.info("DCAP engine ready: %s, QE3 and PCE loaded, enclave load policy PERSISTENT", library)
 
     # -- start-up ------------------------------------------------------------------------------
 
     def _start_call(self, symbol: str, *args: Any, what: str) -> None:
-        status = int(self._fn[symbol](*args))
+        status = QuoteLibStatus(int(self._fn[symbol](*args)))
         if status != QuoteLibStatus.SUCCESS:
             raise ConfigError(
                 f"the DCAP hardware engine cannot start: {symbol} failed to {what}: "
-                f"{_status_name(status)}. Check that libsgx-ae-qe3, libsgx-ae-pce and "
-                f"libsgx-ae-id-enclave are installed, the SGX devices are usable, and the quote "
-                f"provider library is configured."
+                f"{status_text(status)}. To fix: {start_hint(status)}."
             )
+
+    def _load_qe(self, problems: Problems) -> None:
+        """``load_qe`` (when exported); its code is a quote3_error_t or the urts's sgx_status_t."""
+        if "load_qe" not in self._fn:
+            return
+        eid = ctypes.c_uint64(0)
+        misc = ctypes.create_string_buffer(_MISC_ATTRIBUTE_SIZE)
+        token = ctypes.create_string_buffer(_LAUNCH_TOKEN_SIZE)
+        status = load_qe_status(int(self._fn["load_qe"](ctypes.byref(eid), misc, token)))
+        if status != 0:
+            problems.add(f"load_qe failed to load the QE3 enclave: {status_text(status)}", start_hint(status))
+
+    def _probe_pce(self, problems: Problems) -> None:
+        """Load the PCE now (``sgx_pce_get_target`` loads it), as aesmd's PCE service start does.
+
+        QE3 logic resolves the PCE calls from the process's global scope, so that is where the
+        probe looks; a process where it cannot be found cannot quote, so that refuses too.
+        """
+        try:
+            probe = getattr(ctypes.CDLL(None), PCE_PROBE_SYMBOL)
+        except (AttributeError, OSError):
+            problems.add(
+                f"{PCE_PROBE_SYMBOL} is not loaded in this process (the PCE logic library)",
+                INSTALL_LIBRARY_HINT,
+            )
+            return
+        probe.argtypes = [_P, ctypes.POINTER(ctypes.c_uint16)]
+        probe.restype = _STATUS
+        target = ctypes.create_string_buffer(_TARGET_INFO_SIZE)
+        svn = ctypes.c_uint16(0)
+        status = PceStatus(int(probe(target, ctypes.byref(svn))))
+        if status != PceStatus.SUCCESS:
+            problems.add(
+                f"{PCE_PROBE_SYMBOL} failed to load the PCE enclave: {status_text(status)} (QE3 "
+                f"would answer every InitQuoteEx with {_status_name(QuoteLibStatus.INTERFACE_UNAVAILABLE)})",
+                start_hint(status),
+            )
+        else:
+            log.debug("PCE loaded: ISVSVN %d", svn.value)
+
+    def _route_qpl_log(self, qpl_path: str | None) -> None:
+        """Hand the QPL our logging callback, as aesmd's ECDSA bundle does after load_qe."""
+        if "get_qpl_handle" not in self._fn:
+            return
+        name = qpl_path or DEFAULT_QPL
+        handle = self._fn["get_qpl_handle"]()
+        if not handle:
+            log.warning(
+                "no quote provider library could be opened (%s): QE3 cannot get this platform's PCK "
+                "certificate data, so quotes fail or lack the PCK certificate chain. To fix: install "
+                "libsgx-dcap-default-qpl (for a PCCS) or az-dcap-client (Azure THIM), or pass its path",
+                name,
+            )
+            return
+        # the library QE3 uses (same handle, not a new load). Never dlclose'd, as in aesmd: this
+        # reference keeps the QPL, and the callback it stores, loaded when QE3 closes its own
+        qpl = ctypes.CDLL(name, handle=handle)
+        try:
+            set_callback = qpl.sgx_ql_set_logging_callback
+        except AttributeError:
+            log.info("%s does not export sgx_ql_set_logging_callback: its messages go to its own log", name)
+            return
+        set_callback.argtypes = [qpl_log.CALLBACK_TYPE, ctypes.c_int]
+        set_callback.restype = _STATUS
+        self._qpl_callback = qpl_log.callback()  # also held by qpl_log for the life of the process
+        status = QuoteLibStatus(int(set_callback(self._qpl_callback, qpl_log.level_for())))
+        if status != QuoteLibStatus.SUCCESS:
+            log.warning("%s refused our logging callback: %s", name, status_text(status))
 
     def _read_key_id(self) -> AttKeyId:
         if "sgx_ql_get_keyid" not in self._fn:
@@ -187,17 +277,28 @@ class DcapEngine:
             return self._quote_size_locked(key)
 
     def get_quote(
-        self, report: Report, key_id: AttKeyId, qe_report_info: QeReportInfo | None = None
+        self,
+        report: Report,
+        key_id: AttKeyId,
+        qe_report_info: QeReportInfo | None = None,
+        buf_size: int | None = None,
     ) -> QuoteResult:
-        """``sgx_ql_get_quote`` into a buffer of ``sgx_ql_get_quote_size`` bytes (one locked step)."""
+        """``sgx_ql_get_quote`` into a zeroed buffer of ``buf_size`` bytes, as aesmd's get_quote_ex.
+
+        ``buf_size`` is the client's (GetQuoteEx ``buf_size``): the library refuses one too small
+        with INVALID_PARAMETER. ``None`` (library callers) asks ``sgx_ql_get_quote_size`` first,
+        in the same locked step.
+        """
         key = self._key_buffer(key_id)
         app_report = ctypes.create_string_buffer(report.to_bytes(), Report.SIZE)
         info = None
         if qe_report_info is not None:
             info = ctypes.create_string_buffer(qe_report_info.to_bytes(), QeReportInfo.SIZE)
+        if buf_size is not None and not 0 <= buf_size <= 0xFFFFFFFF:
+            raise EngineError(QuoteLibStatus.ERROR_INVALID_PARAMETER, f"quote buffer size {buf_size}")
         with self._lock:
             self._check_open()
-            size = self._quote_size_locked(key)
+            size = self._quote_size_locked(key) if buf_size is None else buf_size
             out = ctypes.create_string_buffer(size)
             status = self._fn["sgx_ql_get_quote"](app_report, key, info, out, size)
         _raise_for(status, "sgx_ql_get_quote")
@@ -233,12 +334,12 @@ class DcapEngine:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise EngineError(QuoteLibStatus.SERVICE_UNAVAILABLE, "the DCAP engine is closed")
+            raise EngineUnavailableError("the DCAP engine is closed")
 
 
 def _bind(lib: ctypes.CDLL, library: str) -> dict[str, Any]:
     fns: dict[str, Any] = {}
-    for symbol, (argtypes, required) in _PROTOTYPES.items():
+    for symbol, (argtypes, restype, required) in _PROTOTYPES.items():
         try:
             fn = getattr(lib, symbol)
         except AttributeError:
@@ -249,7 +350,7 @@ def _bind(lib: ctypes.CDLL, library: str) -> dict[str, Any]:
                 ) from None
             continue
         fn.argtypes = argtypes
-        fn.restype = _STATUS
+        fn.restype = restype
         fns[symbol] = fn
     return fns
 

@@ -13,7 +13,12 @@ Facts from Intel's sources (intel/SGXDataCenterAttestationPrimitives, QuoteGener
   **libsgx_pce_logic.so.1** (package ``libsgx-pce-logic``) globally first, as libsgx_dcap_ql does
   by linking both;
 - the enclaves (QE3, PCE, ID enclave) come from ``libsgx-ae-qe3``, ``libsgx-ae-pce``,
-  ``libsgx-ae-id-enclave``; the quote provider library (``libdcap_quoteprov.so.1``) from
+  ``libsgx-ae-id-enclave`` (``libsgx_qe3.signed.so.1``, ``libsgx_pce.signed.so.1``,
+  ``libsgx_id_enclave.signed.so.1``, looked for in the directory of the logic library that loads
+  them); ``load_qe`` returns the urts's ``sgx_status_t`` unchanged when ``sgx_create_enclave``
+  fails, ``sgx_pce_get_target`` answers ``SGX_PCE_INTERFACE_UNAVAILABLE`` when the PCE cannot be
+  loaded (``pce_wrapper.cpp`` load_pce), which QE3 logic later reports as
+  ``SGX_QL_INTERFACE_UNAVAILABLE`` (0xe00d); the quote provider library (``libdcap_quoteprov.so.1``) from
   ``libsgx-dcap-default-qpl`` (a PCCS) or Microsoft's ``az-dcap-client`` (Azure THIM);
 - the devices are the in-kernel driver's ``/dev/sgx_enclave`` and ``/dev/sgx_provision``
   (Linux >= 5.11; the older out-of-tree DCAP driver used ``/dev/sgx/enclave`` and
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..abi.aesm import AESM_ADDR_ENV
+from ..abi.codes import PceStatus, QuoteLibStatus, SgxStatus
 from ..errors import ConfigError
 
 #: the library that exports the sgx_ql_* core calls
@@ -55,6 +61,94 @@ INSTALL_DEVICE_HINT = (
     "sgx.intel.com/enclave and sgx.intel.com/provision from the SGX device plugin)"
 )
 PERMISSION_HINT = "run as root or add the service's user to the device's group (usually sgx_prv)"
+
+QE3_ENCLAVE_HINT = (
+    "install libsgx-ae-qe3 (libsgx_qe3.signed.so.1, in the same directory as libsgx_qe3_logic.so) "
+    "and make it readable by the service"
+)
+PCE_ENCLAVE_HINT = (
+    "install libsgx-ae-pce (libsgx_pce.signed.so.1, in the same directory as libsgx_pce_logic.so.1) "
+    "and make it readable by the service"
+)
+EPC_HINT = (
+    "not enough EPC for the quoting enclaves: stop enclaves that hold it or raise the PRM/EPC size "
+    "in the firmware (Kubernetes: check the sgx.intel.com/epc requests on this node)"
+)
+ENCLAVE_FILE_HINT = (
+    "the enclave file is damaged or from another release: reinstall libsgx-ae-qe3, libsgx-ae-pce "
+    "and libsgx-ae-id-enclave at the same DCAP version as libsgx-qe3-logic and libsgx-urts"
+)
+MAPPING_HINT = (
+    "the enclave memory cannot be mapped: /dev must not be mounted noexec (containers: mount the "
+    "SGX devices from the device plugin, not a noexec tmpfs) and vm.mmap_min_addr must allow it"
+)
+LAUNCH_HINT = (
+    "the enclave cannot be launched: the in-kernel driver needs a CPU with flexible launch control "
+    "(FLC) enabled in the firmware; legacy launch needs Intel's aesmd, which this service replaces"
+)
+PROVISION_HINT = (
+    "QE3 and the PCE need the provision key: the service must be able to open sgx_provision "
+    "(" + PERMISSION_HINT + ")"
+)
+RESTART_HINT = "the enclave was lost (power transition or fork): restart the service"
+MODE_HINT = (
+    "simulation and hardware SGX libraries are mixed: install the hardware libsgx-urts and "
+    "remove any SDK simulation libraries from the loader path"
+)
+
+#: what fixes a start-up failure, by the enum member that names it
+_START_HINTS: dict[object, str] = {
+    SgxStatus.ENCLAVE_FILE_ACCESS: QE3_ENCLAVE_HINT,
+    QuoteLibStatus.ENCLAVE_LOAD_ERROR: QE3_ENCLAVE_HINT,
+    SgxStatus.NO_DEVICE: INSTALL_DEVICE_HINT,
+    QuoteLibStatus.NO_DEVICE: INSTALL_DEVICE_HINT,
+    SgxStatus.OUT_OF_EPC: EPC_HINT,
+    QuoteLibStatus.OUT_OF_EPC: EPC_HINT,
+    PceStatus.OUT_OF_EPC: EPC_HINT,
+    SgxStatus.OUT_OF_MEMORY: EPC_HINT,
+    SgxStatus.INVALID_ENCLAVE: ENCLAVE_FILE_HINT,
+    SgxStatus.INVALID_SIGNATURE: ENCLAVE_FILE_HINT,
+    SgxStatus.INVALID_METADATA: ENCLAVE_FILE_HINT,
+    SgxStatus.INVALID_VERSION: ENCLAVE_FILE_HINT,
+    SgxStatus.UNDEFINED_SYMBOL: ENCLAVE_FILE_HINT,
+    SgxStatus.PCL_ENCRYPTED: ENCLAVE_FILE_HINT,
+    SgxStatus.PCL_NOT_ENCRYPTED: ENCLAVE_FILE_HINT,
+    SgxStatus.MEMORY_MAP_FAILURE: MAPPING_HINT,
+    SgxStatus.MEMORY_MAP_CONFLICT: MAPPING_HINT,
+    SgxStatus.DEVICE_BUSY: LAUNCH_HINT,
+    SgxStatus.INVALID_LAUNCH_TOKEN: LAUNCH_HINT,
+    SgxStatus.SERVICE_UNAVAILABLE: LAUNCH_HINT,
+    SgxStatus.INVALID_ATTRIBUTE: PROVISION_HINT,
+    SgxStatus.SERVICE_INVALID_PRIVILEGE: PROVISION_HINT,
+    SgxStatus.NO_PRIVILEGE: PROVISION_HINT,
+    QuoteLibStatus.ERROR_INVALID_PRIVILEGE: PROVISION_HINT,
+    PceStatus.INVALID_PRIVILEGE: PROVISION_HINT,
+    SgxStatus.ENCLAVE_LOST: RESTART_HINT,
+    QuoteLibStatus.ENCLAVE_LOST: RESTART_HINT,
+    SgxStatus.MODE_INCOMPATIBLE: MODE_HINT,
+    PceStatus.INTERFACE_UNAVAILABLE: PCE_ENCLAVE_HINT,
+}
+GENERIC_START_HINT = (
+    "check that libsgx-ae-qe3, libsgx-ae-pce and libsgx-ae-id-enclave are installed, the SGX "
+    "devices are usable, and the quote provider library is configured"
+)
+
+
+def start_hint(status: QuoteLibStatus | SgxStatus | PceStatus) -> str:
+    """What fixes a start-up failure named by ``status`` (a generic checklist when unknown)."""
+    return _START_HINTS.get(status, GENERIC_START_HINT)
+
+
+def status_text(status: QuoteLibStatus | SgxStatus | PceStatus) -> str:
+    """``NAME (0x....)`` with the Intel prefix of the status's space (SGX_QL_, SGX_ERROR_, SGX_PCE_)."""
+    if isinstance(status, SgxStatus):
+        prefix = "SGX_" if status.name in ("SUCCESS", "PTHREAD_EXIT") else "SGX_ERROR_"
+    elif isinstance(status, PceStatus):
+        prefix = "SGX_PCE_"
+    else:
+        prefix = "SGX_QL_"
+    name = status.name if status.name.startswith("UNKNOWN_") else prefix + status.name
+    return f"{name} ({int(status):#06x})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +250,7 @@ def _load_first(names: tuple[str, ...], mode: int) -> str:
 
 __all__ = [
     "AESM_ADDR_ENV",
+    "GENERIC_START_HINT",
     "INSTALL_DEVICE_HINT",
     "INSTALL_LIBRARY_HINT",
     "PCE_LOGIC_LIBRARIES",
@@ -164,5 +259,7 @@ __all__ = [
     "Problems",
     "check_devices",
     "load_libraries",
+    "start_hint",
+    "status_text",
     "unset_aesm_addr",
 ]

@@ -85,11 +85,20 @@ class SimulatedEngine:
         return self._ready().quote_size
 
     def get_quote(
-        self, report: Report, key_id: AttKeyId, qe_report_info: QeReportInfo | None = None
+        self,
+        report: Report,
+        key_id: AttKeyId,
+        qe_report_info: QeReportInfo | None = None,
+        buf_size: int | None = None,
     ) -> QuoteResult:
         """Verify the app's report MAC, then build and sign the v3 quote (and the QE report if asked)."""
         self._check_key_id(key_id)
         certified = self._ready()
+        if buf_size is not None and buf_size < certified.quote_size:
+            raise EngineError(
+                QuoteLibStatus.ERROR_INVALID_PARAMETER,
+                f"quote buffer of {buf_size} bytes is smaller than the {certified.quote_size}-byte quote",
+            )
         raw_body = report.body.to_bytes()
         with self._lock:
             if not self._report_verifier().verify(raw_body, report.key_id, report.mac):

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..abi.aesm import AESM_ADDR_ENV
+from ..abi.aesm import AESM_ADDR_ENV, DEFAULT_SOCKET_PATH
 from ..errors import ParseError
 from .scan import AZURE_EPC_RESOURCE, INTEL_EPC_RESOURCE
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 OPT_IN_KEY = "sgx-quote-helper.io/inject"
 INJECTED_ANNOTATION = "sgx-quote-helper.io/injected"
 AESM_ENV = AESM_ADDR_ENV
-SOCKET_DIR = "/var/run/aesmd"
+SOCKET_DIR = str(DEFAULT_SOCKET_PATH.parent)
 MAX_BODY = 4 * 1024 * 1024  # an AdmissionReview carries a whole Pod; the API server caps at 3 MiB
 
 JsonPatch = list[dict[str, Any]]

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from ..abi.pck import PlatformConfiguration, SgxExtensions
+from ..errors import PlatformStateError
 from .pki import CaType
 from .tcb_history import CURRENT_COMPONENTS, CURRENT_PCESVN, CURRENT_QE_SVN
 
@@ -22,6 +23,17 @@ DEFAULT_QE_SVN = CURRENT_QE_SVN
 PCE_ID = 0  # every real PCK certificate carries PCE-ID 0000
 CA_TYPES = ("processor", "platform")
 CERT_DATA_KINDS = ("pck-chain", "encrypted-ppid")
+
+
+def _hex_field(obj: dict[str, Any], name: str) -> bytes | None:
+    """``obj[name]`` as bytes from hex; ``None`` when it is missing, not a string, or not hex."""
+    value = obj.get(name)
+    if not isinstance(value, str):
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:  # bytes.fromhex's own signal for bad hex
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,27 +61,33 @@ class PlatformIdentity:
 
     @classmethod
     def from_json(cls, obj: Any) -> PlatformIdentity:
-        """Rebuild from the manifest's fields; raises ``KeyError``/``ValueError``/``TypeError`` if malformed."""
+        """Rebuild from the manifest's fields.
+
+        Raises:
+            PlatformStateError: a field is missing or malformed (the message names it).
+        """
+        if not isinstance(obj, dict):
+            raise PlatformStateError("the identity is not a JSON object")
         hexes = {"fmspc": 6, "cpusvn": 16, "ppid": 16, "qe_id": 16}
         kw: dict[str, Any] = {}
         for name, size in hexes.items():
-            raw = bytes.fromhex(obj[name])
-            if len(raw) != size:
-                raise ValueError(f"{name} must be {size} bytes")
+            raw = _hex_field(obj, name)
+            if raw is None or len(raw) != size:
+                raise PlatformStateError(f"{name} must be {size} bytes of hex")
             kw[name] = raw
         for name in ("pcesvn", "pce_id", "qe_svn", "sgx_type"):
-            if not isinstance(obj[name], int) or not 0 <= obj[name] <= 0xFFFF:
-                raise ValueError(f"{name} must be an integer 0..65535")
-            kw[name] = obj[name]
-        if obj["ca"] not in CA_TYPES or obj["cert_data"] not in CERT_DATA_KINDS:
-            raise ValueError("ca or cert_data has an unknown value")
-        pid = obj.get("platform_instance_id")
-        return cls(
-            ca=obj["ca"],
-            cert_data=obj["cert_data"],
-            platform_instance_id=bytes.fromhex(pid) if pid is not None else None,
-            **kw,
-        )
+            value = obj.get(name)
+            if type(value) is not int or not 0 <= value <= 0xFFFF:
+                raise PlatformStateError(f"{name} must be an integer 0..65535")
+            kw[name] = value
+        if obj.get("ca") not in CA_TYPES or obj.get("cert_data") not in CERT_DATA_KINDS:
+            raise PlatformStateError("ca or cert_data is missing or has an unknown value")
+        pid = None
+        if obj.get("platform_instance_id") is not None:
+            pid = _hex_field(obj, "platform_instance_id")
+            if pid is None:
+                raise PlatformStateError("platform_instance_id must be hex")
+        return cls(ca=obj["ca"], cert_data=obj["cert_data"], platform_instance_id=pid, **kw)
 
     def sgx_extensions(self) -> SgxExtensions:
         """The SGX extension of this platform's PCK certificate."""

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ..abi import pck
+from ..errors import ConfigError
 
 CaType = Literal["processor", "platform"]
 
@@ -153,7 +154,7 @@ def make_pck_ca(
 ) -> x509.Certificate:
     """``SIMULATED Intel SGX PCK Processor CA`` or ``... Platform CA`` issued by the root (pathLen 0)."""
     if ca not in PCK_CA_CN:
-        raise ValueError(f"PCK CA type must be 'processor' or 'platform', got {ca!r}")
+        raise ConfigError(f"PCK CA type must be 'processor' or 'platform', got {ca!r}")
     builder = _builder(
         simulated_name(PCK_CA_CN[ca]),
         root.subject,

@@ -297,10 +297,10 @@ class Platform:
         raw = state.read(MANIFEST)
         try:
             manifest = json.loads(raw)
-            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-                raise ValueError("not a platform manifest")
-        except (ValueError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # json's own signals
             raise PlatformStateError(f"{state.file(MANIFEST)} is corrupt: {exc}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise PlatformStateError(f"{state.file(MANIFEST)} is corrupt: not a platform manifest")
         if manifest.get("format_version") != FORMAT_VERSION:
             raise PlatformStateError(
                 f"{state.file(MANIFEST)} has format version {manifest.get('format_version')!r}; "
@@ -308,8 +308,8 @@ class Platform:
             )
         try:
             identity = PlatformIdentity.from_json(manifest)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise PlatformStateError(f"{state.file(MANIFEST)} is corrupt: bad field {exc}") from None
+        except PlatformStateError as exc:
+            raise PlatformStateError(f"{state.file(MANIFEST)} is corrupt: bad field: {exc}") from None
         secret = state.read(SECRET)
         if len(secret) != 16:
             raise PlatformStateError(f"{state.file(SECRET)} is corrupt: expected 16 bytes, got {len(secret)}")

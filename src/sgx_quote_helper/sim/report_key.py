@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import algorithms
 
 from ..abi.report import Report, ReportBody, TargetInfo
+from ..errors import PlatformStateError
 
 #: EGETKEY key names (sgx_key.h): REPORT = 4
 KEY_NAME_REPORT = 4
@@ -64,7 +65,7 @@ def derive_report_key(platform_secret: bytes, cpu_svn: bytes, target: TargetInfo
         key_id: the report's 32-byte KEYID.
     """
     if len(platform_secret) != 16 or len(cpu_svn) != 16 or len(key_id) != 32:
-        raise ValueError("platform_secret and cpu_svn must be 16 bytes, key_id 32 bytes")
+        raise PlatformStateError("platform_secret and cpu_svn must be 16 bytes, key_id 32 bytes")
     return _cmac(platform_secret, _key_request_prefix(cpu_svn, target) + key_id)
 
 
@@ -81,14 +82,14 @@ class ReportVerifier:
 
     def __init__(self, platform_secret: bytes, cpu_svn: bytes, as_target: TargetInfo) -> None:
         if len(platform_secret) != 16 or len(cpu_svn) != 16:
-            raise ValueError("platform_secret and cpu_svn must be 16 bytes")
+            raise PlatformStateError("platform_secret and cpu_svn must be 16 bytes")
         self._kdf = cmac.CMAC(algorithms.AES(platform_secret))
         self._kdf.update(_key_request_prefix(cpu_svn, as_target))
 
     def report_key(self, key_id: bytes) -> bytes:
         """:func:`derive_report_key` for this platform and target."""
         if len(key_id) != 32:
-            raise ValueError("key_id must be 32 bytes")
+            raise PlatformStateError("key_id must be 32 bytes")
         kdf = self._kdf.copy()
         kdf.update(key_id)
         return kdf.finalize()

@@ -80,6 +80,7 @@ class FakeEngine:
         self.threads: Counter[str] = Counter()  # name of the thread each engine call ran on
         self.max_concurrent = 0
         self.closed = False
+        self.buf_sizes: list[int | None] = []  # the buf_size of each get_quote call
         self._active = 0
         self._mutex = threading.Lock()
 
@@ -131,7 +132,11 @@ class FakeEngine:
             self._leave()
 
     def get_quote(
-        self, report: Report, key_id: AttKeyId, qe_report_info: QeReportInfo | None = None
+        self,
+        report: Report,
+        key_id: AttKeyId,
+        qe_report_info: QeReportInfo | None = None,
+        buf_size: int | None = None,
     ) -> QuoteResult:
         """A deterministic quote of the report; fills qe_report_info's QE report when given."""
         self._enter("get_quote")
@@ -143,6 +148,9 @@ class FakeEngine:
                 raise EngineError(QuoteLibStatus.ATT_KEY_NOT_INITIALIZED)
             if not self.accept_report(report):
                 raise EngineError(QuoteLibStatus.INVALID_REPORT)
+            self.buf_sizes.append(buf_size)
+            if buf_size is not None and buf_size < self.quote_size_value:
+                raise EngineError(QuoteLibStatus.ERROR_INVALID_PARAMETER, "fake engine: buffer too small")
             quote = fake_quote(report, self.quote_size_value)
             info = None
             if qe_report_info is not None:
