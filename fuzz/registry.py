@@ -6,13 +6,14 @@ from .t_abi import ABI, PCK, QUOTE
 from .t_json import ADMISSION, COLLATERAL, PCCS, PCCS_REGISTRATION, PCCS_TARGET, PCCS_UPSTREAM, QCNL
 from .t_pki import PKI
 from .t_tdx import TDREPORT
-from .t_wire import FRAMES, REQUESTS
+from .t_wire import CONNECTION, FRAMES, REQUESTS
 from .target import Target
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         FRAMES,
+        CONNECTION,
         REQUESTS,
         ABI,
         QUOTE,

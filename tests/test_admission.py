@@ -75,3 +75,11 @@ def test_reply_buffer_cap_refuses_big_replies_and_lets_small_ones_through() -> N
     assert (
         Admission(PeerPolicy(), 8).decide(Q, 0, 0.0, engine=True, reply_hint=1 << 30).action is Action.OFFLOAD
     )
+
+
+def test_an_engine_that_never_blocks_runs_inline_whatever_a_sample_cost() -> None:
+    adm = Admission(PeerPolicy(), max_in_flight=1, inline_below=0.0005, always_inline=True)
+    adm.record_cost(Q, 0.05)  # a preempted sample on a busy node
+    assert adm.decide(Q, 0, 0.0, engine=True).action is Action.INLINE
+    adm.in_flight = 1  # still bounded
+    assert adm.decide(Q, 0, 0.0, engine=True).action is Action.BUSY

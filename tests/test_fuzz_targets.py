@@ -38,6 +38,7 @@ EXPECTED = {
     "admission",
     "qcnl",
     "tdreport",
+    "connection",
 }
 
 

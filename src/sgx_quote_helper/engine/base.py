@@ -50,7 +50,12 @@ class QuoteResult:
 
 @runtime_checkable
 class QuotingEngine(Protocol):
-    """What the service needs from a quoting engine. Errors: ``EngineError(QuoteLibStatus...)``."""
+    """What the service needs from a quoting engine. Errors: ``EngineError(QuoteLibStatus...)``.
+
+    An engine may also say ``blocking = False`` (a class attribute): it only computes, for well under
+    a millisecond, and never waits on a device, a file or the network; the server then runs it on its
+    event loop instead of hopping to the engine thread. Engines without the attribute block.
+    """
 
     #: short name shown in logs and metrics ("simulated", "dcap", "proxy"...)
     name: str

@@ -37,6 +37,8 @@ class SimulatedEngine:
     """Quoting engine backed by a :class:`Platform` (real signatures, simulated trust anchor)."""
 
     name = "simulated"
+    #: CPU only (~0.1 ms a quote), never waits: the server runs it on its event loop
+    blocking = False
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform

@@ -14,7 +14,8 @@ returns a :class:`Decision`. The order of the checks is the contract (tests pin 
    one, would pass ``max_reply_bytes`` (a flood of never-reading clients cannot grow memory).
    Replies of :data:`LARGE_REPLY` or more may fill only three quarters of the cap, so that
    ordinary quotes (a few KB) still get through while big-buffer clients hold the rest;
-5. inline when this kind is known to be fast and nothing slow holds the engine; else off the loop.
+5. inline when the engine never blocks (``always_inline``), or when this kind is known to be fast
+   and nothing slow holds the engine; else off the loop.
 
 A refusal after step 1 gives the peer's slot back itself. No I/O and no clock: plain state, time
 passed in, unit-tested without a socket.
@@ -68,10 +69,14 @@ class Admission:
         inline_below: seconds; a kind of request whose moving average cost is below this runs inline
             (0: never inline).
         max_reply_bytes: the global cap on reply bytes buffered for peers (0: no cap).
+        always_inline: the engine never blocks (``QuotingEngine.blocking`` false): engine requests
+            run inline whatever their measured cost (a preempted sample must not send a fast
+            engine to the thread).
     """
 
     __slots__ = (
         "_cost",
+        "always_inline",
         "in_flight",
         "inline_below",
         "limit_peers",
@@ -83,9 +88,15 @@ class Admission:
     )
 
     def __init__(
-        self, policy: PeerPolicy, max_in_flight: int, inline_below: float = 0.0, max_reply_bytes: int = 0
+        self,
+        policy: PeerPolicy,
+        max_in_flight: int,
+        inline_below: float = 0.0,
+        max_reply_bytes: int = 0,
+        always_inline: bool = False,
     ) -> None:
         self.policy = policy
+        self.always_inline = always_inline
         self.limit_peers = policy.limits_peers
         self.max_in_flight = max_in_flight
         self.inline_below = inline_below
@@ -128,7 +139,7 @@ class Admission:
             if key is not None:
                 self.policy.release(key)
             return refused
-        if self.slow_in_flight == 0 and self.known_fast(kind):
+        if self.always_inline or (self.slow_in_flight == 0 and self.known_fast(kind)):
             return _INLINE if key is None else Decision(Action.INLINE, peer=key)
         return Decision(Action.OFFLOAD, peer=key, slow=not self.known_fast(kind))
 

@@ -432,10 +432,9 @@ class AesmConnection(ConnectionBase):
             return True
         self._decision = d
         if action is Action.INLINE:
-            if kind.ENGINE:
-                t1 = time.perf_counter()
-                response = service.handle(request)
-                srv.admission.record_cost(kind, time.perf_counter() - t1)
+            if kind.ENGINE and not srv.admission.always_inline:
+                response, cost = _timed(service, request)[1:]
+                srv.admission.record_cost(kind, cost)
             else:
                 response = service.handle(request)
             self._reply(response)

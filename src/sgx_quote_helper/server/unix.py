@@ -78,8 +78,14 @@ class AesmServer:
         )
         self.restrict_peers = self.policy.restricts_peers  # plain bools: read on every connection/request
         self.limit_peers = self.policy.limits_peers
+        inline_below = self._inline_below()
+        never_blocks = service is not None and not getattr(service.engine, "blocking", True)
         self.admission = Admission(
-            self.policy, config.max_in_flight, self._inline_below(), config.max_reply_bytes
+            self.policy,
+            config.max_in_flight,
+            inline_below,
+            config.max_reply_bytes,
+            always_inline=never_blocks and inline_below > 0,
         )
         self.per_uid: dict[int, int] = {}  # open connections per peer uid
         self.metrics_server: MetricsServer | None = None

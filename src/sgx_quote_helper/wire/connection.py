@@ -312,11 +312,13 @@ class ServerConnection(_Connection):
         An envelope with no known message (empty or unknown fields) is a violation of fault
         ``unexpected``: aesmd closes such a connection without replying.
         """
-        ev = self.next_frame()
-        if type(ev) is not bytes:
-            return ev  # type: ignore[return-value]
+        if self._violation is not None:
+            return self._violation
+        frames = self._frames
+        if not frames:
+            return PEER_CLOSED if self._eof else NEED_DATA
         try:
-            request = decode_request(ev)
+            request = decode_request(frames.popleft())
         except RemoteProtocolError as exc:
             return self._fail(exc)
         if type(request) is EmptyRequest or type(request) is UnknownRequest:
@@ -349,8 +351,10 @@ class ServerConnection(_Connection):
     def send_body(self, body: bytes, now: float) -> bytes:
         """The frame of an already encoded reply body (a proxy passes the upstream's on)."""
         frame = encode_frame(body)
-        self.owed = max(0, self.owed - 1)
-        self._sent(now)
+        if self.owed:
+            self.owed -= 1
+        self.served += 1
+        self.last_activity = now
         return frame
 
     def unanswered(self) -> None:
