@@ -17,6 +17,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -430,5 +431,23 @@ def test_registration_lets_a_caching_pccs_answer_a_fresh_node(
                 assert "encrypted_ppid=" in last and "qeid=" not in last  # PCS-style, by the bound PPID
         finally:
             await front.close()
+
+    asyncio.run(scenario())
+
+
+def test_every_answer_carries_a_request_id(sim: Sim, simulated: str) -> None:
+    """Intel's PCCS (middleware/addRequestId.js): the client's Request-ID echoed, else a new one."""
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as http:
+            url = f"{simulated}/sgx/certification/v4/qe/identity"
+            async with http.get(url) as resp:
+                first = resp.headers["Request-ID"]
+            async with http.get(url) as resp:
+                assert re.fullmatch(r"[0-9a-f]{32}", first) and resp.headers["Request-ID"] != first
+            async with http.get(url, headers={"Request-ID": "qcnl-42"}) as resp:
+                assert resp.headers["Request-ID"] == "qcnl-42"
+            async with http.get(url + "x", headers={"Request-ID": "bad id\twith junk"}) as resp:
+                assert resp.status == 404 and re.fullmatch(r"[0-9a-f]{32}", resp.headers["Request-ID"])
 
     asyncio.run(scenario())

@@ -9,7 +9,9 @@ path or no such FMSPC/platform, 405 wrong method, 414 query string too long, 502
 (:mod:`.registration`) and answers 200 once the platform's PCK certificate is known (simulated: the
 platform exists; caching: fetched upstream and stored, binding the QE ID), else 404.
 ``GET /`` and ``/healthz`` answer 200 (the server only listens once its source is loaded);
-``/metrics`` is Prometheus text.
+``/metrics`` is Prometheus text. Every answer carries ``Request-ID``, as Intel's PCCS sets it
+(``middleware/addRequestId.js``): the client's own when it sent a sane one, else a new random 32-hex
+id; the access log line shows it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import logging
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
@@ -43,6 +46,9 @@ MAX_UPSTREAM_BODY = 8 * 1024 * 1024
 
 SOURCE_KEY: web.AppKey[Source] = web.AppKey("source")
 UPDATE_KEY: web.AppKey[Update] = web.AppKey("update")
+REQUEST_IDS_KEY: web.AppKey[Callable[[], str]] = web.AppKey("request_ids")
+REQUEST_ID = "Request-ID"
+_SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics")
 ENDPOINT_KEY: web.RequestKey[str] = web.RequestKey("endpoint", str)
 
@@ -85,6 +91,8 @@ async def _json_errors(
     except Exception:
         log.exception("unexpected error answering %s", request.path_qs[:200])
         response = _error(500, "internal-error", "internal error; see the server log")
+    asked = request.headers.get(REQUEST_ID, "")
+    response.headers[REQUEST_ID] = asked if _SANE_ID.fullmatch(asked) else request.app[REQUEST_IDS_KEY]()
     endpoint = request.get(ENDPOINT_KEY, _label(request))
     metrics.requests.labels(endpoint, str(response.status)).inc()
     metrics.duration.labels(endpoint).observe(time.perf_counter() - start)
@@ -152,14 +160,23 @@ async def _register(request: web.Request) -> web.Response:
     return web.Response(text="Operation successful.")
 
 
+def _random_request_id() -> str:
+    return uuid.uuid4().hex
+
+
 def make_app(
-    source: Source, metrics: Metrics | None = None, default_update: Update = "standard"
+    source: Source,
+    metrics: Metrics | None = None,
+    default_update: Update = "standard",
+    request_ids: Callable[[], str] = _random_request_id,
 ) -> web.Application:
     """The aiohttp application serving ``source``; ``tcb`` and ``qe/identity`` requests that name
-    no ``update`` get ``default_update``."""
+    no ``update`` get ``default_update``; ``request_ids`` makes the ``Request-ID`` of a request that
+    brought none."""
     app = web.Application(middlewares=[_json_errors], client_max_size=64 * 1024)
     app[SOURCE_KEY] = source
     app[UPDATE_KEY] = default_update
+    app[REQUEST_IDS_KEY] = request_ids
     app[METRICS_KEY] = metrics or Metrics()
     app.router.add_get("/", _health)
     app.router.add_get("/healthz", _health)
@@ -232,13 +249,14 @@ class AccessLogger(AbstractAccessLogger):
         if len(target) > 300:
             target = target[:300] + f"...(+{len(target) - 300})"
         self.logger.info(
-            '%s "%s %s" %d %d %.4fs',
+            '%s "%s %s" %d %d %.4fs %s',
             request.remote,
             request.method,
             target,
             response.status,
             response.body_length,
             time,
+            response.headers.get(REQUEST_ID, "-"),
         )
 
 
