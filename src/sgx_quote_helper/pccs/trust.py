@@ -9,7 +9,9 @@ of the issuer chain the answer carries; here that chain must itself be a chain t
   (same key and signature, :func:`verify.chain.check_pinned`); a PCK CRL and a PCK certificate are
   signed by the chain's first certificate (the JSON documents' signatures by it were checked by
   ``upstream_document``, which always runs first);
-- root CA CRL (``rootcacrl``, ``crl?uri=``): signed by the trusted root itself.
+- root CA CRL (``rootcacrl``, ``crl?uri=``): signed by the trusted root itself. A ``crl?uri=`` that
+  names a PCK CRL comes without an issuer chain, so it is served but never cached (QCNL asks for PCK
+  CRLs with ``pckcrl``, which carries its chain).
 
 No dates are checked: validity is the verifier's business, a cache only refuses what is not Intel's
 (or the configured root's). An answer that fails is served once and never cached (``cache.py``).
