@@ -5,6 +5,7 @@ from __future__ import annotations
 from .t_abi import ABI, PCK, QUOTE
 from .t_json import ADMISSION, COLLATERAL, PCCS, PCCS_REGISTRATION, PCCS_TARGET, PCCS_UPSTREAM, QCNL
 from .t_pki import PKI
+from .t_qgs import QGS
 from .t_tdx import TDREPORT
 from .t_wire import CONNECTION, FRAMES, REQUESTS
 from .target import Target
@@ -27,6 +28,7 @@ TARGETS: dict[str, Target] = {
         ADMISSION,
         QCNL,
         TDREPORT,
+        QGS,
     )
 }
 

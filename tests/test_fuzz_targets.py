@@ -39,6 +39,7 @@ EXPECTED = {
     "qcnl",
     "tdreport",
     "connection",
+    "qgs",
 }
 
 

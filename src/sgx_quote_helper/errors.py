@@ -171,6 +171,15 @@ class PlatformStateError(SgxQuoteHelperError):
     """A simulated platform's state directory is missing, partial, corrupt or unwritable."""
 
 
+class QgsMessageError(ParseError):
+    """Bytes are not a valid QGS message; ``code`` is the ``qgs_msg_error_t`` Intel's inflater
+    returns for the same bytes (0x12003 INVALID_PARAMETER ... 0x12007 INVALID_CODE)."""
+
+    def __init__(self, structure: str, offset: int, reason: str, code: int) -> None:
+        self.code = code
+        super().__init__(structure, offset, f"{reason} ({code:#x})")
+
+
 class ConfigError(SgxQuoteHelperError):
     """Settings or environment are unusable (bad option, missing device or library...)."""
 
@@ -191,6 +200,7 @@ __all__ = [
     "ParseError",
     "PlatformStateError",
     "ProtocolError",
+    "QgsMessageError",
     "RemoteProtocolError",
     "SelfCheckError",
     "SgxQuoteHelperError",

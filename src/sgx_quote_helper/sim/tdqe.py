@@ -27,10 +27,12 @@ Where we differ from Intel, on purpose:
   TEE_TCB_SVN2 over TEE_TCB_SVN in the quote, the reverse of its own comment (tdx-qgs.md §2.7). We
   copy TEE_TCB_SVN, the field the mask marks valid, and leave TEE_TCB_SVN2 zero: a quote must not
   claim a TCB the report did not state.
-- Reserved bytes Intel does not look at must be zero too: report_type.reserved, REPORTMACSTRUCT
-  reserved1/reserved2, TEE_TCB_INFO's reserved tail, and the 17 bytes between TEE_TCB_INFO and
-  TDINFO (the only bytes of a TDREPORT no hash or MAC covers). The TDX module writes zeros there,
-  so a non-zero byte means the report was altered.
+- Reserved bytes the TDQE itself does not look at must be zero too: report_type.reserved,
+  REPORTMACSTRUCT reserved1/reserved2 and the 17 bytes between TEE_TCB_INFO and TDINFO (the only
+  bytes of a TDREPORT no hash or MAC covers); Intel's QGS checks exactly these before quoting a
+  raw-mode report (``qgs_ql_logic.cpp get_raw_resp``), we check them for every report. Also
+  TEE_TCB_INFO's reserved tail. The TDX module writes zeros there, so a non-zero byte means the
+  report was altered.
 
 Rejections raise :class:`EngineError` with TEE_ATT_QE_REPORT_UNSUPPORTED_FORMAT (format) or
 TEE_ATT_INVALID_REPORT (MAC, hashes), the codes Intel's ``td_ql_wrapper`` maps the TDQE's to.
