@@ -22,8 +22,13 @@ from .. import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("demo", "demo", "Run the whole out-of-process flow on a simulated platform and explain it."),
     "inspect": ("inspect_cmd", "inspect", "Decode a quote and print its fields (human or --json)."),
-    "sim": ("sim", "sim", "The simulated SGX platform: init, report, quote, collateral, root-ca."),
+    "sim": (
+        "sim",
+        "sim",
+        "The simulated SGX/TDX platform: init, report, td-report, quote, collateral, root-ca.",
+    ),
     "serve": ("serve", "serve", "Run the AESM-compatible quote service on a Unix socket."),
+    "qgs": ("qgs", "qgs", "The TDX Quote Generation Service (Intel QGS protocol) for TD guests."),
     "quote": ("quote", "quote", "Act as a (simulated) enclave app: get a quote from a running service."),
     "verify": ("verify", "verify", "Verify a DCAP quote against collateral (Intel's TCB rules)."),
     "pccs": ("pccs", "pccs", "PCCS-compatible collateral service (simulated or caching)."),
