@@ -204,10 +204,12 @@ def test_busy_is_an_immediate_error(platform: Platform, tmp_path: Path) -> None:
 
 def test_peer_not_allowed_is_closed(platform: Platform, tmp_path: Path) -> None:
     sock = tmp_path / "qgs.socket"
-    with serving(platform, sock, allow_uids=frozenset({os.getuid() + 12345})) as server:
-        # closed before the request is read: an EOF or, with the request unread, a reset
-        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-            assert exchange(sock, encode_frame(q.GetPlatformInfoRequest().to_bytes())) == b""
+    # closed before the request is read: an EOF or, with the request unread, a reset
+    with (
+        serving(platform, sock, allow_uids=frozenset({os.getuid() + 12345})) as server,
+        contextlib.suppress(ConnectionResetError, BrokenPipeError),
+    ):
+        assert exchange(sock, encode_frame(q.GetPlatformInfoRequest().to_bytes())) == b""
     assert server.stats.refused == 1
 
 
