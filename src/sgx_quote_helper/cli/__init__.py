@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "The simulated SGX/TDX platform: init, report, td-report, quote, collateral, root-ca.",
     ),
     "serve": ("serve", "serve", "Run the AESM-compatible quote service on a Unix socket."),
+    "tdx": ("tdx", "tdx", "Inside a TDX guest: get a TD quote (configfs-tsm, QGS over vsock or a socket)."),
     "qgs": ("qgs", "qgs", "The TDX Quote Generation Service (Intel QGS protocol) for TD guests."),
     "quote": ("quote", "quote", "Act as a (simulated) enclave app: get a quote from a running service."),
     "verify": ("verify", "verify", "Verify a DCAP quote against collateral (Intel's TCB rules)."),
