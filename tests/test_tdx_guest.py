@@ -4,7 +4,6 @@ the kernel's generation/inblob/outblob behaviour), and against the QGS service o
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import contextlib
 import errno
 import time
