@@ -26,6 +26,7 @@ only Intel's quote provider library reads it, not the simulated engine).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -507,10 +508,8 @@ class Pod:
     def delete(self, grace: float | None = None) -> int | None:
         """Delete the pod: SIGTERM the container, wait up to the grace period, SIGKILL, remove the
         sandbox. Returns the container's exit status (None if it had to be killed)."""
-        with self._lock:
+        with self._lock:  # from here the kubelet loop neither restarts nor probes anew
             self._deleting.set()
-        if self._kubelet is not None:
-            self._kubelet.join(60)
         code: int | None = None
         c = self._container
         if c is not None and c.poll() is None:
@@ -524,8 +523,13 @@ class Pod:
                 c.wait(10)
         elif c is not None:
             code = c.returncode
+        if self._kubelet is not None:  # a probe still running ends with the sandbox at the latest
+            self._kubelet.join(0.5)
         if self._sandbox is not None and self._sandbox.poll() is None:
-            self._sandbox.terminate()
+            # unshare ignores SIGTERM while it waits: stop the sandbox (pid 1 of the pod) itself;
+            # every process left in the pod's pid namespace dies with it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._sandbox_pid, signal.SIGKILL)
             try:
                 self._sandbox.wait(10)
             except subprocess.TimeoutExpired:

@@ -187,7 +187,9 @@ class Load:
         clients: int,
         retry_deadline: float = 15.0,
         kinds: tuple[str, ...] = ("intel", "ours"),
+        pace: float = 0.0,
     ) -> None:
+        self.pace = pace
         path, state = (target.path, target.state) if isinstance(target, Daemons) else target
         platform = Platform.open(state)
         probe = QuoteClient(path, retry_deadline=30, timeout=30)
@@ -250,6 +252,8 @@ class Load:
             st.max_latency = max(st.max_latency, now - t0)
             st.max_gap = max(st.max_gap, now - last_ok)
             last_ok = now
+            if self.pace > 0:  # an app quotes now and then, not in a tight loop
+                self._stop.wait(self.pace)
 
 
 def summarize(stats: list[ClientStats]) -> dict[str, Any]:
@@ -400,16 +404,18 @@ def run_rollout(
     manifest: Path = MANIFEST,
     settle: float = 0.3,
     kinds: tuple[str, ...] = ("intel",),
+    pace: float = 0.02,
 ) -> dict[str, Any]:
     """Roll the rendered DaemonSet ``updates`` times under ``clients`` quoting threads (Intel-style
-    by default: one connection per call, no retry); totals, restarts, exit codes, probe lines."""
+    by default: one connection per call, no retry; each at most one call per ``pace`` seconds);
+    totals, restarts, exit codes, probe lines."""
     spec = load_pod_spec(manifest, config_overrides={"engine": "simulated"})
     rollout = Rollout(root, spec, serve_delay=serve_delay, delete_after_ready=delete_after_ready)
     t0 = time.monotonic()
     load: Load | None = None
     try:
         rollout.start()
-        load = Load((rollout.socket, rollout.state), clients, kinds=kinds)
+        load = Load((rollout.socket, rollout.state), clients, kinds=kinds, pace=pace)
         load.start()
         time.sleep(settle)
         for _ in range(updates):
@@ -431,6 +437,8 @@ def run_rollout(
         "clients": clients,
         "serve_delay_s": serve_delay,
         "delete_after_ready_s": delete_after_ready,
+        "client_pace_s": pace,
+        "ready_s": [round(x, 2) for x in rollout.ready_seconds],
         "seconds": round(time.monotonic() - t0, 2),
         "pods": len(rollout.pods),
         "container_restarts": rollout.restarts(),
