@@ -99,6 +99,8 @@ def test_loss_judgement() -> None:
     helper = ProbeResult(PathState.OURS, "x", 1, "b")
     silent = ProbeResult(PathState.FOREIGN, "x", silent=True)
     assert judge_loss(helper, 0, 10) is Loss.HAND_OVER
+    assert judge_loss(helper, 0, 10, started_ns=5) is Loss.RETAKE  # an older version: no start time
+    assert judge_loss(ProbeResult(PathState.OURS, "x", 1, "b", "v", 9), 0, 10, started_ns=5) is Loss.HAND_OVER
     assert judge_loss(silent, 1, 10) is Loss.WAIT
     assert judge_loss(silent, 11, 10) is Loss.RESTORE
     for state in (PathState.ABSENT, PathState.STALE, PathState.FOREIGN):
@@ -274,3 +276,18 @@ def test_listener_credentials_name_the_listener(root: Path) -> None:
     finally:
         srv.close()
     assert listener_credentials(root / "s") is None
+
+
+def test_an_older_version_that_takes_the_path_gets_it_taken_back(root: Path) -> None:
+    """A helper that reports no start time (versions before the instance record, which exit on a
+    takeover and are restarted by the kubelet) takes the path from us: we take it back."""
+    new = daemon(root, "pod-new")
+    cfg = ServerConfig(socket_path=root / "aesm.socket", **FAST)  # type: ignore[arg-type]
+    older = ServerThread(AesmService(FakeEngine(initialised=True), instance_id="old-version"), cfg).start()
+    try:
+        wait_for(lambda: owner(root).instance_id == new.service.instance_id)
+        wait_for(lambda: older.server is not None and older.server.state == "handed-over")
+        assert new.server is not None and new.server.state == "serving"
+    finally:
+        older.stop()
+        new.stop()

@@ -319,12 +319,20 @@ class Loss(enum.Enum):
     HAND_OVER = "hand over"  # a live sgx-quote-helper serves it: our successor
     RESTORE = "restore"  # something else (or nothing): put our socket back
     WAIT = "wait"  # it accepted but said nothing yet: look again soon
+    RETAKE = "retake"  # an older sgx-quote-helper version took it: take it back (no alert)
 
 
-def judge_loss(found: ProbeResult, silent_for: float, foreign_grace: float) -> Loss:
+def judge_loss(found: ProbeResult, silent_for: float, foreign_grace: float, started_ns: int = 0) -> Loss:
     """Decide on a lost path (see the module doc). ``silent_for``: seconds the listener there has
-    accepted without answering our probe so far."""
+    accepted without answering our probe so far; ``started_ns``: our start time.
+
+    An sgx-quote-helper too old to report its start time (``started_ns`` 0) that took the path from
+    a daemon that does report one is a previous version restarted by its supervisor after it exited
+    on our takeover (what versions before the instance record did): we take the path back
+    (RETAKE) rather than leave the node to the version being replaced."""
     if found.state is PathState.OURS:
+        if found.started_ns == 0 and started_ns > 0:
+            return Loss.RETAKE
         return Loss.HAND_OVER
     if found.silent and silent_for < foreign_grace:
         return Loss.WAIT

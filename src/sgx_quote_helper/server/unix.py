@@ -269,9 +269,16 @@ class AesmServer:
                         return
                     now = self.loop.time()
                     silent_since = (now if silent_since is None else silent_since) if found.silent else None
-                    action = judge_loss(found, now - (silent_since or now), cfg.foreign_grace)
+                    action = judge_loss(
+                        found, now - (silent_since or now), cfg.foreign_grace, self.started_ns
+                    )
                     if action is Loss.HAND_OVER:
                         await self._hand_over(found)
+                    elif action is Loss.RETAKE:
+                        log.warning(
+                            "%s; it is an older version (no start time): taking the path back", found.detail
+                        )
+                        await self._publish(found)
                     elif action is Loss.RESTORE:
                         silent_since = None
                         await self._restore(found)
