@@ -374,6 +374,12 @@ def test_intel_clients_of_a_silent_service_end_as_timeouts(
             self.sent.append(msg)
 
     gc.collect()  # a socket of an earlier client left to the garbage collector must not close mid-count
+    # the daemon thread closes its end of prepare_workload's connection when it gets to it: wait
+    # for that, or the count below moves for a reason that is not the worker's
+    daemon = served.thread.server
+    deadline = time.monotonic() + 10
+    while daemon is not None and daemon.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
     fds_before = len(os.listdir("/proc/self/fd"))
     pipe = Pipe()
     worker = _IntelWorker(spec, 3, None, time.monotonic_ns(), pipe)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from sgx_quote_helper.doctor.qcnl import parse_qcnl, strip_json_comments
 from sgx_quote_helper.doctor.socket_checks import check_connect
 from sgx_quote_helper.errors import ConfigError, EngineError
 from sgx_quote_helper.server.config import ServerConfig
+from sgx_quote_helper.server.socketpath import Listener
 from sgx_quote_helper.service import AesmService
 from sgx_quote_helper.sim.qe import QE_TARGET_INFO
 from sgx_quote_helper.testing.daemon import ServerThread
@@ -270,14 +271,33 @@ class FakeAesmd:
 def test_fake_aesmd_closes_on_the_probe(sock_dir: Path, tmp_path: Path) -> None:
     path = sock_dir / "aesm.socket"
     fake = FakeAesmd(path)
+    aesmd = Listener(4321, 0, 0, "/opt/intel/sgx-aesm-service/aesm/aesm_service --no-daemon")
+    try:
+        report = run_checks(
+            options(tmp_path, environ=APP, default_socket=path), Probes(listener=lambda p, t: aesmd)
+        )
+    finally:
+        fake.close()
+    check = report.by_name("daemon")
+    assert check.status is Status.PASS and "not sgx-quote-helper" in check.detail
+    assert "Intel's aesm_service (pid 4321" in check.detail
+    assert report.by_name("key-ids").status is Status.PASS
+    assert report.by_name("test-quote").status is Status.PASS
+
+
+def test_foreign_server_on_the_path_is_reported_by_name(sock_dir: Path, tmp_path: Path) -> None:
+    """Neither sgx-quote-helper nor aesm_service listens there (here: this test process): a WARN
+    naming the listener from SO_PEERCRED."""
+    path = sock_dir / "aesm.socket"
+    fake = FakeAesmd(path)
     try:
         report = run_checks(options(tmp_path, environ=APP, default_socket=path))
     finally:
         fake.close()
     check = report.by_name("daemon")
-    assert check.status is Status.PASS and "not sgx-quote-helper" in check.detail
-    assert report.by_name("key-ids").status is Status.PASS
-    assert report.by_name("test-quote").status is Status.PASS
+    assert check.status is Status.WARN
+    assert "a foreign server serves" in check.detail and f"pid {os.getpid()}" in check.detail
+    assert "impostor" in check.fix
 
 
 def test_daemon_that_never_answers(sock_dir: Path, tmp_path: Path) -> None:

@@ -31,7 +31,9 @@ KUBE_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
 EPC = "kubernetes.azure.com/sgx_epc_mem_in_MiB"
 PROV = "sgx.intel.com/provision"
 SOCKET = "/var/run/aesmd/aesm.socket"
-PROBE = ["sgx-quote-helper", "healthcheck", "--socket", SOCKET]
+PRIVATE = "/run/sgx-quote-helper"
+READY = ["sgx-quote-helper", "healthcheck", "--ready", "--socket", SOCKET, "--private-dir", PRIVATE]
+QUOTE = ["sgx-quote-helper", "healthcheck", "--quote", "--private-dir", PRIVATE]
 
 PKI_DIR = "/etc/sgx-quote-helper/simulated-pki"
 STATE = "/var/lib/sgx-quote-helper"
@@ -143,8 +145,20 @@ def test_quote_helper_daemonset(rendered: Any) -> None:
     assert cm["data"]["engine"] == values.get("quoteHelper", {}).get("engine", "dcap")
     qcnl = json.loads(cm["data"]["sgx_default_qcnl.conf"])
     assert qcnl["pccs_url"].startswith("https://")
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["exec"]["command"] == PROBE
+    assert c["readinessProbe"]["exec"]["command"][:-2] == READY
+    for probe in ("livenessProbe", "startupProbe"):
+        assert c[probe]["exec"]["command"][:-2] == QUOTE
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        timeout = c[probe]["exec"]["command"][-2:]
+        assert timeout[0] == "--timeout" and int(timeout[1]) < c[probe]["timeoutSeconds"]
+    # readiness gates the rollout: a few seconds, not the default 10
+    assert c["readinessProbe"]["periodSeconds"] <= 2
+    # a slow first QE load gets minutes before liveness counts
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    assert f"--private-dir={PRIVATE}" in c["args"]
+    window = [float(a.split("=", 1)[1]) for a in c["args"] if a.startswith("--handover-window=")]
+    assert window and 0 < window[0] < pod["terminationGracePeriodSeconds"]
     for res in ("requests", "limits"):
         assert c["resources"][res][epc] == "1"
         assert c["resources"][res][PROV] == "1"
@@ -153,6 +167,8 @@ def test_quote_helper_daemonset(rendered: Any) -> None:
     assert volumes["aesmd-socket"]["hostPath"] == {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}
     assert mounts["aesmd-socket"]["mountPath"] == "/var/run/aesmd"
     assert mounts["config"]["mountPath"] == "/etc/sgx_default_qcnl.conf"
+    assert mounts["private"]["mountPath"] == PRIVATE
+    assert "emptyDir" in volumes["private"]  # this pod's alone: never shared with the next pod
     metrics_on = values.get("quoteHelper", {}).get("metrics", {}).get("enabled", True)
     assert ("--metrics-port=9464" in c["args"]) == metrics_on
     assert [p["name"] for p in c.get("ports", [])] == (["metrics"] if metrics_on else [])
@@ -246,7 +262,41 @@ def test_sample_job(rendered: Any) -> None:
     (vol,) = pod["volumes"]
     (mount,) = c["volumeMounts"]
     assert vol["hostPath"]["path"] == "/var/run/aesmd"
-    assert (mount["name"], mount["mountPath"]) == (vol["name"], "/var/run/aesmd")
+    assert (mount["name"], mount["mountPath"], mount["readOnly"]) == (vol["name"], "/var/run/aesmd", True)
+
+
+def test_every_app_facing_socket_mount_is_read_only(rendered: Any) -> None:
+    """Only the quote helper itself mounts the socket directory writable (it publishes there)."""
+    _, _, objs = rendered
+    seen = 0
+    for obj in objs:
+        if obj["kind"] not in ("DaemonSet", "Deployment", "Job"):
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        socket_vols = {
+            v["name"] for v in pod.get("volumes", []) if v.get("hostPath", {}).get("path") == "/var/run/aesmd"
+        }
+        for c in containers(obj):
+            for mount in c.get("volumeMounts", []):
+                if mount["name"] in socket_vols:
+                    helper = c["name"] == "quote-helper"
+                    assert mount.get("readOnly", False) is not helper, (obj["metadata"]["name"], c["name"])
+                    seen += 1
+    assert seen >= 1
+
+
+def test_notes_tell_apps_to_mount_read_only() -> None:
+    import helm_python
+
+    chart = helm_python.Chart.load(str(render.CHART))
+    out = chart.render({}, name="sgx-quote-helper", namespace="kube-system", is_install=True)
+    (notes,) = [text for path, text in out.items() if path.endswith("NOTES.txt")]
+    assert "readOnly: true" in notes
+
+
+def test_handover_window_must_fit_the_grace_period() -> None:
+    with pytest.raises(helm.HelmError, match="handoverWindowSeconds"):
+        render.render({"quoteHelper": {"handoverWindowSeconds": 30, "terminationGracePeriodSeconds": 30}})
 
 
 def test_webhook_objects(rendered: Any) -> None:
@@ -313,8 +363,6 @@ def _check_generated_cert(secret: dict[str, Any], ca_pem: bytes, dns: str) -> No
 
 def _accepts(module: str, attr: str, args: list[str]) -> None:
     """The rendered args parse with our own CLI (flags cannot drift from the chart)."""
-    if importlib.util.find_spec(f"sgx_quote_helper.cli.{module}") is None:
-        pytest.skip(f"cli/{module}.py not in the tree yet")
     command = getattr(importlib.import_module(f"sgx_quote_helper.cli.{module}"), attr)
     assert isinstance(command, click.Command)
     command.make_context(command.name or attr, list(args), resilient_parsing=False)
@@ -347,9 +395,6 @@ def test_rendered_args_parse_with_our_cli(
     assert c["args"][0] == component.replace("quote-helper", "serve")
     engine = next(o for o in by_kind(objs, "ConfigMap") if "engine" in o["data"])["data"]["engine"]
     args = _expand(c["args"][1:], {"SGX_QUOTE_HELPER_ENGINE": engine})
-    serve_exists = module == "serve" and importlib.util.find_spec("sgx_quote_helper.cli.serve") is not None
-    if serve_exists and "--metrics-port" not in _option_names("serve", "serve"):  # issue 8 adds it
-        args = [a for a in args if not a.startswith("--metrics-port")]
     if module == "webhook":  # the Secret's files, as mounted in the pod
         (tmp_path / "tls.crt").write_text("cert")
         (tmp_path / "tls.key").write_text("key")
@@ -358,17 +403,25 @@ def test_rendered_args_parse_with_our_cli(
 
 
 def test_serve_has_the_metrics_port_the_chart_uses() -> None:
-    if importlib.util.find_spec("sgx_quote_helper.cli.serve") is None:
-        pytest.skip("cli/serve.py not in the tree yet")
-    if "--metrics-port" not in _option_names("serve", "serve"):
-        pytest.skip(
-            "serve has no --metrics-port yet (operations issue 8); the chart passes it when metrics.enabled"
-        )
+    """The chart's metrics flags are serve's own, and the port it passes is the container port."""
+    names = _option_names("serve", "serve")
+    assert {"--metrics-port", "--metrics-host", "--private-dir", "--handover-window"} <= names
+    objs = objects({"quoteHelper": {"metrics": {"port": 9999}}}, "kube-system")
+    (c,) = one(objs, "DaemonSet", "quote-helper")["spec"]["template"]["spec"]["containers"]
+    assert "--metrics-port=9999" in c["args"] and "--metrics-host=0.0.0.0" in c["args"]
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9999, "protocol": "TCP"}]
+    ctx = serve_command().make_context("serve", _expand(c["args"][1:], {"SGX_QUOTE_HELPER_ENGINE": "dcap"}))
+    assert (ctx.params["metrics_port"], ctx.params["metrics_host"]) == (9999, "0.0.0.0")
+    assert ctx.params["private_dir"] == Path(PRIVATE)
+
+
+def serve_command() -> click.Command:
+    command = importlib.import_module("sgx_quote_helper.cli.serve").serve
+    assert isinstance(command, click.Command)
+    return command
 
 
 def test_pccs_args_parse_with_our_cli() -> None:
-    if importlib.util.find_spec("sgx_quote_helper.cli.pccs") is None:
-        pytest.skip("cli/pccs.py not in the tree yet")
     group = importlib.import_module("sgx_quote_helper.cli.pccs").pccs
     for mode in ("simulated", "upstream"):
         values = {"pccs": {"enabled": True, "mode": mode}, **SIMULATED_PKI}
@@ -396,8 +449,14 @@ def test_join_pki_args_parse_with_our_cli() -> None:
     command.make_context("init", list(init["args"][2:]))
 
 
-def test_probe_parses_with_healthcheck() -> None:
-    _accepts("healthcheck", "healthcheck", PROBE[2:])
+def test_probes_parse_with_healthcheck() -> None:
+    (c,) = one(objects({}, "kube-system"), "DaemonSet", "quote-helper")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        command = c[probe]["exec"]["command"]
+        assert command[:2] == ["sgx-quote-helper", "healthcheck"]
+        _accepts("healthcheck", "healthcheck", command[2:])
 
 
 def test_sample_job_command_parses_with_our_cli() -> None:

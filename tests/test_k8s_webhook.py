@@ -114,6 +114,7 @@ def wired(c: dict[str, Any], volume: str) -> bool:
     return {"name": "SGX_AESM_ADDR", "value": "1"} in c.get("env", []) and {
         "name": volume,
         "mountPath": "/var/run/aesmd",
+        "readOnly": True,
     } in c.get("volumeMounts", [])
 
 

@@ -16,7 +16,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -251,13 +251,23 @@ def test_takeover_of_live_instance(sock_dir: Path) -> None:
         resp = m.decode_response(read_frame(held) or b"")
         assert isinstance(resp, m.GetQuoteExResponse) and resp.quote is not None
         held.close()
+        wait_for(lambda: old.server is not None and old.server.state == "handed-over")
+        assert not old.join(0.3)  # it stays up, drained, until stopped (a pod deletion)
+        old.stop()
         assert old.join(10)
-        assert old.stop_reason == "socket path taken over"
         assert path.is_socket()  # the old one did not unlink its successor's socket
         assert QuoteClient(path).get_supported_att_key_id_num() == 1
     finally:
+        old.stop()
         new.stop()
     assert not path.exists()
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
 
 
 def test_stop_leaves_a_successors_socket_alone(sock_dir: Path) -> None:

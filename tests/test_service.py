@@ -358,7 +358,7 @@ def test_empty_and_unknown_get_no_answer() -> None:
 def test_probe_identifies_us() -> None:
     svc, _ = service()
     assert svc.handle(m.HelperProbeRequest()) == m.HelperProbeResponse(
-        AesmStatus.SUCCESS, "sgx-quote-helper", "t", 7, "i"
+        AesmStatus.SUCCESS, "sgx-quote-helper", "t", 7, "i", state="serving"
     )
 
 

@@ -103,6 +103,7 @@ class AesmService:
         version: reported by the HelperProbe answer.
         instance_id: random per process, reported by HelperProbe (tells two daemons apart).
         pid: reported by HelperProbe.
+        started_ns: reported by HelperProbe: when this instance began (Unix ns; larger = newer).
         max_quote_buffer: GetQuoteEx ``buf_size`` above this answers OUT_OF_MEMORY_ERROR (21).
     """
 
@@ -113,12 +114,16 @@ class AesmService:
         version: str = "",
         instance_id: str = "",
         pid: int = 0,
+        started_ns: int = 0,
         max_quote_buffer: int = DEFAULT_MAX_QUOTE_BUFFER,
     ) -> None:
         self.engine = engine
         self.version = version
         self.instance_id = instance_id
         self.pid = pid
+        self.started_ns = started_ns
+        #: reported by HelperProbe; the server's lifecycle sets it (server/unix.py)
+        self.state = "serving"
         self.max_quote_buffer = max_quote_buffer
         self._lock = threading.Lock()
         self._key_ids: list[AttKeyId] | None = None
@@ -161,7 +166,13 @@ class AesmService:
             return m.LegacyResponse(request.field, LEGACY_STATUS)
         if isinstance(request, m.HelperProbeRequest):
             return m.HelperProbeResponse(
-                AesmStatus.SUCCESS, IMPLEMENTATION, self.version, self.pid, self.instance_id
+                AesmStatus.SUCCESS,
+                IMPLEMENTATION,
+                self.version,
+                self.pid,
+                self.instance_id,
+                self.started_ns or None,
+                self.state,
             )
         return None
 

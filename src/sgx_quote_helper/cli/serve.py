@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from ._logs import setup_logging
 
 if TYPE_CHECKING:
     from ..server.config import ServerConfig
+    from ..server.instance import Instance
 
 ENGINES = ("simulated", "dcap", "auto", "proxy")
 
@@ -48,6 +48,12 @@ def _group(value: str | None) -> int | None:
         raise click.BadParameter(f"no group named {value!r} (give a name or a numeric gid)") from None
 
 
+def _when(ns: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
+
+
 def _rate(value: str) -> float:
     """--rate-limit N or N/s -> requests per second (0 = off)."""
     text = value.strip().lower().removesuffix("/s")
@@ -73,7 +79,9 @@ def open_engine(
     return select_engine(kind, state_dir=resolve_state_dir(state_dir), create_state=True, dcap=dcap)
 
 
-def _run_proxy(config: ServerConfig, upstream_socket: Path | None, timeout: float) -> None:
+def _run_proxy(
+    config: ServerConfig, upstream_socket: Path | None, timeout: float, instance: Instance
+) -> None:
     """Serve ``config``'s socket by forwarding every frame to ``upstream_socket``."""
     from ..server.proxy import ProxyServer, Upstream
     from ..server.run import run_server
@@ -85,7 +93,7 @@ def _run_proxy(config: ServerConfig, upstream_socket: Path | None, timeout: floa
             Upstream(upstream_socket, timeout=timeout),
             config,
             version=__version__,
-            instance_id=secrets.token_hex(8),
+            instance_id=instance.instance_id,
             pid=os.getpid(),
         )
         reason = run_server(None, config, server=server)
@@ -277,6 +285,23 @@ def _run_proxy(config: ServerConfig, upstream_socket: Path | None, timeout: floa
     help="json: one JSON object per line (with -vv: one line per request: type, result, "
     "duration, peer pid/uid; never payloads).",
 )
+@click.option(
+    "--private-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="This daemon's private directory (Kubernetes: an emptyDir of the pod): its instance record "
+    "(id and start time, kept across container restarts) and a private socket that "
+    "`healthcheck --ready/--live/--startup --private-dir DIR` uses to reach this very daemon.",
+)
+@click.option(
+    "--handover-window",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="On SIGTERM while no successor has taken the socket path over: keep serving it this many "
+    "seconds for one to do so, then remove the socket and exit (keep it below the pod's "
+    "terminationGracePeriodSeconds). 0 = stop at once.",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info is the default, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def serve(
@@ -308,6 +333,8 @@ def serve(
     max_reply_mib: float,
     metrics_port: int | None,
     metrics_host: str,
+    private_dir: Path | None,
+    handover_window: float,
     log_format: str,
     verbose: int,
     quiet: bool,
@@ -316,9 +343,13 @@ def serve(
 
     Apps reach it with Intel's libsgx_quote_ex / libsgx_dcap_ql (set SGX_AESM_ADDR=1 for the
     latter), Open Enclave, Gramine, Fortanix, Enarx, oasis-core, or our Python client. The socket
-    path is taken over without a gap from a running sgx-quote-helper (updates), a stale socket is
-    replaced, and a path served by another program is refused unless --replace. SIGTERM stops
-    gracefully: queued and in-flight requests are answered first.
+    path is taken over without a gap from a running older sgx-quote-helper (updates), never from a
+    newer one; a stale socket is replaced, and a path served by another program is refused unless
+    --replace. A daemon whose path a successor took over answers what it owes and stays up, drained,
+    until stopped (it never exits by itself). If something that is not sgx-quote-helper replaces
+    the socket, the daemon puts its own back and logs an ALERT naming that process. SIGTERM stops
+    gracefully (queued and in-flight requests are answered), after up to --handover-window seconds
+    of serving while no successor has the path.
 
     \b
     Examples:
@@ -331,10 +362,12 @@ def serve(
       sgx-quote-helper serve --rate-limit 200/s --rate-burst 50 --max-in-flight-per-peer 8
       sgx-quote-helper serve --metrics-port 9464 --metrics-host 0.0.0.0 --log-format json -vv
       sgx-quote-helper healthcheck --socket /tmp/aesm/aesm.socket
+      sgx-quote-helper serve --private-dir /run/sgx-quote-helper   # Kubernetes: an emptyDir
     """
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
     setup_logging(level, log_format)
     from ..server.config import ServerConfig
+    from ..server.instance import load_instance
     from ..server.run import run_server
     from ..service import AesmService
 
@@ -362,9 +395,12 @@ def serve(
             max_reply_bytes=int(max_reply_mib * (1 << 20)),
             metrics_port=metrics_port,
             metrics_host=metrics_host,
+            private_dir=private_dir,
+            handover_window=handover_window,
         )
+        instance = load_instance(private_dir)
         if engine == "proxy":  # no engine here: frames go to another AESM (server/proxy.py)
-            _run_proxy(config, upstream_socket, upstream_timeout)
+            _run_proxy(config, upstream_socket, upstream_timeout, instance)
             return
         if upstream_socket is not None:
             raise click.BadParameter("--upstream-socket goes with --engine proxy")
@@ -375,8 +411,19 @@ def serve(
         fail(str(exc), 2)
     try:
         service = AesmService(
-            quoting_engine, version=__version__, instance_id=secrets.token_hex(8), pid=os.getpid()
+            quoting_engine,
+            version=__version__,
+            instance_id=instance.instance_id,
+            pid=os.getpid(),
+            started_ns=instance.started_ns,
         )
+        if instance.restarted:
+            logging.getLogger(__name__).warning(
+                "restarted as instance %s (this pod's daemon since %s): a successor newer than it "
+                "keeps the socket path",
+                instance.instance_id,
+                _when(instance.started_ns),
+            )
         reason = run_server(service, config)
     except ConfigError as exc:
         fail(str(exc), 2)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import DEFAULT_SOCKET_PATH, QuoteClient
+from ..server.socketpath import Listener, listener_credentials
 from .qcnl import DEFAULT_QCNL_CONF
 
 #: where the quote provider libraries are looked for (plus $LD_LIBRARY_PATH)
@@ -146,6 +147,8 @@ class Probes:
     http_get: HttpGet = urllib_status
     access: Access = os.access
     client_factory: ClientFactory = _client
+    #: who listens on a socket path (SO_PEERCRED), None when nothing accepts there
+    listener: Callable[[Path, float], Listener | None] = listener_credentials
 
     @classmethod
     def real(cls) -> Probes:

@@ -177,8 +177,40 @@ def check_connect(path: Path, probes: Probes, timeout: float) -> Check:
     return Check("socket-connect", Status.PASS, f"connected to {path}")
 
 
-def check_daemon(client: QuoteClient, facts: Facts) -> Check:
-    """Who answers: sgx-quote-helper answers our probe; Intel's aesmd closes the connection on it."""
+def _who(path: Path | None, probes: Probes | None, timeout: float) -> str:
+    if path is None or probes is None:
+        return ""
+    listener = probes.listener(path, timeout)
+    return f"; it listens as {listener}" if listener is not None else ""
+
+
+def _not_helper(path: Path | None, probes: Probes | None, timeout: float, what: str) -> Check:
+    """An AESM that is not sgx-quote-helper: Intel's aesm_service is expected; anything else is a
+    foreign server (perhaps one that replaced the quote helper's socket)."""
+    if path is None or probes is None:
+        return Check("daemon", Status.PASS, what)
+    listener = probes.listener(path, timeout)
+    if listener is not None and "aesm_service" in listener.command:
+        return Check("daemon", Status.PASS, f"{what}; it is Intel's aesm_service ({listener})")
+    who = f"{listener}" if listener is not None else "a process this namespace cannot see"
+    return Check(
+        "daemon",
+        Status.WARN,
+        f"{what}; a foreign server serves {path}: {who}, neither sgx-quote-helper nor Intel's aesm_service",
+        "if you did not put it there, it may be an impostor that replaced the quote helper's socket: "
+        "check that process; the quote helper puts its socket back and logs an ALERT when it sees this",
+    )
+
+
+def check_daemon(
+    client: QuoteClient,
+    facts: Facts,
+    path: Path | None = None,
+    probes: Probes | None = None,
+    timeout: float = 2.0,
+) -> Check:
+    """Who answers: sgx-quote-helper answers our probe; Intel's aesmd closes the connection on it.
+    With ``path`` and ``probes``, a server that is neither is named (SO_PEERCRED of its listener)."""
     try:
         probe = client.probe()
     except TransportError as exc:
@@ -190,21 +222,23 @@ def check_daemon(client: QuoteClient, facts: Facts) -> Check:
                 "the daemon hangs or is overloaded; restart it",
             )
         if exc.__cause__ is None:
-            return Check(
-                "daemon",
-                Status.PASS,
+            return _not_helper(
+                path,
+                probes,
+                timeout,
                 "an AESM that is not sgx-quote-helper serves the socket (it closed the connection on our "
                 "probe, as Intel's aesmd does with requests it does not know); the next checks show "
                 "whether it quotes",
             )
         return Check("daemon", Status.FAIL, str(exc), "restart the quote helper on this node")
     except AesmError as exc:
-        return Check("daemon", Status.PASS, f"an AESM answered our probe with an error ({exc})")
+        return _not_helper(path, probes, timeout, f"an AESM answered our probe with an error ({exc})")
     except (BadResponseError, LocalProtocolError) as exc:
         return Check(
             "daemon",
             Status.FAIL,
-            f"something answers on the socket but not in the AESM protocol: {exc}",
+            f"something answers on the socket but not in the AESM protocol: {exc}"
+            f"{_who(path, probes, timeout)}",
             "make sure the path belongs to the quote helper (aesmd or sgx-quote-helper serve)",
         )
     return Check(
@@ -308,7 +342,7 @@ def socket_checks(options: DoctorOptions, probes: Probes, facts: Facts) -> list[
         return skip_rest("socket-connect")
     client = probes.client_factory(path, options.timeout)
     try:
-        if failed(check_daemon(client, facts)):
+        if failed(check_daemon(client, facts, path, probes, options.timeout)):
             return skip_rest("daemon")
         if failed(check_key_ids(client)):
             return skip_rest("key-ids")

@@ -2,7 +2,9 @@
 
 For a pod that opts in (label or annotation ``sgx-quote-helper.io/inject: "true"``) or that requests
 an EPC resource, it adds what the out-of-process mode needs and users forget: the env
-``SGX_AESM_ADDR=1`` and the host's ``/var/run/aesmd`` (hostPath volume + mount). Nothing is added
+``SGX_AESM_ADDR=1`` and the host's ``/var/run/aesmd`` (hostPath volume + a ``readOnly`` mount:
+connecting to a Unix socket needs no write access to its directory, and write access would let an
+app replace the quote helper's socket with its own listener). Nothing is added
 twice: a pod that already has the variable, a volume for that host path or a mount at that path
 keeps it, and running the webhook again on its own output changes nothing. ``"false"`` opts out.
 
@@ -133,7 +135,7 @@ def pod_patch(pod: Mapping[str, Any], policy: InjectionPolicy | None = None) -> 
             )
         mounts = container.get("volumeMounts")
         if not any(_path(m.get("mountPath")) == policy.socket_dir for m in _maps(mounts)):
-            mount = {"name": volume_name, "mountPath": policy.socket_dir}
+            mount = {"name": volume_name, "mountPath": policy.socket_dir, "readOnly": True}
             ops.append(
                 {"op": "add", "path": _pointer("spec", kind, i, "volumeMounts", "-"), "value": mount}
                 if isinstance(mounts, list)

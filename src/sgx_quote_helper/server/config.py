@@ -56,6 +56,12 @@ class ServerConfig:
             of clients that ask for big quote buffers and never read cannot grow memory). 0: no cap.
         metrics_port: serve Prometheus metrics on this TCP port (``None``: no metrics endpoint;
             0: any free port, see ``AesmServer.metrics_server``).
+        private_dir: the pod's private directory (an emptyDir under Kubernetes): the instance record
+            and the private socket the probes use (server/instance.py); ``None``: neither.
+        handover_window: on SIGTERM while we still serve the path, seconds we keep serving it for a
+            successor to take it over before we stop (0: stop at once).
+        foreign_grace: seconds a program at our path may accept without answering our probe before
+            we call it foreign and put our socket back (a successor may still be starting).
         metrics_host: the address the metrics endpoint binds (loopback unless asked otherwise).
     """
 
@@ -84,6 +90,9 @@ class ServerConfig:
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    private_dir: Path | None = None
+    handover_window: float = 0.0
+    foreign_grace: float = 10.0
 
     def __post_init__(self) -> None:
         if len(str(self.socket_path).encode()) > MAX_UNIX_PATH - 12:

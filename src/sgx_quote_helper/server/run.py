@@ -1,7 +1,13 @@
 """Run the quote daemon in the foreground: event loop choice, signals, start-up checks.
 
-``run_server(service, config)`` blocks until SIGTERM/SIGINT (graceful stop, socket unlinked if still
-ours) or until a successor takes the socket path over (graceful stop, path left alone).
+``run_server(service, config)`` blocks until SIGTERM or SIGINT and returns why it stopped. A daemon
+whose path a successor took over does not exit by itself: under Kubernetes (restartPolicy Always)
+an exit means a container restart. It stays up, drained and not ready, until its pod is deleted.
+
+- SIGTERM: when a successor already serves the path, stop at once (finishing what is owed); while
+  we still serve it, keep serving up to ``config.handover_window`` seconds so a successor can take
+  it over without a gap (an orchestrator that stops us early), then stop and remove the socket.
+- SIGINT (Ctrl-C): stop at once (finishing what is owed), removing the socket if still ours.
 """
 
 from __future__ import annotations
@@ -108,13 +114,13 @@ async def serve(
     server: AesmServer | None = None,
 ) -> str:
     """Start an :class:`AesmServer` (or the given ``server``, e.g. the upstream proxy), stop it on
-    SIGTERM/SIGINT; returns why it stopped."""
+    SIGTERM (after the handover window) or SIGINT; returns why it stopped."""
     if server is None:
         server = AesmServer(service, config)
     await server.start()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.request_stop, f"signal {signal.Signals(sig).name}")
+    loop.add_signal_handler(signal.SIGTERM, server.terminate, "signal SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, server.request_stop, "signal SIGINT")
     if on_ready is not None:
         on_ready(server)
     try:

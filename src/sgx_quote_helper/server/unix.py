@@ -9,16 +9,22 @@ requests, new ones are answered BUSY (18) at once. A broken client (oversized pr
 protobuf, unknown envelope, truncated frame, slow or idle) is logged once with its pid/uid
 (SO_PEERCRED) and its connection closed; nobody else notices.
 
-Lifecycle (:class:`AesmServer`): ``start()`` publishes the socket (``socketpath``: stale replaced,
-a live sgx-quote-helper taken over, another program refused unless ``replace``), then a periodic
-sweep enforces timeouts and checks that the path still names our socket. ``stop()`` (SIGTERM, or
-the path taken over by a successor): stop accepting, unlink the path only if it is still ours,
-accept and answer what is queued in the backlog, finish requests in flight, close.
+Lifecycle (:class:`AesmServer`, states in ``state``, reported by HelperProbe): ``start()`` publishes
+the socket (``socketpath``: stale replaced, a live older sgx-quote-helper taken over, a newer one
+left alone (``standby``), another program refused unless ``replace``) and, with a private directory,
+the pod-private socket the probes use (server/instance.py). A periodic sweep enforces timeouts; a
+guard task checks that the path still names our socket and acts on a loss (socketpath.judge_loss):
+a successor gets the path (``handed-over``: stop accepting there, answer the backlog and what is in
+flight, stay up drained until stopped); anything else gets our socket put back and an alert.
+``terminate()`` (SIGTERM): while we serve the path, keep serving up to ``handover_window`` seconds
+for a successor (``terminating``), then stop. ``stop()``: stop accepting, unlink the path only if
+it is still ours, accept and answer what is queued in the backlog, finish requests in flight, close.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -29,9 +35,23 @@ from ..wire import messages as m
 from .admission import Admission
 from .config import ServerConfig
 from .connection import AesmConnection, ConnectionBase
+from .instance import private_socket
 from .limits import PeerPolicy, RefusalLog
 from .metrics import MetricsServer, ServerMetrics, start_metrics_server
-from .socketpath import ProbeResult, SocketIdentity, path_is, publish_socket, unlink_if_ours
+from .socketpath import (
+    Loss,
+    NewerOwner,
+    PathState,
+    ProbeResult,
+    SocketIdentity,
+    bind_private,
+    judge_loss,
+    listener_credentials,
+    path_is,
+    probe_path,
+    publish_socket,
+    unlink_if_ours,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +118,15 @@ class AesmServer:
         self._own_executor = executor is None
         self.executor: Executor = executor or ThreadPoolExecutor(1, thread_name_prefix="aesm-engine")
         self._server: asyncio.AbstractServer | None = None
+        self._private_server: asyncio.AbstractServer | None = None
+        self._retired: list[asyncio.AbstractServer] = []  # listeners an impostor cut off the path
         self._listen_dup: socket.socket | None = None
+        self._state = "serving"
+        self.handed_over: asyncio.Event | None = None
+        self.successor: ProbeResult | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._guard: asyncio.Task[None] | None = None
+        self._terminator: asyncio.Task[None] | None = None
         self._stop_requested: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._unlink_on_stop = True
@@ -114,24 +141,25 @@ class AesmServer:
         self.loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         self._idle = asyncio.Event()
+        self.handed_over = asyncio.Event()
         cfg = self.config
-        sock, self.identity, self.previous = await self.loop.run_in_executor(
-            None,
-            lambda: publish_socket(
-                cfg.socket_path,
-                mode=cfg.socket_mode,
-                backlog=cfg.backlog,
-                replace=cfg.replace,
-                probe_timeout=cfg.probe_timeout,
-                group=cfg.socket_group,
-            ),
-        )
-        self._listen_dup = sock.dup()  # keeps the listener alive to drain the backlog at stop
-        self._listen_dup.setblocking(False)
-        self._server = await self.loop.create_unix_server(
-            lambda: self.connection_class(self), sock=sock, backlog=cfg.backlog
-        )
+        try:
+            await self._publish(None)
+        except NewerOwner as exc:
+            if cfg.private_dir is None:
+                raise
+            self.state = "standby"
+            self.successor = exc.owner
+            log.warning("%s; standing by, drained and not ready, until stopped", exc)
+        if cfg.private_dir is not None:
+            path = private_socket(cfg.private_dir)
+            psock, _ = await self.loop.run_in_executor(None, lambda: bind_private(path, backlog=64))
+            self._private_server = await self.loop.create_unix_server(
+                lambda: self.connection_class(self), sock=psock, backlog=64
+            )
+            log.info("private socket for this pod's probes: %s", path)
         self._sweeper = asyncio.create_task(self._sweep(), name="aesm-sweep")
+        self._guard = asyncio.create_task(self._guard_path(), name="aesm-path-guard")
         if cfg.metrics_port is not None:
             try:
                 self.metrics_server = start_metrics_server(self.metrics, cfg.metrics_host, cfg.metrics_port)
@@ -153,6 +181,161 @@ class AesmServer:
         """What answers the requests, for logs ("engine simulated", "proxy to ...")."""
         return f"engine {self.service.engine.name}" if self.service is not None else "no engine"
 
+    @property
+    def instance_id(self) -> str:
+        return self.service.instance_id if self.service is not None else ""
+
+    @property
+    def started_ns(self) -> int:
+        return self.service.started_ns if self.service is not None else 0
+
+    @property
+    def state(self) -> str:
+        """``serving``, ``handed-over``, ``terminating`` or ``standby`` (see the module doc)."""
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state = value
+        if self.service is not None:
+            self.service.state = value
+
+    async def _publish(self, before: ProbeResult | None) -> None:
+        """Put a new listening socket at the path (``before``: what is there, when known) and serve it."""
+        cfg = self.config
+        sock, identity, previous = await self.loop.run_in_executor(
+            None,
+            lambda: publish_socket(
+                cfg.socket_path,
+                mode=cfg.socket_mode,
+                backlog=cfg.backlog,
+                replace=cfg.replace,
+                probe_timeout=cfg.probe_timeout,
+                group=cfg.socket_group,
+                started_ns=self.started_ns,
+                instance_id=self.instance_id,
+                before=before,
+            ),
+        )
+        if self._server is not None:
+            self._retired.append(self._server)
+        if self._listen_dup is not None:
+            self._listen_dup.close()
+        self.identity, self.previous = identity, previous
+        self._listen_dup = sock.dup()  # keeps the listener alive to drain the backlog at stop
+        self._listen_dup.setblocking(False)
+        self._server = await self.loop.create_unix_server(
+            lambda: self.connection_class(self), sock=sock, backlog=cfg.backlog
+        )
+
+    def terminate(self, reason: str) -> None:
+        """SIGTERM: stop now when a successor already has the path; else keep serving it up to
+        ``handover_window`` seconds for one to take it over (socketpath), then stop."""
+        window = self.config.handover_window
+        if self.state in ("handed-over", "standby") or window <= 0 or self._terminator is not None:
+            self.request_stop(reason)
+            return
+        self.state = "terminating"
+        log.info("%s: serving %s for up to %gs more for a successor", reason, self.config.socket_path, window)
+        self._terminator = asyncio.ensure_future(self._terminate_after(reason, window))
+
+    async def _terminate_after(self, reason: str, window: float) -> None:
+        assert self.handed_over is not None
+        try:
+            await asyncio.wait_for(self.handed_over.wait(), window)
+        except TimeoutError:
+            reason += f" (no successor within {window:g}s)"
+        else:
+            reason += " (handed over)"
+        self.request_stop(reason)
+
+    async def _guard_path(self) -> None:
+        """Watch the path (see the module doc); never ends by itself."""
+        cfg = self.config
+        silent_since: float | None = None
+        while True:
+            await asyncio.sleep(cfg.path_check_interval)
+            if self.stopping:
+                return
+            try:
+                if self.state in ("serving", "terminating"):
+                    if self.identity is not None and path_is(cfg.socket_path, self.identity):
+                        silent_since = None
+                        continue
+                    found = await self.loop.run_in_executor(
+                        None, probe_path, cfg.socket_path, cfg.probe_timeout
+                    )
+                    if self.stopping:
+                        return
+                    now = self.loop.time()
+                    silent_since = (now if silent_since is None else silent_since) if found.silent else None
+                    action = judge_loss(
+                        found, now - (silent_since or now), cfg.foreign_grace, self.started_ns
+                    )
+                    if action is Loss.HAND_OVER:
+                        await self._hand_over(found)
+                    elif action is Loss.RETAKE:
+                        log.warning(
+                            "%s; it is an older version (no start time): taking the path back", found.detail
+                        )
+                        await self._publish(found)
+                    elif action is Loss.RESTORE:
+                        silent_since = None
+                        await self._restore(found)
+                else:  # drained: take the path again only if nobody serves it at all
+                    found = await self.loop.run_in_executor(
+                        None, probe_path, cfg.socket_path, cfg.probe_timeout
+                    )
+                    if found.state in (PathState.ABSENT, PathState.STALE) and not self.stopping:
+                        log.warning("%s; nobody serves the path: serving it again", found.detail)
+                        await self._publish(found)
+                        self.successor = None
+                        self.state = "serving"
+                        self.handed_over = asyncio.Event()
+            except Exception:  # the guard must outlive any one bad check
+                log.exception("checking %s failed", cfg.socket_path)
+
+    async def _hand_over(self, successor: ProbeResult) -> None:
+        """A live sgx-quote-helper serves the path now: drain and stay up (see the module doc)."""
+        assert self.handed_over is not None
+        log.warning(
+            "%s is served by our successor (instance %s, pid %d, %s): answering what we were sent, "
+            "then staying up drained (not ready) until stopped",
+            self.config.socket_path,
+            successor.instance_id,
+            successor.pid,
+            successor.version,
+        )
+        self.successor = successor
+        self.state = "handed-over"
+        if self._server is not None:
+            self._server.close()
+            self._retired.append(self._server)
+            self._server = None
+        await self._drain_backlog()
+        self.handed_over.set()
+
+    async def _restore(self, found: ProbeResult) -> None:
+        """Something that is not sgx-quote-helper (or nothing) is at the path: put ours back, alert."""
+        path = self.config.socket_path
+        who = None
+        if found.state is PathState.FOREIGN:
+            who = await self.loop.run_in_executor(None, listener_credentials, path, self.config.probe_timeout)
+        try:
+            await self._publish(found)
+        except Exception as exc:
+            log.error(
+                "ALERT: %s was replaced (%s) and putting our socket back failed: %s", path, found.detail, exc
+            )
+            return
+        log.error(
+            "ALERT: %s was replaced by a program that is not sgx-quote-helper: %s%s; our socket is back "
+            "at the path and we keep serving",
+            path,
+            found.detail,
+            f"; it listens as {who}" if who is not None else "",
+        )
+
     def request_stop(self, reason: str = "stop requested", unlink: bool = True) -> None:
         """Ask the server to shut down gracefully (safe from signal handlers via the loop)."""
         if self._stop_requested is not None and not self._stop_requested.is_set():
@@ -169,22 +352,12 @@ class AesmServer:
 
     async def _sweep(self) -> None:
         cfg = self.config
-        interval = min(cfg.path_check_interval, cfg.idle_timeout / 4, cfg.read_timeout / 4, 1.0)
-        next_path_check = 0.0
+        interval = min(cfg.idle_timeout / 4, cfg.read_timeout / 4, 1.0)
         while True:
             await asyncio.sleep(interval)
             now = self.loop.time()
             for conn in list(self.connections):
                 conn.check_timeouts(now)
-            if not self.stopping and now >= next_path_check and self.identity is not None:
-                next_path_check = now + cfg.path_check_interval
-                if not path_is(cfg.socket_path, self.identity):
-                    log.warning(
-                        "%s no longer names our socket (taken over or removed): finishing queued "
-                        "and in-flight requests, then exiting",
-                        cfg.socket_path,
-                    )
-                    self.request_stop("socket path taken over", unlink=False)
 
     def _inline_below(self) -> float:
         """Engine requests faster than this run on the loop (the proxy never runs any inline)."""
@@ -236,8 +409,9 @@ class AesmServer:
         assert self._idle is not None
         cfg = self.config
         self.stopping = True
-        if self._server is not None:
-            self._server.close()  # stop accepting
+        for srv in (self._server, self._private_server, *self._retired):
+            if srv is not None:
+                srv.close()  # stop accepting
         if (
             self._unlink_on_stop
             and self.identity is not None
@@ -259,10 +433,15 @@ class AesmServer:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for task in (self._sweeper, self._guard, self._terminator):
+            if task is not None:
+                task.cancel()
+        for srv in (self._server, self._private_server, *self._retired):
+            if srv is not None:
+                await srv.wait_closed()
+        if self.config.private_dir is not None:
+            with contextlib.suppress(OSError):
+                private_socket(self.config.private_dir).unlink()
         if self._own_executor:
             self.executor.shutdown(wait=True)
         if self.metrics_server is not None:

@@ -1,7 +1,20 @@
-"""Restart fault harness: clients quote continuously while the daemon process is replaced.
+"""Restart and update harness: clients quote continuously while the daemon is replaced.
 
-Real ``sgx-quote-helper serve --engine simulated`` subprocesses on one socket path (one shared
-platform state dir, so app reports stay valid across restarts). Two kinds of client threads:
+Two ways to replace it:
+
+- :func:`run_rollout` (the one that matters): the rendered chart's DaemonSet pod, rolled the way
+  Kubernetes rolls it (``maxSurge: 1, maxUnavailable: 0``), with pods in their own pid, mount and
+  network namespaces (testing/pods.py: the manifest's command, env, volumes and probes, the
+  ConfigMap's engine set to ``simulated``). Per update: create the new pod, poll its real readiness
+  probe (the manifest's exact command, period and thresholds, run inside the pod), delete the old
+  pod once the new one is Ready (SIGTERM, terminationGracePeriodSeconds, SIGKILL). Containers that
+  exit are restarted and counted (restartPolicy Always). Scenarios: the new pod's ``serve`` delayed
+  (``serve_delay``: a slow node), the old pod deleted late (``delete_after_ready``).
+- :func:`run_restarts`: bare ``serve`` subprocesses on one path (``rolling``: start the new one,
+  wait until it answers our HelperProbe on the path, SIGTERM the old one; ``sigkill``: a crash and a
+  restart by a supervisor).
+
+Clients (threads of this process, on the node's socket path like an app pod's hostPath mount):
 
 - ``intel``: what Intel's libsgx_quote_ex does: one connection per request, connect once, no retry
   (a refused connect, a close without reply or a bad reply is a failure);
@@ -11,9 +24,9 @@ Every quote is parsed with :mod:`sgx_quote_helper.abi.quote`, its report body co
 report that was sent (so the right report data), and its ECDSA signature checked with the
 attestation key it carries: a corrupted or truncated quote cannot pass.
 
-Restart modes: ``rolling`` (start the new process, wait until it answers our HelperProbe on the
-path, then SIGTERM the old one and wait for it to exit 0) and ``sigkill`` (SIGKILL the old one,
-then start the new one: a crash and a restart by the supervisor).
+Command line (the full runs of issue 12; bench/results/ keeps their figures)::
+
+    python -m sgx_quote_helper.testing.restart --updates 20 --clients 32 --scenario all
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ from ..server.socketpath import PathState, probe_path
 from ..sim.platform import Platform
 from ..wire import messages as m
 from ..wire.framing import FrameDecoder, encode_frame
+from .pods import Node, Pod, PodSpec, entrypoint, load_pod_spec
 
 CLI = [sys.executable, "-c", "import sys; from sgx_quote_helper.cli import main; sys.exit(main())"]
 #: Intel's client gives up after this long
@@ -98,7 +112,8 @@ class Daemons:
         """Start one more daemon on the path and wait until it answers there."""
         self.started += 1
         log = open(self.root / f"daemon-{self.started}.log", "wb")  # noqa: SIM115 - the child owns it
-        cmd = [*CLI, "serve", "--socket", str(self.path), "--state-dir", str(self.state), *self.extra_args]
+        cmd = [*CLI, "serve", "--socket", str(self.path), "--state-dir", str(self.state)]
+        cmd += [*("--handover-window", "0"), *self.extra_args]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 60
@@ -163,17 +178,27 @@ def _intel_request(path: Path, frame: bytes) -> bytes:
 
 
 class Load:
-    """``clients`` threads quoting until :meth:`stop` (half ``intel``, half ``ours``)."""
+    """``clients`` threads quoting until :meth:`stop` (``kinds`` in turn: half ``intel``, half
+    ``ours`` by default). ``target``: the :class:`Daemons`, or (socket path, platform state dir)."""
 
-    def __init__(self, daemons: Daemons, clients: int, retry_deadline: float = 15.0) -> None:
-        platform = Platform.open(daemons.state)
-        probe = QuoteClient(daemons.path, retry_deadline=30, timeout=30)
+    def __init__(
+        self,
+        target: Daemons | tuple[Path, Path],
+        clients: int,
+        retry_deadline: float = 15.0,
+        kinds: tuple[str, ...] = ("intel", "ours"),
+        pace: float = 0.0,
+    ) -> None:
+        self.pace = pace
+        path, state = (target.path, target.state) if isinstance(target, Daemons) else target
+        platform = Platform.open(state)
+        probe = QuoteClient(path, retry_deadline=30, timeout=30)
         init = probe.init_quote_ex()
         self.size = probe.get_quote_size_ex()
         self.key = probe.key_id.to_bytes()
-        self.path = daemons.path
+        self.path = path
         self.retry_deadline = retry_deadline
-        self.stats = [ClientStats("intel" if i % 2 == 0 else "ours") for i in range(clients)]
+        self.stats = [ClientStats(kinds[i % len(kinds)]) for i in range(clients)]
         self.reports = [
             platform.ereport(init.target_info, f"restart-fault client {i}".encode().ljust(64, b"\0"))
             for i in range(clients)
@@ -227,6 +252,8 @@ class Load:
             st.max_latency = max(st.max_latency, now - t0)
             st.max_gap = max(st.max_gap, now - last_ok)
             last_ok = now
+            if self.pace > 0:  # an app quotes now and then, not in a tight loop
+                self._stop.wait(self.pace)
 
 
 def summarize(stats: list[ClientStats]) -> dict[str, Any]:
@@ -234,6 +261,8 @@ def summarize(stats: list[ClientStats]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in ("intel", "ours"):
         group = [s for s in stats if s.kind == kind]
+        if not group:
+            continue
         out[kind] = {
             "clients": len(group),
             "ok": sum(s.ok for s in group),
@@ -288,4 +317,207 @@ def run_restarts(
     }
 
 
-__all__ = ["ClientStats", "Daemons", "Load", "check_quote", "run_restarts", "summarize"]
+MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "manifests" / "sgx-quote-helper.yaml"
+
+#: the scenarios of issue 12: (serve delay of the new pod, old pod deleted this long after Ready)
+SCENARIOS: dict[str, tuple[float, float]] = {
+    "plain": (0.0, 0.0),
+    "slow-node": (3.0, 0.0),
+    "late-delete": (0.0, 3.0),
+}
+
+
+class Rollout:
+    """The DaemonSet controller on one node (``maxSurge: 1, maxUnavailable: 0``), see the module doc."""
+
+    def __init__(
+        self, root: Path, spec: PodSpec, *, serve_delay: float = 0.0, delete_after_ready: float = 0.0
+    ):
+        self.node = Node(root)
+        self.spec = spec
+        self.serve_delay = serve_delay
+        self.delete_after_ready = delete_after_ready
+        self.command, self.path_dirs = entrypoint()
+        self.pods: list[Pod] = []
+        self.current: Pod | None = None
+        self.old_exit_codes: list[int | None] = []
+        self.ready_seconds: list[float] = []
+        socket_mount = next(m for m in spec.mounts if m.kind == "hostPath" and "aesmd" in m.path)
+        state_mount = next(m for m in spec.mounts if m.path == spec.env.get("SGX_QUOTE_HELPER_STATE"))
+        socket_arg = next(a for a in spec.args if a.startswith("--socket="))
+        name = Path(socket_arg.split("=", 1)[1]).relative_to(socket_mount.path)
+        self.socket = self.node.host_dir(socket_mount.host_path) / name
+        self.state = self.node.host_dir(state_mount.host_path)
+
+    def _new_pod(self, delay: float) -> Pod:
+        pod = Pod(
+            self.node, self.spec, f"pod-{len(self.pods)}", self.command, self.path_dirs, start_delay=delay
+        )
+        self.pods.append(pod)
+        return pod.start()
+
+    def _wait_ready(self, pod: Pod, timeout: float = 180.0) -> float:
+        t0 = time.monotonic()
+        if not pod.ready.wait(timeout):
+            raise RuntimeError(
+                f"{pod.name} not Ready within {timeout:g}s; probes: {pod.status.probes}; see {pod.dir}"
+            )
+        return time.monotonic() - t0
+
+    def start(self) -> None:
+        """The DaemonSet's first pod, Ready."""
+        self.current = self._new_pod(0.0)
+        self._wait_ready(self.current)
+
+    def update(self) -> None:
+        """One rolling update: surge a new pod, wait for its readiness, then delete the old one."""
+        old = self.current
+        assert old is not None
+        new = self._new_pod(self.serve_delay)
+        self.ready_seconds.append(self._wait_ready(new))
+        if self.delete_after_ready > 0:
+            # the controller acts late (a busy control plane): the old pod lives on, handed over
+            time.sleep(self.delete_after_ready)
+        self.old_exit_codes.append(old.delete())
+        self.current = new
+
+    def stop(self) -> None:
+        """Delete every pod still there (the DaemonSet is deleted)."""
+        for pod in self.pods:
+            code = pod.delete()
+            if pod is self.current:
+                self.old_exit_codes.append(code)
+        self.current = None
+
+    def restarts(self) -> int:
+        """Container restarts over all pods."""
+        return sum(p.status.restarts for p in self.pods)
+
+
+def run_rollout(
+    root: Path,
+    updates: int,
+    clients: int,
+    *,
+    serve_delay: float = 0.0,
+    delete_after_ready: float = 0.0,
+    manifest: Path = MANIFEST,
+    settle: float = 0.3,
+    kinds: tuple[str, ...] = ("intel",),
+    pace: float = 0.02,
+) -> dict[str, Any]:
+    """Roll the rendered DaemonSet ``updates`` times under ``clients`` quoting threads (Intel-style
+    by default: one connection per call, no retry; each at most one call per ``pace`` seconds);
+    totals, restarts, exit codes, probe lines."""
+    spec = load_pod_spec(manifest, config_overrides={"engine": "simulated"})
+    rollout = Rollout(root, spec, serve_delay=serve_delay, delete_after_ready=delete_after_ready)
+    t0 = time.monotonic()
+    load: Load | None = None
+    try:
+        rollout.start()
+        load = Load((rollout.socket, rollout.state), clients, kinds=kinds, pace=pace)
+        load.start()
+        time.sleep(settle)
+        for _ in range(updates):
+            rollout.update()
+            time.sleep(settle)
+    finally:
+        if load is not None:
+            load.stop()
+        rollout.stop()
+    stats = load.stats if load is not None else []
+    probes: dict[str, list[str]] = {}
+    for pod in rollout.pods:
+        for name, plog in pod.status.probes.items():
+            for line in plog.failure_lines:
+                if line not in probes.setdefault(name, []) and len(probes[name]) < 10:
+                    probes[name].append(line)
+    return {
+        "updates": updates,
+        "clients": clients,
+        "serve_delay_s": serve_delay,
+        "delete_after_ready_s": delete_after_ready,
+        "client_pace_s": pace,
+        "ready_s": [round(x, 2) for x in rollout.ready_seconds],
+        "seconds": round(time.monotonic() - t0, 2),
+        "pods": len(rollout.pods),
+        "container_restarts": rollout.restarts(),
+        "old_exit_codes": rollout.old_exit_codes,
+        "max_ready_s": round(max(rollout.ready_seconds, default=0.0), 3),
+        "probe_failure_lines": probes,
+        "skipped_mounts": sorted({m for p in rollout.pods for m in p.status.skipped_mounts}),
+        "pid": os.getpid(),
+        **summarize(stats),
+        "per_client": [asdict(s) for s in stats if s.failed or s.bad_quotes],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sgx_quote_helper.testing.restart``: the full rollout runs; JSON to stdout/--out."""
+    import argparse
+    import json
+    import shutil
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--updates", type=int, default=20)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--scenario", default="all", help=f"one of {', '.join(SCENARIOS)} or all")
+    ap.add_argument("--manifest", type=Path, default=MANIFEST)
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON results here")
+    args = ap.parse_args(argv)
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    results = []
+    for name in names:
+        delay, late = SCENARIOS[name]
+        root = Path(tempfile.mkdtemp(prefix="sqro", dir="/tmp"))
+        try:
+            res = run_rollout(
+                root,
+                args.updates,
+                args.clients,
+                serve_delay=delay,
+                delete_after_ready=late,
+                manifest=args.manifest,
+            )
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        intel = res["intel"]
+        res["scenario"] = name
+        res["passed"] = bool(
+            intel["failed"] == 0
+            and intel["bad_quotes"] == 0
+            and intel["ok"] > 0
+            and res["container_restarts"] == 0
+        )
+        results.append(res)
+        print(
+            f"{name:12} updates={res['updates']} clients={res['clients']} {res['seconds']}s: ok={intel['ok']} "
+            f"failed={intel['failed']} bad={intel['bad_quotes']} max_gap={intel['max_gap_s']}s "
+            f"restarts={res['container_restarts']} max_ready={res['max_ready_s']}s "
+            f"-> {'PASS' if res['passed'] else 'FAIL'}",
+            file=sys.stderr,
+        )
+    text = json.dumps({"results": results}, indent=2)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0 if all(r["passed"] for r in results) else 1
+
+
+__all__ = [
+    "MANIFEST",
+    "SCENARIOS",
+    "ClientStats",
+    "Daemons",
+    "Load",
+    "Rollout",
+    "check_quote",
+    "main",
+    "run_restarts",
+    "run_rollout",
+    "summarize",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -288,12 +288,21 @@ class UnknownFieldResponse:
 
 @dataclass(frozen=True, slots=True)
 class HelperProbeResponse:
+    """Who serves this socket. ``started_ns`` and ``state`` came later: older helpers send neither
+    (decoded as ``None``: older than anyone, and serving); older clients skip them (unknown proto2
+    fields); left ``None`` they are not sent, so the bytes are an older helper's."""
+
     FIELD: ClassVar[int] = F_HELPER_PROBE
     error_code: int
     implementation: str = ""
     version: str = ""
     pid: int = 0
     instance_id: str = ""
+    #: when the instance (the pod's first daemon) began, Unix nanoseconds: the larger is newer
+    started_ns: int | None = None
+    #: ``serving``, ``handed-over`` (drained, a successor serves the path), ``terminating``
+    #: (SIGTERM, in its handover window) or ``standby`` (a newer instance serves the path)
+    state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
