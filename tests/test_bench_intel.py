@@ -274,7 +274,7 @@ def test_against_the_daemon_every_call_follows_the_sequence(served: Served) -> N
     size_query = m.decode_request(workload.prelude[0][0])
     assert isinstance(size_query, m.InitQuoteExRequest)
     assert not size_query.b_pub_key_id and size_query.buf_size == DCAP_QL_GARBAGE_BUF_SIZE
-    for body, judge in [*workload.prelude, (workload.frame[4:], workload.judge)]:
+    for body, judge in [*workload.prelude, (workload.body, workload.judge)]:
         rec = Recording()
         reply = intel.call_blocking(str(served.socket), body, sys=rec)
         assert judge(reply) == "ok"
@@ -377,7 +377,7 @@ def test_intel_clients_of_a_silent_service_end_as_timeouts(
     worker = _IntelWorker(spec, 3, None, time.monotonic_ns(), pipe)  # type: ignore[arg-type]
     worker.run()
     assert dict(worker.counts) == {"timeout": 3}
-    assert len(os.listdir("/proc/self/fd")) == fds_before  # every call's epoll, pipe and socket closed
+    assert len(os.listdir("/proc/self/fd")) <= fds_before  # every call's epoll, pipe and socket closed
     assert pipe.sent and all(msg[0] == "progress" for msg in pipe.sent)
     result = run_load(
         LoadSpec(path, workload, clients=2, duration=0.2, warmup=0.0, style="intel", grace=0.3, processes=1)

@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
+from ..wire.connection import ClientConnection, ProtocolViolation
 from ..wire.framing import HEADER, HEADER_SIZE
 
 #: ``IPC_LATENCY``: the per-call timeout of every Intel quote-ex call (``psw/uae_service/config.h``)
@@ -54,7 +55,8 @@ IPC_LATENCY_MS = 15_000
 MAX_EVENTS = 12
 #: ``partialRead`` reads at most this many bytes per ``read``
 PARTIAL_READ_CHUNK = 512
-#: replies longer than this are refused (Intel allocates whatever the prefix says; a benchmark does not)
+#: replies longer than this are refused by the protocol core (Intel allocates whatever the prefix
+#: says; a benchmark does not)
 MAX_REPLY = 4 << 20
 
 Socket = socket.socket
@@ -288,7 +290,7 @@ class _Socket:
         buf = bytearray()
         self._mark()
         error = cancelled = closed = False
-        while len(buf) < length:
+        while True:  # Intel's do { } while: one direct read even for a length of 0
             try:
                 buf += sys.read(self.fd, length)  # Intel asks for the whole length on every pass
             except BlockingIOError:
@@ -322,6 +324,8 @@ class _Socket:
                     if timed_out:
                         raise ServiceTimeout(f"read of {length} bytes: {len(buf)} arrived")
                     raise Unexpected(f"read of {length} bytes: {len(buf)} arrived before EOF or error")
+            if len(buf) >= length:  # } while (total_read < length);
+                break
         if self.sock is not None:
             sys.epoll_ctl_mod(ep, self.fd, EPOLLET)
         return bytes(buf[:length])
@@ -351,15 +355,26 @@ def transact(
     Raises (from the generator): :class:`ServiceUnavailable`, :class:`ServiceTimeout`,
     :class:`Unexpected`.
     """
+    core = ClientConnection(max_frame_size=MAX_REPLY)  # the protocol core frames and checks
+    frame = core.send_body(body)
     s = _Socket(sys, path, timeout_ms, clock)
     try:
         s.init()
-        yield from s.write_raw(HEADER.pack(len(body)))
-        yield from s.write_raw(body)
-        size = HEADER.unpack((yield from s.read_raw(HEADER_SIZE)))[0]
-        if size > MAX_REPLY:
-            raise Unexpected(f"reply length {size} exceeds {MAX_REPLY}")
-        return (yield from s.read_raw(size))
+        yield from s.write_raw(frame[:HEADER_SIZE])
+        yield from s.write_raw(frame[HEADER_SIZE:])
+        head = yield from s.read_raw(HEADER_SIZE)
+        core.receive_data(head, 0.0)
+        ev = core.take_frame()
+        if isinstance(ev, ProtocolViolation):
+            raise Unexpected(ev.reason)
+        (size,) = HEADER.unpack(head)  # Intel reads exactly this many bytes next
+        data = yield from s.read_raw(size)
+        if data:
+            core.receive_data(data, 0.0)
+            ev = core.take_frame()
+        if type(ev) is not bytes:
+            raise Unexpected(f"no whole reply frame: {ev!r}")
+        return ev
     finally:
         s.delete()
 

@@ -20,18 +20,15 @@ import os
 import select
 import signal
 import socket
-import struct
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
 
+from ..wire.connection import NEED_DATA, ClientConnection
 from . import intel
 from .spec import DONE, PROGRESS, PROGRESS_INTERVAL, READY, LoadSpec
 from .timing import LatencySamples
 from .workload import OK, TIMEOUT, TRANSPORT
-
-_HDR = struct.Struct("<I")
-_MAX_REPLY = 4 << 20
 
 
 def worker_main(conn: Connection, spec: LoadSpec, clients: int, quota: int | None) -> None:
@@ -75,6 +72,7 @@ class _Worker:
         self.spec = spec
         self.path = spec.socket_path
         self.frame = spec.workload.frame
+        self.body = spec.workload.body
         self.judge = spec.workload.judge
         self.clients = clients
         self.quota = quota
@@ -137,8 +135,7 @@ class _Worker:
             sock.setblocking(False)
             try:
                 await loop.sock_connect(sock, self.path)
-                await loop.sock_sendall(sock, self.frame)
-                label = self.judge(await _read_frame(loop, sock))
+                label = self.judge(await _exchange(loop, sock, ClientConnection(), self.body))
             except (OSError, EOFError):
                 label = TRANSPORT
             finally:
@@ -150,6 +147,7 @@ class _Worker:
         loop = asyncio.get_running_loop()
         clock = time.monotonic_ns
         sock: socket.socket | None = None
+        core = ClientConnection()
         try:
             while True:
                 t0 = clock()
@@ -158,8 +156,8 @@ class _Worker:
                         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                         sock.setblocking(False)
                         await loop.sock_connect(sock, self.path)
-                    await loop.sock_sendall(sock, self.frame)
-                    label = self.judge(await _read_frame(loop, sock))
+                        core = ClientConnection()
+                    label = self.judge(await _exchange(loop, sock, core, self.body))
                 except (OSError, EOFError):
                     label = TRANSPORT
                     if sock is not None:
@@ -199,7 +197,7 @@ class _IntelWorker(_Worker):
         delay = (self.start_ns - time.monotonic_ns()) / 1e9
         if delay > 0:
             time.sleep(delay)
-        self.calls = [*self.spec.workload.prelude, (self.frame[4:], self.judge)]
+        self.calls = [*self.spec.workload.prelude, (self.body, self.judge)]
         self.master = select.epoll()
         self.by_fd: dict[int, _Slot] = {}
         self.active = 0
@@ -306,21 +304,19 @@ class _IntelWorker(_Worker):
         self.active -= 1
 
 
-async def _read_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
-    """One length-prefixed reply body (raises EOFError if the peer closes early)."""
-    buf = b""
-    need = 4
-    while len(buf) < need:
-        chunk = await loop.sock_recv(sock, 65536)
-        if not chunk:
-            raise EOFError("closed before a whole reply")
-        buf += chunk
-        if need == 4 and len(buf) >= 4:
-            size = _HDR.unpack_from(buf)[0]
-            if size > _MAX_REPLY:
-                raise EOFError("reply frame too large")
-            need = 4 + size
-    return buf[4:need]
+async def _exchange(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, core: ClientConnection, body: bytes
+) -> bytes:
+    """One request over ``sock``, framed and read back by the protocol core (a thin adapter): the
+    reply frame's body. Raises EOFError when the peer closes or breaks the protocol first."""
+    await loop.sock_sendall(sock, core.send_body(body))
+    while True:
+        ev = core.take_frame()
+        if type(ev) is bytes:
+            return ev
+        if ev is not NEED_DATA:
+            raise EOFError(f"no reply: {ev!r}")
+        core.receive_data(await loop.sock_recv(sock, 65536), 0.0)  # no core deadlines: time unused
 
 
 __all__ = ["worker_main"]

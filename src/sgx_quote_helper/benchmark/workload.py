@@ -45,7 +45,7 @@ from ..client import QuoteClient
 from ..errors import BadResponseError, ConfigError, ParseError, RemoteProtocolError
 from ..sim.platform import Platform
 from ..wire import messages as m
-from ..wire.framing import encode_frame
+from ..wire.framing import HEADER_SIZE, encode_frame
 
 RequestKind = Literal["quote", "quote-dummy", "size", "key-ids"]
 REQUEST_KINDS: tuple[RequestKind, ...] = ("quote", "quote-dummy", "size", "key-ids")
@@ -96,6 +96,11 @@ class Workload:
             if len(payload) != self.expect_len:
                 return BAD_RESPONSE
         return OK
+
+    @property
+    def body(self) -> bytes:
+        """The request's protobuf body (``frame`` without its length prefix)."""
+        return self.frame[HEADER_SIZE:]
 
     @property
     def description(self) -> str:
