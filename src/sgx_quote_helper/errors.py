@@ -188,8 +188,35 @@ class SelfCheckError(SgxQuoteHelperError):
     """A built-in self-check (``demo``) got a result that must not happen (a bug or a broken setup)."""
 
 
+class PolicyError(ConfigError):
+    """An attestation policy text that does not parse or cannot be evaluated.
+
+    Attributes: ``line`` and ``column`` (1-based; 0 when the error has no position).
+    """
+
+    def __init__(self, message: str, line: int = 0, column: int = 0) -> None:
+        self.message = message
+        self.line = line
+        self.column = column
+        super().__init__(f"policy line {line}, column {column}: {message}" if line else f"policy: {message}")
+
+
+class AttestationError(SgxQuoteHelperError):
+    """A request the attestation service refuses, in MAA's error shape.
+
+    Attributes: ``code`` (MAA-style error code), ``message``, ``status`` (the HTTP status).
+    """
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        self.code = code
+        self.message = message
+        self.status = status
+        super().__init__(f"{code}: {message}")
+
+
 __all__ = [
     "AesmError",
+    "AttestationError",
     "BadResponseError",
     "CollateralError",
     "ConfigError",
@@ -199,6 +226,7 @@ __all__ = [
     "LocalProtocolError",
     "ParseError",
     "PlatformStateError",
+    "PolicyError",
     "ProtocolError",
     "QgsMessageError",
     "RemoteProtocolError",

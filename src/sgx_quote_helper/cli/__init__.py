@@ -37,6 +37,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": ("doctor", "doctor", "Check and explain an app's or node's out-of-process quoting setup."),
     "device-plugin": ("device_plugin", "device_plugin", "Kubernetes SGX device plugin (EPC + devices)."),
     "webhook": ("webhook", "webhook", "Kubernetes mutating admission webhook for SGX pods."),
+    "attest": (
+        "attest",
+        "attest",
+        "Azure Attestation-compatible service (SGX/TDX tokens), its keys and a client.",
+    ),
     "bench": ("bench", "bench", "Benchmarks: load a quote service, measure the verifier."),
 }
 
