@@ -41,6 +41,7 @@ EXPECTED = {
     "connection",
     "qgs",
 }
+EXPECTED |= {"maa-policy", "maa-request"}  # the attestation service
 
 
 def test_every_parser_of_outside_bytes_has_a_target() -> None:
