@@ -30,6 +30,8 @@ def test_demo_runs_the_out_of_process_flow(tmp_path: Path) -> None:
         "GetQuoteEx",
         "UpToDate",
         "rejected at step",
+        "checked by the relying party (JWKS, then claims)",
+        "claim check: x-ms-runtime is the app's runtime data: yes",
     ):
         assert phrase in text, phrase
     assert "yes; binds" in text and "NO" not in text.replace("NOT", "")

@@ -30,10 +30,10 @@ _DURATION = re.compile(r"(\d+)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text: str) -> dt.timedelta:
+def parse_duration(text: str, *, allow_zero: bool = False) -> dt.timedelta:
     """``90``, ``90s``, ``15m``, ``8h``, ``7d`` -> timedelta (click.BadParameter otherwise)."""
     m = _DURATION.fullmatch(text.strip())
-    if m is None or int(m.group(1)) == 0:
+    if m is None or (int(m.group(1)) == 0 and not allow_zero):
         raise click.BadParameter(f"expected a positive duration like 30s, 15m, 8h or 1d, got {text!r}")
     return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
@@ -146,7 +146,10 @@ The defaults deny debug enclaves/TDs and every TCB status but UpToDate (see READ
 @click.option("--token-lifetime", default="8h", show_default=True, help="Token lifetime (30m, 8h, 1d...).")
 @click.option("--issuer", metavar="URL", help="The iss claim and the jku base [the URL served].")
 @click.option(
-    "--collateral-ttl", default="1h", show_default=True, help="How long fetched collateral is reused."
+    "--collateral-ttl",
+    default="1h",
+    show_default=True,
+    help="How long fetched collateral is reused (0: fetch for every request).",
 )
 @click.option(
     "--max-body",
@@ -184,7 +187,7 @@ def serve(
         fail("give both --tls-cert and --tls-key, or neither")
     try:
         lifetime = parse_duration(token_lifetime)
-        ttl = parse_duration(collateral_ttl).total_seconds()
+        ttl = parse_duration(collateral_ttl, allow_zero=True).total_seconds()
         policy_map = _load_policies(policies)
     except click.BadParameter as exc:
         fail(exc.format_message())

@@ -287,4 +287,12 @@ def verify_bench(
         )
 
 
+def _register_attest() -> None:
+    from .bench_attest import attest_bench
+
+    bench.add_command(attest_bench)
+
+
+_register_attest()
+
 __all__ = ["bench"]

@@ -5,7 +5,9 @@
 3. an "enclave app" with ``SGX_AESM_ADDR=1`` that asks the service for the QE's target info, makes
    its REPORT for it, and gets a quote back (with the QE's own report, checked by the app);
 4. the quote verified with the platform's collateral and the SIMULATED root passed explicitly, and
-   rejected by the default trust anchor (Intel's production root), as it must be.
+   rejected by the default trust anchor (Intel's production root), as it must be;
+5. the quote exchanged for an Azure Attestation-style token (``attest serve`` on loopback), and the
+   token checked as a relying party would: the key from the JWKS, the signature, then the claims.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from ..errors import SelfCheckError, SgxQuoteHelperError, VerificationError
 from ._common import fail
 
 _STARTUP_TIMEOUT = 20.0
+#: the app's runtime data (its public key, say): the quote's report_data is its SHA-256
+RUNTIME_DATA = b'{"app-key": "demo: the app\'s public key or nonce goes here"}'
 
 
 def _serve_command(socket_path: Path, state_dir: Path) -> list[str]:
@@ -125,7 +129,7 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
             mode = out_of_process_mode()
         finally:
             del os.environ[AESM_ADDR_ENV]
-        report_data = hashlib.sha256(b"demo: the app's public key or nonce goes here").digest()
+        report_data = hashlib.sha256(RUNTIME_DATA).digest()
         nonce = os.urandom(16)
         app_mrenclave = hashlib.sha256(b"sgx-quote-helper demo enclave").digest()
         with QuoteClient(socket_path, timeout=10) as client:
@@ -207,6 +211,7 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
     console.print(Panel("\n".join(lines), title="5. The relying party verifies the quote"))
     if not verdict.accepted or verdict.status.value != "UpToDate":
         raise SelfCheckError(f"unexpected verdict {verdict.status.value}")
+    _attest_step(console, workdir, quote_bytes, collateral_json, root_der, app_mrenclave)
 
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,6 +225,64 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
             f"  sgx-quote-helper verify {out_dir}/quote.bin --collateral {out_dir}/collateral.json "
             f"--root-ca {out_dir}/root-ca.der"
         )
+
+
+def _attest_step(
+    console: Console, workdir: Path, quote: bytes, collateral_json: str, root_der: bytes, mrenclave: bytes
+) -> None:
+    """6: a token from `attest serve` for the quote, checked as a relying party checks it."""
+    import json
+    import urllib.request
+
+    from ..attest.policy import b64url
+    from ..attest.token import decode, verify_token
+
+    (workdir / "collateral.json").write_text(collateral_json)
+    (workdir / "root-ca.der").write_bytes(root_der)
+    cmd = [sys.executable, "-m", "sgx_quote_helper", "attest", "serve", "--port", "0",
+           "--key-dir", str(workdir / "attest-keys"), "--collateral", str(workdir / "collateral.json"),
+           "--root-ca", str(workdir / "root-ca.der"), "--log-level", "warning"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("attest ready at "):
+            raise SelfCheckError(f"attest serve did not start: {line!r}")
+        url = line.split(" at ", 1)[1].strip()
+        body = {"quote": b64url(quote), "runtimeData": {"data": b64url(RUNTIME_DATA), "dataType": "JSON"}}
+        req = urllib.request.Request(
+            f"{url}/attest/SgxEnclave?api-version=2022-08-01", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            token = json.loads(resp.read())["token"]
+        with urllib.request.urlopen(f"{url}/certs", timeout=30) as resp:
+            jwks = json.loads(resp.read())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    header = decode(token)[0]
+    claims = verify_token(token, jwks, time.time(), issuer=url)  # kid -> x5c key -> RS256 -> nbf/exp
+    checks = [
+        ("x-ms-sgx-mrenclave is the app's", claims["x-ms-sgx-mrenclave"] == mrenclave.hex()),
+        ("not debuggable", claims["x-ms-sgx-is-debuggable"] is False),
+        ("x-ms-runtime is the app's runtime data", claims["x-ms-runtime"] == json.loads(RUNTIME_DATA)),
+        ("TCB status UpToDate", claims["x-sgxqh-tcb-status"] == "UpToDate"),
+    ]
+    lines = [
+        f"POST {url}/attest/SgxEnclave (MAA's API) -> a {header['alg']} token, kid {header['kid'][:12]}…",
+        f"relying party: GET /certs, key {header['kid'][:12]}… from its x5c certificate, signature "
+        f"and nbf/exp: {_yes(True)}; issuer {claims['iss']}",
+        *(f"claim check: {what}: {_yes(ok)}" for what, ok in checks),
+    ]
+    console.print(
+        Panel(
+            "\n".join(lines),
+            title="6. An attestation token, checked by the relying party (JWKS, then claims)",
+        )
+    )
+    if not all(ok for _, ok in checks):
+        raise SelfCheckError("the attestation token's claims do not match the quote")
 
 
 def _chain(pem: bytes) -> list[object]:
