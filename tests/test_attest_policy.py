@@ -219,3 +219,9 @@ def test_policy_hash_is_maas_formula() -> None:
     expected = base64.urlsafe_b64encode(hashlib.sha256(inner).digest()).rstrip(b"=").decode()
     assert policy_hash(text) == expected == parse(text).hash
     assert policy_hash(text + " ") != expected
+
+
+def test_only_known_properties() -> None:
+    text = 'version=1.1; configurationrules { => issueproperty(type="require_valid_aik_cert", value=false); }; authorizationrules { => permit(); }; issuancerules { };'
+    with pytest.raises(PolicyError, match="unsupported property"):
+        parse(text)

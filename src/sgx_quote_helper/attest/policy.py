@@ -47,6 +47,8 @@ SECTIONS = ("configurationrules", "authorizationrules", "issuancerules")
 #: claim types a policy may not issue: the service's own and the JWT's registered claims
 RESERVED_PREFIXES = ("x-ms-", "x-sgxqh-")
 RESERVED = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "nonce", "cnf"})
+#: configuration properties understood (issued into the token; they select no TCB baseline)
+PROPERTIES = frozenset({"x-ms-sgx-tcbidentifier"})
 
 Service = "AttestationService"
 
@@ -410,6 +412,11 @@ class _Parser:
         typ = args.get("type")
         if typ is not None and not isinstance(typ, (str, Ref)):
             raise PolicyError("type= is a string", end.line, end.column)
+        if name == "issueproperty" and typ not in PROPERTIES:
+            known = ", ".join(sorted(PROPERTIES))
+            raise PolicyError(
+                f"issueproperty: unsupported property (supported: {known})", end.line, end.column
+            )
         if isinstance(typ, str) and name == "issue" and _reserved(typ):
             raise PolicyError(
                 f"claim type {typ!r} is the service's own: a policy cannot issue it", end.line, end.column

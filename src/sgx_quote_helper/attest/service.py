@@ -253,12 +253,10 @@ class AttestationService:
                 "PolicyEvaluationError",
                 f"the policy rejected this quote: {r.reason}" + (f" ({r.detail})" if r.detail else ""),
             )
-        body: dict[str, Any] = {**self._times(now), "jti": self.random(32).hex()}
+        body: dict[str, Any] = {**issued, **made, **self._times(now), "jti": self.random(32).hex()}
         if req.nonce is not None:
             body["nonce"] = req.nonce
-        body |= issued
-        body |= made
-        body["x-ms-policy-hash"] = pol.hash
+        body["x-ms-policy-hash"] = pol.hash  # the service's claims always win over issued ones
         token = tk.unsecured(body) if req.draft_policy is not None else self._sign({}, body, now)
         return Outcome(token, verdict.tee, verdict.status.value, req.draft_policy is not None, body)
 
