@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from sgx_quote_helper.attest import token as tk
 from sgx_quote_helper.attest.collateral import FixedCollateral
-from sgx_quote_helper.attest.keys import GRACE, KeyDir, published
+from sgx_quote_helper.attest.keys import GRACE, PUBLISH_AHEAD, KeyDir, published
 from sgx_quote_helper.attest.policy import b64url
 from sgx_quote_helper.attest.request import open_enclave_report
 from sgx_quote_helper.cli.inspect_cmd import inspect
@@ -248,7 +248,15 @@ def test_a_running_service_signs_with_the_rotated_key(world: SimWorld, tmp_path:
         body = {"quote": b64url(world.quote(b""))}
         old = post(base + "/attest/SgxEnclave" + V, body)[1]["token"]
         kd = KeyDir(tmp_path / "keys")
-        new_key = kd.add(dt.datetime.now(dt.UTC))
+        fresh = kd.add(dt.datetime.now(dt.UTC))
+        assert service.reload_keys_if_changed(dt.datetime.now(dt.UTC))
+        # published at once, signing only after PUBLISH_AHEAD (every replica has reloaded by then)
+        assert fresh.kid in [k["kid"] for k in get(base + "/certs")[1]["keys"]]
+        assert (
+            tk.decode(post(base + "/attest/SgxEnclave" + V, body)[1]["token"])[0]["kid"]
+            == tk.decode(old)[0]["kid"]
+        )
+        new_key = kd.add(dt.datetime.now(dt.UTC) - PUBLISH_AHEAD - dt.timedelta(seconds=1))
         assert service.reload_keys_if_changed(dt.datetime.now(dt.UTC))
         new = post(base + "/attest/SgxEnclave" + V, body)[1]["token"]
         jwks = get(base + "/certs")[1]

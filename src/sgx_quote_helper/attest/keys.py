@@ -2,7 +2,7 @@
 
 Layout: ``signing-NNNN.key`` (RSA private key, PKCS#8 PEM) and ``signing-NNNN.crt`` (its
 self-signed certificate, PEM, the JWKS ``x5c``), every file mode 0600, the directory 0700. The
-highest number signs; an older key stays in the JWKS until every token it may have signed has
+newest key signs once it has been published for :data:`PUBLISH_AHEAD`; an older key stays in the JWKS until every token it may have signed has
 expired: until the next key's certificate start plus the token lifetime (and :data:`GRACE`).
 Replicas share the directory (a Kubernetes Secret): nothing but ``create`` and ``rotate`` writes.
 ``kid`` is the base64url SHA-256 of the certificate (RFC 7517's ``x5t#S256`` value).
@@ -33,6 +33,8 @@ MIN_BITS = 2048
 #: extra time an old key stays published after its last token expired (clock skew)
 GRACE = dt.timedelta(minutes=5)
 CERT_VALIDITY = dt.timedelta(days=5 * 365)
+#: a new key is published this long before it signs (replicas reload the key directory every 30 s)
+PUBLISH_AHEAD = dt.timedelta(minutes=2)
 _NAME = re.compile(r"signing-(\d{4,})\.key")
 
 
@@ -229,11 +231,23 @@ def retired(keys: list[SigningKey], now: dt.datetime, lifetime: dt.timedelta) ->
 
 
 def active(keys: list[SigningKey], now: dt.datetime) -> SigningKey:
-    """The key that signs at ``now``: the newest whose certificate has started."""
-    started = [k for k in keys if k.created <= now + GRACE]
-    if not started:
-        raise ConfigError("no signing key is valid yet (are the clocks right?)")
-    return started[-1]
+    """The key that signs at ``now``: the newest one published for at least :data:`PUBLISH_AHEAD`
+    (so that every replica's JWKS lists a key before any replica signs with it), or, on first
+    start, the only key there is."""
+    if not keys:
+        raise ConfigError("no signing keys")
+    ready = [k for k in keys if k.created <= now - PUBLISH_AHEAD]
+    return ready[-1] if ready else keys[0]
 
 
-__all__ = ["GRACE", "MIN_BITS", "KeyDir", "SigningKey", "active", "make_key", "published", "retired"]
+__all__ = [
+    "GRACE",
+    "MIN_BITS",
+    "PUBLISH_AHEAD",
+    "KeyDir",
+    "SigningKey",
+    "active",
+    "make_key",
+    "published",
+    "retired",
+]
