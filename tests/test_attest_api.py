@@ -235,8 +235,11 @@ def test_keys_are_0600_and_rotation_keeps_old_keys_until_their_tokens_expire(
     keys = kd.load()
     kids = lambda at: [k.kid for k in published(keys, at, lifetime)]  # noqa: E731
     assert kids(t0 + dt.timedelta(hours=2)) == [first[0].kid, second.kid]
-    assert kids(t0 + dt.timedelta(hours=9) + GRACE - dt.timedelta(seconds=1)) == [first[0].kid, second.kid]
-    assert kids(t0 + dt.timedelta(hours=9) + GRACE + dt.timedelta(seconds=1)) == [second.kid]
+    assert kids(t0 + dt.timedelta(hours=9) + PUBLISH_AHEAD + GRACE - dt.timedelta(seconds=1)) == [
+        first[0].kid,
+        second.kid,
+    ]
+    assert kids(t0 + dt.timedelta(hours=9) + PUBLISH_AHEAD + GRACE + dt.timedelta(seconds=1)) == [second.kid]
     assert kd.prune(t0 + dt.timedelta(hours=2), lifetime) == []
     assert kd.prune(t0 + dt.timedelta(hours=10), lifetime) == [1]
     assert [k.number for k in kd.load()] == [2]

@@ -3,7 +3,7 @@
 Layout: ``signing-NNNN.key`` (RSA private key, PKCS#8 PEM) and ``signing-NNNN.crt`` (its
 self-signed certificate, PEM, the JWKS ``x5c``), every file mode 0600, the directory 0700. The
 newest key signs once it has been published for :data:`PUBLISH_AHEAD`; an older key stays in the JWKS until every token it may have signed has
-expired: until the next key's certificate start plus the token lifetime (and :data:`GRACE`).
+expired: until the next key took over plus the token lifetime (and :data:`GRACE`).
 Replicas share the directory (a Kubernetes Secret): nothing but ``create`` and ``rotate`` writes.
 ``kid`` is the base64url SHA-256 of the certificate (RFC 7517's ``x5t#S256`` value).
 """
@@ -222,10 +222,11 @@ def published(keys: list[SigningKey], now: dt.datetime, lifetime: dt.timedelta) 
 
 
 def retired(keys: list[SigningKey], now: dt.datetime, lifetime: dt.timedelta) -> list[SigningKey]:
-    """Keys superseded longer than ``lifetime + GRACE`` ago (the newest key is never retired)."""
+    """Keys that stopped signing (their successor took over :data:`PUBLISH_AHEAD` after its
+    creation) longer than ``lifetime + GRACE`` ago; the newest key is never retired."""
     out = []
     for old, new in itertools.pairwise(keys):
-        if now > new.created + lifetime + GRACE:
+        if now > new.created + PUBLISH_AHEAD + lifetime + GRACE:
             out.append(old)
     return out
 
