@@ -278,3 +278,15 @@ def test_a_broken_key_dir_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="not PEM"):
         kd.load()
+
+
+def test_nothing_a_client_sends_trusts_the_simulated_root(world: SimWorld, tmp_path: Path) -> None:
+    """Started without --root-ca the service trusts Intel's root only: a simulated quote is
+    rejected whatever the request says, a permissive draft policy included."""
+    service = make_service(tmp_path / "keys", None)
+    with serving(service, FixedCollateral(world.collateral)) as base:
+        quote = b64url(world.quote(b""))
+        permissive = "version=1.0; authorizationrules { => permit(); }; issuancerules { };"
+        for body in ({"quote": quote}, {"quote": quote, "draftPolicyForAttestation": permissive}):
+            s, answer, _ = post(base + "/attest/SgxEnclave" + V, body)
+            assert "untrusted-root" in _maa_error(s, answer, 400, "InvalidQuote")

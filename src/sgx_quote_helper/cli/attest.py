@@ -61,6 +61,8 @@ def attest() -> None:
           --tls-cert tls.crt --tls-key tls.key
       sgx-quote-helper attest quote.bin --url https://127.0.0.1:8443 --ca tls.crt
       sgx-quote-helper attest keys rotate --key-dir keys/
+
+    `attest QUOTE ...` is short for `attest client QUOTE ...`.
     """
 
 
