@@ -33,8 +33,9 @@ MIN_BITS = 2048
 #: extra time an old key stays published after its last token expired (clock skew)
 GRACE = dt.timedelta(minutes=5)
 CERT_VALIDITY = dt.timedelta(days=5 * 365)
-#: a new key is published this long before it signs (replicas reload the key directory every 30 s)
-PUBLISH_AHEAD = dt.timedelta(minutes=2)
+#: a new key is published this long before it signs (a Secret update reaches pods within about a
+#: minute, and replicas look at the key directory every 30 s)
+PUBLISH_AHEAD = dt.timedelta(minutes=5)
 _NAME = re.compile(r"signing-(\d{4,})\.key")
 
 

@@ -285,8 +285,9 @@ def keys() -> None:
     "--bits", default=2048, show_default=True, type=click.IntRange(2048, 8192), help="RSA key size."
 )
 def rotate(key_dir: Path, token_lifetime: str, bits: int) -> None:
-    """Add a new signing key (it signs from now on); keep older keys in the JWKS until every token
-    they signed has expired, and delete the keys past that point.
+    """Add a new signing key, published at once and signing 5 minutes later (once every replica
+    has reloaded it); keep older keys in the JWKS until every token they signed has expired, and
+    delete the keys past that point.
 
     \b
     Running services reload the directory within 30 s. With Kubernetes, rotate into a copy and
@@ -309,7 +310,10 @@ def rotate(key_dir: Path, token_lifetime: str, bits: int) -> None:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot write {key_dir}: {exc.strerror}")
-    click.echo(f"added signing key {new.number} (kid {new.kid}); it signs from now on")
+    from ..attest.keys import PUBLISH_AHEAD
+
+    starts = (new.created + PUBLISH_AHEAD).isoformat()
+    click.echo(f"added signing key {new.number} (kid {new.kid}): published now, signs from {starts}")
     for n in gone:
         click.echo(f"deleted signing key {n}: every token it signed has expired")
 
@@ -318,8 +322,8 @@ def rotate(key_dir: Path, token_lifetime: str, bits: int) -> None:
 @click.option("--key-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--token-lifetime", default="8h", show_default=True)
 def list_keys(key_dir: Path, token_lifetime: str) -> None:
-    """Show each key: number, kid, creation time and whether it signs or is only published."""
-    from ..attest.keys import KeyDir, active, published
+    """Show each key: number, state (signing, next, published, retired), creation, size, kid."""
+    from ..attest.keys import PUBLISH_AHEAD, KeyDir, active, published
 
     try:
         lifetime = parse_duration(token_lifetime)
@@ -332,7 +336,12 @@ def list_keys(key_dir: Path, token_lifetime: str) -> None:
     signer = active(ks, now).number
     live = {k.number for k in published(ks, now, lifetime)}
     for k in ks:
-        state = "signing" if k.number == signer else "published" if k.number in live else "retired"
+        if k.number == signer:
+            state = "signing"
+        elif k.number > signer:
+            state = f"next (signs from {(k.created + PUBLISH_AHEAD).isoformat()})"
+        else:
+            state = "published" if k.number in live else "retired"
         click.echo(f"{k.number:4d}  {state:9s}  {k.created.isoformat()}  {k.key.key_size} bits  kid {k.kid}")
 
 
