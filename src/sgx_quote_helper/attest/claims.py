@@ -16,6 +16,7 @@ of each collateral document), the KSS claims when the enclave has KSS, ``x-ms-ru
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -37,17 +38,22 @@ def _sha256_hex(data: bytes | str | None) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+@functools.lru_cache(maxsize=256)
+def _document_hashes(c: Collateral) -> tuple[tuple[str, str], ...]:
+    # the same collateral serves many quotes (Collateral is frozen and hashable: cache its digests)
+    return (
+        ("qeidcertshash", _sha256_hex(c.qe_identity_issuer_chain)),
+        ("qeidcrlhash", _sha256_hex(c.root_ca_crl)),
+        ("qeidhash", _sha256_hex(c.qe_identity)),
+        ("tcbinfocertshash", _sha256_hex(c.tcb_info_issuer_chain)),
+        ("tcbinfocrlhash", _sha256_hex(c.root_ca_crl)),
+        ("tcbinfohash", _sha256_hex(c.tcb_info)),
+    )
+
+
 def collateral_hashes(quote: bytes, c: Collateral) -> dict[str, str]:
     """``x-ms-sgx-collateral``: SHA-256 (hex) of the quote and each collateral document used."""
-    return {
-        "qeidcertshash": _sha256_hex(c.qe_identity_issuer_chain),
-        "qeidcrlhash": _sha256_hex(c.root_ca_crl),
-        "qeidhash": _sha256_hex(c.qe_identity),
-        "quotehash": _sha256_hex(quote),
-        "tcbinfocertshash": _sha256_hex(c.tcb_info_issuer_chain),
-        "tcbinfocrlhash": _sha256_hex(c.root_ca_crl),
-        "tcbinfohash": _sha256_hex(c.tcb_info),
-    }
+    return dict(sorted((*_document_hashes(c), ("quotehash", _sha256_hex(quote)))))
 
 
 def check_bound_data(req: AttestRequest, body: ReportBody | TdReport10 | TdReport15) -> None:
