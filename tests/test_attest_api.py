@@ -94,7 +94,7 @@ V = "?api-version=2020-10-01"
         (f"/attest/SgxEnclave{V}", {"quote": "abcde"}, 400, "InvalidParameter", "base64url"),
         (f"/attest/SgxEnclave{V}", {"quote": 12}, 400, "InvalidParameter", "base64url string"),
         (f"/attest/SgxEnclave{V}", {"quote": "AAAA", "extra": 1}, 400, "InvalidParameter", "unknown fields"),
-        (f"/attest/SgxEnclave{V}", {"quote": "AAAA"}, 400, "InvalidParameter", "does not parse"),
+        (f"/attest/SgxEnclave{V}", {"quote": "AAAA"}, 400, "InvalidQuote", "does not parse"),
         (f"/attest/SgxEnclave{V}", {"quote": "AAAA", "runtimeData": {"data": "AA", "dataType": "Text"}}, 400, "InvalidParameter", "dataType"),
         (f"/attest/SgxEnclave{V}", {"quote": "AAAA", "runtimeData": {"dataType": "JSON"}}, 400, "InvalidParameter", "data is missing"),
         (f"/attest/OpenEnclave{V}", {"quote": "AAAA"}, 400, "InvalidParameter", "takes 'report'"),
@@ -123,7 +123,7 @@ def test_route_must_match_the_tee(url: str) -> None:
     s, answer, _ = post(url + "/attest/SgxEnclave" + V, {"quote": b64url((d / "quote.bin").read_bytes())})
     assert "does not take TDX quotes" in _maa_error(s, answer, 400, "InvalidParameter")
     s, answer, _ = post(url + "/attest/TdxVm" + V, {"quote": "AAAA"})
-    _maa_error(s, answer, 400, "InvalidParameter")
+    _maa_error(s, answer, 400, "InvalidQuote")
 
 
 def test_tampered_quote_wrong_runtime_data_and_init_time_data(world: SimWorld, url: str) -> None:

@@ -169,7 +169,7 @@ def test_sdk_draft_policy_gives_an_unsecured_token(world: SimWorld, server: tupl
     [
         ("wrong-runtime-data", "InvalidParameter"),
         ("tampered", "InvalidQuote"),
-        ("not-a-quote", "InvalidParameter"),
+        ("not-a-quote", "InvalidQuote"),
     ],
 )
 def test_sdk_sees_maa_errors(world: SimWorld, server: tuple[str, Path], case: str, code: str) -> None:

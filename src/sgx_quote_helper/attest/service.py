@@ -213,7 +213,7 @@ class AttestationService:
         try:
             quote = Quote.from_bytes(req.quote)
         except ParseError as exc:
-            raise AttestationError("InvalidParameter", f"the quote does not parse: {exc}") from None
+            raise AttestationError("InvalidQuote", f"the quote does not parse: {exc}") from None
         if quote.is_tdx != (route == "TdxVm"):
             tee = "TDX" if quote.is_tdx else "SGX"
             raise AttestationError("InvalidParameter", f"/attest/{route} does not take {tee} quotes")
