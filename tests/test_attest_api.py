@@ -290,3 +290,24 @@ def test_nothing_a_client_sends_trusts_the_simulated_root(world: SimWorld, tmp_p
         for body in ({"quote": quote}, {"quote": quote, "draftPolicyForAttestation": permissive}):
             s, answer, _ = post(base + "/attest/SgxEnclave" + V, body)
             assert "untrusted-root" in _maa_error(s, answer, 400, "InvalidQuote")
+
+
+def test_a_verify_json_policy_reports_every_violation(world: SimWorld, tmp_path: Path) -> None:
+    from sgx_quote_helper.attest.service import load_policy
+
+    strict = load_policy(json.dumps({"mr_enclave": "ff" * 32, "min_isv_svn": 99}))
+    service = make_service(tmp_path / "keys", world.root_der, policies={"SgxEnclave": strict})
+    with serving(service, FixedCollateral(world.collateral)) as base:
+        quote = b64url(world.quote(b""))
+        s, answer, _ = post(base + "/attest/SgxEnclave" + V, {"quote": quote})
+        s_oe, answer_oe, _ = post(
+            base + "/attest/OpenEnclave" + V, {"report": b64url(open_enclave_report(world.quote(b"")))}
+        )
+    message = _maa_error(s, answer, 400, "PolicyEvaluationError")
+    assert "mr-enclave" in message and "isv-svn" in message, message  # both, not the first only
+    assert s_oe == 200  # the other types keep the default policy
+    claims = tk.decode(answer_oe["token"])[1]
+    assert claims["x-sgxqh-tcb-evaluation-data-number"] == min(
+        claims["x-sgxqh-tcb-info-evaluation-data-number"],
+        claims["x-sgxqh-qe-identity-evaluation-data-number"],
+    )

@@ -72,7 +72,7 @@ def test_serve_with_pccs_and_the_client(tmp_path: Path) -> None:
     ) as (_, pccs):
         serve = ["attest", "serve", "--key-dir", str(tmp_path / "keys"), "--pccs", pccs, "--port", "0",
                  "--root-ca", str(tmp_path / "root.der"), "--tls-cert", str(cert), "--tls-key", str(key),
-                 "--log-format", "json"]  # fmt: skip
+                 "--log-format", "json", "--update", "standard"]  # fmt: skip
         with daemon(serve, "attest ready at https://127.0.0.1:") as (proc, url):
             for _ in range(3):
                 out = run("attest", str(tmp_path / "q.bin"), "--url", url, "--ca", str(cert),
@@ -146,6 +146,10 @@ def test_serve_refuses_unsafe_or_incomplete_settings(tmp_path: Path) -> None:
         ],
     )
     assert bad.exit_code == 2 and "line 2, column 34" in bad.output
+    baseline = r.invoke(
+        cli, ["attest", "serve", "--key-dir", "k", "--collateral", "c.json", "--update", "early"]
+    )
+    assert baseline.exit_code == 2 and "need --pccs URL" in baseline.output
     lifetime = r.invoke(
         cli, ["attest", "serve", "--key-dir", "k", "--pccs", "http://x", "--token-lifetime", "soon"]
     )

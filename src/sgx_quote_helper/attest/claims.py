@@ -8,7 +8,9 @@ of each collateral document), the KSS claims when the enclave has KSS, ``x-ms-ru
 ``x-ms-inittime`` for JSON data. TDX claims follow MAA's TDX EAT profile
 (``trust-domain-extensions-eat-profile.md``): ``tdx_mrtd``, ``tdx_rtmr0..3``, ``tdx_td_attributes*``,
 ``attester_tcb_status``... Ours, on both: ``x-sgxqh-tcb-status`` (and platform / QE statuses),
-``x-sgxqh-advisory-ids``, ``x-sgxqh-tcb-evaluation-data-number``, ``x-sgxqh-tcb-date``, ``x-sgxqh-fmspc``.
+``x-sgxqh-advisory-ids``, ``x-sgxqh-tcb-evaluation-data-number`` (the lower of the TCB Info's and
+the QE Identity's, as QVL's ``tcb_eval_ref_num``; both also on their own), ``x-sgxqh-tcb-date``,
+``x-sgxqh-fmspc``.
 
 :func:`policy_claims` turns them into the incoming claim set a policy sees, with the legacy
 ``$``-names of policy version 1.0 (``$is-debuggable``, ``$sgx-mrsigner``, ...).
@@ -83,6 +85,8 @@ def _ours(v: Verdict) -> dict[str, Any]:
         "x-sgxqh-qe-tcb-status": v.qe_status.value,
         "x-sgxqh-advisory-ids": advisories,
         "x-sgxqh-tcb-evaluation-data-number": v.tcb_evaluation_data_number,
+        "x-sgxqh-tcb-info-evaluation-data-number": v.tcb_info_evaluation_data_number,
+        "x-sgxqh-qe-identity-evaluation-data-number": v.qe_identity_evaluation_data_number,
         "x-sgxqh-tcb-date": v.tcb_date.isoformat(),
         "x-sgxqh-fmspc": v.fmspc.hex().upper(),
     }

@@ -3,7 +3,8 @@
 :class:`FixedCollateral` serves the collateral of ``--collateral FILE`` (the dcap-qvl JSON that
 ``verify --collateral`` reads) for every quote. :class:`PccsCollateral` fetches with
 :class:`~sgx_quote_helper.verify.fetch.CollateralFetcher` (the code ``verify --pccs`` uses) and keeps
-each platform's collateral for ``ttl`` seconds: the warm path makes no request. The cache key is
+each platform's collateral for ``ttl`` seconds: the warm path makes no request. ``update`` /
+``tcb_evaluation_data_number`` pick the TCB baseline fetched (PCS v4), for every quote. The cache key is
 what the fetch depends on: TEE type and the PCK chain in the quote (or, for certification data
 types 2/3, the encrypted-PPID lookup parameters); nothing the client sends picks a URL.
 """
@@ -67,8 +68,13 @@ class PccsCollateral:
 
     mode = "pccs"
 
-    def __init__(self, base_url: str, getter: Getter, *, ttl: float = 3600.0, maxsize: int = 1024) -> None:
-        self.fetcher = CollateralFetcher(base_url, getter)
+    def __init__(
+        self, base_url: str, getter: Getter, *, ttl: float = 3600.0, maxsize: int = 1024,
+        update: str | None = None, tcb_evaluation_data_number: int | None = None,
+    ) -> None:  # fmt: skip
+        self.fetcher = CollateralFetcher(
+            base_url, getter, update=update, tcb_evaluation_data_number=tcb_evaluation_data_number
+        )
         self.ttl = ttl
         self.maxsize = maxsize
         self._cache: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()

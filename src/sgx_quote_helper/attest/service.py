@@ -247,12 +247,11 @@ class AttestationService:
                 )
             issued = decision.issued_claims()
             issued |= {c.type: c.value for c in decision.properties}
-        elif verdict.rejection is not None:
-            r = verdict.rejection
-            raise AttestationError(
-                "PolicyEvaluationError",
-                f"the policy rejected this quote: {r.reason}" + (f" ({r.detail})" if r.detail else ""),
+        elif verdict.violations:
+            every = "; ".join(
+                f"{r.step}: {r.reason}" + (f" ({r.detail})" if r.detail else "") for r in verdict.violations
             )
+            raise AttestationError("PolicyEvaluationError", f"the policy rejected this quote: {every}")
         body: dict[str, Any] = {**issued, **made, **self._times(now), "jti": self.random(32).hex()}
         if req.nonce is not None:
             body["nonce"] = req.nonce
@@ -300,7 +299,8 @@ CLAIMS_SUPPORTED = {
     "tdx_seamsvn", "tdx_td_attributes", "tdx_td_attributes_debug", "tdx_td_attributes_key_locker",
     "tdx_td_attributes_perfmon", "tdx_td_attributes_protection_keys", "tdx_td_attributes_septve_disable",
     "x-sgxqh-tcb-status", "x-sgxqh-platform-tcb-status", "x-sgxqh-qe-tcb-status", "x-sgxqh-advisory-ids",
-    "x-sgxqh-tcb-evaluation-data-number", "x-sgxqh-tcb-date", "x-sgxqh-fmspc",
+    "x-sgxqh-tcb-evaluation-data-number", "x-sgxqh-tcb-info-evaluation-data-number",
+    "x-sgxqh-qe-identity-evaluation-data-number", "x-sgxqh-tcb-date", "x-sgxqh-fmspc",
 }  # fmt: skip
 
 

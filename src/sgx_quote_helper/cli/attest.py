@@ -143,6 +143,15 @@ The defaults deny debug enclaves/TDs and every TCB status but UpToDate (see READ
 @click.option("--insecure-http", is_flag=True,
               help="Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).")  # fmt: skip
 @click.option(
+    "--update",
+    type=click.Choice(["early", "standard"]),
+    help="With --pccs: which TCB baseline to fetch (PCS v4 update=early|standard) [default: the PCCS's].",
+)
+@click.option(
+    "--tcb-evaluation-data-number", "tcb_eval", type=click.IntRange(1), metavar="N",
+    help="With --pccs: fetch the TCB baseline with this tcbEvaluationDataNumber (MAA's custom TCB baseline).",
+)  # fmt: skip
+@click.option(
     "--policy", "policies", multiple=True, metavar="[TYPE=]FILE", help="Policy for every type, or one TYPE."
 )
 @click.option("--token-lifetime", default="8h", show_default=True, help="Token lifetime (30m, 8h, 1d...).")
@@ -166,7 +175,8 @@ The defaults deny debug enclaves/TDs and every TCB status but UpToDate (see READ
 @click.option("--log-format", default="text", show_default=True, type=click.Choice(LOG_FORMATS))
 def serve(
     host: str, port: int, key_dir: Path, pccs: str | None, collateral_file: Path | None, root_ca: Path | None,
-    tls_cert: Path | None, tls_key: Path | None, insecure_http: bool, policies: tuple[str, ...],
+    tls_cert: Path | None, tls_key: Path | None, insecure_http: bool, update: str | None, tcb_eval: int | None,
+    policies: tuple[str, ...],
     token_lifetime: str, issuer: str | None, collateral_ttl: str, max_body: int, log_level: str, log_format: str,
 ) -> None:  # fmt: skip
     """Serve MAA-compatible attestation over HTTPS.
@@ -185,6 +195,10 @@ def serve(
     setup_logging(getattr(logging, log_level.upper()), log_format)
     if (pccs is None) == (collateral_file is None):
         fail("give exactly one of --pccs URL or --collateral FILE")
+    if (update is not None or tcb_eval is not None) and pccs is None:
+        fail("--update and --tcb-evaluation-data-number pick what --pccs fetches; they need --pccs URL")
+    if update is not None and tcb_eval is not None:
+        fail("give --update or --tcb-evaluation-data-number, not both (PCS v4 takes one)")
     if (tls_cert is None) != (tls_key is None):
         fail("give both --tls-cert and --tls-key, or neither")
     try:
@@ -215,7 +229,9 @@ def serve(
             coll.qe_identity_model  # noqa: B018
             source = FixedCollateral(coll)
         else:
-            source = PccsCollateral(str(pccs), urllib_getter(), ttl=ttl)
+            source = PccsCollateral(
+                str(pccs), urllib_getter(), ttl=ttl, update=update, tcb_evaluation_data_number=tcb_eval
+            )
     except OSError as exc:
         fail(f"cannot read {exc.filename}: {exc.strerror}")
     except (CollateralError, ConfigError, ValueError) as exc:
