@@ -35,7 +35,7 @@ from ..errors import (
 from ..verify.collateral import Collateral
 from ..verify.policy import Policy as VerifyPolicy
 from ..verify.status import TcbStatus
-from ..verify.steps import Step
+from ..verify.step import Step
 from ..verify.verdict import Verdict
 from ..verify.verifier import Verifier
 from . import claims as cl
