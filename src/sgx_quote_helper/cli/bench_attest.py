@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..errors import SgxQuoteHelperError
 from ._common import fail
 
 
@@ -62,7 +63,11 @@ def attest_bench(client_counts: str, seconds: float, paths: str, out: Path | Non
     runs: list[dict[str, Any]] = []
     load_before = load_average()
     for kind in kinds:
-        with AttestRig(cold=kind == "cold") as rig:
+        try:
+            rig_cm = AttestRig(cold=kind == "cold").__enter__()
+        except SgxQuoteHelperError as exc:
+            fail(f"cannot start the attestation rig: {exc}")
+        with rig_cm as rig:
             url = f"{rig.url}/attest/SgxEnclave?api-version=2022-08-01"
             for n in counts:
                 click.echo(f"{kind}, {n} client(s), {seconds:g} s...", err=True)

@@ -20,6 +20,7 @@ from types import TracebackType
 from ..abi.keyid import AttKeyId
 from ..attest.policy import b64url
 from ..engine.simulated import SimulatedEngine
+from ..errors import ConfigError
 from ..sim import collateral as sim_collateral
 from ..sim.platform import Platform
 from ..sim.qe import QE_TARGET_INFO
@@ -36,7 +37,7 @@ def _start(args: list[str], prefix: str) -> tuple[subprocess.Popen[str], str]:
     line = proc.stdout.readline()
     if not line.startswith(prefix):
         proc.kill()
-        raise RuntimeError(f"{args[0]} did not start: {line!r}")
+        raise ConfigError(f"{args[0]} did not start: {line!r}")
     return proc, line.split(" at ", 1)[1].split()[0]
 
 
