@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import sys
@@ -63,11 +64,12 @@ def attest_bench(client_counts: str, seconds: float, paths: str, out: Path | Non
     runs: list[dict[str, Any]] = []
     load_before = load_average()
     for kind in kinds:
+        rig = AttestRig(cold=kind == "cold")
         try:
-            rig_cm = AttestRig(cold=kind == "cold").__enter__()
+            rig.__enter__()
         except SgxQuoteHelperError as exc:
             fail(f"cannot start the attestation rig: {exc}")
-        with rig_cm as rig:
+        with contextlib.closing(rig):
             url = f"{rig.url}/attest/SgxEnclave?api-version=2022-08-01"
             for n in counts:
                 click.echo(f"{kind}, {n} client(s), {seconds:g} s...", err=True)
