@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -49,12 +48,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..abi.quote import Quote
 from ..abi.report import Report
+from ..benchmark.intel import IntelCallError, call_blocking
 from ..client import QuoteClient
 from ..errors import SgxQuoteHelperError
 from ..server.socketpath import PathState, probe_path
 from ..sim.platform import Platform
 from ..wire import messages as m
-from ..wire.framing import FrameDecoder, encode_frame
 from .pods import Node, Pod, PodSpec, entrypoint, load_pod_spec
 
 CLI = [sys.executable, "-c", "import sys; from sgx_quote_helper.cli import main; sys.exit(main())"]
@@ -155,26 +154,14 @@ class Daemons:
         self.current = None
 
 
-def _intel_request(path: Path, frame: bytes) -> bytes:
-    """One request as libsgx_quote_ex makes it: connect once, send, read one reply, close."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(INTEL_TIMEOUT)
-    try:
-        s.connect(str(path))
-        s.sendall(frame)
-        dec = FrameDecoder(1 << 20)
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed without a (complete) reply")
-            frames = dec.feed(chunk)
-            if frames:
-                resp = m.decode_response(frames[0])
-                if not isinstance(resp, m.GetQuoteExResponse) or resp.error_code != 0 or resp.quote is None:
-                    raise ConnectionError(f"reply {resp!r:.120}")
-                return resp.quote
-    finally:
-        s.close()
+def _intel_request(path: Path, body: bytes) -> bytes:
+    """One GetQuoteEx call as libsgx_quote_ex makes it, syscall for syscall (connect, length and body
+    in two writes, the reply read length-first, close: :func:`benchmark.intel.call_blocking`)."""
+    reply = call_blocking(str(path), body, timeout_ms=int(INTEL_TIMEOUT * 1000))
+    resp = m.decode_response(reply)
+    if not isinstance(resp, m.GetQuoteExResponse) or resp.error_code != 0 or resp.quote is None:
+        raise ConnectionError(f"reply {resp!r:.120}")
+    return resp.quote
 
 
 class Load:
@@ -223,19 +210,17 @@ class Load:
     def _run(self, i: int) -> None:
         st, rep = self.stats[i], self.reports[i]
         keys: dict[bytes, ec.EllipticCurvePublicKey] = {}
-        frame = encode_frame(
-            m.encode_request(m.GetQuoteExRequest(rep.to_bytes(), self.key, None, self.size, 15000))
-        )
+        body = m.encode_request(m.GetQuoteExRequest(rep.to_bytes(), self.key, None, self.size, 15000))
         client = QuoteClient(self.path, retry_deadline=self.retry_deadline, timeout=INTEL_TIMEOUT)
         last_ok = time.monotonic()
         while not self._stop.is_set():
             t0 = time.monotonic()
             try:
                 if st.kind == "intel":
-                    quote = _intel_request(self.path, frame)
+                    quote = _intel_request(self.path, body)
                 else:
                     quote = client.get_quote_ex(rep, buf_size=self.size).quote
-            except (OSError, SgxQuoteHelperError) as exc:
+            except (OSError, SgxQuoteHelperError, IntelCallError) as exc:
                 st.failed += 1
                 if len(st.errors) < 5:
                     st.errors.append(f"{type(exc).__name__}: {exc}")
