@@ -7,7 +7,8 @@ instead of raising, so a daemon or library that grows new codes never crashes a 
 Sources: intel/linux-sgx ``psw/ae/inc/internal/aesm_error.h`` (AESM codes; see
 ``shared/specs/aesm-protocol.md`` §5) and DCAP ``QuoteGeneration/quote_wrapper/common/inc/
 sgx_ql_lib_common.h`` (quote3_error_t = 0xE000 | n), intel/linux-sgx ``common/inc/sgx_error.h``
-(sgx_status_t) and DCAP ``QuoteGeneration/pce_wrapper/inc/sgx_pce.h`` (sgx_pce_error_t = 0xF000 | n).
+(sgx_status_t), DCAP ``QuoteGeneration/pce_wrapper/inc/sgx_pce.h`` (sgx_pce_error_t = 0xF000 | n)
+and ``QuoteGeneration/quote_wrapper/tdx_quote/inc/td_ql_wrapper.h`` (tee_att_error_t = 0x11000 | n).
 
 The spaces overlap (0xF001 is both ``SGX_PCE_UNEXPECTED`` and the urts's
 ``SGX_INTERNAL_ERROR_ENCLAVE_CREATE_INTERRUPTED``): which enum names a code depends on the call
@@ -282,6 +283,100 @@ class PceStatus(_Tolerant):
     INVALID_TCB = 0xF008
 
 
+class TeeAttStatus(_Tolerant):
+    """``tee_att_error_t`` of Intel's TDX quote library (``libsgx_tdx_logic``: the ``tee_att_*``
+    calls). ``TEE_ATT_MK_ERROR(x) = 0x00011000 | x``; the low parts parallel quote3_error_t's.
+
+    Source: DCAP ``QuoteGeneration/quote_wrapper/tdx_quote/inc/td_ql_wrapper.h``.
+    """
+
+    SUCCESS = 0x0000
+    ERROR_UNEXPECTED = 0x11001
+    ERROR_INVALID_PARAMETER = 0x11002
+    ERROR_OUT_OF_MEMORY = 0x11003
+    ERROR_ECDSA_ID_MISMATCH = 0x11004
+    PATHNAME_BUFFER_OVERFLOW_ERROR = 0x11005
+    FILE_ACCESS_ERROR = 0x11006
+    ERROR_STORED_KEY = 0x11007
+    ERROR_PUB_KEY_ID_MISMATCH = 0x11008
+    ERROR_INVALID_PCE_SIG_SCHEME = 0x11009
+    ATT_KEY_BLOB_ERROR = 0x1100A
+    UNSUPPORTED_ATT_KEY_ID = 0x1100B
+    UNSUPPORTED_LOADING_POLICY = 0x1100C
+    INTERFACE_UNAVAILABLE = 0x1100D
+    PLATFORM_LIB_UNAVAILABLE = 0x1100E
+    ATT_KEY_NOT_INITIALIZED = 0x1100F
+    ATT_KEY_CERT_DATA_INVALID = 0x11010
+    NO_PLATFORM_CERT_DATA = 0x11011
+    OUT_OF_EPC = 0x11012
+    ERROR_REPORT = 0x11013
+    ENCLAVE_LOST = 0x11014
+    INVALID_REPORT = 0x11015
+    ENCLAVE_LOAD_ERROR = 0x11016
+    UNABLE_TO_GENERATE_QE_REPORT = 0x11017
+    KEY_CERTIFCATION_ERROR = 0x11018
+    NETWORK_ERROR = 0x11019
+    MESSAGE_ERROR = 0x1101A
+    NO_QUOTE_COLLATERAL_DATA = 0x1101B
+    QUOTE_CERTIFICATION_DATA_UNSUPPORTED = 0x1101C
+    QUOTE_FORMAT_UNSUPPORTED = 0x1101D
+    UNABLE_TO_GENERATE_REPORT = 0x1101E
+    QE_REPORT_INVALID_SIGNATURE = 0x1101F
+    QE_REPORT_UNSUPPORTED_FORMAT = 0x11020
+    PCK_CERT_UNSUPPORTED_FORMAT = 0x11021
+    PCK_CERT_CHAIN_ERROR = 0x11022
+    TCBINFO_UNSUPPORTED_FORMAT = 0x11023
+    TCBINFO_MISMATCH = 0x11024
+    QEIDENTITY_UNSUPPORTED_FORMAT = 0x11025
+    QEIDENTITY_MISMATCH = 0x11026
+    TCB_OUT_OF_DATE = 0x11027
+    TCB_OUT_OF_DATE_CONFIGURATION_NEEDED = 0x11028
+    SGX_ENCLAVE_IDENTITY_OUT_OF_DATE = 0x11029
+    SGX_ENCLAVE_REPORT_ISVSVN_OUT_OF_DATE = 0x1102A
+    QE_IDENTITY_OUT_OF_DATE = 0x1102B
+    SGX_TCB_INFO_EXPIRED = 0x1102C
+    SGX_PCK_CERT_CHAIN_EXPIRED = 0x1102D
+    SGX_CRL_EXPIRED = 0x1102E
+    SGX_SIGNING_CERT_CHAIN_EXPIRED = 0x1102F
+    SGX_ENCLAVE_IDENTITY_EXPIRED = 0x11030
+    PCK_REVOKED = 0x11031
+    TCB_REVOKED = 0x11032
+    TCB_CONFIGURATION_NEEDED = 0x11033
+    UNABLE_TO_GET_COLLATERAL = 0x11034
+    ERROR_INVALID_PRIVILEGE = 0x11035
+    NO_QVE_IDENTITY_DATA = 0x11037
+    CRL_UNSUPPORTED_FORMAT = 0x11038
+    QEIDENTITY_CHAIN_ERROR = 0x11039
+    TCBINFO_CHAIN_ERROR = 0x1103A
+    ERROR_QVL_QVE_MISMATCH = 0x1103B
+    TCB_SW_HARDENING_NEEDED = 0x1103C
+    TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED = 0x1103D
+    UNSUPPORTED_MODE = 0x1103E
+    NO_DEVICE = 0x1103F
+    SERVICE_UNAVAILABLE = 0x11040
+    NETWORK_FAILURE = 0x11041
+    SERVICE_TIMEOUT = 0x11042
+    ERROR_BUSY = 0x11043
+    UNKNOWN_MESSAGE_RESPONSE = 0x11044
+    PERSISTENT_STORAGE_ERROR = 0x11045
+    ERROR_MESSAGE_PARSING_ERROR = 0x11046
+    PLATFORM_UNKNOWN = 0x11047
+    UNKNOWN_API_VERSION = 0x11048
+    CERTS_UNAVAILABLE = 0x11049
+    QVEIDENTITY_MISMATCH = 0x11050
+    QVE_OUT_OF_DATE = 0x11051
+    PSW_NOT_AVAILABLE = 0x11052
+    COLLATERAL_VERSION_NOT_SUPPORTED = 0x11053
+    TDX_MODULE_MISMATCH = 0x11060
+    QEIDENTITY_NOT_FOUND = 0x11061
+    TCBINFO_NOT_FOUND = 0x11062
+    INTERNAL_SERVER_ERROR = 0x11063
+    SUPPLEMENTAL_DATA_VERSION_NOT_SUPPORTED = 0x11064
+    ROOT_CA_UNTRUSTED = 0x11065
+    TCB_NOT_SUPPORTED = 0x11066
+    CONFIG_INVALID_JSON = 0x11067
+
+
 def load_qe_status(code: int) -> QuoteLibStatus | SgxStatus:
     """Name a ``load_qe`` result: quote3_error_t in 0xE000-0xE0FF, else the urts's sgx_status_t."""
     code = int(code)
@@ -290,4 +385,4 @@ def load_qe_status(code: int) -> QuoteLibStatus | SgxStatus:
     return SgxStatus(code)
 
 
-__all__ = ["AesmStatus", "PceStatus", "QuoteLibStatus", "SgxStatus", "load_qe_status"]
+__all__ = ["AesmStatus", "PceStatus", "QuoteLibStatus", "SgxStatus", "TeeAttStatus", "load_qe_status"]

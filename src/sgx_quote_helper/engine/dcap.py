@@ -221,20 +221,8 @@ class DcapEngine:
                 name,
             )
             return
-        # the library QE3 uses (same handle, not a new load). Never dlclose'd, as in aesmd: this
-        # reference keeps the QPL, and the callback it stores, loaded when QE3 closes its own
-        qpl = ctypes.CDLL(name, handle=handle)
-        try:
-            set_callback = qpl.sgx_ql_set_logging_callback
-        except AttributeError:
-            log.info("%s does not export sgx_ql_set_logging_callback: its messages go to its own log", name)
-            return
-        set_callback.argtypes = [qpl_log.CALLBACK_TYPE, ctypes.c_int]
-        set_callback.restype = _STATUS
-        self._qpl_callback = qpl_log.callback()  # also held by qpl_log for the life of the process
-        status = QuoteLibStatus(int(set_callback(self._qpl_callback, qpl_log.level_for())))
-        if status != QuoteLibStatus.SUCCESS:
-            log.warning("%s refused our logging callback: %s", name, status_text(status))
+        # the library QE3 uses (same handle, not a new load), never dlclose'd, as in aesmd
+        self._qpl_callback = qpl_log.attach(handle, name, _status_name)  # qpl_log holds it too
 
     def _read_key_id(self) -> AttKeyId:
         if "sgx_ql_get_keyid" not in self._fn:

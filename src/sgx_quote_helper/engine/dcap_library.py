@@ -174,10 +174,14 @@ def _first_existing(root: Path, names: tuple[str, ...]) -> Path | None:
 
 @dataclass(slots=True)
 class Problems:
-    """What stands between this node and the hardware engine (collected, reported at once)."""
+    """What stands between this node and a hardware engine (collected, reported at once).
+
+    ``engine`` names it in the message ("the DCAP hardware engine", "the TDX quote engine").
+    """
 
     missing: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
+    engine: str = "the DCAP hardware engine"
 
     def add(self, what: str, hint: str) -> None:
         self.missing.append(what)
@@ -188,7 +192,7 @@ class Problems:
         """Raise one :class:`ConfigError` naming everything missing and how to fix it."""
         if not self.missing:
             return
-        text = "the DCAP hardware engine cannot start: " + "; ".join(self.missing)
+        text = f"{self.engine} cannot start: " + "; ".join(self.missing)
         text += ". To fix: " + "; ".join(self.hints) + "."
         if context:
             text += " " + context

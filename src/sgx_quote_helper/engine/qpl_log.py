@@ -133,6 +133,30 @@ def level_for(logger: logging.Logger = log) -> int:
     return SGX_QL_LOG_INFO if logger.isEnabledFor(logging.DEBUG) else SGX_QL_LOG_ERROR
 
 
+def attach(handle: int, name: str, describe: Callable[[int], str] = hex) -> Any:
+    """Hand the QPL opened at ``handle`` (a ``dlopen`` handle from the quote library) our callback.
+
+    What aesmd's ECDSA bundle does with ``get_qpl_handle()`` and Intel's QGS with
+    ``tee_att_get_qpl_handle()``: ``dlsym(handle, "sgx_ql_set_logging_callback")``, then call it.
+    The library is reached through the same handle (not a new load) and never ``dlclose``'d, so it
+    and the callback it stores stay loaded. Returns the callback (``None`` when the QPL does not
+    export the call); a refusal is logged (its status through ``describe``), never raised.
+    """
+    qpl = ctypes.CDLL(name, handle=handle)
+    try:
+        set_callback = qpl.sgx_ql_set_logging_callback
+    except AttributeError:
+        log.info("%s does not export sgx_ql_set_logging_callback: its messages go to its own log", name)
+        return None
+    set_callback.argtypes = [CALLBACK_TYPE, ctypes.c_int]
+    set_callback.restype = ctypes.c_uint32
+    cb = callback()
+    status = int(set_callback(cb, level_for()))
+    if status != 0:
+        log.warning("%s refused our logging callback: %s", name, describe(status))
+    return cb
+
+
 __all__ = [
     "CALLBACK_TYPE",
     "LEVELS",
@@ -142,6 +166,7 @@ __all__ = [
     "SGX_QL_LOG_INFO",
     "SGX_QL_LOG_TRACE",
     "RateLimitedLog",
+    "attach",
     "callback",
     "level_for",
     "qpl_message",
