@@ -7,8 +7,10 @@ What Intel's ``qgs_ql_logic.cpp`` does with each request, on a TDX engine:
   an FMSPC of 65535 bytes or more is refused, as Intel);
   a reply to a minor-0 request carries Intel's 4 extra bytes;
 - GET_PLATFORM_INFO_REQ: TDQE/PCE ISVSVN, QE ID, CPUSVN;
-- a request that does not inflate, and any engine failure: the error response with 0x12001
-  UNEXPECTED (the only code Intel's server sends);
+- a request that does not inflate, and any engine failure (for the ``tdx`` engine: every
+  ``tee_att_error_t``): the error response with 0x12001 UNEXPECTED, the only code Intel's
+  ``get_resp`` puts in one (``qgs_ql_logic.cpp``: ``resp_error_code = QGS_MSG_ERROR_UNEXPECTED``
+  on every failed ``tee_att_*`` call);
 - raw mode: the bare quote, or ``None`` (close with no data) when the report is refused.
 """
 
@@ -18,7 +20,7 @@ import logging
 from typing import Protocol
 
 from .abi import qgs as q
-from .engine.tdx_simulated import TdxPlatformInfo
+from .engine.tdx_base import TdxPlatformInfo
 from .errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ class TdxEngine(Protocol):
     def platform_info(self) -> TdxPlatformInfo: ...
 
     def collateral(self, fmspc: bytes, ca: str) -> tuple[tuple[int, int], tuple[bytes, ...]]: ...
+
+    def close(self) -> None: ...
 
 
 class QgsService:

@@ -6,6 +6,7 @@ variant without the optional symbols, ``fake_pce_logic.c`` and ``fake_qpl.c`` (a
 library with Intel's logging callback); it skips the tests only when gcc is absent.
 ``FakeDcap.control`` / ``pce_control`` / ``qpl_control`` are ctypes handles on the same loaded
 libraries, used to force statuses and read what the engine did (see each C file's header).
+``fake_tdx`` builds ``fake_tdx_logic.c`` (the tee_att_* calls of libsgx_tdx_logic) the same way.
 The enclave files the fake QE3 and PCE "load" are empty files in ``enclave_dir``
 (``$FAKE_DCAP_ENCLAVE_DIR``); point the variable elsewhere to model a node without them.
 """
@@ -118,6 +119,100 @@ def fake_dcap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeDcap]:
     ctypes.CDLL(str(pce), mode=ctypes.RTLD_GLOBAL)
     _BUILT.append(FakeDcap(qe3, minimal, pce, qpl, quote_path.read_bytes(), devices, enclaves))
     yield _BUILT[0]
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@dataclass(frozen=True)
+class FakeTdx:
+    """The fake libsgx_tdx_logic.so.1 (``fake_tdx_logic.c``) and what it shares with ``FakeDcap``.
+
+    Its QPL is ``FakeDcap.qpl`` (``$FAKE_TDX_QPL``: the same loaded copy, so ``qpl_control``
+    reaches it); the TDQE it "loads" is an empty file in ``enclave_dir`` (``$FAKE_TDX_ENCLAVE_DIR``).
+    """
+
+    lib: Path  # full fake libsgx_tdx_logic.so.1
+    minimal: Path  # without tee_att_set_path, tee_att_get_qpl_handle, tee_att_get_platform_info
+    dcap: FakeDcap
+    enclave_dir: Path
+
+    @property
+    def device_root(self) -> Path:
+        return self.dcap.device_root
+
+    @property
+    def control(self) -> ctypes.CDLL:
+        lib = ctypes.CDLL(str(self.lib))
+        lib.fake_tdx_set_status.argtypes = [ctypes.c_char_p, ctypes.c_uint32]
+        lib.fake_tdx_calls.argtypes = [ctypes.c_char_p]
+        lib.fake_tdx_calls.restype = ctypes.c_uint32
+        lib.fake_tdx_set_quote.argtypes = [ctypes.c_char_p, ctypes.c_uint32]
+        lib.fake_tdx_expect_report.argtypes = [ctypes.c_char_p]
+        lib.fake_tdx_set_size.argtypes = [ctypes.c_uint32]
+        lib.fake_tdx_set_pad.argtypes = [ctypes.c_uint32]
+        lib.fake_tdx_last_quote_size.restype = ctypes.c_uint32
+        lib.fake_tdx_last_report.argtypes = [ctypes.c_char_p]
+        lib.fake_tdx_set_delay_us.argtypes = [ctypes.c_uint]
+        lib.fake_tdx_set_platform.argtypes = [ctypes.c_char_p]
+        return lib
+
+    @property
+    def qpl_control(self) -> ctypes.CDLL:
+        lib = self.dcap.qpl_control
+        lib.fake_qpl_set_blob.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        lib.fake_qpl_set_collateral_for.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_uint16,
+            ctypes.c_uint16,
+        ]
+        return lib
+
+    def force(self, fn: str, status: int) -> None:
+        assert self.control.fake_tdx_set_status(fn.encode(), status) == 0
+
+    def calls(self, fn: str) -> int:
+        return int(self.control.fake_tdx_calls(fn.encode()))
+
+    def serve(self, quote: bytes, expect_report: bytes | None = None) -> None:
+        """Serve ``quote``; with ``expect_report``, refuse any other report (INVALID_REPORT)."""
+        assert self.control.fake_tdx_set_quote(quote, len(quote)) == 0
+        self.control.fake_tdx_expect_report(expect_report)
+
+    def last_report(self) -> bytes:
+        buf = ctypes.create_string_buffer(1024)
+        self.control.fake_tdx_last_report(buf)
+        return buf.raw
+
+    def reset(self) -> None:
+        self.control.fake_tdx_reset()
+        self.dcap.qpl_control.fake_qpl_reset()
+
+
+_BUILT_TDX: list[FakeTdx] = []
+
+
+@pytest.fixture(scope="session")
+def fake_tdx(fake_dcap: FakeDcap, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeTdx]:
+    if _BUILT_TDX:
+        yield _BUILT_TDX[0]
+        return
+    out = tmp_path_factory.mktemp("fake_tdx")
+    lib = out / "libfake_sgx_tdx_logic.so.1"
+    minimal = out / "libfake_sgx_tdx_logic_minimal.so.1"
+    _gcc(lib, str(HERE / "fake_tdx_logic.c"))
+    _gcc(minimal, "-DFAKE_MINIMAL", str(HERE / "fake_tdx_logic.c"))
+    enclaves = out / "enclaves"
+    enclaves.mkdir()
+    (enclaves / "libsgx_tdqe.signed.so.1").write_bytes(b"")
+    env = {"FAKE_TDX_QPL": str(fake_dcap.qpl), "FAKE_TDX_ENCLAVE_DIR": str(enclaves)}
+    old = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    _BUILT_TDX.append(FakeTdx(lib, minimal, fake_dcap, enclaves))
+    yield _BUILT_TDX[0]
     for name, value in old.items():
         if value is None:
             os.environ.pop(name, None)

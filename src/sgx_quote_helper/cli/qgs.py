@@ -34,11 +34,35 @@ def qgs() -> None:
 @qgs.command("serve")
 @click.option(
     "--engine",
-    type=click.Choice(["simulated"]),
+    type=click.Choice(["auto", "tdx", "simulated"]),
     default="simulated",
     show_default=True,
     help="simulated: the TDX side of the simulated platform in --state-dir (its TDQE quotes TDREPORTs "
-    "of that platform's simulated TDX module).",
+    "of that platform's simulated TDX module; SIMULATED Intel root). tdx: Intel's TDX quote library "
+    "(libsgx_tdx_logic.so.1, the TDQE on this TDX host), one library context per --workers thread, "
+    "quoting in parallel. auto: tdx when /dev/sgx_enclave, /dev/sgx_provision and the library are "
+    "present, otherwise exit 2 naming what is missing (never falls back to simulated).",
+)
+@click.option(
+    "--tdx-library",
+    default=None,
+    metavar="PATH",
+    help="With --engine tdx/auto: Intel's TDX quote library [default: libsgx_tdx_logic.so.1 from the "
+    "loader path].",
+)
+@click.option(
+    "--qpl-path",
+    default=None,
+    metavar="PATH",
+    help="With --engine tdx/auto: the quote provider library (tee_att_set_path) [default: "
+    "libdcap_quoteprov.so.1 from the loader path].",
+)
+@click.option(
+    "--tdqe-path",
+    default=None,
+    metavar="PATH",
+    help="With --engine tdx/auto: the TDQE enclave file [default: libsgx_tdqe.signed.so.1 next to "
+    "the library].",
 )
 @state_dir_option
 @click.option(
@@ -88,6 +112,9 @@ def qgs() -> None:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def serve(
     engine: str,
+    tdx_library: str | None,
+    qpl_path: str | None,
+    tdqe_path: str | None,
     state_dir: Path | None,
     socket_path: str,
     socket_mode: str,
@@ -110,17 +137,24 @@ def serve(
     the socket with `-object '{"qom-type":"tdx-guest","id":"tdx","quote-generation-socket":
     {"type":"unix","path":"/var/run/tdx-qgs/qgs.socket"}}'` (QEMU must be in --socket-group).
 
+    Engines: `simulated` (the default) quotes with the simulated platform in --state-dir; `tdx`
+    loads Intel's TDX quote library on a TDX host and starts one library context (TDQE key) per
+    worker, so --workers quotes run at once; `auto` is `tdx`, or a refusal naming what is missing.
+    A TDX host needs libsgx-tdx-logic, libsgx-ae-tdqe, libsgx-ae-pce, libsgx-ae-id-enclave, a
+    quote provider library (libsgx-dcap-default-qpl) and the SGX devices.
+
     \b
     Examples:
       sgx-quote-helper sim init --state-dir /tmp/plat
       sgx-quote-helper qgs serve --state-dir /tmp/plat --socket /tmp/qgs.socket
+      sgx-quote-helper qgs serve --engine tdx --workers 8 --socket-group qgsd
+      sgx-quote-helper qgs serve --engine auto --qpl-path /usr/lib/x86_64-linux-gnu/libdcap_quoteprov.so.1
       sgx-quote-helper qgs serve --socket-group qgsd --allow get-quote --no-raw
       sgx-quote-helper qgs serve --socket none --vsock-port 4050
     """
-    from ..engine.tdx_simulated import SimulatedTdxEngine
+    from ..engine.select import TdxOptions, select_qgs_engine
     from ..qgs_service import QgsService
     from ..server.qgs import QgsConfig, QgsListener, QgsServer
-    from ..sim.platform import Platform
 
     setup_logging(logging.WARNING - 10 * min(verbose, 2), log_format)
     try:
@@ -146,15 +180,25 @@ def serve(
         )
     except click.BadParameter as exc:
         fail(exc.message)
+    tdx = TdxOptions(qpl_path=qpl_path, tdqe_path=tdqe_path)
+    if tdx_library is not None:
+        tdx = TdxOptions(library=tdx_library, qpl_path=qpl_path, tdqe_path=tdqe_path)
     try:
-        platform = Platform.open(resolve_state_dir(state_dir), create=True)
-        service = QgsService(SimulatedTdxEngine(platform))
+        quoting = select_qgs_engine(
+            engine,
+            state_dir=resolve_state_dir(state_dir) if engine == "simulated" else None,
+            create_state=True,
+            contexts=workers,
+            tdx=tdx,
+        )
     except SgxQuoteHelperError as exc:
         fail(str(exc))
     try:
-        asyncio.run(_run(QgsServer(service, config)))
+        asyncio.run(_run(QgsServer(QgsService(quoting), config)))
     except SgxQuoteHelperError as exc:
         fail(str(exc))
+    finally:
+        quoting.close()
 
 
 async def _run(server: QgsServer) -> None:

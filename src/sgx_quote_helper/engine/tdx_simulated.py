@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..abi.codes import QuoteLibStatus
 from ..errors import EngineError
@@ -21,16 +20,7 @@ from ..sim import tdx_collateral
 from ..sim.platform import Platform
 from ..sim.tdqe import Tdqe
 from ..sim.tdx_module import TdxModule
-
-
-@dataclass(frozen=True, slots=True)
-class TdxPlatformInfo:
-    """``tee_platform_info_t`` as QGS sends it: TDQE and PCE ISVSVN, QE ID, CPUSVN."""
-
-    tdqe_isvsvn: int
-    pce_isvsvn: int
-    platform_id: bytes
-    cpusvn: bytes
+from .tdx_base import TdxPlatformInfo
 
 
 #: collateral version 3.1: CRLs as raw DER (Intel ``qpl_api.txt``)
@@ -82,6 +72,9 @@ class SimulatedTdxEngine:
             qe + b"\0",
         )
         return COLLATERAL_VERSION, blobs
+
+    def close(self) -> None:
+        """Nothing to release (the platform's state is files)."""
 
 
 __all__ = ["COLLATERAL_VERSION", "SimulatedTdxEngine", "TdxPlatformInfo"]
