@@ -45,10 +45,12 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
 
 
 @contextmanager
-def serving(platform: Platform, path: Path, **kw: object) -> Iterator[QgsServer]:
+def serving(platform: Platform, path: Path, *, engine: object = None, **kw: object) -> Iterator[QgsServer]:
+    """A QgsServer on ``path`` in a thread, with ``engine`` (default: the platform's simulated one)."""
     listener_kw = {k: kw.pop(k) for k in ("allowed", "allow_raw", "mode", "group", "vsock_port") if k in kw}
     listener = QgsListener(path=path, **listener_kw)  # type: ignore[arg-type]
-    server = QgsServer(QgsService(SimulatedTdxEngine(platform)), QgsConfig(listeners=(listener,), **kw))  # type: ignore[arg-type]
+    service = QgsService(engine or SimulatedTdxEngine(platform))  # type: ignore[arg-type]
+    server = QgsServer(service, QgsConfig(listeners=(listener,), **kw))  # type: ignore[arg-type]
     loop = asyncio.new_event_loop()
     ready, stop = threading.Event(), asyncio.Event()
     failure: list[BaseException] = []

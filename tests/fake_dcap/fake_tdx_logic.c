@@ -11,7 +11,9 @@
  * INVALID_PARAMETER; an unknown or freed context is INVALID_PARAMETER.
  * The quote it serves is set by the test (fake_tdx_set_quote: e.g. the simulated TDQE's quote of the
  * TDREPORT the test will send, or a real vector); with fake_tdx_expect_report set, any other
- * report is TEE_ATT_INVALID_REPORT (the TDQE verifies the report it quotes).
+ * report is TEE_ATT_INVALID_REPORT (the TDQE verifies the report it quotes). A process the test
+ * cannot reach (the CLI) reads both at tee_att_create_context from the files named by
+ * $FAKE_TDX_QUOTE and $FAKE_TDX_EXPECT_REPORT instead.
  * init_quote "loads the TDQE": with FAKE_TDX_ENCLAVE_DIR set and no libsgx_tdqe.signed.so.1 in it
  * (or a tee_att_set_path(TEE_ATT_TDQE) file that does not exist), TEE_ATT_ENCLAVE_LOAD_ERROR.
  * tee_att_get_qpl_handle dlopens the tee_att_set_path(TEE_ATT_QPL) path, else $FAKE_TDX_QPL, else
@@ -20,7 +22,8 @@
  * Test controls: fake_tdx_set_status(fn, status) forces a status for "create", "init", "size",
  * "quote", "platform", "path", "free"; fake_tdx_calls(fn); fake_tdx_live_contexts();
  * fake_tdx_drop_keys() (every context's key uninitialised); fake_tdx_last_refresh();
- * fake_tdx_set_size(n) (get_quote_size answers n; 0 = the quote's length + fake_tdx_set_pad);
+ * fake_tdx_set_size(n) (get_quote_size answers n until reset; else the quote's length +
+ * fake_tdx_set_pad(n));
  * fake_tdx_last_quote_size(); fake_tdx_last_report(out1024); fake_tdx_max_inflight() (most
  * callers inside tee_att_get_quote at once); fake_tdx_context_overlaps() (times two threads were
  * inside tee_att_get_quote on the same context); fake_tdx_set_delay_us(n) (time spent in
@@ -67,6 +70,7 @@ static uint32_t g_calls[F_COUNT];
 static uint8_t *g_quote;
 static uint32_t g_quote_len;
 static uint32_t g_size_override;
+static int g_size_set;
 static uint32_t g_pad;
 static uint8_t g_expect[REPORT_SIZE];
 static int g_expect_set;
@@ -115,7 +119,10 @@ void fake_tdx_expect_report(const uint8_t *report) {
     g_expect_set = report != NULL;
     if (report != NULL) memcpy(g_expect, report, REPORT_SIZE);
 }
-void fake_tdx_set_size(uint32_t n) { g_size_override = n; }
+void fake_tdx_set_size(uint32_t n) {
+    g_size_override = n;
+    g_size_set = 1;
+}
 void fake_tdx_set_pad(uint32_t n) { g_pad = n; }
 uint32_t fake_tdx_last_quote_size(void) { return g_last_quote_size; }
 void fake_tdx_last_report(uint8_t *out) { memcpy(out, g_last_report, REPORT_SIZE); }
@@ -127,6 +134,7 @@ void fake_tdx_reset(void) {
     memset(g_forced, 0, sizeof(g_forced));
     memset(g_calls, 0, sizeof(g_calls));
     g_size_override = 0;
+    g_size_set = 0;
     g_pad = 0;
     g_expect_set = 0;
     g_last_quote_size = 0;
@@ -144,8 +152,30 @@ static fake_ctx_t *lookup(const void *p) {
     return (fake_ctx_t *)c;
 }
 
+static void load_env_files(void) {
+    const char *quote_file = getenv("FAKE_TDX_QUOTE");
+    const char *report_file = getenv("FAKE_TDX_EXPECT_REPORT");
+    if (g_quote == NULL && quote_file != NULL) {
+        FILE *f = fopen(quote_file, "rb");
+        if (f != NULL) {
+            uint8_t buf[65536];
+            size_t n = fread(buf, 1, sizeof(buf), f);
+            fclose(f);
+            fake_tdx_set_quote(buf, (uint32_t)n);
+        }
+    }
+    if (!g_expect_set && report_file != NULL) {
+        FILE *f = fopen(report_file, "rb");
+        if (f != NULL) {
+            g_expect_set = fread(g_expect, 1, REPORT_SIZE, f) == REPORT_SIZE;
+            fclose(f);
+        }
+    }
+}
+
 tee_att_error_t tee_att_create_context(const void *p_att_key_id, const char *p_qe_path, void **pp_context) {
     __sync_fetch_and_add(&g_calls[F_CREATE], 1);
+    load_env_files();
     if (pp_context == NULL) return TEE_ATT_ERROR_INVALID_PARAMETER;
     if (g_forced[F_CREATE]) return g_forced[F_CREATE];
     (void)p_att_key_id;
@@ -196,7 +226,7 @@ tee_att_error_t tee_att_init_quote(const void *p_context, uint8_t *p_qe_target_i
     return TEE_ATT_SUCCESS;
 }
 
-static uint32_t quote_size(void) { return g_size_override ? g_size_override : g_quote_len + g_pad; }
+static uint32_t quote_size(void) { return g_size_set ? g_size_override : g_quote_len + g_pad; }
 
 tee_att_error_t tee_att_get_quote_size(const void *p_context, uint32_t *p_quote_size) {
     __sync_fetch_and_add(&g_calls[F_SIZE], 1);

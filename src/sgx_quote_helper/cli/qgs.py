@@ -64,6 +64,14 @@ def qgs() -> None:
     help="With --engine tdx/auto: the TDQE enclave file [default: libsgx_tdqe.signed.so.1 next to "
     "the library].",
 )
+@click.option(
+    "--device-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/dev"),
+    show_default=True,
+    help="With --engine tdx/auto: where sgx_enclave and sgx_provision are (a container may mount "
+    "them elsewhere).",
+)
 @state_dir_option
 @click.option(
     "--socket",
@@ -115,6 +123,7 @@ def serve(
     tdx_library: str | None,
     qpl_path: str | None,
     tdqe_path: str | None,
+    device_root: Path,
     state_dir: Path | None,
     socket_path: str,
     socket_mode: str,
@@ -180,9 +189,9 @@ def serve(
         )
     except click.BadParameter as exc:
         fail(exc.message)
-    tdx = TdxOptions(qpl_path=qpl_path, tdqe_path=tdqe_path)
+    tdx = TdxOptions(device_root=device_root, qpl_path=qpl_path, tdqe_path=tdqe_path)
     if tdx_library is not None:
-        tdx = TdxOptions(library=tdx_library, qpl_path=qpl_path, tdqe_path=tdqe_path)
+        tdx = TdxOptions(tdx_library, device_root, qpl_path, tdqe_path)
     try:
         quoting = select_qgs_engine(
             engine,

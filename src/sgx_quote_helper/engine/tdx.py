@@ -39,15 +39,16 @@ As QGS does:
   QGS service answers it with ``QGS_MSG_ERROR_UNEXPECTED`` (0x12001), the only code Intel's
   ``get_resp`` puts in an error response.
 
-The quote is returned without the buffer's tail past its signature data (the real library's size
-is exact; a zero tail is never part of a quote).
+The quote is the whole buffer of ``tee_att_get_quote_size`` bytes, as QGS sends it
+(``qgs_msg_gen_get_quote_resp(NULL, 0, quote_buf.data(), size, ...)``): the library's size may
+exceed the quote, and real QGS quotes carry that zero tail (the real vector
+``tdx/phala-tdx-v4`` has 70 bytes past its signature data); verifiers ignore it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 from ..abi.codes import TeeAttStatus
-from ..abi.quote import TEE_TYPE_TDX
 from ..abi.report import TargetInfo
 from ..errors import ConfigError, EngineError, EngineUnavailableError
 from . import qpl_log
@@ -80,8 +80,6 @@ log = logging.getLogger(__name__)
 PUB_KEY_ID_SIZE = 32
 #: the largest quote size accepted from the library (QGS messages are at most 1 MiB here)
 MAX_QUOTE_SIZE = 1 << 20
-#: smallest TDX quote: header (48) + TD report body (584) + signature data length (4)
-_MIN_QUOTE = 48 + 584 + 4
 #: the QPL's name when no --qpl-path is set (td_ql_logic.cpp TEE_ATT_QUOTE_CONFIG_LIB_FILE_NAME)
 DEFAULT_QPL = "libdcap_quoteprov.so.1"
 
@@ -260,7 +258,9 @@ class TdxLibraryEngine:
                     continue
                 _check(status, "tee_att_get_quote_size")
                 if not 0 < size.value <= MAX_QUOTE_SIZE:
-                    raise EngineError(TeeAttStatus.ERROR_UNEXPECTED, f"library reported quote size {size.value}")
+                    raise EngineError(
+                        TeeAttStatus.ERROR_UNEXPECTED, f"library reported quote size {size.value}"
+                    )
                 out = ctypes.create_string_buffer(size.value)
                 status = TeeAttStatus(
                     int(self._fn["tee_att_get_quote"](ctx, report, len(report), None, out, size.value))
@@ -268,19 +268,23 @@ class TdxLibraryEngine:
                 if status == TeeAttStatus.ATT_KEY_NOT_INITIALIZED:
                     continue
                 _check(status, "tee_att_get_quote")
-                return _trim(out.raw)
+                return out.raw
         raise EngineError(status, "the attestation key is still not initialised after a refresh")
 
     def platform_info(self) -> TdxPlatformInfo:
         """``tee_att_get_platform_info``: TDQE/PCE ISVSVN, QE ID, CPUSVN."""
         fn = self._fn.get("tee_att_get_platform_info")
         if fn is None:
-            raise EngineError(TeeAttStatus.ERROR_UNEXPECTED, f"{self.library} has no tee_att_get_platform_info")
+            raise EngineError(
+                TeeAttStatus.ERROR_UNEXPECTED, f"{self.library} has no tee_att_get_platform_info"
+            )
         info = PlatformInfo()
         with self._context() as ctx:
             status = TeeAttStatus(int(fn(ctx, ctypes.byref(info))))
         _check(status, "tee_att_get_platform_info")
-        return TdxPlatformInfo(info.tdqe_isv_svn, info.pce_isv_svn, bytes(info.platform_id), bytes(info.cpu_svn))
+        return TdxPlatformInfo(
+            info.tdqe_isv_svn, info.pce_isv_svn, bytes(info.platform_id), bytes(info.cpu_svn)
+        )
 
     def collateral(self, fmspc: bytes, ca: str) -> tuple[tuple[int, int], tuple[bytes, ...]]:
         """The QPL's TDX collateral for ``fmspc`` and CA, as QGS fetches it.
@@ -295,7 +299,9 @@ class TdxLibraryEngine:
         with self._context() as ctx:
             handle = self._qpl_handle(ctx)
         if handle is None:
-            raise EngineError(TeeAttStatus.PLATFORM_LIB_UNAVAILABLE, f"no quote provider library ({self._qpl_name})")
+            raise EngineError(
+                TeeAttStatus.PLATFORM_LIB_UNAVAILABLE, f"no quote provider library ({self._qpl_name})"
+            )
         qpl = ctypes.CDLL(self._qpl_name, handle=handle)
         try:
             get_fn = getattr(qpl, _COLLATERAL_GET)
@@ -353,27 +359,6 @@ def _blob(coll: Collateral, field: str) -> bytes:
     if not ptr or size > MAX_QUOTE_SIZE:
         raise EngineError(TeeAttStatus.ERROR_UNEXPECTED, f"collateral {field}: {size} bytes at {ptr}")
     return ctypes.string_at(ptr, size)
-
-
-def _trim(buf: bytes) -> bytes:
-    """The quote without the buffer's tail: through its signature data for TDX v4/v5 quotes."""
-    if len(buf) < _MIN_QUOTE:
-        return buf
-    version, _key_type, tee_type = struct.unpack_from("<HHI", buf, 0)
-    if tee_type != TEE_TYPE_TDX:
-        return buf
-    if version == 4:
-        sig_at = 48 + 584
-    elif version == 5:
-        (body_size,) = struct.unpack_from("<I", buf, 50)
-        sig_at = 48 + 6 + body_size
-    else:
-        return buf
-    if sig_at + 4 > len(buf):
-        return buf
-    (sig_len,) = struct.unpack_from("<I", buf, sig_at)
-    end = sig_at + 4 + sig_len
-    return buf[:end] if end <= len(buf) else buf
 
 
 __all__ = ["DEFAULT_QPL", "MAX_QUOTE_SIZE", "TdxLibraryEngine"]

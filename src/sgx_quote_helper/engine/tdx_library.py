@@ -62,7 +62,9 @@ QPL_HINT = (
     "libsgx-dcap-default-qpl and point /etc/sgx_default_qcnl.conf at a PCCS that knows this "
     "platform (or pass --qpl-path)"
 )
-NETWORK_HINT = "the quote provider library cannot reach its PCCS: check /etc/sgx_default_qcnl.conf and the PCCS"
+NETWORK_HINT = (
+    "the quote provider library cannot reach its PCCS: check /etc/sgx_default_qcnl.conf and the PCCS"
+)
 GENERIC_HINT = (
     "check that libsgx-tdx-logic, libsgx-ae-tdqe, libsgx-ae-pce and libsgx-ae-id-enclave are "
     "installed at one DCAP version, the SGX devices are usable, and the quote provider library is "

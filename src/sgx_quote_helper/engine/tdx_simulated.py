@@ -22,7 +22,6 @@ from ..sim.tdqe import Tdqe
 from ..sim.tdx_module import TdxModule
 from .tdx_base import TdxPlatformInfo
 
-
 #: collateral version 3.1: CRLs as raw DER (Intel ``qpl_api.txt``)
 COLLATERAL_VERSION = (3, 1)
 
