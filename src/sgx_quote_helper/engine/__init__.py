@@ -2,6 +2,8 @@
 
 - ``simulated``: a software QE3 + PCE with a SIMULATED Intel PKI (real cryptography).
 - ``dcap``: Intel's DCAP quote library on real SGX hardware (loaded only when selected).
+- TDX (QGS): ``tdx_simulated`` (the simulated platform's TDQE) and ``tdx`` (Intel's TDX quote
+  library, ``libsgx_tdx_logic``, on a TDX host).
 """
 
 from .base import InitQuoteResult, QuoteResult, QuotingEngine

@@ -181,7 +181,8 @@ class TdxLibraryEngine:
             )
 
     def _route_qpl_log(self, ctx: int) -> None:
-        """QGS's first use of a context: the QPL's log into ours (at ERROR, as QGS asks)."""
+        """QGS's first use of a context: the QPL's log into ours (at ERROR as QGS asks; INFO
+        too when our log shows DEBUG)."""
         handle = self._qpl_handle(ctx)
         if handle is None:
             log.warning(
