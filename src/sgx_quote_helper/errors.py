@@ -92,6 +92,7 @@ class EngineError(SgxQuoteHelperError):
 
     Attributes:
         status: a ``QuoteLibStatus`` (quote3_error_t) value; ``service`` maps it to an AESM code.
+            The TDX library engine raises ``TeeAttStatus`` (tee_att_error_t) values instead.
     """
 
     def __init__(self, status: int, reason: str = "") -> None:
