@@ -128,8 +128,9 @@ def test_the_list_of_evaluation_data_numbers(sim: Sim, simulated: str) -> None:
     assert resource is not None
     document = upstream_document(resource, {EVALUATION_CHAIN: headers[EVALUATION_CHAIN]}, body)
     check_trusted(resource, document, TrustedRoot.load(sim.root_der))
-    # simulated platforms are SGX: no TDX list yet
-    assert get(f"{simulated}/tdx/certification/v4/tcbevaluationdatanumbers")[0] == 404
+    # the TDX list (tests/test_pccs_tdx.py) is the same numbers under id TDX
+    tdx = _member(get(f"{simulated}/tdx/certification/v4/tcbevaluationdatanumbers")[1], "tcbEvaluationDataNumbers")
+    assert tdx["id"] == "TDX" and tdx["tcbEvalNumbers"] == obj["tcbEvalNumbers"]
 
 
 def _verdict(sim: Sim, base: str, query: str) -> Any:

@@ -220,8 +220,10 @@ def test_pckcert_headers_and_refusals(sim: Sim, url: str) -> None:
     "path",
     [
         "/sgx/certification/v4/tcb?fmspc=112233445566",
-        "/tdx/certification/v4/tcb?fmspc=00906ED50000",
-        "/tdx/certification/v4/qe/identity",
+        "/tdx/certification/v4/tcb?fmspc=112233445566",
+        "/tdx/certification/v4/tcb?fmspc=00906ED50000&tcbEvaluationDataNumber=99",
+        "/tdx/certification/v3/tcb?fmspc=00906ED50000",  # TDX exists in API v4 only
+        "/tdx/certification/v4/qve/identity",
         "/sgx/certification/v4/qve/identity",
     ],
 )

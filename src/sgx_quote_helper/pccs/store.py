@@ -1,16 +1,20 @@
 """The simulated mode of the collateral service: collateral by FMSPC / CA / QE kind for the simulated
 platforms of one or more state directories.
 
-Documents are made with :mod:`sim.collateral` (signed by the SIMULATED TCB signing key over the
-exact JSON served) and re-made as time passes: a document is re-issued once it is ``reissue`` old
-(a day, as Intel re-issues TCB Info daily), so its issueDate/nextUpdate keep moving and clients
-never see expired collateral. Between re-issues the bytes are stable.
+Documents are made with :mod:`sim.collateral` and, on the ``/tdx/certification/v4`` paths,
+:mod:`sim.tdx_collateral` (TCB Info ``id`` TDX, QE Identity ``id`` TD_QE), signed by the SIMULATED TCB
+signing key over the exact JSON served, and re-made as time passes: a document is re-issued once it
+is ``reissue`` old (a day, as Intel re-issues TCB Info daily), so its issueDate/nextUpdate keep
+moving and clients never see expired collateral. Between re-issues the bytes are stable.
 
 TCB Info and QE Identity follow the published TCB evaluations of :mod:`sim.tcb_history`:
 ``update=early`` the newest, ``update=standard`` (the default, or ``pccs serve --update``) the
 standard one, ``tcbEvaluationDataNumber=N`` that number (404 when it is not published);
-``tcbevaluationdatanumbers`` lists them, signed like TCB Info. What a TEE's document is lives in one
-place, :meth:`SimulatedStore.signed_json` (SGX today; TDX platforms add their branch there).
+``tcbevaluationdatanumbers`` lists them (``id`` SGX or TDX by the path), signed like TCB Info. What a
+TEE's document is lives in one place, :meth:`SimulatedStore.signed_json`; the headers are the same for
+both TEEs, as Intel's PCS and PCCS send them (``TCB-Info-Issuer-Chain``,
+``SGX-Enclave-Identity-Issuer-Chain``, ``TCB-Evaluation-Data-Numbers-Issuer-Chain``; Intel's PCCS
+``controllers/identityController.js`` getTdQeIdentity sets the SGX enclave identity header for TD_QE).
 
 ``pckcert`` finds the platform as Intel's PCCS does (``pckcertService.js``): by QE ID and PCE ID
 first; only when no platform has that QE ID, by the PPID (``ppid=``) or the encrypted PPID, which is
@@ -30,7 +34,7 @@ expects), raw DER with ``encoding=der`` (3.1 and PCS), PEM with ``encoding=pem``
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,6 +45,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ..errors import ConfigError
 from ..sim import collateral as sim
+from ..sim import tdx_collateral as tdx
 from ..sim.platform import Platform
 from ..sim.tcb_history import EVALUATIONS, TcbEvaluation, evaluation
 from .cache import Clock, Lookup
@@ -108,6 +113,20 @@ def tcb_info_v2_json(platform: Platform, tcb_info_v3: bytes, published: TcbEvalu
         "tcbLevels": levels,
     }
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class _Builders:
+    """How one TEE's TCB Info (``id`` SGX|TDX) and QE Identity (``id`` QE|TD_QE) are made."""
+
+    tcb_info: Callable[[Platform, datetime, TcbEvaluation], bytes]
+    qe_identity: Callable[[datetime, TcbEvaluation], bytes]
+
+
+_BUILDERS: dict[str, _Builders] = {
+    "sgx": _Builders(sim.tcb_info_json, sim.qe_identity_json),
+    "tdx": _Builders(tdx.tdx_tcb_info_json, tdx.td_qe_identity_json),
+}
 
 
 def _signed(platform: Platform, member: str, text: bytes) -> bytes:
@@ -189,23 +208,27 @@ class SimulatedStore:
     def signed_json(self, resource: Resource, now: datetime) -> tuple[Platform, str, bytes] | None:
         """What a TEE's signed JSON document is: (the platform whose key signs it, the member name,
         the exact text) for ``tcb``, ``qe/identity`` and ``tcbevaluationdatanumbers``; ``None`` when
-        no simulated platform has it. The one place that knows the TEEs: simulated platforms are SGX
-        (a TDX branch goes here); no QvE identity is simulated."""
-        if resource.tee != "sgx" or resource.kind == "qve_identity":
+        no simulated platform has it. Every simulated platform is both an SGX and a TDX platform (its
+        TDX module is :mod:`sim.tdx_module`), so both TEEs are served for the same FMSPCs, by the same
+        baseline choice; only the document builders differ (:data:`_BUILDERS`). No QvE identity is
+        simulated."""
+        if resource.kind == "qve_identity":
             return None
         first = self.platforms[0]
         if resource.kind == "tcbevaluationdatanumbers":
-            return first, "tcbEvaluationDataNumbers", sim.tcb_evaluation_data_numbers_json("sgx", now)
+            text = sim.tcb_evaluation_data_numbers_json(resource.tee, now)
+            return first, "tcbEvaluationDataNumbers", text
         published = evaluation(resource.evaluation, resource.update)
         if published is None:
             return None  # a number that is not (or no longer) published: PCS answers 404
+        build = _BUILDERS[resource.tee]
         if resource.kind == "qe_identity":
-            return first, "enclaveIdentity", sim.qe_identity_json(now, published)
+            return first, "enclaveIdentity", build.qe_identity(now, published)
         platform = next((p for p in self.platforms if p.identity.fmspc.hex().upper() == resource.fmspc), None)
         if platform is None:
             return None
-        text = sim.tcb_info_json(platform, now, published)
-        if resource.version == 3:
+        text = build.tcb_info(platform, now, published)
+        if resource.version == 3:  # SGX only: TDX exists in API v4 only (resource.py)
             text = tcb_info_v2_json(platform, text, published)
         return platform, "tcbInfo", text
 

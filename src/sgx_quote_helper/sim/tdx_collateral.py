@@ -10,7 +10,10 @@ JSON signing this reuses):
   ``tdxtcbcomponents``);
 - QE Identity v2 ``id`` "TD_QE" (PCS ``GET /tdx/certification/v4/qe/identity``): Intel's TDQE
   MRSIGNER, ISVPRODID 2, the TDQE levels;
-- all of it as dcap-qvl's ``QuoteCollateralV3`` JSON.
+- all of it as dcap-qvl's ``QuoteCollateralV3`` JSON;
+
+both for any published TCB evaluation (``published``: the standard one by default; the PCCS serves
+the others for ``update=early`` and ``tcbEvaluationDataNumber=N``).
 
 No I/O: ``now`` is a parameter.
 """
@@ -34,9 +37,9 @@ from .collateral import (
     sign_json,
 )
 from .platform import Platform
-from .tcb_history import TCB_EVALUATION_DATA_NUMBER, QeLevel
+from .tcb_history import QeLevel, TcbEvaluation, evaluation
 from .tdqe import TDQE_MRSIGNER, TDQE_PROD_ID
-from .tdx_tcb_history import MODULE_LEVELS, MODULE_MAJOR, TDQE_LEVELS, TDX_TCB_LEVELS, ModuleLevel
+from .tdx_tcb_history import MODULE_LEVELS, MODULE_MAJOR, TDQE_LEVELS, ModuleLevel, tdx_tcb_levels
 
 #: the TDX module identity Intel publishes: MRSIGNERSEAM zero, SEAM attributes zero (all bits checked)
 MODULE_MRSIGNER = "00" * 48
@@ -55,11 +58,19 @@ def _level_entry(level: ModuleLevel | QeLevel) -> dict[str, Any]:
     return entry
 
 
-def tdx_tcb_info_json(platform: Platform, now: dt.datetime) -> bytes:
-    """The exact TDX ``tcbInfo`` JSON text (compact, Intel's key order) that gets signed."""
+def _published(published: TcbEvaluation | None) -> TcbEvaluation:
+    ev = published or evaluation()
+    assert ev is not None  # the standard evaluation always exists
+    return ev
+
+
+def tdx_tcb_info_json(platform: Platform, now: dt.datetime, published: TcbEvaluation | None = None) -> bytes:
+    """The exact TDX ``tcbInfo`` JSON text (compact, Intel's key order) that gets signed, for the TCB
+    evaluation ``published`` (default: the standard one)."""
+    ev = _published(published)
     issue, next_update = _window(now)
     levels = []
-    for level in TDX_TCB_LEVELS:
+    for level in tdx_tcb_levels(ev):
         entry: dict[str, Any] = {
             "tcb": {
                 "sgxtcbcomponents": [{"svn": c} for c in level.sgx.components],
@@ -87,7 +98,7 @@ def tdx_tcb_info_json(platform: Platform, now: dt.datetime) -> bytes:
             "fmspc": ident.fmspc.hex().upper(),
             "pceId": ident.pce_id.to_bytes(2, "big").hex().upper(),
             "tcbType": 0,
-            "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
+            "tcbEvaluationDataNumber": ev.number,
             "tdxModule": module,
             "tdxModuleIdentities": [
                 {
@@ -101,8 +112,10 @@ def tdx_tcb_info_json(platform: Platform, now: dt.datetime) -> bytes:
     )
 
 
-def td_qe_identity_json(now: dt.datetime) -> bytes:
-    """The exact ``enclaveIdentity`` JSON text of the simulated TDQE (v2, id "TD_QE")."""
+def td_qe_identity_json(now: dt.datetime, published: TcbEvaluation | None = None) -> bytes:
+    """The exact ``enclaveIdentity`` JSON text of the simulated TDQE (v2, id "TD_QE"), for the TCB
+    evaluation ``published`` (default: the standard one; the TDQE levels are the same in each)."""
+    ev = _published(published)
     issue, next_update = _window(now)
     return _compact(
         {
@@ -110,7 +123,7 @@ def td_qe_identity_json(now: dt.datetime) -> bytes:
             "version": 2,
             "issueDate": issue,
             "nextUpdate": next_update,
-            "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
+            "tcbEvaluationDataNumber": ev.number,
             "miscselect": QE_MISCSELECT,
             "miscselectMask": QE_MISCSELECT_MASK,
             "attributes": QE_ATTRIBUTES,
@@ -134,10 +147,13 @@ def td_qe_identity_response(platform: Platform, now: dt.datetime) -> tuple[bytes
     return _response("enclaveIdentity", body, sign_json(platform, body)), platform.tcb_signing_chain_pem()
 
 
-def tdx_quote_collateral(platform: Platform, now: dt.datetime) -> dict[str, str]:
-    """Everything a verifier needs for the platform's TDX quotes, as dcap-qvl's ``QuoteCollateralV3``."""
-    tcb = tdx_tcb_info_json(platform, now)
-    qe = td_qe_identity_json(now)
+def tdx_quote_collateral(
+    platform: Platform, now: dt.datetime, published: TcbEvaluation | None = None
+) -> dict[str, str]:
+    """Everything a verifier needs for the platform's TDX quotes, as dcap-qvl's ``QuoteCollateralV3``
+    (TCB Info and TD QE Identity of the evaluation ``published``, default the standard one)."""
+    tcb = tdx_tcb_info_json(platform, now, published)
+    qe = td_qe_identity_json(now, published)
     signing_chain = platform.tcb_signing_chain_pem().decode()
     out = {
         "pck_crl_issuer_chain": platform.pck_ca_chain_pem().decode(),

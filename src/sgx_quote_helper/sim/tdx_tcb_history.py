@@ -12,6 +12,11 @@ SGX TCB plus the TDX components), so one simulated TCB recovery moves both. What
   TDX components (OutOfDate), so a platform whose TEE_TCB_SVN is all zero is OutOfDate, never
   "not supported".
 - The simulated module is major version 1 (``TDX_01``): module SVN 4 is UpToDate, 2 OutOfDate.
+- Each published TCB evaluation of the SGX history (``tcb_history.EVALUATIONS``: 18 early, 17
+  standard, 16) has its TDX levels, made by the rule above from that evaluation's SGX levels
+  (:func:`tdx_tcb_levels`): the early recovery demotes today's TDX platforms with today's SGX
+  platforms. The simulated recoveries touch neither the TDX module nor the TDQE, so their levels are
+  the same in every evaluation (as Intel's TD_QE identity often is across TCB recoveries).
 
 Pure data; no I/O.
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .tcb_history import TCB_LEVELS, QeLevel, TcbLevel
+from .tcb_history import QeLevel, TcbEvaluation, TcbLevel, evaluation
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +64,26 @@ CURRENT_TDX_COMPONENTS = _c(CURRENT_MODULE_SVN, MODULE_MAJOR, CURRENT_TDX_MICROC
 
 _FLOOR_ADVISORIES = ("INTEL-SA-00837",)
 
-#: TDX TCB levels, highest first (each SGX level with the current TDX components, then the floor)
-TDX_TCB_LEVELS: tuple[TdxTcbLevel, ...] = (
-    *(TdxTcbLevel(lv, CURRENT_TDX_COMPONENTS, lv.status, lv.advisory_ids) for lv in TCB_LEVELS),
-    TdxTcbLevel(
-        TCB_LEVELS[-1],
-        _c(),
-        "OutOfDate",
-        tuple(sorted({*TCB_LEVELS[-1].advisory_ids, *_FLOOR_ADVISORIES})),
-    ),
-)
+
+
+def tdx_tcb_levels(published: TcbEvaluation) -> tuple[TdxTcbLevel, ...]:
+    """The TDX TCB levels of one published evaluation, highest first: each of its SGX levels with the
+    current TDX components, then the floor (its lowest SGX level, all-zero TDX components, OutOfDate)."""
+    floor = published.tcb_levels[-1]
+    return (
+        *(TdxTcbLevel(lv, CURRENT_TDX_COMPONENTS, lv.status, lv.advisory_ids) for lv in published.tcb_levels),
+        TdxTcbLevel(floor, _c(), "OutOfDate", tuple(sorted({*floor.advisory_ids, *_FLOOR_ADVISORIES}))),
+    )
+
+
+def _standard() -> TcbEvaluation:
+    standard = evaluation()
+    assert standard is not None
+    return standard
+
+
+#: TDX TCB levels of the standard evaluation, highest first
+TDX_TCB_LEVELS: tuple[TdxTcbLevel, ...] = tdx_tcb_levels(_standard())
 
 #: levels of the module identity ``TDX_01`` (highest first)
 MODULE_LEVELS: tuple[ModuleLevel, ...] = (
@@ -97,4 +112,5 @@ __all__ = [
     "TDX_TCB_LEVELS",
     "ModuleLevel",
     "TdxTcbLevel",
+    "tdx_tcb_levels",
 ]
