@@ -129,7 +129,9 @@ def test_the_list_of_evaluation_data_numbers(sim: Sim, simulated: str) -> None:
     document = upstream_document(resource, {EVALUATION_CHAIN: headers[EVALUATION_CHAIN]}, body)
     check_trusted(resource, document, TrustedRoot.load(sim.root_der))
     # the TDX list (tests/test_pccs_tdx.py) is the same numbers under id TDX
-    tdx = _member(get(f"{simulated}/tdx/certification/v4/tcbevaluationdatanumbers")[1], "tcbEvaluationDataNumbers")
+    tdx = _member(
+        get(f"{simulated}/tdx/certification/v4/tcbevaluationdatanumbers")[1], "tcbEvaluationDataNumbers"
+    )
     assert tdx["id"] == "TDX" and tdx["tcbEvalNumbers"] == obj["tcbEvalNumbers"]
 
 

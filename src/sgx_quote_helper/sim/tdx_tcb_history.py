@@ -65,7 +65,6 @@ CURRENT_TDX_COMPONENTS = _c(CURRENT_MODULE_SVN, MODULE_MAJOR, CURRENT_TDX_MICROC
 _FLOOR_ADVISORIES = ("INTEL-SA-00837",)
 
 
-
 def tdx_tcb_levels(published: TcbEvaluation) -> tuple[TdxTcbLevel, ...]:
     """The TDX TCB levels of one published evaluation, highest first: each of its SGX levels with the
     current TDX components, then the floor (its lowest SGX level, all-zero TDX components, OutOfDate)."""
