@@ -62,6 +62,7 @@ from .test_pccs_qcnl import CUSTOM_RAW, custom_param_string
 TDX = "/tdx/certification/v4"
 SGX = "/sgx/certification/v4"
 OLD_TEE_TCB_SVN = "00" * 16
+EPPID_FMSPC = "00906ED50000"
 
 
 def cli_ok(*args: str) -> str:
@@ -72,8 +73,8 @@ def cli_ok(*args: str) -> str:
 
 @dataclass
 class Tdx:
-    """Two simulated platforms under one SIMULATED PKI (current; TEE_TCB_SVN all zero), their TD
-    quotes, the root, and ``pccs serve --simulated`` for both."""
+    """Simulated platforms under one SIMULATED PKI (current; TEE_TCB_SVN all zero; an encrypted-PPID
+    one with another FMSPC), their TD quotes, the root, and ``pccs serve --simulated`` for all."""
 
     tmp: Path
     current: Platform
@@ -103,15 +104,21 @@ def tdx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tdx]:
         "sim", "init", "--state-dir", str(old), "--pki-from", str(cur), "--tee-tcb-svn", OLD_TEE_TCB_SVN
     )
     assert "not the current level" in out
-    quotes = {"current-v4": tmp / "c4.bin", "current-v5": tmp / "c5.bin", "old": tmp / "old.bin"}
+    # a third platform whose TD quotes carry the encrypted PPID (type 6 holding type 3), other FMSPC
+    eppid = tmp / "eppid"
+    cli_ok("sim", "init", "--state-dir", str(eppid), "--pki-from", str(cur), "--cert-data", "encrypted-ppid",
+           "--fmspc", EPPID_FMSPC)  # fmt: skip
+    quotes = {n: tmp / f"{n}.bin" for n in ("current-v4", "current-v5", "old", "eppid")}
     cli_ok("sim", "quote", "--tee", "tdx", "--state-dir", str(cur), "--out", str(quotes["current-v4"]))
     cli_ok("sim", "quote", "--tee", "tdx", "--quote-version", "5", "--state-dir", str(cur),
            "--report-data", "ab" * 64, "--mr-td", "cd" * 48, "--out", str(quotes["current-v5"]))  # fmt: skip
     cli_ok("sim", "quote", "--tee", "tdx", "--state-dir", str(old), "--out", str(quotes["old"]))
+    cli_ok("sim", "quote", "--tee", "tdx", "--state-dir", str(eppid), "--out", str(quotes["eppid"]))
     root = tmp / "root.der"
     cli_ok("sim", "root-ca", "--state-dir", str(cur), "--der", "--out", str(root))
     t = Tdx(tmp, Platform.open(cur), Platform.open(old), quotes, root)
-    serve = ["pccs", "serve", "--simulated", "--state-dir", str(cur), "--state-dir", str(old), "--port", "0"]
+    dirs = [a for d in (cur, old, eppid) for a in ("--state-dir", str(d))]
+    serve = ["pccs", "serve", "--simulated", *dirs, "--port", "0"]
     with daemon(serve, "pccs ready at ") as (_, url):
         t.url = url
         yield t
@@ -140,13 +147,15 @@ def verify_cli(t: Tdx, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    ("name", "status"), [("current-v4", "UpToDate"), ("current-v5", "UpToDate"), ("old", "OutOfDate")]
+    ("name", "status"),
+    [("current-v4", "UpToDate"), ("current-v5", "UpToDate"), ("old", "OutOfDate"), ("eppid", "UpToDate")],
 )
 def test_dcap_qvl_and_verify_pccs_agree(tdx: Tdx, name: str, status: str) -> None:
     quote = tdx.quote(name)
     collateral = asyncio.run(_dcap_qvl_collateral(tdx.url, quote))
     tcb_info, qe_identity = json.loads(collateral.tcb_info), json.loads(collateral.qe_identity)
-    assert tcb_info["id"] == "TDX" and tcb_info["fmspc"] == tdx.fmspc and "tdxModule" in tcb_info
+    fmspc = EPPID_FMSPC if name == "eppid" else tdx.fmspc
+    assert tcb_info["id"] == "TDX" and tcb_info["fmspc"] == fmspc and "tdxModule" in tcb_info
     assert qe_identity["id"] == "TD_QE"
     assert tcb_info["tcbEvaluationDataNumber"] == qe_identity["tcbEvaluationDataNumber"] == 17
     theirs = dcap_qvl.verify_with_root_ca(quote, collateral, tdx.root, now_s())

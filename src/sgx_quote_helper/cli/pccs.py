@@ -193,6 +193,11 @@ def serve(
       sgx-quote-helper sim root-ca --state-dir /tmp/p1 --der --out root.der
       sgx-quote-helper verify q.bin --pccs http://127.0.0.1:8081 --root-ca root.der
     \b
+      # the same platform's TD quote: TDX collateral from /tdx/certification/v4/ (with
+      # --update early: evaluation 18, in which today's simulated TCB is OutOfDate)
+      sgx-quote-helper sim quote --tee tdx --state-dir /tmp/p1 --out td.bin
+      sgx-quote-helper verify td.bin --pccs http://127.0.0.1:8081 --root-ca root.der
+    \b
       # two platforms under one SIMULATED root, one service
       sgx-quote-helper sim init --state-dir /tmp/p2 --fmspc 00906ED50000 --pki-from /tmp/p1
       sgx-quote-helper pccs serve --simulated --state-dir /tmp/p1 --state-dir /tmp/p2
