@@ -42,7 +42,7 @@ from yarl import URL
 from sgx_quote_helper.abi.quote import Quote
 from sgx_quote_helper.cli import cli
 from sgx_quote_helper.pccs.app import HttpGetter, make_app
-from sgx_quote_helper.pccs.cache import CachingSource, CollateralCache, UpstreamReply
+from sgx_quote_helper.pccs.cache import CachingSource, CollateralCache, UpstreamReply, upstream_base
 from sgx_quote_helper.pccs.document import upstream_document
 from sgx_quote_helper.pccs.limits import RateLimiter
 from sgx_quote_helper.pccs.resource import parse_target
@@ -58,6 +58,7 @@ from sgx_quote_helper.verify.verifier import Verifier
 from .pccs_fakes import Clock, app_in_thread, serving
 from .test_attest_cli import daemon
 from .test_pccs_qcnl import CUSTOM_RAW, custom_param_string
+from .test_qgs_service import serving as qgs_serving
 
 TDX = "/tdx/certification/v4"
 SGX = "/sgx/certification/v4"
@@ -171,6 +172,23 @@ def test_dcap_qvl_and_verify_pccs_agree(tdx: Tdx, name: str, status: str) -> Non
     # the SIMULATED chain is not Intel's: dcap-qvl's plain verify (Intel's root pinned) refuses it
     with pytest.raises(Exception):  # noqa: B017  (dcap-qvl raises a plain ValueError)
         dcap_qvl.verify(quote, collateral, now_s())
+
+
+def test_quote_from_the_qgs_service_verifies_with_pccs_collateral(tdx: Tdx) -> None:
+    """The host path: a TDREPORT (``sim td-report``), the QGS service on a Unix socket, the guest's
+    ``tdx quote --qgs-socket``; collateral from ``pccs serve``."""
+    report, quote, sock = tdx.tmp / "qgs-r.bin", tdx.tmp / "qgs-q.bin", tdx.tmp / "qgs.sock"
+    cli_ok("sim", "td-report", "--state-dir", str(tdx.current.state.path), "--report-data", "5a" * 64,
+           "--tdx-version", "1.5", "--out", str(report))  # fmt: skip
+    with qgs_serving(tdx.current, sock):
+        cli_ok("tdx", "quote", "--qgs-socket", str(sock), "--td-report", str(report), "--out", str(quote))
+    tdx.quotes["qgs"] = quote
+    collateral = asyncio.run(_dcap_qvl_collateral(tdx.url, quote.read_bytes()))
+    assert (
+        dcap_qvl.verify_with_root_ca(quote.read_bytes(), collateral, tdx.root, now_s()).status == "UpToDate"
+    )
+    code, ours = verify_cli(tdx, "qgs")
+    assert code == 0 and ours["status"] == "UpToDate" and ours["report_data"] == "5a" * 64
 
 
 def test_verify_pccs_early_and_standard_for_tdx(tdx: Tdx) -> None:
@@ -480,6 +498,11 @@ class Front:
         self.source.cache.close()
 
 
+def test_upstream_base_takes_a_tdx_url() -> None:
+    for given in ("http://pccs:8081/tdx/certification/v4/", "http://pccs:8081/sgx/certification/v3"):
+        assert upstream_base(given) == "http://pccs:8081"
+
+
 def test_caching_pccs_caches_tdx_answers(tdx: Tdx, tmp_path: Path) -> None:
     quote = tdx.quote("current-v4")
     f = tdx.fmspc
@@ -524,6 +547,11 @@ def test_caching_pccs_caches_tdx_answers(tdx: Tdx, tmp_path: Path) -> None:
                     tdx.quote("old"), fetched, datetime.now(UTC)
                 )
                 assert verdict.status == "OutOfDate" and len(front.upstream_urls) == before
+                # pccs refresh: the TDX entries are asked again at their own /tdx/ URLs
+                results = await front.source.refresh_all()
+                tdx_keys = [k for k in front.source.cache.stored_keys() if k.startswith(TDX)]
+                assert len(tdx_keys) == 5 and all(results[k] == "ok" for k in tdx_keys)
+                assert len(front.tdx_urls()) == 10
         finally:
             await front.close()
 

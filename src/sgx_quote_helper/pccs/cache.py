@@ -14,6 +14,10 @@ fronts an upstream PCS/PCCS with it.
   not chain to the configured root CA (:func:`.trust.check_trusted`; Intel's by default) is served
   to the client that asked, with a warning in the log, and never stored.
 
+TDX answers (``/tdx/certification/v4/tcb``, ``qe/identity``, ``tcbevaluationdatanumbers``) go the
+same way: their key holds the ``/tdx/`` path, and :func:`document.upstream_document` also checks the
+TEE (TCB Info ``id`` TDX, QE Identity ``id`` TD_QE), so an SGX document is never filed under a TDX key.
+
 A ``pckcert`` answer is stored under the key of the request (every identity it named). With QCNL's
 ``qeid=...&encrypted_ppid=<real>`` form it is also filed under the QE ID alone (the key of QCNL's
 all-zero-PPID form), but only when the QE ID is bound to the certificate's PPID: the first such
@@ -225,9 +229,10 @@ def resource_for_key(key: str) -> Resource:
 
 
 def upstream_base(url: str) -> str:
-    """Normalise an upstream base URL: no trailing slash, no trailing ``/sgx/certification/vN``."""
+    """Normalise an upstream base URL: no trailing slash, no trailing ``/{sgx|tdx}/certification/vN``
+    (each request names its own TEE and version)."""
     base = url.rstrip("/")
-    for suffix in ("/sgx/certification/v4", "/sgx/certification/v3"):
+    for suffix in ("/sgx/certification/v4", "/sgx/certification/v3", "/tdx/certification/v4"):
         base = base.removesuffix(suffix)
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.netloc:
