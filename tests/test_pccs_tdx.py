@@ -436,7 +436,7 @@ def test_our_fetcher_asks_the_tdx_paths(tdx: Tdx, recorded: tuple[str, list[str]
     """verify/fetch.py for a TD quote: tcb and qe/identity on /tdx, CRLs on /sgx, the baseline sent."""
     base, targets = recorded
     targets.clear()
-    fetcher = CollateralFetcher(base, _urllib_like(base), tcb_evaluation_data_number=16)
+    fetcher = CollateralFetcher(base, raw_getter(base), tcb_evaluation_data_number=16)
     collateral = fetcher.fetch(_parsed(tdx.quote("current-v5")))
     assert sorted(targets) == sorted(
         [
@@ -456,7 +456,7 @@ def _parsed(raw: bytes) -> Quote:
     return Quote.from_bytes(raw)
 
 
-def _urllib_like(base: str) -> Any:
+def raw_getter(base: str) -> Any:
     def get(url: str) -> HttpResponse:
         status, body, headers = raw_get(url)
         return HttpResponse(status, body, headers)
@@ -541,7 +541,7 @@ def test_caching_pccs_caches_tdx_answers(tdx: Tdx, tmp_path: Path) -> None:
                 # our verifier through the caching PCCS: all from the cache
                 before = len(front.upstream_urls)
                 fetched = await asyncio.to_thread(
-                    CollateralFetcher(base, _urllib_like(base)).fetch, _parsed(tdx.quote("old"))
+                    CollateralFetcher(base, raw_getter(base)).fetch, _parsed(tdx.quote("old"))
                 )
                 verdict = Verifier(TrustedRoot.load(tdx.root)).verify(
                     tdx.quote("old"), fetched, datetime.now(UTC)

@@ -31,13 +31,14 @@ from .collateral import (
     QE_MISCSELECT_MASK,
     _compact,
     _response,
+    _standard,
     _window,
     pck_crl_der,
     root_ca_crl_der,
     sign_json,
 )
 from .platform import Platform
-from .tcb_history import QeLevel, TcbEvaluation, evaluation
+from .tcb_history import QeLevel, TcbEvaluation
 from .tdqe import TDQE_MRSIGNER, TDQE_PROD_ID
 from .tdx_tcb_history import MODULE_LEVELS, MODULE_MAJOR, TDQE_LEVELS, ModuleLevel, tdx_tcb_levels
 
@@ -58,16 +59,10 @@ def _level_entry(level: ModuleLevel | QeLevel) -> dict[str, Any]:
     return entry
 
 
-def _published(published: TcbEvaluation | None) -> TcbEvaluation:
-    ev = published or evaluation()
-    assert ev is not None  # the standard evaluation always exists
-    return ev
-
-
 def tdx_tcb_info_json(platform: Platform, now: dt.datetime, published: TcbEvaluation | None = None) -> bytes:
     """The exact TDX ``tcbInfo`` JSON text (compact, Intel's key order) that gets signed, for the TCB
     evaluation ``published`` (default: the standard one)."""
-    ev = _published(published)
+    ev = published or _standard()
     issue, next_update = _window(now)
     levels = []
     for level in tdx_tcb_levels(ev):
@@ -115,7 +110,7 @@ def tdx_tcb_info_json(platform: Platform, now: dt.datetime, published: TcbEvalua
 def td_qe_identity_json(now: dt.datetime, published: TcbEvaluation | None = None) -> bytes:
     """The exact ``enclaveIdentity`` JSON text of the simulated TDQE (v2, id "TD_QE"), for the TCB
     evaluation ``published`` (default: the standard one; the TDQE levels are the same in each)."""
-    ev = _published(published)
+    ev = published or _standard()
     issue, next_update = _window(now)
     return _compact(
         {

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .tcb_history import QeLevel, TcbEvaluation, TcbLevel, evaluation
+from .tcb_history import EVALUATIONS, QeLevel, TcbEvaluation, TcbLevel
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +75,8 @@ def tdx_tcb_levels(published: TcbEvaluation) -> tuple[TdxTcbLevel, ...]:
     )
 
 
-def _standard() -> TcbEvaluation:
-    standard = evaluation()
-    assert standard is not None
-    return standard
-
-
-#: TDX TCB levels of the standard evaluation, highest first
-TDX_TCB_LEVELS: tuple[TdxTcbLevel, ...] = tdx_tcb_levels(_standard())
+#: TDX TCB levels of the standard evaluation (``EVALUATIONS[1]``), highest first
+TDX_TCB_LEVELS: tuple[TdxTcbLevel, ...] = tdx_tcb_levels(EVALUATIONS[1])
 
 #: levels of the module identity ``TDX_01`` (highest first)
 MODULE_LEVELS: tuple[ModuleLevel, ...] = (
