@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import struct
 import time
 from concurrent.futures import Executor
 from typing import Any, Protocol, cast
@@ -29,12 +27,12 @@ from ..wire import messages as m
 from ..wire.connection import EXPIRED, NEED_DATA, PeerClosed, ProtocolViolation, ServerConnection
 from .admission import Action, Admission, Decision
 from .config import ServerConfig
+from .gate import Gate, peer_credentials
 from .limits import PeerPolicy, RefusalLog
 from .metrics import ServerMetrics, request_type_name, result_name
 
 log = logging.getLogger(__name__)
 
-_PEERCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 _MAX_QUEUED_FRAMES = 8
 
 #: a thread-run call longer than this (wall clock) counts as slow whatever its CPU time (I/O waits)
@@ -73,7 +71,7 @@ class ServerSide(Protocol):
     metrics: ServerMetrics
     refusals: RefusalLog
     connections: set[Any]
-    per_uid: dict[int, int]
+    gate: Gate
     executor: Executor
     stopping: bool
 
@@ -135,34 +133,12 @@ class ConnectionBase(asyncio.Protocol):
         srv.stats.connections += 1
         srv.metrics.connections_total += 1
         self._core.last_activity = now = srv.loop.time()
-        cfg = srv.config
-        if len(srv.connections) >= cfg.max_connections:
-            self._refuse_connection("max_connections", f"{cfg.max_connections} connections open", now)
+        admitted, self._uid = srv.gate.open(len(srv.connections), self.peer, now)
+        if not admitted:
+            self._closing = True
+            self.transport.close()
             return
-        if srv.restrict_peers or cfg.max_connections_per_uid:
-            _, uid, gid = self.peer()
-            if srv.restrict_peers and not srv.policy.allowed(uid, gid):
-                self._refuse_connection("not_allowed", "uid/gid not in the allow-list", now)
-                return
-            if cfg.max_connections_per_uid:
-                n = srv.per_uid.get(uid, 0)
-                if n >= cfg.max_connections_per_uid:
-                    self._refuse_connection(
-                        "max_connections_per_uid", f"uid {uid} has {n} connections open", now
-                    )
-                    return
-                srv.per_uid[uid] = n + 1
-                self._uid = uid
         srv.connections.add(self)
-
-    def _refuse_connection(self, reason: str, detail: str, now: float) -> None:
-        srv = self._server
-        srv.metrics.refuse(reason)
-        pid, uid, _ = self.peer()
-        srv.refusals.refused(reason, pid, uid, f"{detail}; connection closed", now)
-        self._closing = True
-        assert self.transport is not None
-        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         core = self._core
@@ -189,13 +165,8 @@ class ConnectionBase(asyncio.Protocol):
         self._closing = True
         srv = self._server
         srv.connections.discard(self)
-        if self._uid is not None:
-            left = srv.per_uid.get(self._uid, 1) - 1
-            if left > 0:
-                srv.per_uid[self._uid] = left
-            else:
-                srv.per_uid.pop(self._uid, None)
-            self._uid = None
+        srv.gate.close(self._uid)
+        self._uid = None
         srv.admission.reply_bytes -= self._reply_bytes
         self._reply_bytes = 0
         srv.connection_gone()
@@ -343,14 +314,7 @@ class ConnectionBase(asyncio.Protocol):
     def peer(self) -> tuple[int, int, int]:
         """(pid, uid, gid) of the client from SO_PEERCRED; (-1, -1, -1) if unavailable."""
         if self._peer is None:
-            self._peer = (-1, -1, -1)
-            sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-            if sock is not None:
-                try:
-                    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-                    self._peer = _PEERCRED.unpack(raw)
-                except (OSError, AttributeError):
-                    pass
+            self._peer = peer_credentials(self.transport)
         return self._peer
 
     def _violation(self, v: ProtocolViolation) -> None:

@@ -9,7 +9,9 @@ pod. In it the daemon keeps
   time (it must not pass for a newer daemon and take the path back from its successor);
 - ``aesm.socket``: the private socket (socketpath.bind_private). The probes reach this very daemon
   there, whoever serves the shared path; ``healthcheck --ready`` compares the instance answering
-  on the private socket with the one answering on the shared path.
+  on the private socket with the one answering on the shared path;
+- ``qgs.socket``: the same for the QGS service (``qgs serve --private-dir``, ``qgs healthcheck``).
+  An AESM and a QGS daemon sharing the directory share the instance record (one pod, one instance).
 
 Without a private directory each process is its own instance (a fresh id, started now).
 """
@@ -27,6 +29,8 @@ from ..errors import ConfigError
 
 RECORD = "instance.json"
 PRIVATE_SOCKET = "aesm.socket"
+#: the QGS service's private socket (``qgs serve --private-dir``, ``qgs healthcheck``)
+QGS_PRIVATE_SOCKET = "qgs.socket"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +42,9 @@ class Instance:
     restarted: bool = False
 
 
-def private_socket(private_dir: Path) -> Path:
-    """The private socket's path in ``private_dir``."""
-    return private_dir / PRIVATE_SOCKET
+def private_socket(private_dir: Path, name: str = PRIVATE_SOCKET) -> Path:
+    """The private socket's path in ``private_dir`` (``name``: :data:`QGS_PRIVATE_SOCKET` for QGS)."""
+    return private_dir / name
 
 
 def load_instance(private_dir: Path | None, now_ns: int | None = None) -> Instance:
@@ -81,4 +85,4 @@ def load_instance(private_dir: Path | None, now_ns: int | None = None) -> Instan
     return inst
 
 
-__all__ = ["PRIVATE_SOCKET", "RECORD", "Instance", "load_instance", "private_socket"]
+__all__ = ["PRIVATE_SOCKET", "QGS_PRIVATE_SOCKET", "RECORD", "Instance", "load_instance", "private_socket"]

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the quote daemon: cheap counters on the request path, exported at scrape.
+"""Prometheus metrics of the quote services: cheap counters on the request path, exported at scrape.
 
 The event loop only bumps plain ints in dicts (:class:`ServerMetrics`, ~0.3 µs a request); the
 Prometheus families are built from them when scraped (a custom collector on a private registry),
@@ -11,6 +11,12 @@ default). Exported (all prefixed ``sgx_quote_helper_``):
 - ``refused_total{reason}``: connections or requests refused (``not_allowed``,
   ``max_connections``, ``rate``, ``peer_in_flight``, ``busy``, ``client_error``);
 - ``engine_errors_total{type}``: engine requests the engine answered with an error code.
+
+The QGS service (server/qgs.py) exports the same families under ``sgx_quote_helper_qgs_``
+(:data:`QGS_PREFIX`): its request types (``GetQuote``, ``GetCollateral``, ``GetPlatformInfo``,
+``RawQuote``), its result names (``SUCCESS``, ``UNEXPECTED``, ...; ``closed`` when it closed
+without an answer: a raw-mode report refused), and ``quote_latency_seconds`` for GetQuote and raw
+quotes. One process serving both protocols exports both sets side by side.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from prometheus_client.core import (
 from ..abi.codes import AesmStatus
 
 PREFIX = "sgx_quote_helper_"
+#: the QGS service's families
+QGS_PREFIX = PREFIX + "qgs_"
 #: quote latency buckets (seconds): simulated quotes take ~0.1 ms, hardware ones milliseconds
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -51,21 +59,45 @@ def result_name(code: int) -> str:
 
 
 class ServerMetrics:
-    """Counters of one daemon (see the module doc). Touched only from the event loop; read by the
-    scrape thread through copies (dict copies are atomic under the GIL)."""
+    """Counters of one service (see the module doc). Touched only from the event loop; read by the
+    scrape thread through copies (dict copies are atomic under the GIL).
+
+    Args:
+        prefix: of every family name (the QGS service: :data:`QGS_PREFIX`).
+        protocol: the protocol's name in the help texts ("AESM", "QGS").
+        type_name / code_name: the ``type`` and ``result`` labels of a request class and a code.
+        latency_of: what ``quote_latency_seconds`` times, for its help text.
+    """
 
     __slots__ = (
+        "code_name",
         "connections_total",
         "current",
         "engine_errors",
         "latency_buckets",
         "latency_count",
+        "latency_of",
         "latency_sum",
+        "prefix",
+        "protocol",
         "refused",
         "requests",
+        "type_name",
     )
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        prefix: str = PREFIX,
+        protocol: str = "AESM",
+        type_name: Callable[[type], str] = request_type_name,
+        code_name: Callable[[int], str] = result_name,
+        latency_of: str = "GetQuoteEx",
+    ) -> None:
+        self.prefix = prefix
+        self.protocol = protocol
+        self.type_name = type_name
+        self.code_name = code_name
+        self.latency_of = latency_of
         self.requests: dict[tuple[type, int], int] = {}
         self.refused: dict[str, int] = {}
         self.engine_errors: dict[type, int] = {}
@@ -106,28 +138,31 @@ class ServerMetrics:
     # -- prometheus_client collector protocol
     def collect(self) -> Iterator[Metric]:
         """Build the metric families from the counters (called by the scrape thread)."""
+        prefix, type_name = self.prefix, self.type_name
         req = CounterMetricFamily(
-            PREFIX + "requests", "Answered AESM requests by type and result code", labels=["type", "result"]
+            prefix + "requests",
+            f"Answered {self.protocol} requests by type and result code",
+            labels=["type", "result"],
         )
         for (t, code), n in sorted(
             self.requests.copy().items(), key=lambda kv: (kv[0][0].__name__, kv[0][1])
         ):
-            req.add_metric([request_type_name(t), result_name(code)], n)
+            req.add_metric([type_name(t), self.code_name(code)], n)
         yield req
         ref = CounterMetricFamily(
-            PREFIX + "refused", "Refused connections or requests by reason", labels=["reason"]
+            prefix + "refused", "Refused connections or requests by reason", labels=["reason"]
         )
         for reason, n in sorted(self.refused.copy().items()):
             ref.add_metric([reason], n)
         yield ref
         eng = CounterMetricFamily(
-            PREFIX + "engine_errors", "Engine requests the engine answered with an error", labels=["type"]
+            prefix + "engine_errors", "Engine requests the engine answered with an error", labels=["type"]
         )
         for t, n in sorted(self.engine_errors.copy().items(), key=lambda kv: kv[0].__name__):
-            eng.add_metric([request_type_name(t)], n)
+            eng.add_metric([type_name(t)], n)
         yield eng
         yield CounterMetricFamily(
-            PREFIX + "connections", "Client connections accepted", value=self.connections_total
+            prefix + "connections", "Client connections accepted", value=self.connections_total
         )
         counts = list(self.latency_buckets)
         cumulative, running = [], 0
@@ -135,13 +170,13 @@ class ServerMetrics:
             running += n
             cumulative.append((bound, running))
         yield HistogramMetricFamily(
-            PREFIX + "quote_latency_seconds",
-            "GetQuoteEx latency inside the daemon (request decoded to reply written)",
+            prefix + "quote_latency_seconds",
+            f"{self.latency_of} latency inside the daemon (request decoded to reply written)",
             buckets=cumulative,
             sum_value=self.latency_sum,
         )
         for name, (help_text, fn) in list(self.current.items()):
-            yield GaugeMetricFamily(PREFIX + name, help_text, value=fn())
+            yield GaugeMetricFamily(prefix + name, help_text, value=fn())
 
     def registry(self) -> CollectorRegistry:
         """A private registry exporting these metrics (and nothing process-global)."""

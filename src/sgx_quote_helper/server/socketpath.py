@@ -3,8 +3,9 @@
 Before binding, :func:`probe_path` classifies the path:
 
 - ``ABSENT`` / ``STALE`` (a socket file nobody listens on): just replace it;
-- ``OURS``: a live sgx-quote-helper answers our HelperProbe request (envelope field 1000): take it
-  over (an update replacing the running service);
+- ``OURS``: a live sgx-quote-helper answers our HelperProbe request (envelope field 1000; on a QGS
+  socket the QGS-framed probe of wire/qgs.py, :func:`probe_qgs_path`): take it over (an update
+  replacing the running service);
 - ``FOREIGN``: something listens but does not answer the probe (Intel's aesmd closes the connection
   on an unknown request) or the path is not a socket: refuse unless ``--replace``.
 
@@ -37,14 +38,17 @@ import secrets
 import socket
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..client.transport import receive
-from ..errors import ConfigError
+from ..errors import ConfigError, RemoteProtocolError
 from ..service import IMPLEMENTATION
 from ..wire import messages as m
 from ..wire.connection import PEER_CLOSED, ClientConnection, ProtocolViolation
+from ..wire.qgs import CloseConnection, ProbeAnswer, QgsProbeClient
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +84,83 @@ class SocketIdentity:
     ino: int
 
 
+#: how to ask a socket path who serves it (:func:`probe_path` for AESM, :func:`probe_qgs_path`)
+Prober = Callable[[Path, float], ProbeResult]
+
+
+class _Identity(Protocol):
+    """What our probe's answer says (the AESM HelperProbe answer and the QGS one alike)."""
+
+    @property
+    def implementation(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def instance_id(self) -> str: ...
+    @property
+    def started_ns(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+
+
 def probe_path(path: Path, timeout: float = 2.0) -> ProbeResult:
-    """Classify what serves ``path`` (see the module doc). Never raises for a live peer's behaviour."""
+    """Classify what serves ``path`` (see the module doc), asking in the AESM protocol (HelperProbe).
+    Never raises for a live peer's behaviour."""
+    return _probe(path, timeout, _ask_aesm, "Intel's aesmd")
+
+
+def probe_qgs_path(path: Path, timeout: float = 2.0) -> ProbeResult:
+    """:func:`probe_path` for a QGS socket: asks with the QGS-framed probe (wire/qgs.py)."""
+    return _probe(path, timeout, _ask_qgs, "Intel's qgsd")
+
+
+def _ask_aesm(sock: socket.socket) -> _Identity | str:
+    conn = ClientConnection()
+    sock.sendall(conn.send(m.HelperProbeRequest()))
+    reply = receive(conn, sock.recv)
+    if reply is PEER_CLOSED:
+        return "closed"
+    if isinstance(reply, ProtocolViolation):
+        return f"bad reply: {reply.reason}"
+    if isinstance(reply, m.HelperProbeResponse):
+        return _AesmIdentity(reply)
+    return "unexpected reply"
+
+
+class _AesmIdentity:
+    __slots__ = ("implementation", "instance_id", "pid", "started_ns", "state", "version")
+
+    def __init__(self, reply: m.HelperProbeResponse) -> None:
+        self.implementation = reply.implementation
+        self.version = reply.version
+        self.pid = reply.pid
+        self.instance_id = reply.instance_id
+        self.started_ns = reply.started_ns or 0
+        self.state = reply.state or ""
+
+
+def _ask_qgs(sock: socket.socket) -> _Identity | str:
+    client = QgsProbeClient()
+    sock.sendall(client.send())
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)  # Intel's server then closes at once instead of waiting 30 s
+    while True:
+        try:
+            event = client.next_event()
+        except RemoteProtocolError as exc:
+            return f"bad reply: {exc}"
+        if isinstance(event, ProbeAnswer):
+            return event
+        if isinstance(event, CloseConnection):
+            return "closed"
+        client.receive_data(sock.recv(4096))
+
+
+def _probe(
+    path: Path, timeout: float, ask: Callable[[socket.socket], _Identity | str], intel: str
+) -> ProbeResult:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -97,10 +176,8 @@ def probe_path(path: Path, timeout: float = 2.0) -> ProbeResult:
             return ProbeResult(PathState.STALE, f"{path} is a socket nobody listens on (stale)")
         except OSError as exc:
             return ProbeResult(PathState.FOREIGN, f"cannot connect to {path}: {exc}")
-        conn = ClientConnection()
         try:
-            sock.sendall(conn.send(m.HelperProbeRequest()))
-            reply = receive(conn, sock.recv)
+            reply = ask(sock)
         except TimeoutError:
             return ProbeResult(
                 PathState.FOREIGN,
@@ -109,24 +186,22 @@ def probe_path(path: Path, timeout: float = 2.0) -> ProbeResult:
             )
         except OSError as exc:
             return ProbeResult(PathState.FOREIGN, f"{path} is served by another program ({exc})")
-        if reply is PEER_CLOSED:
+        if reply == "closed":
             return ProbeResult(
                 PathState.FOREIGN,
-                f"{path} is served by another program (it closed on our probe, as Intel's aesmd does)",
+                f"{path} is served by another program (it closed on our probe, as {intel} does)",
             )
-        if isinstance(reply, ProtocolViolation):
-            return ProbeResult(
-                PathState.FOREIGN, f"{path} is served by another program (bad reply: {reply.reason})"
-            )
-        if isinstance(reply, m.HelperProbeResponse) and reply.implementation == IMPLEMENTATION:
+        if isinstance(reply, str):
+            return ProbeResult(PathState.FOREIGN, f"{path} is served by another program ({reply})")
+        if reply.implementation == IMPLEMENTATION:
             return ProbeResult(
                 PathState.OURS,
                 f"{path} is served by sgx-quote-helper {reply.version} (pid {reply.pid})",
                 reply.pid,
                 reply.instance_id,
                 reply.version,
-                reply.started_ns or 0,
-                reply.state or "",
+                reply.started_ns,
+                reply.state,
             )
         return ProbeResult(PathState.FOREIGN, f"{path} is served by another program (unexpected reply)")
     finally:
@@ -185,6 +260,7 @@ def publish_socket(
     started_ns: int = 0,
     instance_id: str = "",
     before: ProbeResult | None = None,
+    probe: Prober | None = None,
 ) -> tuple[socket.socket, SocketIdentity, ProbeResult]:
     """Bind, listen and atomically put a new socket at ``path`` (see the module doc).
 
@@ -192,13 +268,15 @@ def publish_socket(
     is given to the socket before it appears at the path (never visible with the wrong group).
     ``started_ns``/``instance_id``: this instance, to refuse taking over a newer one. ``before``:
     what the caller already found at the path (no second probe; used to put our socket back).
+    ``probe``: how to ask the path who serves it (default :func:`probe_path`, the AESM protocol;
+    the QGS service passes :func:`probe_qgs_path`).
 
     Raises:
         NewerOwner: a live sgx-quote-helper newer than this instance serves the path.
         ConfigError: another program serves the path and ``replace`` is false; or binding failed.
     """
     if before is None:
-        before = probe_path(path, probe_timeout)
+        before = (probe or probe_path)(path, probe_timeout)
         if before.state is PathState.FOREIGN and not replace:
             raise ConfigError(f"{before.detail}; refusing to take it over (use --replace to force)")
         if started_ns and is_newer(before, started_ns, instance_id):
@@ -345,6 +423,7 @@ __all__ = [
     "NewerOwner",
     "PathState",
     "ProbeResult",
+    "Prober",
     "SocketIdentity",
     "bind_private",
     "is_newer",
@@ -352,6 +431,7 @@ __all__ = [
     "listener_credentials",
     "path_is",
     "probe_path",
+    "probe_qgs_path",
     "publish_socket",
     "unlink_if_ours",
 ]

@@ -25,6 +25,16 @@ is passed in (``now``) and never read. Events:
   mid-message, an oversized prefix, the deadline, and, per listener, a type not on its allow-list);
 - :data:`NEED_DATA`.
 
+Our probe (not Intel's protocol; the AESM side's HelperProbe in QGS framing): a frame whose
+header has our private type :data:`PROBE_REQ` (1000) and whose body is :data:`PROBE_MAGIC`, exactly
+:func:`probe_request`. It gives :class:`ProbeReceived` on every listener whatever its allow-list
+(the probe asks which instance serves a socket: the takeover and the readiness probe need it), and
+is answered with :meth:`QgsServerConnection.send_probe_answer`: a :data:`PROBE_RESP` (1001) frame
+whose body is the :class:`ProbeAnswer` as JSON. Intel's server reads type 1000 as the start of a raw
+TDREPORT (``qgs_msg_get_type`` refuses types >= 6) and closes without a word when the prober
+half-closes: "another program". No TDREPORT starts with the probe's bytes (its first byte is the
+report type, 0x81), so raw mode loses nothing. :class:`QgsProbeClient` is the asking side.
+
 A listener's allow-list (``allowed``) restricts the request types and raw mode: a socket handed to
 a VMM may be limited to GET_QUOTE (raw mode lets a guest push any bytes through an unwrapping VMM,
 §1.4). :class:`QgsClientConnection` is the other side (a request knows its response type).
@@ -32,12 +42,16 @@ a VMM may be limited to GET_QUOTE (raw mode lets a guest push any bytes through 
 
 from __future__ import annotations
 
+import json
 import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Final
 
 from ..abi.qgs import (
+    HEADER,
     HEADER_SIZE,
+    MAJOR_VERSION,
+    MINOR_VERSION,
     REQUEST_TYPES,
     REQUESTS,
     MsgError,
@@ -59,6 +73,13 @@ RAW_REPORT_SIZE = 1024
 DEFAULT_TIMEOUT = 30.0
 #: what a listener accepts by default: every request type and raw mode
 ALL_REQUESTS: Final = frozenset(REQUEST_TYPES)
+#: our probe's private message types (not Intel's: see the module doc)
+PROBE_REQ: Final = 1000
+PROBE_RESP: Final = 1001
+#: the probe request's body
+PROBE_MAGIC: Final = b"sgx-quote-helper probe\0"
+#: the largest probe answer accepted
+MAX_PROBE_ANSWER: Final = 4096
 
 
 def encode_frame(message: bytes) -> bytes:
@@ -66,6 +87,75 @@ def encode_frame(message: bytes) -> bytes:
     if len(message) > 0xFFFFFFFF:
         raise LocalProtocolError(f"a {len(message)}-byte message does not fit a u32 length")
     return PREFIX.pack(len(message)) + message
+
+
+def probe_request() -> bytes:
+    """The probe's bytes (framed: prefix, header of type :data:`PROBE_REQ`, :data:`PROBE_MAGIC`)."""
+    size = HEADER_SIZE + len(PROBE_MAGIC)
+    return encode_frame(HEADER.pack(MAJOR_VERSION, MINOR_VERSION, PROBE_REQ, size, 0) + PROBE_MAGIC)
+
+
+_PROBE_FRAME: Final = probe_request()
+_PROBE_START: Final = _PROBE_FRAME[: PREFIX.size + HEADER_SIZE]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """Who serves a QGS socket (the fields of the AESM side's HelperProbe answer)."""
+
+    implementation: str
+    version: str
+    pid: int
+    instance_id: str
+    started_ns: int
+    #: the server's own word: ``serving``, ``handed-over``, ``terminating``, ``standby``
+    state: str
+
+    def to_bytes(self) -> bytes:
+        """The answer's frame: prefix, header of type :data:`PROBE_RESP`, the JSON body."""
+        body = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        size = HEADER_SIZE + len(body)
+        return encode_frame(HEADER.pack(MAJOR_VERSION, MINOR_VERSION, PROBE_RESP, size, 0) + body)
+
+    @classmethod
+    def from_message(cls, message: bytes) -> ProbeAnswer:
+        """Parse a probe answer message (header and body, no prefix).
+
+        Raises:
+            RemoteProtocolError: not a probe answer, or its body is not the JSON object it must be.
+        """
+        if len(message) < HEADER_SIZE:
+            raise RemoteProtocolError(f"a {len(message)}-byte probe answer is shorter than a header")
+        major, _minor, mtype, size, code = HEADER.unpack_from(message, 0)
+        if major != MAJOR_VERSION or mtype != PROBE_RESP or size != len(message) or code != 0:
+            raise RemoteProtocolError(
+                f"not a probe answer (major {major}, type {mtype}, size {size} of {len(message)}, code {code})"
+            )
+        try:
+            data = json.loads(message[HEADER_SIZE:])
+            answer = cls(
+                implementation=data["implementation"],
+                version=data["version"],
+                pid=data["pid"],
+                instance_id=data["instance_id"],
+                started_ns=data["started_ns"],
+                state=data["state"],
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RemoteProtocolError(f"the probe answer's body is not a probe answer: {exc}") from None
+        for name, want in (("implementation", str), ("version", str), ("instance_id", str), ("state", str)):
+            if type(getattr(answer, name)) is not want:
+                raise RemoteProtocolError(f"the probe answer's {name} is not a string")
+        for name in ("pid", "started_ns"):
+            value = getattr(answer, name)
+            if type(value) is not int or value < 0:
+                raise RemoteProtocolError(f"the probe answer's {name} is not a non-negative integer")
+        return answer
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeReceived:
+    """Our probe (see the module doc): answer it with :meth:`QgsServerConnection.send_probe_answer`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +195,9 @@ class _NeedData:
 
 NEED_DATA: Final = _NeedData()
 
-ServerEvent = RequestReceived | MalformedRequest | RawReportReceived | CloseConnection | _NeedData
+ServerEvent = (
+    RequestReceived | MalformedRequest | RawReportReceived | ProbeReceived | CloseConnection | _NeedData
+)
 
 
 class QgsServerConnection:
@@ -198,6 +290,12 @@ class QgsServerConnection:
         if self._mode is None:
             if len(buf) < PREFIX_SIZE + HEADER_SIZE:
                 return self._short("the start of a request")
+            if buf[: len(_PROBE_START)] == _PROBE_START:  # maybe our probe (else raw mode, as Intel)
+                if len(buf) < len(_PROBE_FRAME):
+                    return self._short("the end of a probe")
+                if buf[: len(_PROBE_FRAME)] == _PROBE_FRAME:
+                    self._mode = "probe"
+                    return ProbeReceived()
             (length,) = PREFIX.unpack_from(buf, 0)
             header = bytes(buf[PREFIX_SIZE : PREFIX_SIZE + HEADER_SIZE])
             size = int.from_bytes(header[8:12], "little")
@@ -266,6 +364,13 @@ class QgsServerConnection:
             raise LocalProtocolError("no framed request is waiting for an answer")
         return self.send(error_response(event.type, code))
 
+    def send_probe_answer(self, answer: ProbeAnswer) -> bytes:
+        """The answer to our probe (see the module doc); the connection is then done."""
+        if self.state != "ANSWERING" or not isinstance(self._event, ProbeReceived):
+            raise LocalProtocolError("no probe is waiting for an answer")
+        self.state = "DONE"
+        return answer.to_bytes()
+
     def send_raw_quote(self, quote: bytes) -> bytes:
         """The bare quote bytes answering a raw-mode TDREPORT (no prefix, no header)."""
         if self.state != "ANSWERING" or not isinstance(self._event, RawReportReceived):
@@ -281,6 +386,54 @@ class QgsServerConnection:
 
 
 # -- client ----------------------------------------------------------------------------------------
+
+
+class QgsProbeClient:
+    """The asking side of our probe: :meth:`send` the probe, feed what comes back, :meth:`next_event`."""
+
+    __slots__ = ("_buf", "_eof", "state")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._eof = False
+        self.state = "IDLE"
+
+    def send(self) -> bytes:
+        if self.state != "IDLE":
+            raise LocalProtocolError("one probe per QGS connection")
+        self.state = "WAITING"
+        return _PROBE_FRAME
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        elif len(self._buf) <= MAX_PROBE_ANSWER + PREFIX_SIZE:
+            self._buf += data
+
+    def next_event(self) -> ProbeAnswer | _NeedData | CloseConnection:
+        """The answer, :data:`NEED_DATA`, or :class:`CloseConnection` (closed with no data: Intel's
+        server, or any program that does not know our probe).
+
+        Raises:
+            RemoteProtocolError: an answer that is not a probe answer, too long, or cut short.
+        """
+        if self.state != "WAITING":
+            raise LocalProtocolError("no probe is waiting for an answer")
+        buf = self._buf
+        if len(buf) >= PREFIX_SIZE:
+            (length,) = PREFIX.unpack_from(buf, 0)
+            if length > MAX_PROBE_ANSWER:
+                self.state = "DONE"
+                raise RemoteProtocolError(f"a {length}-byte probe answer is longer than {MAX_PROBE_ANSWER}")
+            if len(buf) >= PREFIX_SIZE + length:
+                self.state = "DONE"
+                return ProbeAnswer.from_message(bytes(buf[PREFIX_SIZE : PREFIX_SIZE + length]))
+        if self._eof:
+            self.state = "DONE"
+            if not buf:
+                return CloseConnection("closed on our probe with no data")
+            raise RemoteProtocolError(f"closed after {len(buf)} bytes of a probe answer")
+        return NEED_DATA
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,15 +503,22 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "NEED_DATA",
     "PREFIX_SIZE",
+    "PROBE_MAGIC",
+    "PROBE_REQ",
+    "PROBE_RESP",
     "RAW_REPORT_SIZE",
     "ClientEvent",
     "CloseConnection",
     "MalformedRequest",
+    "ProbeAnswer",
+    "ProbeReceived",
     "QgsClientConnection",
+    "QgsProbeClient",
     "QgsServerConnection",
     "RawReportReceived",
     "RequestReceived",
     "ResponseReceived",
     "ServerEvent",
     "encode_frame",
+    "probe_request",
 ]
