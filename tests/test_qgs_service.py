@@ -168,10 +168,20 @@ def test_socket_mode_group_and_takeover_rules(platform: Platform, tmp_path: Path
     with serving(platform, sock, mode=0o660, group=gid):
         st = os.stat(sock)
         assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == gid
-        # a live server holds the path: a second one refuses
-        with pytest.raises(ConfigError, match="already answering"), serving(platform, sock):
-            pass
     assert not sock.exists()  # removed at stop
+    # a live program that is not ours (it closes on our probe, as Intel's qgsd): refused
+    sock.parent.mkdir(exist_ok=True)
+    foreign = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    foreign.bind(str(sock))
+    foreign.listen(8)
+    closer = threading.Thread(target=lambda: [foreign.accept()[0].close() for _ in range(2)], daemon=True)
+    closer.start()
+    try:
+        with pytest.raises(ConfigError, match="refusing to take it over"), serving(platform, sock):
+            pass
+    finally:
+        foreign.close()
+        sock.unlink()
     # a stale socket (nobody answers) is replaced
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(sock))

@@ -40,10 +40,30 @@ class TdxEngine(Protocol):
 
 class QgsService:
     """Answers QGS requests with a :class:`TdxEngine` (see the module doc). Thread-safe if the
-    engine is."""
+    engine is.
 
-    def __init__(self, engine: TdxEngine) -> None:
+    Args:
+        engine: the TDX quoting engine.
+        version / instance_id / pid / started_ns: who this is, for our probe's answer (as
+            ``AesmService``: ``started_ns`` in Unix ns, larger = newer; server/instance.py).
+    """
+
+    def __init__(
+        self,
+        engine: TdxEngine,
+        *,
+        version: str = "",
+        instance_id: str = "",
+        pid: int = 0,
+        started_ns: int = 0,
+    ) -> None:
         self.engine = engine
+        self.version = version
+        self.instance_id = instance_id
+        self.pid = pid
+        self.started_ns = started_ns
+        #: reported by our probe; the server's lifecycle sets it (server/lifecycle.py)
+        self.state = "serving"
 
     def answer(self, request: q.Request) -> q.Response:
         try:
