@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from ..errors import AesmError, BadResponseError, LocalProtocolError, SgxQuoteHelperError, TransportError
 from ._common import resolve_state_dir, socket_option, state_dir_option
+
+if TYPE_CHECKING:
+    from ..server.socketpath import Prober
 
 _CLIENT_ERRORS = (TransportError, BadResponseError, LocalProtocolError)
 
@@ -99,40 +102,48 @@ def _check_answers(socket_path: Path, timeout: float) -> str:
     try:
         num = client.get_supported_att_key_id_num()
     except AesmError as exc:
-        _unhealthy(f"{socket_path} answered with an error: {exc}")
+        unhealthy(f"{socket_path} answered with an error: {exc}")
     except _CLIENT_ERRORS as exc:
-        _unhealthy(f"{socket_path}: {exc}")
+        unhealthy(f"{socket_path}: {exc}")
     if num < 1:
-        _unhealthy(f"{socket_path} answers but offers no attestation key id")
+        unhealthy(f"{socket_path} answers but offers no attestation key id")
     return f"ok: {socket_path} answers, {num} attestation key id(s)"
 
 
 def _check_ready(socket_path: Path, private_dir: Path, timeout: float) -> str:
     from ..server.instance import private_socket
-    from ..server.socketpath import PathState, probe_path
+    from ..server.socketpath import probe_path
 
-    own = probe_path(private_socket(private_dir), timeout)
+    return check_ready(socket_path, private_socket(private_dir), timeout, probe_path)
+
+
+def check_ready(socket_path: Path, own_socket: Path, timeout: float, probe: Prober) -> str:
+    """Readiness (see the module doc), for either protocol: ``own_socket`` is this pod's daemon's
+    private socket, ``probe`` asks a path who serves it (``probe_path``, ``probe_qgs_path``)."""
+    from ..server.socketpath import PathState
+
+    own = probe(own_socket, timeout)
     if own.state is not PathState.OURS:
-        found = probe_path(socket_path, timeout)
+        found = probe(socket_path, timeout)
         now = (
             f"the path {socket_path} is still served by instance {found.instance_id} (pid {found.pid})"
             if found.state is PathState.OURS
             else found.detail
         )
-        _unhealthy(f"not ready: {now}; this pod's daemon does not answer yet ({own.detail})")
+        unhealthy(f"not ready: {now}; this pod's daemon does not answer yet ({own.detail})")
     me = f"instance {own.instance_id}"
     if own.owner_state not in ("", "serving"):
-        _unhealthy(f"not ready: this pod's daemon ({me}) is {own.owner_state}: {_why(own.owner_state)}")
-    found = probe_path(socket_path, timeout)
+        unhealthy(f"not ready: this pod's daemon ({me}) is {own.owner_state}: {_why(own.owner_state)}")
+    found = probe(socket_path, timeout)
     if found.state is not PathState.OURS:
-        _unhealthy(f"not ready: {found.detail}, not by this pod's daemon ({me})")
+        unhealthy(f"not ready: {found.detail}, not by this pod's daemon ({me})")
     if found.instance_id != own.instance_id and found.started_ns > own.started_ns:
-        _unhealthy(
+        unhealthy(
             f"not ready: the path {socket_path} is served by a newer instance {found.instance_id} "
             f"(pid {found.pid}); this pod's daemon ({me}) is handing it over"
         )
     if found.instance_id != own.instance_id:
-        _unhealthy(
+        unhealthy(
             f"not ready: the path {socket_path} is still served by instance {found.instance_id} "
             f"(sgx-quote-helper {found.version}, pid {found.pid}, {found.owner_state or 'serving'}), "
             f"not by this pod's daemon ({me}, pid {own.pid})"
@@ -167,14 +178,14 @@ def _check_quote(socket_path: Path, private_dir: Path | None, state_dir: Path | 
             try:
                 platform = Platform.open(state)
             except (SgxQuoteHelperError, OSError) as exc:
-                _unhealthy(
+                unhealthy(
                     f"the simulated engine answers on {path} but its platform {state} cannot be read: {exc}"
                 )
             report = platform.ereport(init.target_info, b"sgx-quote-helper healthcheck" + os.urandom(16))
             raw = client.get_quote_ex(report, buf_size=size).quote
             problem = _quote_problem(raw, report)
             if problem is not None:
-                _unhealthy(f"{path} returned a bad quote: {problem}")
+                unhealthy(f"{path} returned a bad quote: {problem}")
             return f"ok: {path} quoted ({len(raw)} bytes, signature and report checked; simulated engine)"
         try:
             client.get_quote_ex(bytes(Report.SIZE), buf_size=size)
@@ -185,11 +196,11 @@ def _check_quote(socket_path: Path, private_dir: Path | None, state_dir: Path | 
                     "our all-zero report inside the enclave (INVALID_REPORT, as it must)"
                 )
             raise
-        _unhealthy(f"{path} quoted an all-zero report no enclave made: its engine does not check reports")
+        unhealthy(f"{path} quoted an all-zero report no enclave made: its engine does not check reports")
     except AesmError as exc:
-        _unhealthy(f"{path}: the quote path failed: {exc}")
+        unhealthy(f"{path}: the quote path failed: {exc}")
     except _CLIENT_ERRORS as exc:
-        _unhealthy(f"{path}: {exc}")
+        unhealthy(f"{path}: {exc}")
 
 
 def _quote_problem(raw: bytes, report: object) -> str | None:
@@ -210,6 +221,7 @@ def _quote_problem(raw: bytes, report: object) -> str | None:
     return None
 
 
-def _unhealthy(message: str) -> NoReturn:
+def unhealthy(message: str) -> NoReturn:
+    """Say why on stderr and exit 1 (what a probe reads)."""
     click.echo(f"unhealthy: {message}", err=True)
     raise SystemExit(1)

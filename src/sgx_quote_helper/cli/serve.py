@@ -14,6 +14,19 @@ from ..engine.base import QuotingEngine
 from ..errors import ConfigError, SgxQuoteHelperError
 from ._common import fail, resolve_state_dir, socket_option, state_dir_option
 from ._logs import setup_logging
+from ._options import (
+    allow_options,
+    connection_limit_options,
+    handover_options,
+    idle_timeout_option,
+    log_format_option,
+    metrics_options,
+    parse_group,
+    parse_mode,
+    parse_rate,
+    peer_limit_options,
+    reply_buffer_option,
+)
 
 if TYPE_CHECKING:
     from ..server.config import ServerConfig
@@ -22,30 +35,7 @@ if TYPE_CHECKING:
 ENGINES = ("simulated", "dcap", "auto", "proxy")
 
 
-def _mode(value: str) -> int:
-    try:
-        mode = int(value, 8)
-    except ValueError:
-        raise click.BadParameter(
-            f"socket mode must be octal digits like 0777 or 0660, got {value!r}"
-        ) from None
-    if not 0 <= mode <= 0o7777:
-        raise click.BadParameter(f"socket mode {value} is out of range")
-    return mode
-
-
-def _group(value: str | None) -> int | None:
-    """--socket-group NAME|GID -> gid."""
-    if value is None:
-        return None
-    if value.isdigit():
-        return int(value)
-    import grp
-
-    try:
-        return grp.getgrnam(value).gr_gid
-    except KeyError:
-        raise click.BadParameter(f"no group named {value!r} (give a name or a numeric gid)") from None
+_mode, _group = parse_mode, parse_group
 
 
 def _when(ns: int) -> str:
@@ -54,16 +44,7 @@ def _when(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _rate(value: str) -> float:
-    """--rate-limit N or N/s -> requests per second (0 = off)."""
-    text = value.strip().lower().removesuffix("/s")
-    try:
-        rate = float(text)
-    except ValueError:
-        raise click.BadParameter(f"rate must look like 50/s (requests per second), got {value!r}") from None
-    if rate < 0:
-        raise click.BadParameter("rate must not be negative")
-    return rate
+_rate = parse_rate
 
 
 def open_engine(
@@ -159,13 +140,9 @@ def _run_proxy(
 @click.option(
     "--backlog", type=click.IntRange(min=1), default=1024, show_default=True, help="listen() backlog."
 )
-@click.option(
-    "--idle-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="Seconds an idle client connection is kept open; also how long a client that stops "
-    "reading its reply keeps its connection (then it is aborted and its buffer freed).",
+@idle_timeout_option(
+    "Seconds an idle client connection is kept open; also how long a client that stops "
+    "reading its reply keeps its connection (then it is aborted and its buffer freed)."
 )
 @click.option(
     "--read-timeout",
@@ -198,110 +175,18 @@ def _run_proxy(
     metavar="NAME|GID",
     help="Group of the socket file (with --socket-mode 0660: only that group's members may connect).",
 )
-@click.option(
-    "--allow-uid",
-    "allow_uids",
-    type=click.IntRange(min=0),
-    multiple=True,
-    metavar="UID",
-    help="Only peers with this uid (SO_PEERCRED) may connect; repeatable. With --allow-gid: either matches.",
+@allow_options()
+@peer_limit_options("BUSY (18)")
+@connection_limit_options()
+@reply_buffer_option(
+    "BUSY (18)",
+    "GetQuoteEx requests",
+    "; requests for buffers of 64 KiB or more already past three quarters of it, so ordinary "
+    "quotes still get through",
 )
-@click.option(
-    "--allow-gid",
-    "allow_gids",
-    multiple=True,
-    metavar="NAME|GID",
-    help="Only peers whose primary gid is this may connect; repeatable.",
-)
-@click.option(
-    "--rate-limit",
-    default="0",
-    show_default=True,
-    metavar="N/s",
-    help="Requests per second per peer (uid, or pid with --limit-by pid); past it BUSY (18). 0 = off.",
-)
-@click.option(
-    "--rate-burst",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Requests a peer may send at once before --rate-limit applies [default: the rate, >= 1].",
-)
-@click.option(
-    "--max-in-flight-per-peer",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Quote requests of one peer queued or running before its next ones get BUSY (18). 0 = off.",
-)
-@click.option(
-    "--limit-by",
-    type=click.Choice(["uid", "pid"]),
-    default="uid",
-    show_default=True,
-    help="What a peer is for the per-peer limits.",
-)
-@click.option(
-    "--max-connections",
-    type=click.IntRange(min=1),
-    default=2048,
-    show_default=True,
-    help="Open client connections; a new one past this is closed (and logged).",
-)
-@click.option(
-    "--max-connections-per-uid",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Open connections of one peer uid (SO_PEERCRED); a new one past this is closed (and "
-    "logged), so one user cannot take every --max-connections slot. 0: no per-uid cap.",
-)
-@click.option(
-    "--max-reply-buffer",
-    "max_reply_mib",
-    type=click.FloatRange(min=0),
-    default=64.0,
-    show_default=True,
-    help="MiB of replies buffered for clients that have not read them yet (all connections); "
-    "past it new GetQuoteEx requests are answered BUSY (18); requests for buffers of 64 KiB "
-    "or more already past three quarters of it, so ordinary quotes still get through. 0: no cap.",
-)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(min=0, max=65535),
-    default=None,
-    help="Serve Prometheus metrics on http://HOST:PORT/metrics (off unless given).",
-)
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address of the metrics endpoint (0.0.0.0 to be scraped from outside the pod/host).",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one JSON object per line (with -vv: one line per request: type, result, "
-    "duration, peer pid/uid; never payloads).",
-)
-@click.option(
-    "--private-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="This daemon's private directory (Kubernetes: an emptyDir of the pod): its instance record "
-    "(id and start time, kept across container restarts) and a private socket that "
-    "`healthcheck --ready/--live/--startup --private-dir DIR` uses to reach this very daemon.",
-)
-@click.option(
-    "--handover-window",
-    type=click.FloatRange(min=0),
-    default=5.0,
-    show_default=True,
-    help="On SIGTERM while no successor has taken the socket path over: keep serving it this many "
-    "seconds for one to do so, then remove the socket and exit (keep it below the pod's "
-    "terminationGracePeriodSeconds). 0 = stop at once.",
-)
+@metrics_options()
+@log_format_option()
+@handover_options("healthcheck --ready/--live/--startup --private-dir DIR")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info is the default, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def serve(

@@ -201,6 +201,10 @@ class PathServer:
         return ""
 
     # -- lifecycle
+    async def start(self) -> None:
+        """Publish and serve (the subclass: :meth:`start_path` and its own listeners)."""
+        raise NotImplementedError
+
     async def start_path(self) -> None:
         """Publish the shared path (standby under a newer owner), the private socket, the sweep, the
         guard and the metrics endpoint.

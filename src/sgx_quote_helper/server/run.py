@@ -17,9 +17,11 @@ import logging
 import resource
 import signal
 from collections.abc import Callable
+from typing import TypeVar
 
 from ..service import AesmService
 from .config import ServerConfig
+from .lifecycle import PathServer
 from .unix import AesmServer
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,9 @@ def new_event_loop(use_uvloop: bool = True) -> tuple[asyncio.AbstractEventLoop, 
     return asyncio.new_event_loop(), "asyncio"
 
 
+S = TypeVar("S", bound=PathServer)
+
+
 async def serve(
     service: AesmService | None,
     config: ServerConfig,
@@ -117,6 +122,12 @@ async def serve(
     SIGTERM (after the handover window) or SIGINT; returns why it stopped."""
     if server is None:
         server = AesmServer(service, config)
+    return await serve_path(server, on_ready)
+
+
+async def serve_path(server: S, on_ready: Callable[[S], None] | None = None) -> str:
+    """Start any of our servers (AESM, proxy, QGS), stop it on SIGTERM (after the handover window)
+    or SIGINT; returns why it stopped."""
     await server.start()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, server.terminate, "signal SIGTERM")
@@ -157,11 +168,28 @@ def run_server(
         loop.close()
 
 
+def run_path_server(
+    server: S, on_ready: Callable[[S], None] | None = None, *, use_uvloop: bool = True
+) -> str:
+    """:func:`run_server` for any of our servers (the QGS service): blocks until SIGTERM/SIGINT."""
+    fix_mmap_threshold()
+    loop, name = new_event_loop(use_uvloop)
+    log.info("event loop: %s", name)
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(serve_path(server, on_ready))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
 __all__ = [
     "check_environment",
     "new_event_loop",
     "protobuf_backend",
+    "run_path_server",
     "run_server",
     "serve",
+    "serve_path",
     "uvloop_available",
 ]
