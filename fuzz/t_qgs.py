@@ -14,16 +14,20 @@ from functools import cache
 from hypothesis import strategies as st
 
 from sgx_quote_helper.abi import qgs as q
-from sgx_quote_helper.errors import QgsMessageError
+from sgx_quote_helper.errors import QgsMessageError, RemoteProtocolError
 from sgx_quote_helper.wire.qgs import (
     NEED_DATA,
     CloseConnection,
     MalformedRequest,
+    ProbeAnswer,
+    ProbeReceived,
+    QgsProbeClient,
     QgsServerConnection,
     RawReportReceived,
     RequestReceived,
     ServerEvent,
     encode_frame,
+    probe_request,
 )
 
 from .t_wire import chunks, decode_frames_input
@@ -61,6 +65,12 @@ def _answer(event: ServerEvent, conn: QgsServerConnection) -> None:
     elif isinstance(event, RawReportReceived):
         assert len(event.report) == 1024
         assert conn.send_raw_quote(b"quote") == b"quote"
+    elif isinstance(event, ProbeReceived):
+        answer = ProbeAnswer("sgx-quote-helper", "0", 1, "id", 2, "serving")
+        client = QgsProbeClient()
+        client.send()
+        client.receive_data(conn.send_probe_answer(answer))
+        assert client.next_event() == answer
     else:
         assert isinstance(event, CloseConnection) and event.reason
 
@@ -98,6 +108,7 @@ def qgs_seeds() -> tuple[bytes, ...]:
     ]
     seeds = [b"\x00" + encode_frame(m) for m in messages]
     seeds += [b"\x01" + (20).to_bytes(2, "little") + encode_frame(messages[0]), b"\x00" + report]
+    seeds += [b"\x00" + probe_request(), b"\x00" + probe_request()[:-1] + b"?"]
     return tuple(seeds)
 
 
@@ -120,4 +131,54 @@ QGS = Target(
     extra=_structured,
 )
 
-__all__ = ["QGS", "check_qgs", "qgs_seeds"]
+def _probe_client(pieces: list[bytes]) -> object:
+    client = QgsProbeClient()
+    client.send()
+    try:
+        for piece in pieces:
+            client.receive_data(piece)
+            event = client.next_event()
+            if event is not NEED_DATA:
+                return event
+        client.receive_data(b"")
+        return client.next_event()
+    except RemoteProtocolError as exc:
+        return ("error", str(exc))
+
+
+def check_qgs_probe(inp: tuple[bytes, tuple[int, ...]]) -> int:
+    """The probe's asking side on any reply: an answer, a close, or RemoteProtocolError; the same
+    however the reply is chunked."""
+    stream, cuts = inp
+    whole = _probe_client([stream])
+    chunked = _probe_client(chunks(stream, cuts))
+    assert isinstance(whole, (ProbeAnswer, CloseConnection, tuple)), whole
+    if isinstance(whole, tuple):
+        assert isinstance(chunked, tuple), "chunking changed an error into an event"
+    else:
+        assert type(chunked) is type(whole) and (isinstance(whole, CloseConnection) or chunked == whole)
+    return 1
+
+
+@cache
+def probe_seeds() -> tuple[bytes, ...]:
+    good = ProbeAnswer("sgx-quote-helper", "0.1.0", 42, "abcd", 1, "serving").to_bytes()
+    return (
+        b"\x00" + good,
+        b"\x00" + good[:-3] + b"}}}",
+        b"\x00" + good.replace(b'"pid":42', b'"pid":-1'),
+        b"\x00" + good[:30],
+        b"\x00",
+    )
+
+
+QGS_PROBE = Target(
+    "qgs-probe",
+    "wire.qgs.QgsProbeClient / ProbeAnswer.from_message: what a QGS socket answers our probe",
+    check_qgs_probe,
+    probe_seeds,
+    decode=decode_frames_input,
+    max_size=5000,
+)
+
+__all__ = ["QGS", "QGS_PROBE", "check_qgs", "check_qgs_probe", "probe_seeds", "qgs_seeds"]

@@ -40,6 +40,7 @@ EXPECTED = {
     "tdreport",
     "connection",
     "qgs",
+    "qgs-probe",
 }
 EXPECTED |= {"maa-policy", "maa-request"}  # the attestation service
 

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ from ..errors import SgxQuoteHelperError
 from ..server.socketpath import PathState, probe_path
 from ..sim.platform import Platform
 from ..wire import messages as m
-from .pods import Node, Pod, PodSpec, entrypoint, load_pod_spec
+from .pods import Mount, Node, Pod, PodSpec, Probe, entrypoint, load_pod_spec
 
 CLI = [sys.executable, "-c", "import sys; from sgx_quote_helper.cli import main; sys.exit(main())"]
 #: Intel's client gives up after this long
@@ -241,10 +242,123 @@ class Load:
                 self._stop.wait(self.pace)
 
 
+def check_td_quote(
+    raw: bytes, report_data: bytes, keys: dict[bytes, ec.EllipticCurvePublicKey]
+) -> str | None:
+    """None if ``raw`` is a whole, correctly signed TD quote carrying ``report_data``."""
+    try:
+        q = Quote.from_bytes(raw)
+    except SgxQuoteHelperError as exc:
+        return f"unparsable quote: {exc}"
+    if not q.is_tdx or q.report_data != report_data.ljust(64, b"\0"):
+        return "not a TD quote of the TD's report (wrong report data)"
+    sig = q.signature_data
+    key = keys.get(sig.attestation_key)
+    if key is None:
+        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + sig.attestation_key)
+        keys[sig.attestation_key] = key
+    r, s = int.from_bytes(sig.signature[:32], "big"), int.from_bytes(sig.signature[32:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), q.signed_bytes, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return "bad quote signature"
+    return None
+
+
+def qemu_request(path: Path, frame: bytes) -> bytes:
+    """One GET_QUOTE as QEMU forwards it: connect, send, read until the QGS closes; the quote.
+    A refused connect, an error response or a close without a whole reply is a failure."""
+    from ..abi import qgs as q
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(INTEL_TIMEOUT)
+    try:
+        s.connect(str(path))
+        s.sendall(frame)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    finally:
+        s.close()
+    if len(out) < 4 or int.from_bytes(out[:4], "big") != len(out) - 4:
+        raise ConnectionError(f"closed after {len(out)} bytes, not a whole reply")
+    resp = q.GetQuoteResponse.from_bytes(out[4:])
+    if resp.error_code != 0:
+        raise ConnectionError(f"GET_QUOTE answered {resp.error_code:#x}")
+    return resp.quote
+
+
+class QgsLoad:
+    """``clients`` TD threads quoting through the QGS socket at ``path`` as QEMU forwards a guest's
+    GetQuote (one connection per request, no retry), until :meth:`stop`; kind ``qemu``."""
+
+    def __init__(self, path: Path, state: Path, clients: int, pace: float = 0.0) -> None:
+        from ..abi import qgs as q
+        from ..sim.tdx_module import TdxModule
+        from ..wire.qgs import encode_frame as qgs_frame
+
+        self.path, self.pace = path, pace
+        deadline = time.monotonic() + 30
+        while True:  # the platform's TDX state appears once the first server has started
+            try:
+                module = TdxModule.open(Platform.open(state))
+                break
+            except SgxQuoteHelperError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.stats = [ClientStats("qemu") for _ in range(clients)]
+        self.data = [f"qgs rollout client {i}".encode() for i in range(clients)]
+        self.frames = [
+            qgs_frame(q.GetQuoteRequest(module.report(d).to_bytes()).to_bytes()) for d in self.data
+        ]
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"td-{i}", daemon=True) for i in range(clients)
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(INTEL_TIMEOUT + 5)
+
+    def _run(self, i: int) -> None:
+        st, frame, data = self.stats[i], self.frames[i], self.data[i]
+        keys: dict[bytes, ec.EllipticCurvePublicKey] = {}
+        last_ok = time.monotonic()
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                quote = qemu_request(self.path, frame)
+            except (OSError, SgxQuoteHelperError) as exc:
+                st.failed += 1
+                if len(st.errors) < 5:
+                    st.errors.append(f"{type(exc).__name__}: {exc}")
+                self._stop.wait(0.01)
+                continue
+            now = time.monotonic()
+            problem = check_td_quote(quote, data, keys)
+            if problem is not None:
+                st.bad_quotes += 1
+                if len(st.errors) < 5:
+                    st.errors.append(problem)
+                continue
+            st.ok += 1
+            st.max_latency = max(st.max_latency, now - t0)
+            st.max_gap = max(st.max_gap, now - last_ok)
+            last_ok = now
+            if self.pace > 0:
+                self._stop.wait(self.pace)
+
+
 def summarize(stats: list[ClientStats]) -> dict[str, Any]:
     """Totals per client kind."""
     out: dict[str, Any] = {}
-    for kind in ("intel", "ours"):
+    for kind in ("intel", "ours", "qemu"):
         group = [s for s in stats if s.kind == kind]
         if not group:
             continue
@@ -312,6 +426,54 @@ SCENARIOS: dict[str, tuple[float, float]] = {
 }
 
 
+#: where the QGS pod serves (Intel's default path) and its private socket directory
+QGS_SOCKET = "/var/run/tdx-qgs/qgs.socket"
+
+
+def qgs_pod_spec(spec: PodSpec, socket_path: str = QGS_SOCKET) -> PodSpec:
+    """The manifest's quote-helper pod turned into a QGS pod: the same volumes, env and grace, plus
+    a hostPath for the QGS socket's directory; ``qgs serve`` with the pod's private directory and
+    handover window; the probes are ``qgs healthcheck --ready`` (readiness) and ``--quote``
+    (liveness, startup) with the AESM probes' periods and thresholds (the interface the chart's QGS
+    container uses, deploy/README.md)."""
+    private = next(a.split("=", 1)[1] for a in spec.args if a.startswith("--private-dir="))
+    window = next((a.split("=", 1)[1] for a in spec.args if a.startswith("--handover-window=")), "5")
+    sock_dir = str(Path(socket_path).parent)
+    mounts = (*spec.mounts, Mount("qgs-socket", sock_dir, "hostPath", host_path=sock_dir))
+    args = (
+        "qgs",
+        "serve",
+        f"--socket={socket_path}",
+        "--engine=simulated",
+        f"--private-dir={private}",
+        f"--handover-window={window}",
+        "-v",
+    )
+
+    def probe(p: Probe | None, cmd: tuple[str, ...]) -> Probe | None:
+        return None if p is None else replace(p, command=cmd)
+
+    ready = (
+        "sgx-quote-helper",
+        "qgs",
+        "healthcheck",
+        "--ready",
+        "--socket",
+        socket_path,
+        "--private-dir",
+        private,
+    )
+    quote = ("sgx-quote-helper", "qgs", "healthcheck", "--quote", "--private-dir", private)
+    return replace(
+        spec,
+        args=args,
+        mounts=mounts,
+        readiness=probe(spec.readiness, (*ready, "--timeout", "4")),
+        liveness=probe(spec.liveness, (*quote, "--timeout", "9")),
+        startup=probe(spec.startup, (*quote, "--timeout", "9")),
+    )
+
+
 class Rollout:
     """The DaemonSet controller on one node (``maxSurge: 1, maxUnavailable: 0``), see the module doc."""
 
@@ -327,10 +489,13 @@ class Rollout:
         self.current: Pod | None = None
         self.old_exit_codes: list[int | None] = []
         self.ready_seconds: list[float] = []
-        socket_mount = next(m for m in spec.mounts if m.kind == "hostPath" and "aesmd" in m.path)
         state_mount = next(m for m in spec.mounts if m.path == spec.env.get("SGX_QUOTE_HELPER_STATE"))
         socket_arg = next(a for a in spec.args if a.startswith("--socket="))
-        name = Path(socket_arg.split("=", 1)[1]).relative_to(socket_mount.path)
+        container_socket = Path(socket_arg.split("=", 1)[1])
+        socket_mount = next(
+            m for m in spec.mounts if m.kind == "hostPath" and container_socket.is_relative_to(m.path)
+        )
+        name = container_socket.relative_to(socket_mount.path)
         self.socket = self.node.host_dir(socket_mount.host_path) / name
         self.state = self.node.host_dir(state_mount.host_path)
 
@@ -390,17 +555,24 @@ def run_rollout(
     settle: float = 0.3,
     kinds: tuple[str, ...] = ("intel",),
     pace: float = 0.02,
+    qgs: bool = False,
 ) -> dict[str, Any]:
     """Roll the rendered DaemonSet ``updates`` times under ``clients`` quoting threads (Intel-style
     by default: one connection per call, no retry; each at most one call per ``pace`` seconds);
-    totals, restarts, exit codes, probe lines."""
+    totals, restarts, exit codes, probe lines. ``qgs``: the QGS pod (:func:`qgs_pod_spec`) under TD
+    clients (:class:`QgsLoad`, kind ``qemu``)."""
     spec = load_pod_spec(manifest, config_overrides={"engine": "simulated"})
+    if qgs:
+        spec = qgs_pod_spec(spec)
     rollout = Rollout(root, spec, serve_delay=serve_delay, delete_after_ready=delete_after_ready)
     t0 = time.monotonic()
-    load: Load | None = None
+    load: Load | QgsLoad | None = None
     try:
         rollout.start()
-        load = Load((rollout.socket, rollout.state), clients, kinds=kinds, pace=pace)
+        if qgs:
+            load = QgsLoad(rollout.socket, rollout.state, clients, pace=pace)
+        else:
+            load = Load((rollout.socket, rollout.state), clients, kinds=kinds, pace=pace)
         load.start()
         time.sleep(settle)
         for _ in range(updates):
@@ -492,13 +664,18 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "MANIFEST",
+    "QGS_SOCKET",
     "SCENARIOS",
     "ClientStats",
     "Daemons",
     "Load",
+    "QgsLoad",
     "Rollout",
     "check_quote",
+    "check_td_quote",
     "main",
+    "qemu_request",
+    "qgs_pod_spec",
     "run_restarts",
     "run_rollout",
     "summarize",
