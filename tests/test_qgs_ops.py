@@ -421,3 +421,44 @@ def test_qgs_pods_roll_without_losing_a_td_quote(root: Path) -> None:
     assert qemu["bad_quotes"] == 0 and qemu["ok"] > 0
     assert res["container_restarts"] == 0, res
     assert res["old_exit_codes"] == [0, 0, 0]
+
+
+def test_serve_hosts_aesm_and_qgs_in_one_process(platform: Platform, root: Path) -> None:
+    """``serve --qgs-socket``: one process, one instance, both protocols, one metrics endpoint."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    aesm, qgs, private = root / "aesm.socket", root / "qgs.socket", root / "private"
+    cmd = [str(Path(sys.executable).parent / "sgx-quote-helper"), "serve", "--socket", str(aesm)]
+    cmd += ["--qgs-socket", str(qgs), "--state-dir", str(platform.state.path), "--private-dir", str(private)]
+    cmd += ["--handover-window", "0", "--metrics-port", "0", "--no-uvloop"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stderr is not None
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline().decode()
+            assert line, "serve exited"
+            if found := re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", line):
+                port = int(found.group(1))
+        assert port is not None
+        wait_for(lambda: probe_qgs_path(qgs, 2).state is PathState.OURS, 30)
+        a, g = probe_path(aesm, 5), probe_qgs_path(qgs, 5)
+        assert a.state is PathState.OURS and a.instance_id == g.instance_id and a.pid == g.pid == proc.pid
+        reply = exchange(qgs, quote_frame(platform, b"one process"))
+        assert check_td_quote(q.GetQuoteResponse.from_bytes(reply[4:]).quote, b"one process", {}) is None
+        code, out = healthcheck("--socket", str(qgs), "--ready", "--private-dir", str(private))
+        assert code == 0, out
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'sgx_quote_helper_qgs_requests_total{result="SUCCESS",type="GetQuote"} 1.0' in text
+        assert "sgx_quote_helper_in_flight" in text  # the AESM families beside them
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert not aesm.exists() and not qgs.exists()

@@ -31,6 +31,7 @@ from ._options import (
 if TYPE_CHECKING:
     from ..server.config import ServerConfig
     from ..server.instance import Instance
+    from ..server.qgs import QgsServer
 
 ENGINES = ("simulated", "dcap", "auto", "proxy")
 
@@ -58,6 +59,41 @@ def open_engine(
     if dcap_library is not None:
         dcap = DcapOptions(library=dcap_library, qpl_path=qpl_path)
     return select_engine(kind, state_dir=resolve_state_dir(state_dir), create_state=True, dcap=dcap)
+
+
+def _qgs_beside(
+    config: ServerConfig, path: Path, group: str | None, state_dir: Path | None, instance: Instance
+) -> QgsServer:
+    """The QGS service ``serve --qgs-socket`` runs beside the AESM one: the same instance, limits,
+    private directory and handover window; its metrics on the AESM endpoint."""
+    from ..qgs_service import QgsService
+    from ..server.qgs import QgsConfig, QgsListener, QgsServer
+    from .qgs import _open_engine
+
+    qgs_config = QgsConfig(
+        listeners=(QgsListener(path=path, group=_group(group)),),
+        idle_timeout=config.idle_timeout,
+        allow_uids=config.allow_uids,
+        allow_gids=config.allow_gids,
+        rate_limit=config.rate_limit,
+        rate_burst=config.rate_burst,
+        max_in_flight_per_peer=config.max_in_flight_per_peer,
+        limit_by_pid=config.limit_by_pid,
+        max_connections=config.max_connections,
+        max_connections_per_uid=config.max_connections_per_uid,
+        max_reply_bytes=config.max_reply_bytes,
+        private_dir=config.private_dir,
+        handover_window=config.handover_window,
+        replace=config.replace,
+    )
+    service = QgsService(
+        _open_engine("simulated", state_dir),
+        version=__version__,
+        instance_id=instance.instance_id,
+        pid=os.getpid(),
+        started_ns=instance.started_ns,
+    )
+    return QgsServer(service, qgs_config)
 
 
 def _run_proxy(
@@ -187,6 +223,20 @@ def _run_proxy(
 @metrics_options()
 @log_format_option()
 @handover_options("healthcheck --ready/--live/--startup --private-dir DIR")
+@click.option(
+    "--qgs-socket",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also serve the TDX Quote Generation Service (Intel's QGS protocol, as `qgs serve`) on this "
+    "Unix socket, in this process, with these limits, private directory, handover window and "
+    "metrics endpoint (families sgx_quote_helper_qgs_*). With --engine simulated.",
+)
+@click.option(
+    "--qgs-socket-group",
+    default=None,
+    metavar="NAME|GID",
+    help="With --qgs-socket: group of the QGS socket (mode 0660; the group QEMU runs in).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info is the default, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def serve(
@@ -220,6 +270,8 @@ def serve(
     metrics_host: str,
     private_dir: Path | None,
     handover_window: float,
+    qgs_socket: Path | None,
+    qgs_socket_group: str | None,
     log_format: str,
     verbose: int,
     quiet: bool,
@@ -248,6 +300,7 @@ def serve(
       sgx-quote-helper serve --metrics-port 9464 --metrics-host 0.0.0.0 --log-format json -vv
       sgx-quote-helper healthcheck --socket /tmp/aesm/aesm.socket
       sgx-quote-helper serve --private-dir /run/sgx-quote-helper   # Kubernetes: an emptyDir
+      sgx-quote-helper serve --qgs-socket /var/run/tdx-qgs/qgs.socket   # and the QGS, one process
     """
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
     setup_logging(level, log_format)
@@ -284,6 +337,10 @@ def serve(
             handover_window=handover_window,
         )
         instance = load_instance(private_dir)
+        if qgs_socket is not None and engine != "simulated":
+            raise click.BadParameter(
+                f"--qgs-socket goes with --engine simulated here (for --engine {engine} run `qgs serve`)"
+            )
         if engine == "proxy":  # no engine here: frames go to another AESM (server/proxy.py)
             _run_proxy(config, upstream_socket, upstream_timeout, instance)
             return
@@ -309,7 +366,15 @@ def serve(
                 instance.instance_id,
                 _when(instance.started_ns),
             )
-        reason = run_server(service, config)
+        from ..server.unix import AesmServer
+
+        server = AesmServer(service, config)
+        also: tuple[QgsServer, ...] = ()
+        if qgs_socket is not None:
+            qgs_server = _qgs_beside(config, qgs_socket, qgs_socket_group, state_dir, instance)
+            server.metrics_also = (qgs_server.metrics,)
+            also = (qgs_server,)
+        reason = run_server(service, config, server=server, also=also)
     except ConfigError as exc:
         fail(str(exc), 2)
     finally:

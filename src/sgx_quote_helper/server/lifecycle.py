@@ -151,6 +151,8 @@ class PathServer:
         self.identity: SocketIdentity | None = None
         self.previous: ProbeResult | None = None
         self.stop_reason = ""
+        #: another service of this process exported on our metrics endpoint (``serve --qgs-socket``)
+        self.metrics_also: tuple[ServerMetrics, ...] = ()
         #: listeners beside the shared path (QGS: vsock, further paths), closed at stop
         self.extra_servers: list[asyncio.AbstractServer] = []
         self._server: asyncio.AbstractServer | None = None
@@ -239,7 +241,9 @@ class PathServer:
             self._guard = asyncio.create_task(self._guard_path(), name=f"{name}-path-guard")
         if cfg.metrics_port is not None:
             try:
-                self.metrics_server = start_metrics_server(self.metrics, cfg.metrics_host, cfg.metrics_port)
+                self.metrics_server = start_metrics_server(
+                    self.metrics, cfg.metrics_host, cfg.metrics_port, self.metrics_also
+                )
             except OSError as exc:
                 self.log.error(
                     "metrics endpoint %s:%d: %s (serving without it)", cfg.metrics_host, cfg.metrics_port, exc

@@ -178,10 +178,11 @@ class ServerMetrics:
         for name, (help_text, fn) in list(self.current.items()):
             yield GaugeMetricFamily(prefix + name, help_text, value=fn())
 
-    def registry(self) -> CollectorRegistry:
-        """A private registry exporting these metrics (and nothing process-global)."""
+    def registry(self, *also: ServerMetrics) -> CollectorRegistry:
+        """A private registry exporting these metrics and ``also``'s (nothing process-global)."""
         reg = CollectorRegistry(auto_describe=False)
-        reg.register(self)
+        for m in (self, *also):
+            reg.register(m)
         return reg
 
 
@@ -199,9 +200,15 @@ class _QuietHandler(WSGIRequestHandler):
 class MetricsServer:
     """The ``/metrics`` HTTP endpoint in a daemon thread. ``port`` is the bound port (0 -> real)."""
 
-    def __init__(self, metrics: ServerMetrics, host: str, port: int) -> None:
+    def __init__(
+        self, metrics: ServerMetrics, host: str, port: int, also: tuple[ServerMetrics, ...] = ()
+    ) -> None:
         self._httpd = make_server(
-            host, port, make_wsgi_app(metrics.registry()), _ThreadingWSGIServer, handler_class=_QuietHandler
+            host,
+            port,
+            make_wsgi_app(metrics.registry(*also)),
+            _ThreadingWSGIServer,
+            handler_class=_QuietHandler,
         )
         self.host = host
         self.port = int(self._httpd.server_port)
@@ -214,9 +221,12 @@ class MetricsServer:
         self._httpd.server_close()
 
 
-def start_metrics_server(metrics: ServerMetrics, host: str = "127.0.0.1", port: int = 9464) -> MetricsServer:
-    """Serve ``metrics`` on ``http://host:port/metrics`` (raises OSError if the port is taken)."""
-    return MetricsServer(metrics, host, port)
+def start_metrics_server(
+    metrics: ServerMetrics, host: str = "127.0.0.1", port: int = 9464, also: tuple[ServerMetrics, ...] = ()
+) -> MetricsServer:
+    """Serve ``metrics`` (and ``also``: another service of the process) on ``http://host:port/metrics``
+    (raises OSError if the port is taken)."""
+    return MetricsServer(metrics, host, port, also)
 
 
 __all__ = [

@@ -17,7 +17,7 @@ import logging
 import resource
 import signal
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..service import AesmService
 from .config import ServerConfig
@@ -117,12 +117,48 @@ async def serve(
     on_ready: Callable[[AesmServer], None] | None = None,
     *,
     server: AesmServer | None = None,
+    also: tuple[PathServer, ...] = (),
 ) -> str:
     """Start an :class:`AesmServer` (or the given ``server``, e.g. the upstream proxy), stop it on
-    SIGTERM (after the handover window) or SIGINT; returns why it stopped."""
+    SIGTERM (after the handover window) or SIGINT; returns why it stopped. ``also``: more servers
+    of this process (the QGS service, ``serve --qgs-socket``), started after it and stopped with it."""
     if server is None:
         server = AesmServer(service, config)
+    if also:
+        return await serve_paths((server, *also), on_ready)
     return await serve_path(server, on_ready)
+
+
+async def serve_paths(servers: tuple[PathServer, ...], on_ready: Callable[[Any], None] | None = None) -> str:
+    """:func:`serve_path` for several servers in one process (one event loop): all start (or none
+    stays up), SIGTERM/SIGINT go to each, and each stops by its own lifecycle; the reasons joined."""
+    started: list[PathServer] = []
+    try:
+        for srv in servers:
+            await srv.start()
+            started.append(srv)
+    except BaseException:
+        for srv in started:
+            srv.request_stop("another service of this process failed to start")
+            await srv.serve_until_stopped()
+        raise
+
+    def each(method: str, reason: str) -> None:
+        for srv in servers:
+            getattr(srv, method)(reason)
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, each, "terminate", "signal SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, each, "request_stop", "signal SIGINT")
+    if on_ready is not None:
+        on_ready(servers[0])
+    try:
+        reasons = await asyncio.gather(*(s.serve_until_stopped() for s in servers))
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+    return "; ".join(f"{s.protocol}: {r}" for s, r in zip(servers, reasons, strict=True))
 
 
 async def serve_path(server: S, on_ready: Callable[[S], None] | None = None) -> str:
@@ -150,11 +186,12 @@ def run_server(
     on_ready: Callable[[AesmServer], None] | None = None,
     *,
     server: AesmServer | None = None,
+    also: tuple[PathServer, ...] = (),
 ) -> str:
     """Blocking entry point (see the module doc). Raises ConfigError if the path cannot be served.
 
     ``server`` replaces the default ``AesmServer(service, config)`` (the upstream proxy passes its
-    ``ProxyServer`` and no service).
+    ``ProxyServer`` and no service); ``also``: more servers on the same loop (see :func:`serve`).
     """
     check_environment()
     fix_mmap_threshold()
@@ -162,7 +199,7 @@ def run_server(
     log.info("event loop: %s, protobuf backend: %s", name, protobuf_backend())
     try:
         asyncio.set_event_loop(loop)
-        return loop.run_until_complete(serve(service, config, on_ready, server=server))
+        return loop.run_until_complete(serve(service, config, on_ready, server=server, also=also))
     finally:
         asyncio.set_event_loop(None)
         loop.close()
@@ -191,5 +228,6 @@ __all__ = [
     "run_server",
     "serve",
     "serve_path",
+    "serve_paths",
     "uvloop_available",
 ]
