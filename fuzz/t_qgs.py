@@ -131,6 +131,7 @@ QGS = Target(
     extra=_structured,
 )
 
+
 def _probe_client(pieces: list[bytes]) -> object:
     client = QgsProbeClient()
     client.send()

@@ -84,7 +84,8 @@ class Running:
     def stop(self) -> None:
         if self.thread.is_alive():
             self.call(self.server.request_stop, "test over")
-            self.thread.join(30)
+            self.thread.join(120)  # generous: the machine may be loaded
+        assert not self.thread.is_alive(), "the server did not stop"
         self.loop.close()
 
 
@@ -119,12 +120,13 @@ def running(server: QgsServer) -> Iterator[Running]:
 
 
 def exchange(path: Path, data: bytes, timeout: float = 20) -> bytes:
+    """Send ``data``, read until the server closes (a server that closed at once: ``b""``)."""
+    out = b""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(str(path))
-        s.sendall(data)
-        out = b""
-        with contextlib.suppress(ConnectionResetError):
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            s.sendall(data)
             while chunk := s.recv(65536):
                 out += chunk
     return out
@@ -324,6 +326,9 @@ class _Gated:
 
     def collateral(self, fmspc: bytes, ca: str) -> Any:
         return self.inner.collateral(fmspc, ca)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def test_busy_equivalent_under_the_in_flight_cap(platform: Platform, root: Path) -> None:

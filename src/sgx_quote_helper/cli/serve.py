@@ -351,6 +351,7 @@ def serve(
         raise
     except SgxQuoteHelperError as exc:
         fail(str(exc), 2)
+    also: tuple[QgsServer, ...] = ()
     try:
         service = AesmService(
             quoting_engine,
@@ -369,7 +370,6 @@ def serve(
         from ..server.unix import AesmServer
 
         server = AesmServer(service, config)
-        also: tuple[QgsServer, ...] = ()
         if qgs_socket is not None:
             qgs_server = _qgs_beside(config, qgs_socket, qgs_socket_group, state_dir, instance)
             server.metrics_also = (qgs_server.metrics,)
@@ -379,4 +379,6 @@ def serve(
         fail(str(exc), 2)
     finally:
         quoting_engine.close()
+        for other in also:
+            other.service.engine.close()
     logging.getLogger(__name__).info("exiting: %s", reason)
