@@ -106,7 +106,7 @@ def make_server(
         pid=os.getpid(),
         started_ns=started,
     )
-    kw.setdefault("path_check_interval", 0.05)
+    kw.setdefault("path_check_interval", 0.1)
     return QgsServer(svc, QgsConfig(listeners=(QgsListener(path=path, **(listener or {})),), **kw))
 
 
