@@ -27,6 +27,7 @@ no ``deny()`` did. The hash is MAA's: ``BASE64URL(SHA256(UTF8(BASE64URL(UTF8(pol
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import itertools
 from collections.abc import Iterator, Sequence
@@ -198,6 +199,12 @@ class Rule:
     action: Action
     line: int
 
+    @functools.cached_property
+    def literals(self) -> tuple[str | None, ...]:
+        """Per condition, the claim type it names (``type == "..."``), or None: it may match any
+        claim (worked out once per rule, not per evaluation)."""
+        return tuple(_type_literal(c) for c in self.conditions)
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -209,9 +216,21 @@ class Policy:
     authorization: tuple[Rule, ...] = ()
     issuance: tuple[Rule, ...] = ()
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         return policy_hash(self.text)
+
+    @functools.cached_property
+    def claim_types(self) -> frozenset[str] | None:
+        """The incoming claim types the policy can look at: every condition names its type, so a
+        claim of any other type never matches; None when some condition names no type."""
+        out: set[str] = set()
+        for rule in (*self.configuration, *self.authorization, *self.issuance):
+            for lit in rule.literals:
+                if lit is None:
+                    return None
+                out.add(lit)
+        return frozenset(out)
 
     def evaluate(self, claims: Sequence[Claim]) -> Decision:
         """Run the sections in order over the service's claims (see the module doc)."""
@@ -502,10 +521,9 @@ def _matches(
 ) -> Iterator[dict[str, Claim]]:
     """Every binding of the rule's conditions to claims (a condition naming a literal type only
     looks at claims of that type)."""
-    candidates: list[Sequence[Claim]] = []
-    for cond in rule.conditions:
-        lit = _type_literal(cond)
-        candidates.append(tuple(by_type.get(lit, ())) if lit is not None else tuple(claims))
+    candidates: list[Sequence[Claim]] = [
+        by_type.get(lit, ()) if lit is not None else claims for lit in rule.literals
+    ]
 
     def walk(i: int, bound: dict[str, Claim]) -> Iterator[dict[str, Claim]]:
         if i == len(rule.conditions):
@@ -524,6 +542,29 @@ def _matches(
     return walk(0, {})
 
 
+def _single_matches(
+    rule: Rule, claims: Sequence[Claim], by_type: dict[str, list[Claim]], budget: list[int]
+) -> list[dict[str, Claim]]:
+    """:func:`_matches` for the common one-condition rule, without the recursion (the same
+    bindings in the same order, the same step budget, at most ``MAX_MATCHES + 1`` of them).
+    A lone condition cannot refer to another one, so its operands are literals."""
+    (cond,) = rule.conditions
+    lit = rule.literals[0]
+    out: list[dict[str, Claim]] = []
+    for claim in by_type.get(lit, ()) if lit is not None else claims:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise PolicyError(f"evaluation exceeds {MAX_STEPS} claim comparisons (rule at line {rule.line})")
+        for t in cond.tests:
+            if not _compare(_get(claim, t.prop), t.op, t.operand):  # type: ignore[arg-type]
+                break
+        else:
+            out.append({cond.ident: claim} if cond.ident else {})
+            if len(out) > MAX_MATCHES:
+                break
+    return out
+
+
 def _evaluate(policy: Policy, incoming: Sequence[Claim]) -> Decision:
     claims = list(incoming)
     by_type: dict[str, list[Claim]] = {}
@@ -538,7 +579,10 @@ def _evaluate(policy: Policy, incoming: Sequence[Claim]) -> Decision:
         ("issuancerules", policy.issuance),
     ):
         for rule in rules:
-            matches = list(itertools.islice(_matches(rule, claims, by_type, budget), MAX_MATCHES + 1))
+            if len(rule.conditions) == 1:
+                matches = _single_matches(rule, claims, by_type, budget)
+            else:
+                matches = list(itertools.islice(_matches(rule, claims, by_type, budget), MAX_MATCHES + 1))
             if len(matches) > MAX_MATCHES:
                 raise PolicyError(
                     f"rule at line {rule.line} matches more than {MAX_MATCHES} claim combinations"
