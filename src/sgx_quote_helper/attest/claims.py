@@ -42,21 +42,27 @@ def _sha256_hex(data: bytes | str | None) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _document_hashes(c: Collateral) -> tuple[tuple[str, str], ...]:
-    # the same collateral serves many quotes (Collateral is frozen and hashable: cache its digests)
+def _document_hashes(c: Collateral) -> tuple[dict[str, str], dict[str, str]]:
+    # the same collateral serves many quotes (Collateral is frozen and hashable: cache its digests),
+    # in x-ms-sgx-collateral's (sorted) order: those before "quotehash", and those after it
+    docs = {
+        "qeidcertshash": _sha256_hex(c.qe_identity_issuer_chain),
+        "qeidcrlhash": _sha256_hex(c.root_ca_crl),
+        "qeidhash": _sha256_hex(c.qe_identity),
+        "tcbinfocertshash": _sha256_hex(c.tcb_info_issuer_chain),
+        "tcbinfocrlhash": _sha256_hex(c.root_ca_crl),
+        "tcbinfohash": _sha256_hex(c.tcb_info),
+    }
     return (
-        ("qeidcertshash", _sha256_hex(c.qe_identity_issuer_chain)),
-        ("qeidcrlhash", _sha256_hex(c.root_ca_crl)),
-        ("qeidhash", _sha256_hex(c.qe_identity)),
-        ("tcbinfocertshash", _sha256_hex(c.tcb_info_issuer_chain)),
-        ("tcbinfocrlhash", _sha256_hex(c.root_ca_crl)),
-        ("tcbinfohash", _sha256_hex(c.tcb_info)),
+        {k: v for k, v in sorted(docs.items()) if k < "quotehash"},
+        {k: v for k, v in sorted(docs.items()) if k > "quotehash"},
     )
 
 
 def collateral_hashes(quote: bytes, c: Collateral) -> dict[str, str]:
     """``x-ms-sgx-collateral``: SHA-256 (hex) of the quote and each collateral document used."""
-    return dict(sorted((*_document_hashes(c), ("quotehash", _sha256_hex(quote)))))
+    before, after = _document_hashes(c)
+    return {**before, "quotehash": hashlib.sha256(quote).hexdigest(), **after}
 
 
 def check_bound_data(req: AttestRequest, body: ReportBody | TdReport10 | TdReport15) -> None:

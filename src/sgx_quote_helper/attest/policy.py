@@ -32,7 +32,7 @@ import hashlib
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ..errors import PolicyError
 
@@ -64,9 +64,11 @@ def policy_hash(text: str) -> str:
     return b64url(hashlib.sha256(b64url(text.encode("utf-8")).encode("ascii")).digest())
 
 
-@dataclass(frozen=True)
-class Claim:
-    """One claim: type, value and issuer (``AttestationService``, ``AttestationPolicy``...)."""
+class Claim(NamedTuple):
+    """One claim: type, value and issuer (``AttestationService``, ``AttestationPolicy``...).
+
+    Immutable and hashable; a named tuple because every attestation makes a few dozen of them
+    (half the cost of a frozen dataclass)."""
 
     type: str
     value: Value
@@ -204,6 +206,24 @@ class Rule:
         """Per condition, the claim type it names (``type == "..."``), or None: it may match any
         claim (worked out once per rule, not per evaluation)."""
         return tuple(_type_literal(c) for c in self.conditions)
+
+    @functools.cached_property
+    def lone_tests(self) -> tuple[Test, ...]:
+        """A one-condition rule's tests but the one that picked its claim type (every candidate
+        has that type already, so the test always holds)."""
+        (cond,) = self.conditions
+        lit = self.literals[0]
+        if lit is None:
+            return cond.tests
+        picked = next(t for t in cond.tests if t.prop == "type" and t.op == "==" and t.operand == lit)
+        return tuple(t for t in cond.tests if t is not picked)
+
+    @functools.cached_property
+    def checked_type(self) -> bool:
+        """The action's claim type is a literal the parser has already checked (not reserved), so
+        evaluation need not check it again."""
+        t = self.action.type
+        return isinstance(t, str) and not _reserved(t)
 
 
 @dataclass(frozen=True)
@@ -548,18 +568,19 @@ def _single_matches(
     """:func:`_matches` for the common one-condition rule, without the recursion (the same
     bindings in the same order, the same step budget, at most ``MAX_MATCHES + 1`` of them).
     A lone condition cannot refer to another one, so its operands are literals."""
-    (cond,) = rule.conditions
+    ident = rule.conditions[0].ident
     lit = rule.literals[0]
+    tests = rule.lone_tests
     out: list[dict[str, Claim]] = []
     for claim in by_type.get(lit, ()) if lit is not None else claims:
         budget[0] -= 1
         if budget[0] < 0:
             raise PolicyError(f"evaluation exceeds {MAX_STEPS} claim comparisons (rule at line {rule.line})")
-        for t in cond.tests:
-            if not _compare(_get(claim, t.prop), t.op, t.operand):  # type: ignore[arg-type]
+        for t in tests:
+            if not _compare(getattr(claim, t.prop), t.op, t.operand):  # type: ignore[arg-type]
                 break
         else:
-            out.append({cond.ident: claim} if cond.ident else {})
+            out.append({ident: claim} if ident else {})
             if len(out) > MAX_MATCHES:
                 break
     return out
@@ -607,7 +628,7 @@ def _evaluate(policy: Policy, incoming: Sequence[Claim]) -> Decision:
                     if not isinstance(t, str):
                         raise PolicyError(f"rule at line {rule.line}: claim type must be a string")
                     typ, value = t, _resolve(a.value, bound)
-                if a.name == "issue" and _reserved(typ):
+                if a.name == "issue" and not (a.claim is None and rule.checked_type) and _reserved(typ):
                     raise PolicyError(f"rule at line {rule.line}: a policy cannot issue the claim {typ!r}")
                 made = Claim(typ, value, "AttestationPolicy")
                 if a.name == "issueproperty":
