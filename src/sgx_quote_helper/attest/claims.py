@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Collection
 from typing import Any
 
 from ..abi.report import FLAG_KSS, ReportBody
@@ -41,21 +42,27 @@ def _sha256_hex(data: bytes | str | None) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _document_hashes(c: Collateral) -> tuple[tuple[str, str], ...]:
-    # the same collateral serves many quotes (Collateral is frozen and hashable: cache its digests)
+def _document_hashes(c: Collateral) -> tuple[dict[str, str], dict[str, str]]:
+    # the same collateral serves many quotes (Collateral is frozen and hashable: cache its digests),
+    # in x-ms-sgx-collateral's (sorted) order: those before "quotehash", and those after it
+    docs = {
+        "qeidcertshash": _sha256_hex(c.qe_identity_issuer_chain),
+        "qeidcrlhash": _sha256_hex(c.root_ca_crl),
+        "qeidhash": _sha256_hex(c.qe_identity),
+        "tcbinfocertshash": _sha256_hex(c.tcb_info_issuer_chain),
+        "tcbinfocrlhash": _sha256_hex(c.root_ca_crl),
+        "tcbinfohash": _sha256_hex(c.tcb_info),
+    }
     return (
-        ("qeidcertshash", _sha256_hex(c.qe_identity_issuer_chain)),
-        ("qeidcrlhash", _sha256_hex(c.root_ca_crl)),
-        ("qeidhash", _sha256_hex(c.qe_identity)),
-        ("tcbinfocertshash", _sha256_hex(c.tcb_info_issuer_chain)),
-        ("tcbinfocrlhash", _sha256_hex(c.root_ca_crl)),
-        ("tcbinfohash", _sha256_hex(c.tcb_info)),
+        {k: v for k, v in sorted(docs.items()) if k < "quotehash"},
+        {k: v for k, v in sorted(docs.items()) if k > "quotehash"},
     )
 
 
 def collateral_hashes(quote: bytes, c: Collateral) -> dict[str, str]:
     """``x-ms-sgx-collateral``: SHA-256 (hex) of the quote and each collateral document used."""
-    return dict(sorted((*_document_hashes(c), ("quotehash", _sha256_hex(quote)))))
+    before, after = _document_hashes(c)
+    return {**before, "quotehash": hashlib.sha256(quote).hexdigest(), **after}
 
 
 def check_bound_data(req: AttestRequest, body: ReportBody | TdReport10 | TdReport15) -> None:
@@ -183,17 +190,23 @@ _LEGACY = {
 }
 
 
-def policy_claims(claims: dict[str, Any]) -> list[Claim]:
+def policy_claims(claims: dict[str, Any], types: Collection[str] | None = None) -> list[Claim]:
     """The incoming claim set a policy evaluates: every scalar claim, one claim per list element,
-    and the legacy ``$`` names; objects (collateral hashes, runtime JSON) are not claims."""
+    and the legacy ``$`` names; objects (collateral hashes, runtime JSON) are not claims.
+
+    ``types`` (:attr:`Policy.claim_types <.policy.Policy.claim_types>`): only claims of these
+    types, the only ones the policy can match (same decision, fewer claims to make)."""
     out: list[Claim] = []
     for typ, value in claims.items():
+        legacy = _LEGACY.get(typ)
+        if types is not None and typ not in types and (legacy is None or legacy not in types):
+            continue
         values = value if isinstance(value, list) else [value]
         for item in values:
             if isinstance(item, (str, int, bool)):
                 out.append(Claim(typ, item))
-                if typ in _LEGACY:
-                    out.append(Claim(_LEGACY[typ], item))
+                if legacy is not None:
+                    out.append(Claim(legacy, item))
     return out
 
 

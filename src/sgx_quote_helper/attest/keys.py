@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import os
@@ -47,12 +48,13 @@ class SigningKey:
     key: rsa.RSAPrivateKey
     cert: x509.Certificate
 
-    @property
+    @functools.cached_property
     def der(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.DER)
 
-    @property
+    @functools.cached_property
     def kid(self) -> str:
+        # computed once per key (every token's header names it)
         return b64url(hashlib.sha256(self.der).digest())
 
     @property

@@ -4,6 +4,7 @@ route is one of the fixed attestation types or a fixed word, never the raw reque
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -57,6 +58,30 @@ class Metrics:
             "Keys in the JWKS (the active one and older ones whose tokens may be alive).",
             registry=self.registry,
         )
+
+        # labelled children by label values: ``labels()`` locks and checks its arguments on every
+        # call; the values here come from small fixed sets, so each child is looked up once
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def answered(self, endpoint: str, status: int, seconds: float) -> None:
+        """One HTTP request answered: ``requests`` and ``duration``."""
+        self._child(self.requests, endpoint, str(status)).inc()
+        self._child(self.duration, endpoint).observe(seconds)
+
+    def verdict(self, route: str, result: str, tcb_status: str) -> None:
+        """One attestation outcome."""
+        self._child(self.verdicts, route, result, tcb_status).inc()
+
+    def collateral_fetch(self, outcome: str) -> None:
+        """One collateral fetch (a cache miss): ``ok`` or ``error``."""
+        self._child(self.collateral_fetches, outcome).inc()
 
     def render(self, ages: Callable[[], list[float]] | None = None) -> bytes:
         """The Prometheus text exposition (``ages``: current collateral cache ages)."""

@@ -27,11 +27,12 @@ no ``deny()`` did. The hash is MAA's: ``BASE64URL(SHA256(UTF8(BASE64URL(UTF8(pol
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ..errors import PolicyError
 
@@ -63,9 +64,11 @@ def policy_hash(text: str) -> str:
     return b64url(hashlib.sha256(b64url(text.encode("utf-8")).encode("ascii")).digest())
 
 
-@dataclass(frozen=True)
-class Claim:
-    """One claim: type, value and issuer (``AttestationService``, ``AttestationPolicy``...)."""
+class Claim(NamedTuple):
+    """One claim: type, value and issuer (``AttestationService``, ``AttestationPolicy``...).
+
+    Immutable and hashable; a named tuple because every attestation makes a few dozen of them
+    (half the cost of a frozen dataclass)."""
 
     type: str
     value: Value
@@ -198,6 +201,30 @@ class Rule:
     action: Action
     line: int
 
+    @functools.cached_property
+    def literals(self) -> tuple[str | None, ...]:
+        """Per condition, the claim type it names (``type == "..."``), or None: it may match any
+        claim (worked out once per rule, not per evaluation)."""
+        return tuple(_type_literal(c) for c in self.conditions)
+
+    @functools.cached_property
+    def lone_tests(self) -> tuple[Test, ...]:
+        """A one-condition rule's tests but the one that picked its claim type (every candidate
+        has that type already, so the test always holds)."""
+        (cond,) = self.conditions
+        lit = self.literals[0]
+        if lit is None:
+            return cond.tests
+        picked = next(t for t in cond.tests if t.prop == "type" and t.op == "==" and t.operand == lit)
+        return tuple(t for t in cond.tests if t is not picked)
+
+    @functools.cached_property
+    def checked_type(self) -> bool:
+        """The action's claim type is a literal the parser has already checked (not reserved), so
+        evaluation need not check it again."""
+        t = self.action.type
+        return isinstance(t, str) and not _reserved(t)
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -209,9 +236,21 @@ class Policy:
     authorization: tuple[Rule, ...] = ()
     issuance: tuple[Rule, ...] = ()
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         return policy_hash(self.text)
+
+    @functools.cached_property
+    def claim_types(self) -> frozenset[str] | None:
+        """The incoming claim types the policy can look at: every condition names its type, so a
+        claim of any other type never matches; None when some condition names no type."""
+        out: set[str] = set()
+        for rule in (*self.configuration, *self.authorization, *self.issuance):
+            for lit in rule.literals:
+                if lit is None:
+                    return None
+                out.add(lit)
+        return frozenset(out)
 
     def evaluate(self, claims: Sequence[Claim]) -> Decision:
         """Run the sections in order over the service's claims (see the module doc)."""
@@ -502,10 +541,9 @@ def _matches(
 ) -> Iterator[dict[str, Claim]]:
     """Every binding of the rule's conditions to claims (a condition naming a literal type only
     looks at claims of that type)."""
-    candidates: list[Sequence[Claim]] = []
-    for cond in rule.conditions:
-        lit = _type_literal(cond)
-        candidates.append(tuple(by_type.get(lit, ())) if lit is not None else tuple(claims))
+    candidates: list[Sequence[Claim]] = [
+        by_type.get(lit, ()) if lit is not None else claims for lit in rule.literals
+    ]
 
     def walk(i: int, bound: dict[str, Claim]) -> Iterator[dict[str, Claim]]:
         if i == len(rule.conditions):
@@ -524,6 +562,30 @@ def _matches(
     return walk(0, {})
 
 
+def _single_matches(
+    rule: Rule, claims: Sequence[Claim], by_type: dict[str, list[Claim]], budget: list[int]
+) -> list[dict[str, Claim]]:
+    """:func:`_matches` for the common one-condition rule, without the recursion (the same
+    bindings in the same order, the same step budget, at most ``MAX_MATCHES + 1`` of them).
+    A lone condition cannot refer to another one, so its operands are literals."""
+    ident = rule.conditions[0].ident
+    lit = rule.literals[0]
+    tests = rule.lone_tests
+    out: list[dict[str, Claim]] = []
+    for claim in by_type.get(lit, ()) if lit is not None else claims:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise PolicyError(f"evaluation exceeds {MAX_STEPS} claim comparisons (rule at line {rule.line})")
+        for t in tests:
+            if not _compare(getattr(claim, t.prop), t.op, t.operand):  # type: ignore[arg-type]
+                break
+        else:
+            out.append({ident: claim} if ident else {})
+            if len(out) > MAX_MATCHES:
+                break
+    return out
+
+
 def _evaluate(policy: Policy, incoming: Sequence[Claim]) -> Decision:
     claims = list(incoming)
     by_type: dict[str, list[Claim]] = {}
@@ -538,7 +600,10 @@ def _evaluate(policy: Policy, incoming: Sequence[Claim]) -> Decision:
         ("issuancerules", policy.issuance),
     ):
         for rule in rules:
-            matches = list(itertools.islice(_matches(rule, claims, by_type, budget), MAX_MATCHES + 1))
+            if len(rule.conditions) == 1:
+                matches = _single_matches(rule, claims, by_type, budget)
+            else:
+                matches = list(itertools.islice(_matches(rule, claims, by_type, budget), MAX_MATCHES + 1))
             if len(matches) > MAX_MATCHES:
                 raise PolicyError(
                     f"rule at line {rule.line} matches more than {MAX_MATCHES} claim combinations"
@@ -563,7 +628,7 @@ def _evaluate(policy: Policy, incoming: Sequence[Claim]) -> Decision:
                     if not isinstance(t, str):
                         raise PolicyError(f"rule at line {rule.line}: claim type must be a string")
                     typ, value = t, _resolve(a.value, bound)
-                if a.name == "issue" and _reserved(typ):
+                if a.name == "issue" and not (a.claim is None and rule.checked_type) and _reserved(typ):
                     raise PolicyError(f"rule at line {rule.line}: a policy cannot issue the claim {typ!r}")
                 made = Claim(typ, value, "AttestationPolicy")
                 if a.name == "issueproperty":

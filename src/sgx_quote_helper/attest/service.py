@@ -17,6 +17,7 @@ Time and randomness are parameters (``now``, ``random``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -95,7 +96,7 @@ class AttestationPolicy:
     maa: mp.Policy | None = None
     verify: VerifyPolicy | None = None
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         return mp.policy_hash(self.text)
 
@@ -150,6 +151,8 @@ class AttestationService:
         self.random = random
         self._keys: list[kd.SigningKey] = []
         self._fingerprint: tuple[object, ...] = ()
+        #: the last signer made: (key number, kid, issuer) -> its Signer (header encoded once)
+        self._signer: tuple[tuple[int, str, str], tk.Signer] | None = None
 
     # -- keys ---------------------------------------------------------------------------------
     def load_keys(self, now: dt.datetime, *, create: bool = True) -> list[kd.SigningKey]:
@@ -188,10 +191,14 @@ class AttestationService:
             "claims_supported": sorted(CLAIMS_SUPPORTED),
         }
 
-    def _sign(self, header_extra: dict[str, Any], body: dict[str, Any], now: dt.datetime) -> str:
+    def _sign(self, body: dict[str, Any], now: dt.datetime) -> str:
         key = kd.active(self._keys, now)
-        header = {"jku": f"{self.issuer}/certs", "kid": key.kid, "typ": "JWT", **header_extra}
-        return tk.sign(header, body, key.key)
+        which = (key.number, key.kid, self.issuer)
+        cached = self._signer
+        if cached is None or cached[0] != which or cached[1].key is not key.key:
+            signer = tk.Signer({"jku": f"{self.issuer}/certs", "kid": key.kid, "typ": "JWT"}, key.key)
+            self._signer = cached = (which, signer)
+        return cached[1].sign(body)
 
     def _times(self, now: dt.datetime) -> dict[str, Any]:
         t = int(now.timestamp())
@@ -204,7 +211,7 @@ class AttestationService:
         route = _route(attestation_type)
         pol = self.policies[route]
         stored = tk.unsecured({"AttestationPolicy": mp.b64url(pol.text.encode("utf-8"))})
-        return self._sign({}, {**self._times(now), "x-ms-policy": stored}, now)
+        return self._sign({**self._times(now), "x-ms-policy": stored}, now)
 
     # -- attestation ----------------------------------------------------------------------------
     def parse(self, route: Route, body: bytes) -> tuple[AttestRequest, Quote]:
@@ -238,7 +245,7 @@ class AttestationService:
         issued: dict[str, Any] = {}
         if pol.maa is not None:
             try:
-                decision = pol.maa.evaluate(cl.policy_claims(made))
+                decision = pol.maa.evaluate(cl.policy_claims(made, pol.maa.claim_types))
             except PolicyError as exc:
                 raise AttestationError("PolicyEvaluationError", str(exc)) from None
             if not decision.permitted:
@@ -256,7 +263,7 @@ class AttestationService:
         if req.nonce is not None:
             body["nonce"] = req.nonce
         body["x-ms-policy-hash"] = pol.hash  # the service's claims always win over issued ones
-        token = tk.unsecured(body) if req.draft_policy is not None else self._sign({}, body, now)
+        token = tk.unsecured(body) if req.draft_policy is not None else self._sign(body, now)
         return Outcome(token, verdict.tee, verdict.status.value, req.draft_policy is not None, body)
 
     def _verify(

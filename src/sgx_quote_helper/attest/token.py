@@ -28,15 +28,35 @@ LEEWAY = 60
 MAX_TOKEN = 256 * 1024
 
 
+#: compact JSON (the separators of every token part); one encoder, not one per call
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_PADDING = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
+
+
 def _json_part(obj: dict[str, Any]) -> str:
-    return b64url(json.dumps(obj, separators=(",", ":"), sort_keys=False).encode("utf-8"))
+    return b64url(_COMPACT.encode(obj).encode("utf-8"))
+
+
+class Signer:
+    """RS256 with one key and one header: the header segment is encoded once, each token then
+    costs its claims' JSON, base64url and the signature."""
+
+    def __init__(self, header: dict[str, Any], key: rsa.RSAPrivateKey) -> None:
+        self.key = key
+        self.header = {"alg": "RS256", **header}
+        self._prefix = _json_part(self.header) + "."
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """``header.claims.signature`` for these claims."""
+        signing_input = self._prefix + _json_part(claims)
+        sig = self.key.sign(signing_input.encode("ascii"), _PADDING, _SHA256)
+        return f"{signing_input}.{b64url(sig)}"
 
 
 def sign(header: dict[str, Any], claims: dict[str, Any], key: rsa.RSAPrivateKey) -> str:
     """``header.claims.signature``, RS256 (``header`` gets ``alg: RS256``)."""
-    signing_input = f"{_json_part({'alg': 'RS256', **header})}.{_json_part(claims)}"
-    sig = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
-    return f"{signing_input}.{b64url(sig)}"
+    return Signer(header, key).sign(claims)
 
 
 def unsecured(claims: dict[str, Any]) -> str:
@@ -121,4 +141,4 @@ def verify_token(
     return claims
 
 
-__all__ = ["LEEWAY", "decode", "jwks_key", "sign", "unsecured", "verify_token"]
+__all__ = ["LEEWAY", "Signer", "decode", "jwks_key", "sign", "unsecured", "verify_token"]

@@ -237,10 +237,16 @@ def serve(
     except (CollateralError, ConfigError, ValueError) as exc:
         fail(str(exc))
     verifier = Verifier(root) if root is not None else Verifier()
+    from .pccs import _loop_factory
+
     try:
-        asyncio.run(
-            _serve(host, port, ctx, verifier, source, KeyDir(key_dir), policy_map, lifetime, issuer, max_body)
-        )
+        # uvloop when installed, as `pccs serve`: less event-loop CPU per request
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(
+                _serve(
+                    host, port, ctx, verifier, source, KeyDir(key_dir), policy_map, lifetime, issuer, max_body
+                )
+            )
     except ConfigError as exc:
         fail(str(exc))
     except OSError as exc:
