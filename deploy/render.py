@@ -34,6 +34,8 @@ _OFF = {
 MANIFEST_SETS: dict[str, tuple[str, dict[str, Any]]] = {
     # the device plugin and the quote helper, as AKS runs them, in kube-system
     "sgx-quote-helper.yaml": ("kube-system", {"sampleJob": {"enabled": False}}),
+    # the same on clusters with TDX hosts, plus the QGS on them (apply instead of the file above)
+    "sgx-quote-helper-tdx.yaml": ("kube-system", {"sampleJob": {"enabled": False}, "qgs": {"enabled": True}}),
     # optional collateral service (a caching PCCS in front of Intel's PCS)
     "pccs.yaml": ("kube-system", {**_OFF, "pccs": {"enabled": True}}),
     # the sample app Job (out-of-process quoting from an ordinary pod)

@@ -90,3 +90,28 @@ imagePullSecrets:
 nodeSelector:
   {{- toYaml (merge (deepCopy .Values.sgxNodeSelector) (dict "kubernetes.io/os" "linux" "kubernetes.io/arch" "amd64")) | nindent 2 }}
 {{- end -}}
+
+{{/* the init container that makes a node's simulated platform under the shared SIMULATED PKI
+     (simulatedPki), once, in the state hostPath mounted as volume "state":
+     (dict "root" $ "image" IMAGE "resources" RESOURCES) */}}
+{{- define "sqh.joinPkiInit" -}}
+- name: join-simulated-pki
+  image: {{ .image }}
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  args:
+    - sim
+    - init
+    - --state-dir=/var/lib/sgx-quote-helper
+    - --pki-from={{ include "sqh.simulatedPkiDir" .root }}
+    - --keep-existing
+  securityContext:
+    {{- include "sqh.containerSecurity" (dict "root" true) | nindent 4 }}
+  resources:
+    {{- toYaml .resources | nindent 4 }}
+  volumeMounts:
+    - name: state
+      mountPath: /var/lib/sgx-quote-helper
+    - name: simulated-pki
+      mountPath: {{ include "sqh.simulatedPkiDir" .root }}
+      readOnly: true
+{{- end -}}
