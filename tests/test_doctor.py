@@ -60,6 +60,8 @@ def options(tmp: Path, **kw: object) -> DoctorOptions:
         "sysfs_root": tmp / "sys",
         "qcnl_conf": tmp / "qcnl.conf",
         "lib_dirs": (tmp / "lib",),
+        "etc_root": tmp / "etc",
+        "default_qgs_socket": tmp / "nonexistent" / "qgs.socket",
         "timeout": 2.0,
         "http_timeout": 2.0,
     }

@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ._common import fail
+from .serve import _group
+
 if TYPE_CHECKING:
     from ..doctor import DoctorReport
 
@@ -62,6 +65,26 @@ _STYLE = {
     help="Also look for the quote provider library here (repeatable; $LD_LIBRARY_PATH is searched too).",
 )
 @click.option(
+    "--etc-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="/etc",
+    show_default=True,
+    help="Where tdx-attest.conf (libtdx_attest's vsock port) is looked for.",
+)
+@click.option(
+    "--qgs-socket",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The TDX QGS socket to check [default: /var/run/tdx-qgs/qgs.socket, checked when it exists "
+    "or KVM runs TD guests].",
+)
+@click.option(
+    "--qemu-group",
+    metavar="NAME|GID",
+    default=None,
+    help="The group QEMU (or Kata's QEMU) runs in: check that it can reach the QGS socket.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=15.0,
@@ -84,6 +107,9 @@ def doctor(
     sysfs_root: Path,
     qcnl_conf: Path,
     lib_dirs: tuple[Path, ...],
+    etc_root: Path,
+    qgs_socket: Path | None,
+    qemu_group: str | None,
     timeout: float,
     http_timeout: float,
 ) -> None:
@@ -111,14 +137,34 @@ def doctor(
       pccs            the PCCS URL (--pccs-url or the QCNL file) answers HTTP; SKIP without a URL
 
     \b
+    TDX, in a TD guest (/dev/tdx_guest or /etc/tdx-attest.conf exists, or configfs-tsm says tdx_guest):
+      tdx-configfs      /sys/kernel/config/tsm/report and its provider (tdx_guest)
+      tdx-guest-device  /dev/tdx_guest (the TDREPORT for a QGS over vsock)
+      tdx-attest-conf   `port = N` in /etc/tdx-attest.conf; vsock 2:N accepts a connection
+      tdx-quote-path    the path libtdx_attest takes (vsock first, no fallback; then configfs-tsm)
+    TDX, on a host (--qgs-socket, /var/run/tdx-qgs/qgs.socket exists, or kvm_intel tdx=Y):
+      tdx-host          /sys/module/kvm_intel/parameters/tdx is Y
+      qgs-socket        the QGS socket exists and is a socket
+      qgs-answers       GET_PLATFORM_INFO (or, on a GET_QUOTE-only socket, a dummy report refused)
+      qgs-access        mode and group; with --qemu-group, whether QEMU's group can connect
+      qgs-tdqe-devices  /dev/sgx_enclave and /dev/sgx_provision for the TDQE
+
+    \b
     Examples:
       sgx-quote-helper doctor
       sgx-quote-helper doctor --json | jq '.checks[] | select(.status == "fail")'
       sgx-quote-helper doctor --socket /tmp/aesm/aesm.socket --pccs-url https://pccs:8081/sgx/certification/v4/
       kubectl exec my-enclave-app -- sgx-quote-helper doctor
+      sgx-quote-helper doctor --qgs-socket /var/run/tdx-qgs/qgs.socket --qemu-group qgsd   # TDX host
     """
     from ..doctor import DEFAULT_LIB_DIRS, DoctorOptions, run_checks
 
+    qemu_gid = None
+    if qemu_group is not None:
+        try:
+            qemu_gid = _gid(qemu_group)
+        except click.BadParameter as exc:
+            fail(exc.message)
     options = DoctorOptions(
         environ=dict(os.environ),
         socket_path=socket_path,
@@ -129,6 +175,9 @@ def doctor(
         lib_dirs=tuple(lib_dirs) + DEFAULT_LIB_DIRS,
         timeout=timeout,
         http_timeout=http_timeout,
+        etc_root=etc_root,
+        qgs_socket=qgs_socket,
+        qemu_gid=qemu_gid,
     )
     report = run_checks(options)
     if as_json:
@@ -136,6 +185,12 @@ def doctor(
     else:
         _print_human(report)
     raise SystemExit(0 if report.ok else 1)
+
+
+def _gid(value: str) -> int:
+    gid = _group(value)
+    assert gid is not None
+    return gid
 
 
 def _print_human(report: DoctorReport) -> None:

@@ -22,23 +22,43 @@ check                 applies when
 ``quote-provider``    the library is found, or quotes are made here on hardware (devices present
                       and not an out-of-process app)
 ``pccs``              a PCCS URL was given (``--pccs-url``) or is configured in the QCNL file
+``tdx-configfs``,     this looks like a TD guest (``/dev/tdx_guest`` or ``/etc/tdx-attest.conf``
+``tdx-guest-device``, exists, or configfs-tsm's provider is ``tdx_guest``)
+``tdx-attest-conf``,
+``tdx-quote-path``
+``tdx-host``,         a TDX host: ``--qgs-socket`` given, ``/var/run/tdx-qgs/qgs.socket`` exists or
+``qgs-socket``,       ``kvm_intel``'s ``tdx`` parameter is ``Y``; ``qgs-answers`` and ``qgs-access``
+``qgs-answers``,      need ``qgs-socket`` to pass
+``qgs-access``,
+``qgs-tdqe-devices``
 ====================  ==========================================================================
 
 All I/O goes through :class:`Probes` (connect, HTTP GET, access test, client factory) so tests
 inject failures that root would otherwise bypass. Submodules: ``socket_checks`` (the daemon side),
-``host_checks`` (devices, EPC, quote provider, PCCS), ``explain`` (AESM codes in plain words),
+``host_checks`` (devices, EPC, quote provider, PCCS), ``tdx_checks`` (TD guest paths, the QGS),
+``explain`` (AESM codes in plain words),
 ``qcnl`` (the quote provider's configuration file).
 """
 
 from __future__ import annotations
 
-from .model import DEFAULT_LIB_DIRS, Check, DoctorOptions, DoctorReport, Facts, Probes, Status
+from .model import (
+    DEFAULT_LIB_DIRS,
+    DEFAULT_QGS_SOCKET,
+    Check,
+    DoctorOptions,
+    DoctorReport,
+    Facts,
+    Probes,
+    Status,
+)
 
 
 def run_checks(options: DoctorOptions, probes: Probes | None = None) -> DoctorReport:
     """Run every check in order (see the module doc) and return the report."""
     from .host_checks import check_devices, check_epc, check_pccs, check_quote_provider
     from .socket_checks import check_env, socket_checks
+    from .tdx_checks import guest_checks, host_checks
 
     probes = probes or Probes.real()
     facts = Facts()
@@ -49,11 +69,14 @@ def run_checks(options: DoctorOptions, probes: Probes | None = None) -> DoctorRe
     checks.append(check_epc(options, facts))
     checks.append(check_quote_provider(options, facts))
     checks.append(check_pccs(options, probes))
+    checks += guest_checks(options, probes)
+    checks += host_checks(options, probes)
     return DoctorReport(tuple(checks))
 
 
 __all__ = [
     "DEFAULT_LIB_DIRS",
+    "DEFAULT_QGS_SOCKET",
     "Check",
     "DoctorOptions",
     "DoctorReport",

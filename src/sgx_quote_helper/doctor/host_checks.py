@@ -26,7 +26,7 @@ def _local(dev_root: Path, host_path: str) -> Path:
     return dev_root / PurePosixPath(host_path).relative_to("/dev")
 
 
-def _node_problem(path: Path, shown: str, probes: Probes) -> str | None:
+def device_problem(path: Path, shown: str, probes: Probes) -> str | None:
     """Why ``path`` is not a usable device node for this process, or None."""
     try:
         st = path.stat()
@@ -76,7 +76,7 @@ def check_devices(options: DoctorOptions, probes: Probes, facts: Facts) -> Check
     found = [devices.enclave] + ([devices.provision] if devices.provision else [])
     for host_path in found:
         assert host_path is not None
-        problem = _node_problem(_local(options.dev_root, host_path), host_path, probes)
+        problem = device_problem(_local(options.dev_root, host_path), host_path, probes)
         if problem and (host_path == devices.enclave or not facts.out_of_process_app):
             problems.append(problem)
     layout = f"{devices.layout} layout: " + ", ".join(h for h in found if h)
@@ -204,4 +204,4 @@ def check_pccs(options: DoctorOptions, probes: Probes) -> Check:
     )
 
 
-__all__ = ["check_devices", "check_epc", "check_pccs", "check_quote_provider"]
+__all__ = ["check_devices", "check_epc", "check_pccs", "check_quote_provider", "device_problem"]

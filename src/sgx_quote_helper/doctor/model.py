@@ -3,6 +3,7 @@ learns for the next, and :class:`Probes`, the injectable I/O every check goes th
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import ssl
@@ -15,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ..client import DEFAULT_SOCKET_PATH, QuoteClient
+from ..client.qgs import Address, QgsClient
 from ..server.socketpath import Listener, listener_credentials
 from .qcnl import DEFAULT_QCNL_CONF
+
+#: Intel's QGS socket (DCAP >= 1.26 default, QEMU's and Kata's usual path)
+DEFAULT_QGS_SOCKET = Path("/var/run/tdx-qgs/qgs.socket")
 
 #: where the quote provider libraries are looked for (plus $LD_LIBRARY_PATH)
 DEFAULT_LIB_DIRS: tuple[Path, ...] = (
@@ -33,7 +38,11 @@ class DoctorOptions:
     """What to check and where (every path is a parameter so tests use temp trees).
 
     ``socket_path`` is the ``--socket`` value (None: not given; the default path is then checked
-    only when ``SGX_AESM_ADDR`` is set or the default socket exists).
+    only when ``SGX_AESM_ADDR`` is set or the default socket exists). The TDX checks read
+    ``<sysfs_root>/kernel/config/tsm/report`` (configfs-tsm), ``<dev_root>/tdx_guest``,
+    ``<etc_root>/tdx-attest.conf`` and ``<sysfs_root>/module/kvm_intel/parameters/tdx``;
+    ``qgs_socket`` is ``--qgs-socket`` (None: ``default_qgs_socket`` when it exists), ``qemu_gid``
+    the group QEMU runs in (``--qemu-group``; None: not checked).
     """
 
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -46,6 +55,10 @@ class DoctorOptions:
     lib_dirs: tuple[Path, ...] = DEFAULT_LIB_DIRS
     timeout: float = 15.0
     http_timeout: float = 5.0
+    etc_root: Path = Path("/etc")
+    qgs_socket: Path | None = None
+    default_qgs_socket: Path = DEFAULT_QGS_SOCKET
+    qemu_gid: int | None = None
 
 
 class Status(StrEnum):
@@ -109,6 +122,10 @@ HttpGet = Callable[[str, float, bool], int]
 Access = Callable[[str, int], bool]
 #: client_factory(socket_path, timeout) -> a QuoteClient that does not retry
 ClientFactory = Callable[[Path, float], QuoteClient]
+#: qgs_client_factory(address, timeout) -> a QgsClient (Unix path or vsock (cid, port))
+QgsClientFactory = Callable[[Address, float], QgsClient]
+#: vsock_connect(cid, port, timeout): connect and close, raising OSError
+VsockConnector = Callable[[int, int, float], None]
 
 
 def unix_connect(path: str, timeout: float) -> None:
@@ -135,6 +152,19 @@ def urllib_status(url: str, timeout: float, verify_tls: bool) -> int:
         return int(exc.code)
 
 
+def vsock_connect(cid: int, port: int, timeout: float) -> None:
+    """Connect to vsock ``cid:port`` and close (raises OSError; AF_VSOCK missing is ENOTSUP)."""
+    family = getattr(socket, "AF_VSOCK", None)
+    if family is None:
+        raise OSError(errno.EAFNOSUPPORT, "this Python/kernel has no AF_VSOCK")
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((cid, port))
+    finally:
+        sock.close()
+
+
 def _client(path: Path, timeout: float) -> QuoteClient:
     return QuoteClient(path, timeout=timeout, retry_deadline=0.0)
 
@@ -149,6 +179,8 @@ class Probes:
     client_factory: ClientFactory = _client
     #: who listens on a socket path (SO_PEERCRED), None when nothing accepts there
     listener: Callable[[Path, float], Listener | None] = listener_credentials
+    qgs_client_factory: QgsClientFactory = QgsClient
+    vsock_connect: VsockConnector = vsock_connect
 
     @classmethod
     def real(cls) -> Probes:
@@ -157,6 +189,7 @@ class Probes:
 
 __all__ = [
     "DEFAULT_LIB_DIRS",
+    "DEFAULT_QGS_SOCKET",
     "Check",
     "DoctorOptions",
     "DoctorReport",
@@ -165,4 +198,5 @@ __all__ = [
     "Status",
     "unix_connect",
     "urllib_status",
+    "vsock_connect",
 ]
