@@ -90,7 +90,11 @@ def _provider(root: Path, env: dict[str, str]) -> tuple[str | None, str]:
         if not entry.is_dir():
             raise OSError(errno.ENOENT, f"${CONFIGFS_ENV} is {entry}, which does not exist")
         return _read_provider(entry), str(entry)
-    entries = [root / DCAP_ENTRY] if (root / DCAP_ENTRY).is_dir() else sorted(p for p in root.iterdir() if p.is_dir())
+    entries = (
+        [root / DCAP_ENTRY]
+        if (root / DCAP_ENTRY).is_dir()
+        else sorted(p for p in root.iterdir() if p.is_dir())
+    )
     if entries:
         return _read_provider(entries[0]), str(entries[0])
     # The kernel fills a new entry with its files; the entry goes away with rmdir.
@@ -197,7 +201,9 @@ def check_attest_conf(options: DoctorOptions, probes: Probes, guest: _Guest) -> 
             f"{conf} does not exist: libtdx_attest uses configfs-tsm (no QGS over vsock)",
         )
     except OSError as exc:
-        return Check("tdx-attest-conf", Status.FAIL, f"cannot read {conf}: {exc.strerror}", f"make {conf} readable")
+        return Check(
+            "tdx-attest-conf", Status.FAIL, f"cannot read {conf}: {exc.strerror}", f"make {conf} readable"
+        )
     port = vsock_port(conf)
     guest.port = port
     if port is None:
@@ -378,7 +384,9 @@ def check_qgs_answers(path: Path, probes: Probes, timeout: float) -> Check:
                 "restart the QGS (kubectl -n kube-system rollout restart ds/<release>-qgs, or systemctl "
                 "restart qgsd); sgx-quote-helper qgs serve replaces a stale socket",
             )
-        return Check("qgs-answers", Status.FAIL, f"cannot connect to {path}: {exc.strerror or exc}", _QGS_START)
+        return Check(
+            "qgs-answers", Status.FAIL, f"cannot connect to {path}: {exc.strerror or exc}", _QGS_START
+        )
     client = probes.qgs_client_factory(path, timeout)
     try:
         info = client.platform_info()
@@ -557,7 +565,9 @@ def host_checks(options: DoctorOptions, probes: Probes) -> list[Check]:
     sock = check_qgs_socket(path, explicit)
     checks.append(sock)
     if sock.status is not Status.PASS:
-        checks += [Check(n, Status.SKIP, "not run: qgs-socket did not pass") for n in ("qgs-answers", "qgs-access")]
+        checks += [
+            Check(n, Status.SKIP, "not run: qgs-socket did not pass") for n in ("qgs-answers", "qgs-access")
+        ]
     else:
         checks.append(check_qgs_answers(path, probes, options.timeout))
         checks.append(check_qgs_access(path, options.qemu_gid))
