@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .t_abi import ABI, PCK, QUOTE
 from .t_attest import MAA_POLICY, MAA_REQUEST
+from .t_doctor import TDX_ATTEST_CONF
 from .t_json import ADMISSION, COLLATERAL, PCCS, PCCS_REGISTRATION, PCCS_TARGET, PCCS_UPSTREAM, QCNL
 from .t_pki import PKI
 from .t_qgs import QGS, QGS_PROBE
@@ -29,6 +30,7 @@ _ALL = (
     TDREPORT,
     QGS,
     QGS_PROBE,
+    TDX_ATTEST_CONF,
 )
 _ATTEST = (MAA_POLICY, MAA_REQUEST)  # the attestation service
 TARGETS: dict[str, Target] = {t.name: t for t in (*_ALL, *_ATTEST)}

@@ -41,6 +41,7 @@ EXPECTED = {
     "connection",
     "qgs",
     "qgs-probe",
+    "tdx-attest-conf",
 }
 EXPECTED |= {"maa-policy", "maa-request"}  # the attestation service
 

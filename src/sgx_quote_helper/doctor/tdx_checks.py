@@ -71,7 +71,9 @@ def _describe(st: os.stat_result) -> str:
 
 
 @dataclass
-class _Guest:
+class GuestFacts:
+    """What the guest checks learn for the ones after them."""
+
     provider: str | None = None  # configfs-tsm's provider, when read
     configfs_ok: bool = False
     device_ok: bool = False
@@ -109,7 +111,7 @@ def _provider(root: Path, env: dict[str, str]) -> tuple[str | None, str]:
             os.rmdir(entry)
 
 
-def check_configfs(options: DoctorOptions, guest: _Guest, in_guest: bool) -> Check:
+def check_configfs(options: DoctorOptions, guest: GuestFacts, in_guest: bool) -> Check:
     root = options.sysfs_root / _TSM
     if not root.is_dir():
         if in_guest:
@@ -152,7 +154,7 @@ def check_configfs(options: DoctorOptions, guest: _Guest, in_guest: bool) -> Che
     return Check("tdx-configfs", Status.PASS, f"configfs-tsm at {root}, provider tdx_guest ({where})")
 
 
-def check_guest_device(options: DoctorOptions, probes: Probes, guest: _Guest, in_guest: bool) -> Check:
+def check_guest_device(options: DoctorOptions, probes: Probes, guest: GuestFacts, in_guest: bool) -> Check:
     path = options.dev_root / "tdx_guest"
     if not os.path.lexists(path):
         if guest.port is not None:
@@ -190,7 +192,7 @@ def check_guest_device(options: DoctorOptions, probes: Probes, guest: _Guest, in
 _PORT_LINE = re.compile(r"^\s*port\b", re.IGNORECASE)
 
 
-def check_attest_conf(options: DoctorOptions, probes: Probes, guest: _Guest) -> Check:
+def check_attest_conf(options: DoctorOptions, probes: Probes, guest: GuestFacts) -> Check:
     conf = options.etc_root / "tdx-attest.conf"
     try:
         text = conf.read_text(errors="replace")
@@ -238,7 +240,7 @@ def check_attest_conf(options: DoctorOptions, probes: Probes, guest: _Guest) -> 
     )
 
 
-def check_quote_path(guest: _Guest, in_guest: bool) -> Check:
+def check_quote_path(guest: GuestFacts, in_guest: bool) -> Check:
     if guest.port is not None:
         if guest.vsock_ok and guest.device_ok:
             return Check(
@@ -285,7 +287,7 @@ def guest_checks(options: DoctorOptions, probes: Probes) -> list[Check]:
     in_guest = (
         os.path.lexists(options.dev_root / "tdx_guest") or (options.etc_root / "tdx-attest.conf").exists()
     )
-    guest = _Guest()
+    guest = GuestFacts()
     configfs = check_configfs(options, guest, in_guest)
     if guest.provider == "tdx_guest" and not in_guest:
         in_guest = True
@@ -575,4 +577,4 @@ def host_checks(options: DoctorOptions, probes: Probes) -> list[Check]:
     return checks
 
 
-__all__ = ["GUEST_NAMES", "HOST_NAMES", "guest_checks", "host_checks"]
+__all__ = ["GUEST_NAMES", "HOST_NAMES", "GuestFacts", "check_attest_conf", "guest_checks", "host_checks"]
