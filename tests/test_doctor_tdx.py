@@ -481,3 +481,51 @@ def test_every_tdx_check_that_does_not_pass_says_how_to_fix_it(tmp_path: Path) -
     assert len(bad) >= 5
     assert all(fix for _, _, fix in bad.values()), bad
     assert Status.FAIL.value in {v[0] for v in bad.values()}
+
+
+def _reply(request_type_to_body: dict[int, bytes]) -> object:
+    """A handler answering each framed request type with a fixed message (unknown: close)."""
+
+    def handle(conn: socket.socket) -> None:
+        conn.settimeout(2)
+        data = conn.recv(65536)
+        if len(data) >= 12:
+            body = request_type_to_body.get(int.from_bytes(data[8:12], "little"))
+            if body is not None:
+                conn.sendall(len(body).to_bytes(4, "big") + body)
+
+    return handle
+
+
+def _answers(tmp_path: Path, handler: object) -> tuple[str, str, str]:
+    with short_dir() as d:
+        server = OneShotServer(d / "qgs.socket", handler)
+        try:
+            return checks(options(tmp_path, qgs_socket=d / "qgs.socket"))["qgs-answers"]
+        finally:
+            server.close()
+
+
+def test_platform_info_error_code(tmp_path: Path) -> None:
+    """An error-coded GET_PLATFORM_INFO in the form our client reads: the protocol is spoken, but
+    the TDQE or PCE did not load."""
+    from sgx_quote_helper.abi import qgs as q
+
+    body = bytearray(q.GetPlatformInfoResponse(error_code=0x12001).to_bytes())
+    body[8:12] = (32).to_bytes(4, "little")  # header size as the fields count it
+    body += bytes(4)
+    verdict, detail, fix = _answers(tmp_path, _reply({4: bytes(body)}))
+    assert verdict == "warn" and "0x12001" in detail and "qgs-tdqe-devices" in fix
+
+
+def test_intel_error_form_platform_info_falls_back_to_the_quote_probe(tmp_path: Path) -> None:
+    """Intel's error-form GET_PLATFORM_INFO reply does not inflate (its own client rejects it with
+    0x12006); the GET_QUOTE probe then shows a live QGS."""
+    from sgx_quote_helper.abi import qgs as q
+
+    replies = {
+        4: q.GetPlatformInfoResponse(error_code=0x12001).to_bytes(),
+        0: q.GetQuoteResponse(error_code=0x12001).to_bytes(),
+    }
+    verdict, detail, _ = _answers(tmp_path, _reply(replies))
+    assert verdict == "pass" and "GET_PLATFORM_INFO:" in detail and "refused a dummy" in detail

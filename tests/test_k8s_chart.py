@@ -899,7 +899,7 @@ def test_qgs_provision_slots_double() -> None:
     ("values", "message"),
     [
         ({"qgs": {"enabled": True, "vsock": {"port": 4050}}}, "seccompLocalhostProfile"),
-        ({"qgs": {"enabled": True, "engine": "dcap"}}, "qgs.engine"),
+        ({"qgs": {"enabled": True, "engine": "bogus"}}, "qgs.engine"),
     ],
 )
 def test_bad_qgs_values_fail_to_render(values: dict[str, Any], message: str) -> None:
@@ -944,3 +944,15 @@ def test_qgs_probes_parse_with_qgs_healthcheck() -> None:
         pytest.skip("qgs healthcheck is not on this branch yet (the qgs-ops helper adds it)")
     for argv in (QGS_READY, QGS_QUOTE):
         command.make_context("healthcheck", list(argv[3:]))
+
+
+def test_notes_tell_how_to_point_qemu_at_the_qgs() -> None:
+    import helm_python
+
+    chart = helm_python.Chart.load(str(render.CHART))
+    values = {"qgs": {"enabled": True, "socketGid": 107}}
+    out = chart.render(values, name="sgx-quote-helper", namespace="kube-system", is_install=True)
+    (notes,) = [text for path, text in out.items() if path.endswith("NOTES.txt")]
+    assert '"quote-generation-socket":{"type":"unix","path":"/var/run/tdx-qgs/qgs.socket"}' in notes
+    assert "gid 107" in notes and "SIMULATED" in notes
+    assert "ds/sgx-quote-helper-qgs" in notes

@@ -394,18 +394,14 @@ def check_qgs_answers(path: Path, probes: Probes, timeout: float) -> Check:
         info = client.platform_info()
     except BadResponseError as exc:
         code = _ERROR.search(str(exc))
-        if code is None:
-            return Check(
-                "qgs-answers",
-                Status.FAIL,
-                f"something answers on {path} but not in the QGS protocol: {exc}",
-                "make sure the path belongs to a QGS (sgx-quote-helper qgs serve or Intel's qgsd)",
-            )
+        if code is None:  # e.g. Intel's error-form reply, which Intel's own inflater rejects
+            return _quote_probe(path, probes, timeout, f"GET_PLATFORM_INFO: {exc}")
         return Check(
             "qgs-answers",
-            Status.PASS,
-            f"a QGS answers on {path}: GET_PLATFORM_INFO got error {code.group(1)} (it speaks the "
-            "protocol; the platform info is not available)",
+            Status.WARN,
+            f"a QGS answers on {path}, but GET_PLATFORM_INFO got error {code.group(1)}: it speaks the "
+            "protocol, yet could not read its TDQE's and PCE's identity (they did not load?)",
+            "read the QGS's log; check its SGX devices (qgs-tdqe-devices) and the platform's provisioning",
         )
     except TransportError as exc:
         if "closed" not in str(exc):
@@ -415,7 +411,12 @@ def check_qgs_answers(path: Path, probes: Probes, timeout: float) -> Check:
                 f"the QGS accepted the connection but did not answer: {exc}",
                 "the QGS hangs or is overloaded (all workers busy with a slow TDQE?); restart it",
             )
-        return _quote_probe(path, probes, timeout)
+        return _quote_probe(
+            path,
+            probes,
+            timeout,
+            "it closed GET_PLATFORM_INFO unanswered (a socket limited to GET_QUOTE, qgs serve --allow get-quote)",
+        )
     return Check(
         "qgs-answers",
         Status.PASS,
@@ -424,9 +425,9 @@ def check_qgs_answers(path: Path, probes: Probes, timeout: float) -> Check:
     )
 
 
-def _quote_probe(path: Path, probes: Probes, timeout: float) -> Check:
-    """GET_PLATFORM_INFO was closed without an answer (a socket limited to GET_QUOTE): a framed
-    GET_QUOTE of an all-zero TDREPORT, which a live TDQE refuses."""
+def _quote_probe(path: Path, probes: Probes, timeout: float, first: str) -> Check:
+    """GET_PLATFORM_INFO did not give an answer (``first`` says how): a framed GET_QUOTE of an
+    all-zero TDREPORT, which a live TDQE refuses."""
     try:
         probes.qgs_client_factory(path, timeout).get_quote(bytes(1024))
     except BadResponseError as exc:
@@ -435,14 +436,13 @@ def _quote_probe(path: Path, probes: Probes, timeout: float) -> Check:
             return Check(
                 "qgs-answers",
                 Status.FAIL,
-                f"something answers on {path} but not in the QGS protocol: {exc}",
+                f"something answers on {path} but not in the QGS protocol: {exc} ({first})",
                 "make sure the path belongs to a QGS (sgx-quote-helper qgs serve or Intel's qgsd)",
             )
         return Check(
             "qgs-answers",
             Status.PASS,
-            f"a QGS serves {path}: it closed GET_PLATFORM_INFO unanswered (a socket limited to "
-            f"GET_QUOTE, qgs serve --allow get-quote) and refused a dummy all-zero TDREPORT with error "
+            f"a QGS serves {path}: {first}; it refused a dummy all-zero TDREPORT with error "
             f"{code.group(1)}, as a live TDQE does",
         )
     except TransportError as exc:
