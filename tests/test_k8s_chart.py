@@ -101,6 +101,7 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
         {
             "qgs": {
                 "enabled": True,
+                "engine": "simulated",
                 "vsock": {"port": 4050, "seccompLocalhostProfile": "profiles/qgs-vsock.json"},
             },
             "quoteHelper": {"enabled": False},
@@ -664,11 +665,16 @@ def test_quote_helper_image_matches_engine(rendered: Any) -> None:
     """dcap/auto need Intel's libraries: the DCAP image (deploy/Dockerfile.dcap); the rest, the plain one."""
     _, values, objs = rendered
     engine = values.get("quoteHelper", {}).get("engine", "dcap")
+    qgs_engine = values.get("qgs", {}).get("engine", "tdx")
     for obj in objs:
         if obj["kind"] not in ("DaemonSet", "Deployment", "Job"):
             continue
+        qgs = obj["metadata"]["labels"]["app.kubernetes.io/component"] == "qgs"
         for c in containers(obj):
-            dcap = c["name"] == "quote-helper" and engine in ("dcap", "auto")
+            # the QGS's tdx/auto engines load libsgx_tdx_logic: the DCAP image, its init container too
+            dcap = (c["name"] == "quote-helper" and engine in ("dcap", "auto")) or (
+                qgs and qgs_engine in ("tdx", "auto")
+            )
             assert c["image"] == ("sgx-quote-helper:0.1.0-dcap" if dcap else "sgx-quote-helper:0.1.0")
 
 
@@ -792,8 +798,9 @@ def test_qgs_daemonset(rendered: Any) -> None:
     if not q.get("enabled", False):
         assert found == []  # off by default
         return
-    (ds,) = found
-    assert ds["kind"] == "DaemonSet" and ds["metadata"]["namespace"] == namespace
+    assert sorted(o["kind"] for o in found) == ["ConfigMap", "DaemonSet"]
+    ds = one(objs, "DaemonSet", "qgs")
+    assert ds["metadata"]["namespace"] == namespace
     assert ds["metadata"]["name"] == "sgx-quote-helper-qgs"
     vsock = q.get("vsock", {}).get("port", 0)
     strategy = ds["spec"]["updateStrategy"]["rollingUpdate"]
@@ -808,8 +815,9 @@ def test_qgs_daemonset(rendered: Any) -> None:
     gid = q.get("socketGid", 0)
     args = c["args"]
     assert args[:2] == ["qgs", "serve"]
+    engine = q.get("engine", "tdx")
     for arg in (
-        "--engine=simulated",
+        f"--engine={engine}",
         "--state-dir=/var/lib/sgx-quote-helper",
         f"--socket={QGS_SOCKET}",
         "--socket-mode=0660",
@@ -847,7 +855,23 @@ def test_qgs_daemonset(rendered: Any) -> None:
     # its own platform state, never the AESM quote helper's
     assert volumes["state"]["hostPath"]["path"] == "/var/lib/sgx-quote-helper-qgs"
     assert volumes["state"]["hostPath"]["path"] != values.get("quoteHelper", {}).get("stateHostPath", STATE)
-    assert c["image"] == "sgx-quote-helper:0.1.0"  # the simulated engine: the plain image
+    # tdx/auto: Intel's TDX quote library from the DCAP image; simulated: the plain image
+    assert c["image"] == (
+        "sgx-quote-helper:0.1.0" if engine == "simulated" else "sgx-quote-helper:0.1.0-dcap"
+    )
+    # the quote provider library: its configuration and a writable PCK cache (read-only rootfs)
+    assert mounts["config"]["mountPath"] == "/etc/sgx_default_qcnl.conf" and mounts["config"]["readOnly"]
+    cm = next(
+        o
+        for o in by_kind(objs, "ConfigMap")
+        if o["metadata"]["name"] == volumes["config"]["configMap"]["name"]
+    )
+    qcnl = json.loads(cm["data"]["sgx_default_qcnl.conf"])
+    assert qcnl["pccs_url"] == values.get("quoteHelper", {}).get("qcnl", {}).get(
+        "pccsUrl", "https://global.acccache.azure.net/sgx/certification/v4/"
+    )
+    assert {"name": "XDG_CACHE_HOME", "value": "/run/dcap/cache"} in c["env"]
+    assert mounts["qpl-cache"]["mountPath"] == "/run/dcap/cache" and "emptyDir" in volumes["qpl-cache"]
     secret = values.get("simulatedPki", {}).get("existingSecret")
     if secret:
         (init,) = pod["initContainers"]
@@ -864,16 +888,11 @@ def test_qgs_daemonset(rendered: Any) -> None:
 
 
 def test_qgs_defaults_select_tdx_hosts() -> None:
-    (ds,) = [
-        o
-        for o in objects({"qgs": {"enabled": True}}, "kube-system")
-        if o["metadata"]["name"].endswith("-qgs")
-    ]
+    ds = one(objects({"qgs": {"enabled": True}}, "kube-system"), "DaemonSet", "qgs")
     pod = ds["spec"]["template"]["spec"]
     assert pod["nodeSelector"]["feature.node.kubernetes.io/cpu-security.tdx.enabled"] == "true"
     assert "affinity" not in pod
-    off = objects({"qgs": {"enabled": True, "tdxLabel": ""}}, "kube-system")
-    (ds,) = [o for o in off if o["metadata"]["name"].endswith("-qgs")]
+    ds = one(objects({"qgs": {"enabled": True, "tdxLabel": ""}}, "kube-system"), "DaemonSet", "qgs")
     assert ds["spec"]["template"]["spec"]["nodeSelector"] == {
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
@@ -931,6 +950,7 @@ def test_qgs_flags_are_qgs_serves_own() -> None:
     else:
         assert used <= names
     ctx = command.make_context("serve", args)
+    assert ctx.params["engine"] == "tdx"
     assert ctx.params["socket_group"] == "107" and ctx.params["vsock_port"] == 4050
     assert ctx.params["allow"] == ("get-quote",) and ctx.params["no_raw"] is True
     assert ctx.params["socket_path"] == QGS_SOCKET and ctx.params["replace"] is True
@@ -950,9 +970,26 @@ def test_notes_tell_how_to_point_qemu_at_the_qgs() -> None:
     import helm_python
 
     chart = helm_python.Chart.load(str(render.CHART))
-    values = {"qgs": {"enabled": True, "socketGid": 107}}
-    out = chart.render(values, name="sgx-quote-helper", namespace="kube-system", is_install=True)
-    (notes,) = [text for path, text in out.items() if path.endswith("NOTES.txt")]
-    assert '"quote-generation-socket":{"type":"unix","path":"/var/run/tdx-qgs/qgs.socket"}' in notes
-    assert "gid 107" in notes and "SIMULATED" in notes
-    assert "ds/sgx-quote-helper-qgs" in notes
+    for engine, simulated in (("tdx", False), ("simulated", True)):
+        values = {"qgs": {"enabled": True, "socketGid": 107, "engine": engine}}
+        out = chart.render(values, name="sgx-quote-helper", namespace="kube-system", is_install=True)
+        (notes,) = [text for path, text in out.items() if path.endswith("NOTES.txt")]
+        assert '"quote-generation-socket":{"type":"unix","path":"/var/run/tdx-qgs/qgs.socket"}' in notes
+        assert "gid 107" in notes and f"engine: {engine}" in notes
+        assert ("SIMULATED" in notes) is simulated
+        assert "ds/sgx-quote-helper-qgs" in notes
+
+
+def test_dcap_image_has_the_tdx_engines_library() -> None:
+    """qgs.engine tdx/auto runs the DCAP image: it installs the library the tdx engine loads and
+    the TDQE enclave next to it."""
+    from sgx_quote_helper.engine import tdx_library
+
+    text = (ROOT / "deploy" / "Dockerfile.dcap").read_text()
+    run = next(
+        part for part in text.split("\nRUN ") if "libsgx-dcap-ql" in part and "apt-get install" in part
+    )
+    words = run.replace("\\\n", " ").split()
+    assert {"libsgx-tdx-logic", "libsgx-ae-tdqe"} <= set(words)
+    assert tdx_library.TDX_LOGIC_LIBRARY == "libsgx_tdx_logic.so.1"
+    assert "libsgx-tdx-logic" in tdx_library.INSTALL_TDX_LIBRARY_HINT

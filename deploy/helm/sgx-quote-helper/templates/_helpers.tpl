@@ -115,3 +115,19 @@ nodeSelector:
       mountPath: {{ include "sqh.simulatedPkiDir" .root }}
       readOnly: true
 {{- end -}}
+
+{{/* the QGS's image: the DCAP image (Intel's libsgx-tdx-logic) for the tdx and auto engines */}}
+{{- define "sqh.qgsImage" -}}
+{{- $image := include "sqh.image" . -}}
+{{- if has .Values.qgs.engine (list "tdx" "auto") -}}
+{{- printf "%s%s" $image .Values.image.dcapTagSuffix -}}
+{{- else -}}
+{{- $image -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Intel's quote provider library configuration (sgx_default_qcnl.conf) from quoteHelper.qcnl */}}
+{{- define "sqh.qcnlConf" -}}
+{{- $q := .Values.quoteHelper.qcnl -}}
+{{- dict "pccs_url" $q.pccsUrl "use_secure_cert" $q.useSecureCert "collateral_service" $q.collateralService "pccs_api_version" $q.pccsApiVersion "retry_times" $q.retryTimes "retry_delay" $q.retryDelay | toPrettyJson }}
+{{- end -}}
