@@ -3,7 +3,8 @@
 Guest checks apply when this looks like a TD guest (``/dev/tdx_guest`` or ``/etc/tdx-attest.conf``
 exists, or configfs-tsm's provider is ``tdx_guest``); otherwise they are skipped:
 
-- ``tdx-configfs``: ``<sysfs>/kernel/config/tsm/report`` and its provider (``tdx_guest``);
+- ``tdx-configfs``: ``<sysfs>/kernel/config/tsm/report`` and its provider (``tdx_guest``), read from
+  an existing report entry, or from one the doctor makes for it and removes again (as root);
 - ``tdx-guest-device``: ``/dev/tdx_guest`` (the TDREPORT for a QGS over vsock);
 - ``tdx-attest-conf``: libtdx_attest's ``port = N`` and whether vsock ``2:N`` accepts a connection;
 - ``tdx-quote-path``: the path libtdx_attest takes (vsock first when a port is set, with no fallback;
