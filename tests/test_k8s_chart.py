@@ -835,6 +835,11 @@ def test_qgs_daemonset(rendered: Any) -> None:
     assert c["readinessProbe"]["exec"]["command"] == QGS_READY
     assert c["livenessProbe"]["exec"]["command"] == QGS_QUOTE
     assert c["startupProbe"]["exec"]["command"] == QGS_QUOTE
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):  # healthcheck's 5 s decides
+        assert c[probe]["timeoutSeconds"] > 5
+    assert {"name": "SGX_QUOTE_HELPER_STATE", "value": STATE} in c["env"]  # serve and the probes
+    window = [float(a.split("=", 1)[1]) for a in args if a.startswith("--handover-window=")]
+    assert window and 0 < window[0] < pod["terminationGracePeriodSeconds"]
     assert c["readinessProbe"]["periodSeconds"] <= 2
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
