@@ -41,6 +41,7 @@ EXPECTED = {
     "connection",
     "qgs",
     "qgs-probe",
+    "qemu",
 }
 EXPECTED |= {"maa-policy", "maa-request"}  # the attestation service
 
