@@ -113,7 +113,7 @@ def test_bench_qgs_next_to_an_aesm_service(qgs: Qgs) -> None:
     assert res.exit_code == 0, res.output
     rows = [line.split() for line in res.stdout.splitlines()[1:]]
     assert [(r[0], r[1], r[2]) for r in rows] == [
-        ("qgs", "framed", "1"), ("qgs", "framed", "3"), ("aesm", "quote", "1"), ("aesm", "quote", "3"),
+        ("qgs", "framed", "1"), ("aesm", "quote", "1"), ("qgs", "framed", "3"), ("aesm", "quote", "3"),
     ]  # fmt: skip
     assert all(r[-1] == "0" and float(r[3].replace(",", "")) > 0 for r in rows)
 

@@ -156,8 +156,8 @@ def qgs_bench(
         "load_average_before": load_average(),
         "runs": [],
     }
-    for service, path, workload in workloads:
-        for n in counts:
+    for n in counts:  # services inner: a change of the machine's load hits them alike
+        for service, path, workload in workloads:
             style = "qgs" if service.startswith("qgs") else "aesmd"
             spec = LoadSpec(
                 str(path), workload, clients=n, duration=duration, warmup=warmup, style=style,  # type: ignore[arg-type]
