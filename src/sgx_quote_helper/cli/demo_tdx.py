@@ -94,9 +94,8 @@ def _collateral_json(platform: Platform, now: dt.datetime) -> tuple[str, str]:
     """The TDX collateral and where it came from."""
     from ..sim.tdx_collateral import tdx_quote_collateral_json
 
-    return tdx_quote_collateral_json(
-        platform, now
-    ), "`sim collateral --tee tdx` (TCB Info id TDX, QE Identity TD_QE)"
+    source = "`sim collateral --tee tdx` (TCB Info id TDX, QE Identity TD_QE)"
+    return tdx_quote_collateral_json(platform, now), source
 
 
 def run_tdx_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
