@@ -52,7 +52,9 @@ class QemuRefused(RemoteProtocolError):
 
     def __init__(self, reason: str, guest_status: int = GET_QUOTE_ERROR) -> None:
         self.guest_status = guest_status
-        super().__init__(f"QEMU refuses the QGS reply: {reason}")
+        super().__init__(
+            f"QEMU refuses the QGS reply: {reason} (the guest's GetQuote status: {guest_status:#x})"
+        )
 
 
 class QemuGetQuote:
