@@ -49,7 +49,8 @@ def test_demo_tdx_shows_every_step_and_ends_up_to_date(monkeypatch: pytest.Monke
         "GET_QUOTE_REQ v1.1 with report_size 1024, id_list_size 0 (1052 bytes in one write",
         "QEMU's checks on the reply passed",
         "the QGS stopped cleanly on SIGTERM (exit 0); socket removed: True",
-        "collateral from `sim collateral --tee tdx`",
+        "collateral from `pccs serve --simulated` at http://127.0.0.1:",
+        "GET /tdx/certification/v4/tcb?fmspc=00A0A5510000 (TCB Info id TDX)",
         "with the SIMULATED root passed explicitly: UpToDate (platform UpToDate, TDQE UpToDate, TDX module UpToDate), accepted: True",
         "report data bound: the quote's report_data is the TD's SHA-512(runtime data): yes; MRTD is the TD's: yes",
         "with Intel's production root (the default): rejected at step 2",
@@ -129,6 +130,18 @@ def test_a_qgs_that_does_not_start_is_reported(monkeypatch: pytest.MonkeyPatch) 
     result = run_demo(monkeypatch)
     _failed(result, "cannot connect to the QGS")
     assert "qgs: no engine" in result.output  # the service log is shown
+
+
+@pytest.mark.slow
+def test_a_pccs_that_does_not_start_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        demo_tdx,
+        "_pccs_command",
+        lambda state: [sys.executable, "-c", "import sys; sys.stderr.write('pccs: port busy')"],
+    )
+    result = run_demo(monkeypatch)
+    _failed(result, "pccs serve --simulated did not start")
+    assert "pccs: port busy" in result.output and "UpToDate" not in result.output
 
 
 @pytest.mark.slow

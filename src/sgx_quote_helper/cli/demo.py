@@ -298,11 +298,12 @@ def demo(tee: str, out_dir: Path | None) -> None:
       sgx-quote-helper demo --tee tdx               # a TD's quote: configfs-tsm, QEMU, the QGS
     """
     console = Console()
+    logs: tuple[str, ...]
     if tee == "tdx":
         from .demo_tdx import run_tdx_demo
 
         title = "a TD's quote through the QGS on a simulated TDX platform"
-        run, logs = run_tdx_demo, ("qgs.log",)
+        run, logs = run_tdx_demo, ("qgs.log", "pccs.log")
     else:
         title = "out-of-process SGX DCAP quoting on a simulated platform"
         run, logs = run_demo, ("serve.log",)

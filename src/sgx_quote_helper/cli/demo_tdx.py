@@ -9,19 +9,22 @@
    connection to the QGS, QEMU's checks on the reply (:mod:`sgx_quote_helper.wire.qemu`), the quote
    copied back to the guest (``outblob``);
 5. who signed what in the quote;
-6. the quote verified with the platform's TDX collateral under the SIMULATED root passed
+6. the quote verified with its TDX collateral, fetched from ``pccs serve --simulated`` (a child
+   process on loopback) as ``verify --pccs`` fetches it, under the SIMULATED root passed
    explicitly (UpToDate, the TD's report data bound), and rejected under Intel's production root.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import shutil
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +37,8 @@ from ._demo_common import child_process, cn, pem_chain, short, stop, yes
 
 if TYPE_CHECKING:
     from ..abi.qgs import GetPlatformInfoResponse
-    from ..sim.platform import Platform
+    from ..abi.quote import Quote
+    from ..verify.collateral import Collateral
 
 _STARTUP_TIMEOUT = 20.0
 #: the TD's runtime data (its public key, say): the TDREPORT's 64-byte report data is its SHA-512
@@ -90,12 +94,45 @@ def forward_as_qemu(socket_path: Path, td_report: bytes, timeout: float = 30.0) 
             raise TransportError(f"QGS at {socket_path}: {exc.strerror or exc}") from None
 
 
-def _collateral_json(platform: Platform, now: dt.datetime) -> tuple[str, str]:
-    """The TDX collateral and where it came from."""
-    from ..sim.tdx_collateral import tdx_quote_collateral_json
+def _pccs_command(state_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "sgx_quote_helper", "pccs", "serve", "--simulated",
+        "--state-dir", str(state_dir), "--port", "0",
+    ]  # fmt: skip
 
-    source = "`sim collateral --tee tdx` (TCB Info id TDX, QE Identity TD_QE)"
-    return tdx_quote_collateral_json(platform, now), source
+
+@contextlib.contextmanager
+def _pccs(state_dir: Path, log: Path) -> Iterator[str]:
+    """``pccs serve --simulated`` on a loopback port as a child process: its base URL."""
+    with log.open("wb") as err:
+        proc = subprocess.Popen(_pccs_command(state_dir), stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "pccs ready at http://127.0.0.1:PORT (simulated)", or EOF
+        if not line.startswith("pccs ready at "):
+            raise TransportError(f"pccs serve --simulated did not start: {line.strip()!r}")
+        yield line.removeprefix("pccs ready at ").split()[0]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _collateral(quote: Quote, fmspc: str, state_dir: Path, workdir: Path) -> tuple[Collateral, str]:
+    """The TD quote's collateral from ``pccs serve --simulated``, fetched as ``verify --pccs`` does."""
+    from ..verify.fetch import CollateralFetcher, urllib_getter
+
+    with _pccs(state_dir, workdir / "pccs.log") as url:
+        collateral = CollateralFetcher(url, urllib_getter(timeout=30)).fetch(quote)
+    source = (
+        f"`pccs serve --simulated` at {url}, as `verify --pccs` and QCNL fetch it: GET "
+        f"/tdx/certification/v4/tcb?fmspc={fmspc.upper()} (TCB Info id TDX), /tdx/certification/v4/qe/identity "
+        "(TD_QE), /sgx/certification/v4/pckcrl (the PCK CA's CRL) and rootcacrl"
+    )
+    return collateral, source
 
 
 def run_tdx_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
@@ -106,7 +143,6 @@ def run_tdx_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
     from ..sim.platform import Platform
     from ..sim.tdqe import TDQE_MRSIGNER
     from ..sim.tdx_module import TdIdentity, TdxModule
-    from ..verify.collateral import load_dcap_qvl_json
     from ..verify.verifier import Verifier
     from .inspect_cmd import summarize
 
@@ -227,9 +263,9 @@ def run_tdx_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
     console.print(Panel(who, title="5. Who signed what"))
 
     # 6 -- verification
-    collateral_json, source = _collateral_json(platform, now)
+    collateral, source = _collateral(quote, str(s.get("fmspc")), state_dir, workdir)
+    collateral_json = collateral.to_dcap_qvl_json()
     root_der = coll.root_ca_der(platform)
-    collateral = load_dcap_qvl_json(collateral_json)
     verdict = Verifier(root_der).verify(quote_bytes, collateral, now)
     bound = quote.body.report_data == report_data
     same_td = getattr(quote.body, "mr_td", None) == td.mr_td
