@@ -6,8 +6,8 @@ from .t_abi import ABI, PCK, QUOTE
 from .t_attest import MAA_POLICY, MAA_REQUEST
 from .t_json import ADMISSION, COLLATERAL, PCCS, PCCS_REGISTRATION, PCCS_TARGET, PCCS_UPSTREAM, QCNL
 from .t_pki import PKI
-from .t_qgs import QGS, QGS_PROBE
 from .t_qemu import QEMU
+from .t_qgs import QGS, QGS_PROBE
 from .t_tdx import TDREPORT
 from .t_wire import CONNECTION, FRAMES, REQUESTS
 from .target import Target
