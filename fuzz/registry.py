@@ -7,6 +7,7 @@ from .t_attest import MAA_POLICY, MAA_REQUEST
 from .t_doctor import TDX_ATTEST_CONF
 from .t_json import ADMISSION, COLLATERAL, PCCS, PCCS_REGISTRATION, PCCS_TARGET, PCCS_UPSTREAM, QCNL
 from .t_pki import PKI
+from .t_qemu import QEMU
 from .t_qgs import QGS, QGS_PROBE
 from .t_tdx import TDREPORT
 from .t_wire import CONNECTION, FRAMES, REQUESTS
@@ -31,6 +32,7 @@ _ALL = (
     QGS,
     QGS_PROBE,
     TDX_ATTEST_CONF,
+    QEMU,
 )
 _ATTEST = (MAA_POLICY, MAA_REQUEST)  # the attestation service
 TARGETS: dict[str, Target] = {t.name: t for t in (*_ALL, *_ATTEST)}

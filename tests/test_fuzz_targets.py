@@ -42,6 +42,7 @@ EXPECTED = {
     "qgs",
     "qgs-probe",
     "tdx-attest-conf",
+    "qemu",
 }
 EXPECTED |= {"maa-policy", "maa-request"}  # the attestation service
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .qgs import QgsWorkload
 from .workload import Workload
 
 #: ``intel``: Intel's libsgx_quote_ex socket code call for call (see :mod:`.intel`); ``aesmd``: a new
-#: connection per request, frame written at once; ``keepalive``: one connection per client
-Style = Literal["intel", "aesmd", "keepalive"]
+#: connection per request, frame written at once; ``keepalive``: one connection per client;
+#: ``qgs``: a QGS client (a :class:`~.qgs.QgsWorkload`), a new connection per request as QEMU and
+#: libtdx_attest, the request written at once
+Style = Literal["intel", "aesmd", "keepalive", "qgs"]
+#: the styles of an AESM service (``bench quote --client``)
 STYLES: tuple[Style, ...] = ("intel", "aesmd", "keepalive")
 
 #: how often workers report progress (seconds)
@@ -36,7 +40,7 @@ class LoadSpec:
     ends the run after that many measured requests instead of after ``duration`` seconds."""
 
     socket_path: str
-    workload: Workload
+    workload: Workload | QgsWorkload
     clients: int = 1
     duration: float = 5.0
     warmup: float = 0.5
@@ -46,6 +50,10 @@ class LoadSpec:
     total_requests: int | None = None
     grace: float = 15.0
     cpu_affinity: frozenset[int] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.style == "qgs") != isinstance(self.workload, QgsWorkload):
+            raise ValueError("a QGS workload runs in the qgs style, and the qgs style needs one")
 
 
 __all__ = ["DONE", "GO", "PROGRESS", "PROGRESS_INTERVAL", "READY", "STYLES", "LoadSpec", "Style"]

@@ -9,7 +9,9 @@ for call) for every call of the workload's sequence in :class:`_IntelWorker`: a 
 over the calls' own epoll fds (where Intel's client blocks in ``epoll_wait`` on its epoll fd, the
 worker waits for that fd to become readable among all its calls', then calls ``epoll_wait`` on it
 with timeout 0), no asyncio; ``aesmd`` connects, writes the whole frame at once and reads whatever
-arrives (asyncio); ``keepalive`` does the same over one connection per client.
+arrives (asyncio); ``keepalive`` does the same over one connection per client; ``qgs`` connects,
+writes a QGS request at once and reads the reply with the workload's reader (:mod:`.qgs`: until
+the framed response is complete, or in raw mode until the QGS closes).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from multiprocessing.connection import Connection
 
 from ..wire.connection import NEED_DATA, ClientConnection
 from . import intel
+from .qgs import QgsWorkload
 from .spec import DONE, PROGRESS, PROGRESS_INTERVAL, READY, LoadSpec
 from .timing import LatencySamples
 from .workload import OK, TIMEOUT, TRANSPORT
@@ -105,7 +108,9 @@ class _Worker:
         delay = (self.start_ns - time.monotonic_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
-        client = self._aesmd_client if self.spec.style == "aesmd" else self._keepalive_client
+        client = {"aesmd": self._aesmd_client, "qgs": self._qgs_client}.get(
+            self.spec.style, self._keepalive_client
+        )
         tasks = [asyncio.ensure_future(client()) for _ in range(self.clients)]
         reporter = asyncio.ensure_future(self._report())
         end = self.end_ns
@@ -137,6 +142,29 @@ class _Worker:
                 await loop.sock_connect(sock, self.path)
                 label = self.judge(await _exchange(loop, sock, ClientConnection(), self.body))
             except (OSError, EOFError):
+                label = TRANSPORT
+            finally:
+                sock.close()
+            if not self._record(t0, clock(), label):
+                return
+
+    async def _qgs_client(self) -> None:
+        workload = self.spec.workload
+        assert isinstance(workload, QgsWorkload)
+        loop = asyncio.get_running_loop()
+        clock = time.monotonic_ns
+        while True:
+            t0 = clock()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, self.path)
+                await loop.sock_sendall(sock, workload.frame)
+                reply = workload.reply()
+                label = None
+                while label is None:
+                    label = reply.feed(await loop.sock_recv(sock, 65536))
+            except OSError:
                 label = TRANSPORT
             finally:
                 sock.close()

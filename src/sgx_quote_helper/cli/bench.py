@@ -35,13 +35,14 @@ from .verify import parse_now
 
 @click.group("bench")
 def bench() -> None:
-    """Benchmarks: load a quote service (ours or Intel's aesmd), measure the verifier.
+    """Benchmarks: load a quote service (ours or Intel's aesmd) or a QGS, measure the verifier.
 
     \b
     Examples:
       sgx-quote-helper bench quote --clients 64 --duration 10
       sgx-quote-helper bench quote --request quote-dummy --clients 8     # a real SGX node, no enclave
       sgx-quote-helper bench verify --quote quote.bin --collateral collateral.json --json
+      sgx-quote-helper bench qgs --socket /tmp/qgs.socket --state-dir /tmp/plat   # a TDX QGS
     """
 
 
@@ -289,8 +290,10 @@ def verify_bench(
 
 def _register_attest() -> None:
     from .bench_attest import attest_bench
+    from .bench_qgs import qgs_bench
 
     bench.add_command(attest_bench)
+    bench.add_command(qgs_bench)
 
 
 _register_attest()

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -33,6 +32,7 @@ from rich.table import Table
 from ..abi.aesm import AESM_ADDR_ENV
 from ..errors import SelfCheckError, SgxQuoteHelperError, VerificationError
 from ._common import fail
+from ._demo_common import child_process, cn, pem_chain, short, yes
 
 _STARTUP_TIMEOUT = 20.0
 #: the app's runtime data (its public key, say): the quote's report_data is its SHA-256
@@ -46,29 +46,10 @@ def _serve_command(socket_path: Path, state_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-@contextlib.contextmanager
-def _daemon(socket_path: Path, state_dir: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if k != AESM_ADDR_ENV}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(_serve_command(socket_path, state_dir), stdout=out, stderr=out, env=env)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _yes(ok: bool) -> str:
-    return "yes" if ok else "[bold red]NO[/]"
-
-
-def _short(data: bytes, n: int = 8) -> str:
-    return data[:n].hex() + "…"
+def _daemon(
+    socket_path: Path, state_dir: Path, log: Path
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    return child_process(_serve_command(socket_path, state_dir), log)
 
 
 def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
@@ -97,8 +78,8 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
     table.add_row("FMSPC", ident.fmspc.hex())
     table.add_row("CPUSVN / PCESVN", f"{ident.cpusvn.hex()} / {ident.pcesvn}")
     table.add_row("QE SVN", str(ident.qe_svn))
-    table.add_row("PCK chain", " -> ".join(_cn(c) for c in _chain(platform.pck_chain_pem())))
-    table.add_row("TCB signing", _cn(_chain(platform.tcb_signing_chain_pem())[0]))
+    table.add_row("PCK chain", " -> ".join(cn(c) for c in pem_chain(platform.pck_chain_pem())))
+    table.add_row("TCB signing", cn(pem_chain(platform.tcb_signing_chain_pem())[0]))
     console.print(
         Panel(
             table,
@@ -146,9 +127,9 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
         quote = Quote.from_bytes(quote_bytes)
         lines = [
             f"mode: [bold]{mode.name}[/] ({mode.reason})",
-            f"InitQuoteEx -> QE3 target info (MRENCLAVE {_short(init.target_info.mr_enclave)}), "
-            f"ECDSA_ID {_short(init.pub_key_id or b'')}",
-            f"EREPORT for that target: report_data = SHA-256(...) {_short(report_data)}",
+            f"InitQuoteEx -> QE3 target info (MRENCLAVE {short(init.target_info.mr_enclave)}), "
+            f"ECDSA_ID {short(init.pub_key_id or b'')}",
+            f"EREPORT for that target: report_data = SHA-256(...) {short(report_data)}",
             f"GetQuoteSizeEx -> {size} bytes; GetQuoteEx -> a v{quote.version} quote, "
             f"{len(quote_bytes)} bytes (3 round trips in {elapsed * 1000:.1f} ms)",
         ]
@@ -158,8 +139,8 @@ def run_demo(console: Console, workdir: Path, out_dir: Path | None) -> None:
         binds = qe_report.body.report_data[:32] == hashlib.sha256(nonce + quote_bytes).digest()
         mac_ok = platform.verify_report_mac(qe_report, as_target=app_target)
         lines.append(
-            f"QE report back to the app: MAC verifies for the app enclave: {_yes(mac_ok)}; "
-            f"binds SHA-256(nonce || quote): {_yes(binds)}"
+            f"QE report back to the app: MAC verifies for the app enclave: {yes(mac_ok)}; "
+            f"binds SHA-256(nonce || quote): {yes(binds)}"
         )
         if not (binds and mac_ok):
             raise SelfCheckError("the QE report returned to the app does not check out")
@@ -272,8 +253,8 @@ def _attest_step(
     lines = [
         f"POST {url}/attest/SgxEnclave (MAA's API) -> a {header['alg']} token, kid {header['kid'][:12]}…",
         f"relying party: GET /certs, key {header['kid'][:12]}… from its x5c certificate, signature "
-        f"and nbf/exp: {_yes(True)}; issuer {claims['iss']}",
-        *(f"claim check: {what}: {_yes(ok)}" for what, ok in checks),
+        f"and nbf/exp: {yes(True)}; issuer {claims['iss']}",
+        *(f"claim check: {what}: {yes(ok)}" for what, ok in checks),
     ]
     console.print(
         Panel(
@@ -285,54 +266,63 @@ def _attest_step(
         raise SelfCheckError("the attestation token's claims do not match the quote")
 
 
-def _chain(pem: bytes) -> list[object]:
-    from cryptography import x509
-
-    return list(x509.load_pem_x509_certificates(pem))
-
-
-def _cn(cert: object) -> str:
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    assert isinstance(cert, x509.Certificate)
-    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else cert.subject.rfc4514_string()
-
-
 @click.command("demo")
+@click.option(
+    "--tee",
+    type=click.Choice(["sgx", "tdx"]),
+    default="sgx",
+    show_default=True,
+    help="sgx: an enclave app's quote through the AESM-compatible service. tdx: a TD's quote through "
+    "the Quote Generation Service, forwarded as QEMU forwards it.",
+)
 @click.option(
     "--out-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Keep the quote, its collateral, the SIMULATED root and the platform here.",
 )
-def demo(out_dir: Path | None) -> None:
+def demo(tee: str, out_dir: Path | None) -> None:
     """Show the whole out-of-process quoting flow on a simulated platform, step by step.
 
     Creates a simulated SGX platform in a temporary directory, starts the quote service on a
     temporary Unix socket (a separate process, as on a node), plays an enclave app that gets a
-    quote through the socket with SGX_AESM_ADDR=1, and verifies the quote. Nothing outside the
+    quote through the socket with SGX_AESM_ADDR=1, and verifies the quote. With --tee tdx: starts
+    the Quote Generation Service instead (`qgs serve`, as qgsd on a TDX host), plays a TD whose
+    TDREPORT QEMU wraps and forwards to it, and verifies the TD quote. Nothing outside the
     temporary directory is touched, and nothing leaves the machine.
 
     \b
     Examples:
       sgx-quote-helper demo
       sgx-quote-helper demo --out-dir ./demo-out    # keep the quote and collateral to play with
+      sgx-quote-helper demo --tee tdx               # a TD's quote: configfs-tsm, QEMU, the QGS
     """
     console = Console()
-    console.print("[bold]sgx-quote-helper demo[/]: out-of-process SGX DCAP quoting on a simulated platform\n")
+    logs: tuple[str, ...]
+    if tee == "tdx":
+        from .demo_tdx import run_tdx_demo
+
+        title = "a TD's quote through the QGS on a simulated TDX platform"
+        run, logs = run_tdx_demo, ("qgs.log", "pccs.log")
+    else:
+        title = "out-of-process SGX DCAP quoting on a simulated platform"
+        run, logs = run_demo, ("serve.log",)
+    console.print(f"[bold]sgx-quote-helper demo[/]: {title}\n")
     with tempfile.TemporaryDirectory(prefix="sgxqh-demo-") as tmp:
         try:
-            run_demo(console, Path(tmp), out_dir)
+            run(console, Path(tmp), out_dir)
         except (SgxQuoteHelperError, OSError) as exc:
-            log = Path(tmp) / "serve.log"
-            if log.exists() and log.read_text().strip():
-                console.print(f"[dim]service log:[/]\n{log.read_text()}")
+            for name in logs:
+                log = Path(tmp) / name
+                if log.exists() and log.read_text().strip():
+                    console.print(f"[dim]service log:[/]\n{log.read_text()}")
             fail(f"demo failed: {exc}", 1)
-    console.print(
-        "\n[bold green]Done.[/] Next: `sgx-quote-helper serve --help` to run the service for real apps."
+    nxt = (
+        "`sgx-quote-helper qgs serve --help` to run the QGS for TDs"
+        if tee == "tdx"
+        else ("`sgx-quote-helper serve --help` to run the service for real apps")
     )
+    console.print(f"\n[bold green]Done.[/] Next: {nxt}.")
 
 
 __all__ = ["demo", "run_demo"]
