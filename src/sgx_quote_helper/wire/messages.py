@@ -19,6 +19,8 @@ Wire rules kept here (``shared/specs/aesm-protocol.md`` §3, §8 items 3-4):
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
@@ -118,6 +120,38 @@ _RESPONSE_BY_FIELD: dict[int, tuple[type, tuple[tuple[str, str, bool], ...]]] = 
     for cls, spec in _RESPONSE_SPECS.items()
 }
 
+
+
+def _decoder(cls: type, fields: tuple[tuple[str, str, bool], ...]) -> Callable[[Any], object]:
+    """``sub-message -> value`` for one typed class, built once: every field read by one
+    ``attrgetter``, the optional ones (``None`` when absent) asked ``HasField``."""
+    names = tuple(pbname for _, pbname, _ in fields)
+    optional = tuple((i, pbname) for i, (_, pbname, opt) in enumerate(fields) if opt)
+    if not names:
+        return lambda sub: cls()
+    getter = operator.attrgetter(*names)
+    if len(names) == 1:
+        if optional:
+            return lambda sub: cls(getter(sub) if sub.HasField(names[0]) else None)
+        return lambda sub: cls(getter(sub))
+
+    def decode(sub: Any) -> object:
+        values = list(getter(sub))
+        for i, pbname in optional:
+            if not sub.HasField(pbname):
+                values[i] = None
+        return cls(*values)
+
+    return decode
+
+
+_REQUEST_DECODERS: dict[int, tuple[type, Callable[[Any], object]]] = {
+    number: (cls, _decoder(cls, spec)) for number, (cls, spec) in _REQUEST_BY_FIELD.items()
+}
+_RESPONSE_DECODERS: dict[int, tuple[type, Callable[[Any], object]]] = {
+    number: (cls, _decoder(cls, spec)) for number, (cls, spec) in _RESPONSE_BY_FIELD.items()
+}
+
 # ---------------------------------------------------------------- decoding helpers
 
 
@@ -139,13 +173,6 @@ def _unknown_numbers(msg: object) -> tuple[int, ...]:
 
     fields: Any = UnknownFieldSet(msg)  # type: ignore[arg-type]
     return tuple(sorted({f.field_number for f in fields}))
-
-
-def _values(msg: Any, fields: tuple[tuple[str, str, bool], ...]) -> list[object]:
-    return [
-        (getattr(msg, pbname) if msg.HasField(pbname) else None) if optional else getattr(msg, pbname)
-        for _, pbname, optional in fields
-    ]
 
 
 def _fill(msg: Any, value: object, fields: tuple[tuple[str, str, bool], ...]) -> None:
@@ -188,11 +215,10 @@ def decode_request(body: bytes) -> Request:
             return UnknownRequest(unknown) if unknown else EmptyRequest()
         return UnknownRequest(tuple(f.number for f, _ in fields))
     fd, sub = fields[0]
-    typed = _REQUEST_BY_FIELD.get(fd.number)
+    typed = _REQUEST_DECODERS.get(fd.number)
     if typed is None:
         return LegacyRequest(fd.number, sub.SerializePartialToString())
-    cls, spec = typed
-    return cls(*_values(sub, spec))  # type: ignore[no-any-return]
+    return typed[1](sub)  # type: ignore[return-value]
 
 
 def encode_response(response: Response) -> bytes:
@@ -267,11 +293,10 @@ def decode_response(body: bytes) -> Response:
     fd, sub = fields[0]
     if not sub.HasField("errorCode"):
         raise RemoteProtocolError(f"{fd.name} has no errorCode", Fault.MALFORMED)
-    typed = _RESPONSE_BY_FIELD.get(fd.number)
+    typed = _RESPONSE_DECODERS.get(fd.number)
     if typed is None:
         return LegacyResponse(fd.number, sub.errorCode)
-    cls, spec = typed
-    return cls(*_values(sub, spec))  # type: ignore[no-any-return]
+    return typed[1](sub)  # type: ignore[return-value]
 
 
 __all__ = [
