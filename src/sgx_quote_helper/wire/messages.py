@@ -175,12 +175,32 @@ def _unknown_numbers(msg: object) -> tuple[int, ...]:
     return tuple(sorted({f.field_number for f in fields}))
 
 
-def _fill(msg: Any, value: object, fields: tuple[tuple[str, str, bool], ...]) -> None:
-    msg.SetInParent()
-    for name, pbname, _ in fields:
-        v = getattr(value, name)
-        if v is not None:
-            setattr(msg, pbname, v)
+def _filler(fields: tuple[tuple[str, str, bool], ...]) -> Callable[[Any, object], None]:
+    """``(sub-message, value) -> None`` for one typed class, built once: set the sub-message present
+    and every field that is not ``None``."""
+    pbnames = tuple(pbname for _, pbname, _ in fields)
+    getter = operator.attrgetter(*(name for name, _, _ in fields)) if fields else None
+
+    def fill(msg: Any, value: object) -> None:
+        msg.SetInParent()
+        if getter is None:
+            return
+        values = getter(value)
+        if len(pbnames) == 1:
+            values = (values,)
+        for pbname, v in zip(pbnames, values, strict=True):
+            if v is not None:
+                setattr(msg, pbname, v)
+
+    return fill
+
+
+_REQUEST_FILLERS: dict[type, tuple[str, Callable[[Any, object], None]]] = {
+    cls: (spec[0], _filler(spec[2])) for cls, spec in _REQUEST_SPECS.items()
+}
+_RESPONSE_FILLERS: dict[type, tuple[str, Callable[[Any, object], None]]] = {
+    cls: (spec[0], _filler(spec[2])) for cls, spec in _RESPONSE_SPECS.items()
+}
 
 
 def _varint(n: int) -> bytes:
@@ -229,9 +249,9 @@ def encode_response(response: Response) -> bytes:
     """
     env: Any = pb.Response()
     try:
-        spec = _RESPONSE_SPECS.get(type(response))
-        if spec is not None:
-            _fill(getattr(env, spec[0]), response, spec[2])
+        filler = _RESPONSE_FILLERS.get(type(response))
+        if filler is not None:
+            filler[1](getattr(env, filler[0]), response)
         elif type(response) is LegacyResponse:
             assert isinstance(response, LegacyResponse)
             name = _RES_NAMES.get(response.field)
@@ -262,9 +282,9 @@ def encode_request(request: Request) -> bytes:
     """
     env: Any = pb.Request()
     try:
-        spec = _REQUEST_SPECS.get(type(request))
-        if spec is not None:
-            _fill(getattr(env, spec[0]), request, spec[2])
+        filler = _REQUEST_FILLERS.get(type(request))
+        if filler is not None:
+            filler[1](getattr(env, filler[0]), request)
             return env.SerializeToString()  # type: ignore[no-any-return]
         if type(request) is LegacyRequest:
             assert isinstance(request, LegacyRequest)
