@@ -204,12 +204,42 @@ _RESPONSE_FILLERS: dict[type, tuple[str, Callable[[Any, object], None]]] = {
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL_VARINTS[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_SMALL_VARINTS = tuple(bytes((i,)) for i in range(0x80))
+
+#: the tag bytes of GetQuoteExResponse: envelope field 17 and its fields 1-3 (varint, bytes, bytes)
+_QUOTE_EX_TAG = _varint(F_GET_QUOTE_EX << 3 | 2)
+
+
+def _quote_ex_response(response: GetQuoteExResponse) -> bytes | None:
+    """The envelope of the reply sent once per quote, written directly: the bytes protobuf would
+    write (errorCode, then each field present, in number order), without building a message and
+    copying the quote into it. ``None`` for a value it does not take (the general path decides)."""
+    code, quote, info = response.error_code, response.quote, response.qe_report_info
+    if not (isinstance(code, int) and 0 <= code <= 0xFFFFFFFF):
+        return None
+    parts = [_QUOTE_EX_TAG, b"", b"\x08", _varint(code)]
+    size = 1 + len(parts[3])
+    for tag, value in ((b"\x12", quote), (b"\x1a", info)):
+        if value is not None:
+            if type(value) is not bytes:
+                return None
+            n = _varint(len(value))
+            parts += (tag, n, value)
+            size += 1 + len(n) + len(value)
+    parts[1] = _varint(size)
+    return b"".join(parts)
 
 
 def raw_envelope(field: int, payload: bytes) -> bytes:
@@ -247,6 +277,10 @@ def encode_response(response: Response) -> bytes:
     Raises:
         LocalProtocolError: a value does not fit its protobuf field.
     """
+    if type(response) is GetQuoteExResponse:
+        direct = _quote_ex_response(response)
+        if direct is not None:
+            return direct
     env: Any = pb.Response()
     try:
         filler = _RESPONSE_FILLERS.get(type(response))
