@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ..abi.codes import AesmStatus
 from ..errors import Fault, LocalProtocolError

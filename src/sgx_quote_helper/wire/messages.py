@@ -121,7 +121,6 @@ _RESPONSE_BY_FIELD: dict[int, tuple[type, tuple[tuple[str, str, bool], ...]]] = 
 }
 
 
-
 def _decoder(cls: type, fields: tuple[tuple[str, str, bool], ...]) -> Callable[[Any], object]:
     """``sub-message -> value`` for one typed class, built once: every field read by one
     ``attrgetter``, the optional ones (``None`` when absent) asked ``HasField``."""
