@@ -128,7 +128,8 @@ class ConnectionBase(asyncio.Protocol):
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # an asyncio.Transport (uvloop's are not subclasses)
+        t: asyncio.Transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        self.transport = t
         srv = self._server
         srv.stats.connections += 1
         srv.metrics.connections_total += 1
@@ -136,7 +137,7 @@ class ConnectionBase(asyncio.Protocol):
         admitted, self._uid = srv.gate.open(len(srv.connections), self.peer, now)
         if not admitted:
             self._closing = True
-            self.transport.close()
+            t.close()
             return
         srv.connections.add(self)
 
