@@ -209,6 +209,42 @@ def test_encode_refuses_what_cannot_be_sent() -> None:
         m.encode_request(m.LegacyRequest(17, b""))
 
 
+def _protobuf_quote_ex_response(value: m.GetQuoteExResponse) -> bytes:
+    env = m.pb.Response()
+    sub = env.getQuoteExRes
+    sub.SetInParent()
+    sub.errorCode = value.error_code
+    if value.quote is not None:
+        sub.quote = value.quote
+    if value.qe_report_info is not None:
+        sub.qe_report_info = value.qe_report_info
+    return env.SerializeToString()  # type: ignore[no-any-return]
+
+
+@given(
+    st.one_of(st.sampled_from(list(AesmStatus)), st.integers(0, 0xFFFFFFFF)),
+    st.one_of(st.none(), st.binary(max_size=300), st.binary(min_size=4000, max_size=5000)),
+    st.one_of(st.none(), st.binary(max_size=600)),
+)
+@settings(max_examples=300, deadline=None)
+def test_quote_ex_response_written_directly_is_what_protobuf_writes(
+    code: int, quote: bytes | None, info: bytes | None
+) -> None:
+    value = m.GetQuoteExResponse(code, quote, info)
+    wire = m.encode_response(value)
+    assert wire == _protobuf_quote_ex_response(value)
+    assert m.decode_response(wire) == m.GetQuoteExResponse(int(code), quote, info)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [m.GetQuoteExResponse(-1), m.GetQuoteExResponse(1 << 32), m.GetQuoteExResponse(0, "text")],  # type: ignore[arg-type]
+)
+def test_quote_ex_response_protobuf_refuses_is_refused(value: m.GetQuoteExResponse) -> None:
+    with pytest.raises(LocalProtocolError):
+        m.encode_response(value)
+
+
 def test_field_numbers_match_intel() -> None:
     aesm_pb2: Any = importlib.import_module("sgx_quote_helper.wire.aesm_pb2")
 

@@ -113,3 +113,32 @@ def test_engine_accepts_qe_reports_and_follows_a_cpusvn_change(platform: Platfor
     finally:
         platform.identity = old_identity
     assert engine.get_quote(report, key).quote
+
+
+def test_raw_report_path_is_get_quote_of_the_parsed_report(platform: Platform) -> None:
+    engine = SimulatedEngine(platform)
+    key = engine.supported_key_ids()[0]
+    target = engine.init_quote(key, True).target_info
+    assert target is not None
+    report = platform.ereport(target, b"raw path", mr_enclave=b"\x42" * 32)
+    size = engine.quote_size(key)
+    raw = engine.get_quote_raw(report.to_bytes(), key, size).quote
+    parsed = engine.get_quote(report, key, None, size).quote
+    assert len(raw) == len(parsed) == size
+    assert raw[: SIG.start] + raw[SIG.stop :] == parsed[: SIG.start] + parsed[SIG.stop :]
+    certified = engine._ready()
+    _check_signature(certified, raw)
+    # the same refusals as get_quote
+    wrong = platform.ereport(dataclasses.replace(target, mr_enclave=b"\x01" * 32), b"not for the QE")
+    cases = [
+        (wrong.to_bytes(), size, QuoteLibStatus.INVALID_REPORT),
+        (report.to_bytes(), size - 1, QuoteLibStatus.ERROR_INVALID_PARAMETER),
+        (report.to_bytes()[:-1], size, QuoteLibStatus.ERROR_INVALID_PARAMETER),
+    ]
+    for raw_report, buf_size, status in cases:
+        with pytest.raises(EngineError) as refused:
+            engine.get_quote_raw(raw_report, key, buf_size)
+        assert refused.value.status == status
+    with pytest.raises(EngineError) as refused:
+        engine.get_quote(wrong, key, None, size)
+    assert refused.value.status == QuoteLibStatus.INVALID_REPORT

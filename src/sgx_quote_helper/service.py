@@ -29,7 +29,7 @@ from collections.abc import Callable
 from .abi.codes import AesmStatus, QuoteLibStatus
 from .abi.keyid import AttKeyId, AttKeyIdList, QeReportInfo
 from .abi.report import Report, TargetInfo
-from .engine.base import QuotingEngine
+from .engine.base import QuoteResult, QuotingEngine
 from .errors import EngineError, EngineUnavailableError, ParseError
 from .wire import messages as m
 
@@ -126,6 +126,10 @@ class AesmService:
         self.state = "serving"
         self.max_quote_buffer = max_quote_buffer
         self._lock = threading.Lock()
+        #: the engine's optional bytes-in GetQuoteEx (engine/base.py), looked up once
+        self._get_quote_raw: Callable[[bytes, AttKeyId, int], QuoteResult] | None = getattr(
+            engine, "get_quote_raw", None
+        )
         self._key_ids: list[AttKeyId] | None = None
         self._bases: list[bytes] = []
         self._parsed: dict[bytes, AttKeyId] = {}
@@ -283,10 +287,15 @@ class AesmService:
         key = self._check_key_id(request.att_key_id)
         if request.buf_size > self.max_quote_buffer:
             raise _Refused(AesmStatus.OUT_OF_MEMORY_ERROR)
-        report = Report.from_bytes(request.report)
-        info = QeReportInfo.from_bytes(info_raw) if info_raw is not None else None
-        with self._lock:
-            result = self.engine.get_quote(report, key, info, buf_size=request.buf_size)
+        raw_quote = self._get_quote_raw
+        if info_raw is None and raw_quote is not None:  # the engine takes the REPORT's bytes as sent
+            with self._lock:
+                result = raw_quote(request.report, key, request.buf_size)
+        else:
+            report = Report.from_bytes(request.report)
+            info = QeReportInfo.from_bytes(info_raw) if info_raw is not None else None
+            with self._lock:
+                result = self.engine.get_quote(report, key, info, buf_size=request.buf_size)
         quote = result.quote
         if len(quote) > request.buf_size:
             raise _Refused(AesmStatus.PARAMETER_ERROR)

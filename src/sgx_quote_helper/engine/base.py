@@ -55,6 +55,10 @@ class QuotingEngine(Protocol):
     An engine may also say ``blocking = False`` (a class attribute): it only computes, for well under
     a millisecond, and never waits on a device, a file or the network; the server then runs it on its
     event loop instead of hopping to the engine thread. Engines without the attribute block.
+
+    An engine may also offer ``get_quote_raw(report, key_id, buf_size)``: :meth:`get_quote` of
+    ``Report.from_bytes(report)`` (432 bytes) with no ``qe_report_info``, same result and errors,
+    for an engine that needs only the report's bytes (the service then skips parsing it).
     """
 
     #: short name shown in logs and metrics ("simulated", "dcap", "proxy"...)

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ..abi.codes import AesmStatus
 from ..errors import Fault, LocalProtocolError
@@ -128,7 +128,8 @@ class ConnectionBase(asyncio.Protocol):
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        t: asyncio.Transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        self.transport = t
         srv = self._server
         srv.stats.connections += 1
         srv.metrics.connections_total += 1
@@ -136,7 +137,7 @@ class ConnectionBase(asyncio.Protocol):
         admitted, self._uid = srv.gate.open(len(srv.connections), self.peer, now)
         if not admitted:
             self._closing = True
-            self.transport.close()
+            t.close()
             return
         srv.connections.add(self)
 
@@ -146,8 +147,10 @@ class ConnectionBase(asyncio.Protocol):
         if core.violation is not None:  # an oversized prefix: pre-empts everything queued
             self._violation(core.violation)
             return
-        if core.queued:
-            self._flow()
+        queued = core.queued
+        if queued:
+            if (queued > _MAX_QUEUED_FRAMES or core.write_blocked) is not self._read_paused:
+                self._flow()  # (it acts only on a change)
             if not self._processing:
                 self._next()
 
@@ -212,7 +215,8 @@ class ConnectionBase(asyncio.Protocol):
                 return
             if not self.serve(item):
                 return  # off the loop; the completion calls _next again
-        self._flow()
+        if (core.write_blocked or core.queued > _MAX_QUEUED_FRAMES) is not self._read_paused:
+            self._flow()  # (it acts only on a change)
         if self._closing and not self._processing and self.transport is not None:
             self.transport.close()
 
@@ -259,9 +263,13 @@ class ConnectionBase(asyncio.Protocol):
 
     def write_reply(self, frame: bytes) -> None:
         """Write one reply frame (prefix and body in one write)."""
-        assert self.transport is not None
-        self.transport.write(frame)
-        self._count_reply_bytes()
+        t = self.transport
+        assert t is not None
+        t.write(frame)
+        pending = t.get_write_buffer_size()  # _count_reply_bytes, inline: once per reply
+        if pending != self._reply_bytes:
+            self._server.admission.reply_bytes += pending - self._reply_bytes
+            self._reply_bytes = pending
         if self._server.stopping:  # at shutdown, close after each answer (aesmd behaviour)
             self._closing = True
 
@@ -380,7 +388,7 @@ class AesmConnection(ConnectionBase):
         return self._core.next_event()
 
     def serve(self, item: Any) -> bool:
-        request = cast(m.Request, item)
+        request: m.Request = item
         srv = self._server
         t0 = time.perf_counter()
         srv.stats.requests += 1

@@ -19,6 +19,8 @@ Wire rules kept here (``shared/specs/aesm-protocol.md`` §3, §8 items 3-4):
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
@@ -118,6 +120,37 @@ _RESPONSE_BY_FIELD: dict[int, tuple[type, tuple[tuple[str, str, bool], ...]]] = 
     for cls, spec in _RESPONSE_SPECS.items()
 }
 
+
+def _decoder(cls: type, fields: tuple[tuple[str, str, bool], ...]) -> Callable[[Any], object]:
+    """``sub-message -> value`` for one typed class, built once: every field read by one
+    ``attrgetter``, the optional ones (``None`` when absent) asked ``HasField``."""
+    names = tuple(pbname for _, pbname, _ in fields)
+    optional = tuple((i, pbname) for i, (_, pbname, opt) in enumerate(fields) if opt)
+    if not names:
+        return lambda sub: cls()
+    getter = operator.attrgetter(*names)
+    if len(names) == 1:
+        if optional:
+            return lambda sub: cls(getter(sub) if sub.HasField(names[0]) else None)
+        return lambda sub: cls(getter(sub))
+
+    def decode(sub: Any) -> object:
+        values = list(getter(sub))
+        for i, pbname in optional:
+            if not sub.HasField(pbname):
+                values[i] = None
+        return cls(*values)
+
+    return decode
+
+
+_REQUEST_DECODERS: dict[int, tuple[type, Callable[[Any], object]]] = {
+    number: (cls, _decoder(cls, spec)) for number, (cls, spec) in _REQUEST_BY_FIELD.items()
+}
+_RESPONSE_DECODERS: dict[int, tuple[type, Callable[[Any], object]]] = {
+    number: (cls, _decoder(cls, spec)) for number, (cls, spec) in _RESPONSE_BY_FIELD.items()
+}
+
 # ---------------------------------------------------------------- decoding helpers
 
 
@@ -141,28 +174,71 @@ def _unknown_numbers(msg: object) -> tuple[int, ...]:
     return tuple(sorted({f.field_number for f in fields}))
 
 
-def _values(msg: Any, fields: tuple[tuple[str, str, bool], ...]) -> list[object]:
-    return [
-        (getattr(msg, pbname) if msg.HasField(pbname) else None) if optional else getattr(msg, pbname)
-        for _, pbname, optional in fields
-    ]
+def _filler(fields: tuple[tuple[str, str, bool], ...]) -> Callable[[Any, object], None]:
+    """``(sub-message, value) -> None`` for one typed class, built once: set the sub-message present
+    and every field that is not ``None``."""
+    pbnames = tuple(pbname for _, pbname, _ in fields)
+    getter = operator.attrgetter(*(name for name, _, _ in fields)) if fields else None
+
+    def fill(msg: Any, value: object) -> None:
+        msg.SetInParent()
+        if getter is None:
+            return
+        values = getter(value)
+        if len(pbnames) == 1:
+            values = (values,)
+        for pbname, v in zip(pbnames, values, strict=True):
+            if v is not None:
+                setattr(msg, pbname, v)
+
+    return fill
 
 
-def _fill(msg: Any, value: object, fields: tuple[tuple[str, str, bool], ...]) -> None:
-    msg.SetInParent()
-    for name, pbname, _ in fields:
-        v = getattr(value, name)
-        if v is not None:
-            setattr(msg, pbname, v)
+_REQUEST_FILLERS: dict[type, tuple[str, Callable[[Any, object], None]]] = {
+    cls: (spec[0], _filler(spec[2])) for cls, spec in _REQUEST_SPECS.items()
+}
+_RESPONSE_FILLERS: dict[type, tuple[str, Callable[[Any, object], None]]] = {
+    cls: (spec[0], _filler(spec[2])) for cls, spec in _RESPONSE_SPECS.items()
+}
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL_VARINTS[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_SMALL_VARINTS = tuple(bytes((i,)) for i in range(0x80))
+
+#: the tag bytes of GetQuoteExResponse: envelope field 17 and its fields 1-3 (varint, bytes, bytes)
+_QUOTE_EX_TAG = _varint(F_GET_QUOTE_EX << 3 | 2)
+
+
+def _quote_ex_response(response: GetQuoteExResponse) -> bytes | None:
+    """The envelope of the reply sent once per quote, written directly: the bytes protobuf would
+    write (errorCode, then each field present, in number order), without building a message and
+    copying the quote into it. ``None`` for a value it does not take (the general path decides)."""
+    code, quote, info = response.error_code, response.quote, response.qe_report_info
+    if not (isinstance(code, int) and 0 <= code <= 0xFFFFFFFF):
+        return None
+    parts = [_QUOTE_EX_TAG, b"", b"\x08", _varint(code)]
+    size = 1 + len(parts[3])
+    for tag, value in ((b"\x12", quote), (b"\x1a", info)):
+        if value is not None:
+            if type(value) is not bytes:
+                return None
+            n = _varint(len(value))
+            parts += (tag, n, value)
+            size += 1 + len(n) + len(value)
+    parts[1] = _varint(size)
+    return b"".join(parts)
 
 
 def raw_envelope(field: int, payload: bytes) -> bytes:
@@ -188,11 +264,10 @@ def decode_request(body: bytes) -> Request:
             return UnknownRequest(unknown) if unknown else EmptyRequest()
         return UnknownRequest(tuple(f.number for f, _ in fields))
     fd, sub = fields[0]
-    typed = _REQUEST_BY_FIELD.get(fd.number)
+    typed = _REQUEST_DECODERS.get(fd.number)
     if typed is None:
         return LegacyRequest(fd.number, sub.SerializePartialToString())
-    cls, spec = typed
-    return cls(*_values(sub, spec))  # type: ignore[no-any-return]
+    return typed[1](sub)  # type: ignore[return-value]
 
 
 def encode_response(response: Response) -> bytes:
@@ -201,11 +276,15 @@ def encode_response(response: Response) -> bytes:
     Raises:
         LocalProtocolError: a value does not fit its protobuf field.
     """
+    if type(response) is GetQuoteExResponse:
+        direct = _quote_ex_response(response)
+        if direct is not None:
+            return direct
     env: Any = pb.Response()
     try:
-        spec = _RESPONSE_SPECS.get(type(response))
-        if spec is not None:
-            _fill(getattr(env, spec[0]), response, spec[2])
+        filler = _RESPONSE_FILLERS.get(type(response))
+        if filler is not None:
+            filler[1](getattr(env, filler[0]), response)
         elif type(response) is LegacyResponse:
             assert isinstance(response, LegacyResponse)
             name = _RES_NAMES.get(response.field)
@@ -236,9 +315,9 @@ def encode_request(request: Request) -> bytes:
     """
     env: Any = pb.Request()
     try:
-        spec = _REQUEST_SPECS.get(type(request))
-        if spec is not None:
-            _fill(getattr(env, spec[0]), request, spec[2])
+        filler = _REQUEST_FILLERS.get(type(request))
+        if filler is not None:
+            filler[1](getattr(env, filler[0]), request)
             return env.SerializeToString()  # type: ignore[no-any-return]
         if type(request) is LegacyRequest:
             assert isinstance(request, LegacyRequest)
@@ -267,11 +346,10 @@ def decode_response(body: bytes) -> Response:
     fd, sub = fields[0]
     if not sub.HasField("errorCode"):
         raise RemoteProtocolError(f"{fd.name} has no errorCode", Fault.MALFORMED)
-    typed = _RESPONSE_BY_FIELD.get(fd.number)
+    typed = _RESPONSE_DECODERS.get(fd.number)
     if typed is None:
         return LegacyResponse(fd.number, sub.errorCode)
-    cls, spec = typed
-    return cls(*_values(sub, spec))  # type: ignore[no-any-return]
+    return typed[1](sub)  # type: ignore[return-value]
 
 
 __all__ = [
