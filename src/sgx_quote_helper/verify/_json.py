@@ -110,6 +110,11 @@ def _date(text: str) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def date_or_none(text: str) -> datetime | None:
+    """An RFC 3339 timestamp as an aware UTC datetime, or ``None`` (what :func:`get_date` reads)."""
+    return _date(text)
+
+
 def get_date(obj: dict[str, Any], key: str, what: str) -> datetime:
     """An RFC 3339 UTC timestamp member, as an aware datetime."""
     text: str = get(obj, key, str, what)
@@ -129,4 +134,13 @@ def get_advisories(obj: dict[str, Any], what: str) -> tuple[str, ...]:
     return tuple(ids)
 
 
-__all__ = ["get", "get_advisories", "get_date", "get_hex", "get_int", "loads_object", "top_level_members"]
+__all__ = [
+    "date_or_none",
+    "get",
+    "get_advisories",
+    "get_date",
+    "get_hex",
+    "get_int",
+    "loads_object",
+    "top_level_members",
+]

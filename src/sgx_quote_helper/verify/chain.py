@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from types import TracebackType
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
@@ -26,10 +25,14 @@ from cryptography.x509.oid import NameOID
 from ..abi import der
 from ..abi.pck import SGX_EXTENSION_OID, SgxExtensions
 from ..errors import CollateralError, ParseError, VerificationError
+from .certificate import DerCertificate, crl_regions
 from .roots import INTEL_SGX_ROOT_CA_DER
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----")
 _SGX_EXT = x509.ObjectIdentifier(SGX_EXTENSION_OID)
+_ECDSA = ec.ECDSA(hashes.SHA256())
+#: AlgorithmIdentifier { ecdsa-with-SHA256 } (1.2.840.10045.4.3.2, no parameters), as DER
+_ECDSA_WITH_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
 
 #: a validity window: (not before, not after, upper bound inclusive?)
 Window = tuple[datetime, datetime, bool]
@@ -38,51 +41,79 @@ Window = tuple[datetime, datetime, bool]
 _CN_OID = bytes.fromhex("550403")  # 2.5.4.3
 
 
-def common_name(cert: x509.Certificate) -> str:
-    """The subject CN ('' if absent), read straight from the TBS bytes (no Name objects: this is
-    on the cold path three times per quote)."""
+def common_name(cert: x509.Certificate | DerCertificate) -> str:
+    """The subject CN ('' if absent), read straight from the subject Name's DER (no Name objects:
+    this is on the cold path three times per quote)."""
+    x = cert.cert if isinstance(cert, DerCertificate) else cert
     try:
-        tbs = cert.tbs_certificate_bytes
-        _, body, _ = der.read_tlv(tbs, 0, "TBSCertificate")
-        pos = 0
-        fields: list[tuple[int, bytes]] = []
-        while pos < len(body) and len(fields) < 6:
-            tag, value, pos = der.read_tlv(body, pos, "TBSCertificate")
-            fields.append((tag, value))
-        if fields and fields[0][0] == 0xA0:  # [0] version
-            fields.pop(0)
-        subject = fields[4][1]  # serial, signature alg, issuer, validity, subject
+        if isinstance(cert, DerCertificate) and cert.subject is not None:
+            _, subject, _ = der.read_tlv(cert.subject, 0, "Name")
+        else:
+            subject = _tbs_subject(x.tbs_certificate_bytes)
         for _, rdn in der.read_all(subject, "Name"):
             for _, atv in der.read_all(rdn, "Name"):
                 parts = der.read_all(atv, "Name")
                 if len(parts) == 2 and parts[0] == (der.TAG_OID, _CN_OID):
                     return parts[1][1].decode("utf-8", "replace")
     except (ParseError, IndexError, ValueError):
-        attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        attrs = x.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         cn = attrs[0].value if attrs else ""
         return cn if isinstance(cn, str) else cn.decode("utf-8", "replace")
     return ""
 
 
-@contextmanager
-def malformed(step: int, what: str) -> Iterator[None]:
+def _tbs_subject(tbs: bytes) -> bytes:
+    """The subject Name's contents inside TBSCertificate bytes."""
+    _, body, _ = der.read_tlv(tbs, 0, "TBSCertificate")
+    pos = 0
+    fields: list[tuple[int, bytes]] = []
+    while pos < len(body) and len(fields) < 6:
+        tag, value, pos = der.read_tlv(body, pos, "TBSCertificate")
+        fields.append((tag, value))
+    if fields and fields[0][0] == 0xA0:  # [0] version
+        fields.pop(0)
+    return fields[4][1]  # serial, signature alg, issuer, validity, subject
+
+
+_MALFORMED = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension)
+
+
+class _Malformed:
+    """:func:`malformed`'s context manager (a class: it wraps several calls of every cold check)."""
+
+    __slots__ = ("step", "what")
+
+    def __init__(self, step: int, what: str) -> None:
+        self.step, self.what = step, what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and isinstance(exc, _MALFORMED) and not isinstance(exc, VerificationError):
+            raise VerificationError(self.step, f"{self.what}-malformed", str(exc)) from None
+
+
+def malformed(step: int, what: str) -> _Malformed:
     """Turn a lazily-decoded certificate field that does not parse into '<what>-malformed'."""
-    try:
-        yield
-    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension) as exc:
-        if isinstance(exc, VerificationError):
-            raise
-        raise VerificationError(step, f"{what}-malformed", str(exc)) from None
+    return _Malformed(step, what)
 
 
 def load_pem_chain(pem: bytes | str, step: int, what: str) -> list[x509.Certificate]:
     """Every PEM certificate in ``pem`` (NULs and text between them ignored), leaf first."""
+    return [c.cert for c in load_pem_certificates(pem, step, what)]
+
+
+def load_pem_certificates(pem: bytes | str, step: int, what: str) -> list[DerCertificate]:
+    """:func:`load_pem_chain` with each certificate's DER and raw regions (one walk each)."""
     raw = pem.encode("latin-1", "replace") if isinstance(pem, str) else pem
     blocks = _PEM_CERT.findall(raw)
     if not blocks:
         raise VerificationError(step, f"{what}-missing", "no PEM certificate found")
     with malformed(step, what):
-        return [x509.load_pem_x509_certificate(b) for b in blocks]
+        return [DerCertificate.from_pem_block(b) for b in blocks]
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -127,6 +158,11 @@ class TrustedRoot:
     @cached_property
     def cert(self) -> x509.Certificate:
         return x509.load_der_x509_certificate(self.der)
+
+    @cached_property
+    def parsed(self) -> DerCertificate:
+        """The root as a :class:`DerCertificate` (raw subject, key loaded once)."""
+        return DerCertificate(self.der, self.cert)
 
     @cached_property
     def sha256(self) -> bytes:
@@ -184,6 +220,28 @@ def check_issued_by(child: x509.Certificate, issuer: x509.Certificate, step: int
         raise VerificationError(step, f"{what}-bad-signature", "not signed by its issuer") from None
 
 
+def check_signed_by(child: DerCertificate, issuer: DerCertificate, step: int, what: str) -> None:
+    """:func:`check_issued_by` over the raw regions: the child's issuer Name is byte-for-byte the
+    issuer's subject, and the issuer's (once loaded) key verifies the ECDSA-with-SHA256 signature
+    over the TBS bytes as sent. Anything else (another algorithm or key type, names that are not
+    byte-identical, a signature that does not verify) is decided by cryptography's check."""
+    key = issuer.ec_key()
+    if (
+        key is not None
+        and child.signature_algorithm == _ECDSA_WITH_SHA256
+        and child.issuer is not None
+        and child.issuer == issuer.subject
+        and child.signature is not None
+        and child.tbs is not None
+    ):
+        try:
+            key.verify(child.signature, child.tbs, _ECDSA)
+            return
+        except InvalidSignature:
+            pass  # cryptography's check below names the failure
+    check_issued_by(child.cert, issuer.cert, step, what)
+
+
 def check_pinned(chain_root: x509.Certificate, trusted: TrustedRoot, step: int) -> None:
     """The chain's root is the trusted root (same key and same signature bytes, as QVL checks)."""
     if chain_root.signature != trusted.signature:
@@ -204,11 +262,13 @@ def check_crl(
     step: int,
     what: str,
     issuer_key: ec.EllipticCurvePublicKey | None = None,
+    der: bytes | None = None,
 ) -> Window:
     """The CRL is issued and signed by ``issuer`` (``issuer_key``: its key, already loaded) and
-    ``thisUpdate <= now < nextUpdate``."""
+    ``thisUpdate <= now < nextUpdate``. ``der``: the bytes ``crl`` was loaded from (then its
+    signature is checked over the TBSCertList as sent, see :func:`crl_signed_by`)."""
     with malformed(step, what):
-        return _check_crl(crl, issuer, now, step, what, issuer_key)
+        return _check_crl(crl, issuer, now, step, what, issuer_key, der)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -219,9 +279,10 @@ def _check_crl(
     step: int,
     what: str,
     issuer_key: ec.EllipticCurvePublicKey | None,
+    der: bytes | None,
 ) -> Window:
     key = issuer_key if issuer_key is not None else public_key(issuer, step, what)
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(key):
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not crl_signed_by(crl, der, key):
         raise VerificationError(step, f"{what}-bad-signature", "not signed by the expected issuer")
     lo, hi = crl.last_update_utc, crl.next_update_utc
     if hi is None:
@@ -233,6 +294,26 @@ def _check_crl(
     return (lo, hi, False)
 
 
+def crl_signed_by(
+    crl: x509.CertificateRevocationList, der: bytes | None, key: ec.EllipticCurvePublicKey
+) -> bool:
+    """``crl.is_signature_valid(key)``, over the raw regions when ``der`` (the bytes ``crl`` was
+    loaded from) has ECDSA-with-SHA256 as both its inner and outer algorithm; any other CRL, and
+    a signature that does not verify, is decided by cryptography's check."""
+    regions = crl_regions(der) if der is not None else None
+    if (
+        regions is not None
+        and regions.algorithm == _ECDSA_WITH_SHA256
+        and regions.inner_algorithm == _ECDSA_WITH_SHA256
+    ):
+        try:
+            key.verify(regions.signature, regions.tbs, _ECDSA)
+            return True
+        except InvalidSignature:
+            pass
+    return crl.is_signature_valid(key)
+
+
 def check_not_revoked(
     crl: x509.CertificateRevocationList | None, cert: x509.Certificate, step: int, what: str
 ) -> None:
@@ -241,7 +322,7 @@ def check_not_revoked(
         raise VerificationError(step, f"{what}-revoked", f"serial {cert.serial_number:x} is revoked")
 
 
-def check_cn(cert: x509.Certificate, phrases: tuple[str, ...], step: int, what: str) -> str:
+def check_cn(cert: x509.Certificate | DerCertificate, phrases: tuple[str, ...], step: int, what: str) -> str:
     """The subject CN contains every phrase (Intel's role names; SIMULATED prefixes allowed)."""
     cn = common_name(cert)
     if not all(p in cn for p in phrases):
@@ -274,13 +355,17 @@ def ec_key(cert: x509.Certificate, step: int, what: str) -> ec.EllipticCurvePubl
     return key
 
 
-def split_root(chain: list[x509.Certificate], trusted: TrustedRoot, step: int, what: str) -> x509.Certificate:
+def split_root(chain: list[DerCertificate], trusted: TrustedRoot, step: int, what: str) -> DerCertificate:
     """The chain's root: its last certificate if self-issued (then pinned), else the trusted root."""
     last = chain[-1]
-    if last.tbs_certificate_bytes == trusted.tbs or last.subject == last.issuer:
-        check_pinned(last, trusted, step)
+    if last.der == trusted.der:  # the very same certificate: pinned
         chain.pop()
-    return trusted.cert
+        return trusted.parsed
+    cert = last.cert
+    if cert.tbs_certificate_bytes == trusted.tbs or cert.subject == cert.issuer:
+        check_pinned(cert, trusted, step)
+        chain.pop()
+    return trusted.parsed
 
 
 __all__ = [
@@ -291,10 +376,13 @@ __all__ = [
     "check_issued_by",
     "check_not_revoked",
     "check_pinned",
+    "check_signed_by",
     "check_window",
     "common_name",
+    "crl_signed_by",
     "ec_key",
     "load_crl",
+    "load_pem_certificates",
     "load_pem_chain",
     "malformed",
     "public_key",

@@ -31,6 +31,11 @@ class TcbStatus(StrEnum):
     TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED = "TDRelaunchAdvisedConfigurationNeeded"
 
     @classmethod
+    def named(cls, text: str) -> TcbStatus | None:
+        """The status a TCB Info / QE Identity ``tcbStatus`` names, or ``None``."""
+        return _BY_NAME.get(text)
+
+    @classmethod
     def parse(cls, text: object, what: str = "tcbStatus") -> TcbStatus:
         """The status named ``text``; CollateralError for anything else."""
         status = _BY_NAME.get(text) if isinstance(text, str) else None

@@ -35,6 +35,7 @@ from ..abi.tdreport import TdReport10, TdReport15
 from . import chain as ch
 from . import tcb
 from .cache import intersect as _intersect
+from .certificate import DerCertificate
 from .collateral import Collateral
 from .policy import Policy
 from .qeidentity import QeIdentity, QeTcbLevel
@@ -92,7 +93,8 @@ def check_quote_format(quote: Quote) -> None:
 # --- 2, 3 ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VerifiedPck:
-    """A PCK chain that passed steps 2-3: leaf and PCK CA, the leaf key, its SGX extension, windows."""
+    """A PCK chain that passed steps 2-3: leaf and PCK CA, the leaf key, its SGX extension, windows
+    (``ca_key``: the PCK CA's key as loaded for the chain check, for the PCK CRL's signature)."""
 
     leaf: x509.Certificate
     ca: x509.Certificate
@@ -100,20 +102,34 @@ class VerifiedPck:
     extensions: SgxExtensions
     ca_type: str
     windows: tuple[ch.Window, ...]
+    ca_key: ec.EllipticCurvePublicKey | None = None
 
 
 @dataclass(frozen=True)
 class PckChain:
-    """A parsed PCK chain whose root passed pinning (step 2): leaf, PCK CA, root."""
+    """A parsed PCK chain whose root passed pinning (step 2): leaf, PCK CA, root (each with its
+    DER regions: :class:`~sgx_quote_helper.verify.certificate.DerCertificate`)."""
 
-    leaf: x509.Certificate
-    ca: x509.Certificate
-    root: x509.Certificate
+    leaf_der: DerCertificate
+    ca_der: DerCertificate
+    root_der: DerCertificate
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.leaf_der.cert
+
+    @property
+    def ca(self) -> x509.Certificate:
+        return self.ca_der.cert
+
+    @property
+    def root(self) -> x509.Certificate:
+        return self.root_der.cert
 
 
 def load_pck_chain(pem: bytes | str, root: ch.TrustedRoot) -> PckChain:
     """Steps 2-3 (parse half): leaf and PCK CA, ending at the trusted root (pinned)."""
-    certs = ch.load_pem_chain(pem, Step.PCK_CHAIN, "pck-chain")
+    certs = ch.load_pem_certificates(pem, Step.PCK_CHAIN, "pck-chain")
     if len(certs) not in (2, 3):
         raise fail(Step.PCK_CHAIN, "pck-chain-length", f"{len(certs)} certificates")
     with ch.malformed(Step.PCK_CHAIN, "pck-chain"):
@@ -130,18 +146,18 @@ def check_pck_chain(chain: PckChain, now: datetime) -> VerifiedPck:
 
 
 def _check_pck_chain(chain: PckChain, now: datetime) -> VerifiedPck:
-    leaf, ca, root_cert = chain.leaf, chain.ca, chain.root
-    windows = [ch.check_window(root_cert, now, Step.ROOT_CA, "root-ca")]
-    ch.check_issued_by(ca, root_cert, Step.PCK_CHAIN, "pck-ca")
-    ch.check_issued_by(leaf, ca, Step.PCK_CHAIN, "pck-cert")
+    leaf, ca, root_cert = chain.leaf_der, chain.ca_der, chain.root_der
+    windows = [ch.check_window(root_cert.cert, now, Step.ROOT_CA, "root-ca")]
+    ch.check_signed_by(ca, root_cert, Step.PCK_CHAIN, "pck-ca")
+    ch.check_signed_by(leaf, ca, Step.PCK_CHAIN, "pck-cert")
     ca_cn = ch.check_cn(ca, ("SGX PCK", "CA"), Step.PCK_CHAIN, "pck-ca")
     ch.check_cn(leaf, ("SGX PCK Certificate",), Step.PCK_CHAIN, "pck-cert")
-    windows.append(ch.check_window(ca, now, Step.PCK_CHAIN, "pck-ca"))
-    windows.append(ch.check_window(leaf, now, Step.PCK_CHAIN, "pck-cert"))
-    ext = ch.sgx_extensions(leaf, Step.PCK_CHAIN)
+    windows.append(ch.check_window(ca.cert, now, Step.PCK_CHAIN, "pck-ca"))
+    windows.append(ch.check_window(leaf.cert, now, Step.PCK_CHAIN, "pck-cert"))
+    ext = ch.sgx_extensions(leaf.cert, Step.PCK_CHAIN)
     ca_type = "processor" if "Processor" in ca_cn else "platform" if "Platform" in ca_cn else "unknown"
-    key = ch.ec_key(leaf, Step.PCK_CHAIN, "pck-cert")
-    return VerifiedPck(leaf, ca, key, ext, ca_type, tuple(windows))
+    key = ch.ec_key(leaf.cert, Step.PCK_CHAIN, "pck-cert")
+    return VerifiedPck(leaf.cert, ca.cert, key, ext, ca_type, tuple(windows), ca.ec_key())
 
 
 # --- 4 ------------------------------------------------------------------------------------------
@@ -175,7 +191,7 @@ def check_crls(
         raise fail(Step.CRL, "root-ca-crl-missing")
     if pck_crl_der is not None:
         pck_crl = load_pck_crl(pck_crl_der)
-        windows.append(ch.check_crl(pck_crl, pck.ca, now, Step.CRL, "pck-crl"))
+        windows.append(ch.check_crl(pck_crl, pck.ca, now, Step.CRL, "pck-crl", pck.ca_key, pck_crl_der))
     elif not skip_missing:
         raise fail(Step.CRL, "pck-crl-missing")
     ch.check_not_revoked(root_crl, pck.ca, Step.CRL, "pck-ca")
@@ -188,7 +204,7 @@ def check_root_crl(
 ) -> tuple[x509.CertificateRevocationList, ch.Window]:
     """Step 4 (root half): the root CA CRL is signed by the trusted root and current."""
     crl = ch.load_crl(der, Step.CRL, "root-ca-crl")
-    return crl, ch.check_crl(crl, root.cert, now, Step.CRL, "root-ca-crl", root.public_key)
+    return crl, ch.check_crl(crl, root.cert, now, Step.CRL, "root-ca-crl", root.public_key, der)
 
 
 def load_pck_crl(der: bytes) -> x509.CertificateRevocationList:
@@ -218,19 +234,19 @@ def _check_signing_chain(
     root_crl: x509.CertificateRevocationList | None,
     now: datetime,
 ) -> tuple[ec.EllipticCurvePublicKey, list[ch.Window]]:
-    certs = ch.load_pem_chain(chain_pem, step, f"{what}-chain")
+    certs = ch.load_pem_certificates(chain_pem, step, f"{what}-chain")
     root_cert = ch.split_root(certs, root, Step.ROOT_CA, f"{what}-chain")
     if len(certs) != 1:
         raise fail(step, f"{what}-chain-length", f"{len(certs)} certificates before the root")
     signer = certs[0]
-    ch.check_issued_by(signer, root_cert, step, "tcb-signing-cert")
+    ch.check_signed_by(signer, root_cert, step, "tcb-signing-cert")
     ch.check_cn(signer, ("SGX TCB Signing",), step, "tcb-signing-cert")
     windows = [
-        ch.check_window(root_cert, now, Step.ROOT_CA, "root-ca"),
-        ch.check_window(signer, now, step, "tcb-signing-cert"),
+        ch.check_window(root_cert.cert, now, Step.ROOT_CA, "root-ca"),
+        ch.check_window(signer.cert, now, step, "tcb-signing-cert"),
     ]
-    ch.check_not_revoked(root_crl, signer, step, "tcb-signing-cert")
-    return ch.ec_key(signer, step, "tcb-signing-cert"), windows
+    ch.check_not_revoked(root_crl, signer.cert, step, "tcb-signing-cert")
+    return ch.ec_key(signer.cert, step, "tcb-signing-cert"), windows
 
 
 def check_json_signature(

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import CollateralError
-from ._json import get, get_advisories, get_date, get_hex, get_int, loads_object
+from ._json import date_or_none, get, get_advisories, get_date, get_hex, get_int, loads_object
 from .status import TcbStatus
 
 _W = "TCB Info"
@@ -95,7 +95,8 @@ class TcbInfo:
         raw_levels = get(obj, "tcbLevels", list, _W)
         if not raw_levels:
             raise CollateralError("TCB Info: no tcbLevels")
-        levels = [_level(lv, version, tcb_id == "TDX") for lv in raw_levels]
+        tdx = tcb_id == "TDX"
+        levels = [_plain_level(lv, version, tdx) or _level(lv, version, tdx) for lv in raw_levels]
         levels.sort(key=TcbLevel.sort_key, reverse=True)
         tdx_module = None
         identities: tuple[TdxModuleIdentity, ...] = ()
@@ -136,6 +137,53 @@ def _svn_list(items: Any, what: str) -> tuple[int, ...]:
     if not _SVNS.issuperset(svns) or True in [type(s) is bool for s in svns]:
         raise CollateralError(f"TCB Info: {what} 'svn' values must be integers in 0..255")
     return svns
+
+
+def _plain_svns(items: Any) -> tuple[int, ...] | None:
+    """:func:`_svn_list` of a well-formed list, else ``None``."""
+    if type(items) is not list or len(items) != 16:
+        return None
+    try:
+        svns = tuple([c["svn"] for c in items])
+    except (TypeError, KeyError):
+        return None
+    if not _SVNS.issuperset(svns) or True in [type(s) is bool for s in svns]:
+        return None
+    return svns
+
+
+def _plain_level(lv: Any, version: int, tdx: bool) -> TcbLevel | None:
+    """The hot path of :func:`_level` (once per level of every TCB Info on a cold verification):
+    a well-formed v3 level read with the same rules in fewer steps, or ``None`` for anything
+    else, which :func:`_level` then reads (and names what is wrong with it)."""
+    if version != 3 or type(lv) is not dict:
+        return None
+    tcb = lv.get("tcb")
+    if type(tcb) is not dict:
+        return None
+    comps = _plain_svns(tcb.get("sgxtcbcomponents"))
+    tdx_components = _plain_svns(tcb.get("tdxtcbcomponents")) if tdx else None
+    pcesvn = tcb.get("pcesvn")
+    date, status = lv.get("tcbDate"), lv.get("tcbStatus")
+    if (
+        comps is None
+        or (tdx and tdx_components is None)
+        or type(pcesvn) is not int
+        or not 0 <= pcesvn <= 0xFFFF
+        or type(date) is not str
+        or type(status) is not str
+    ):
+        return None
+    tcb_date, tcb_status = date_or_none(date), TcbStatus.named(status)
+    if tcb_date is None or tcb_status is None:
+        return None
+    advisories: tuple[str, ...] = ()
+    if "advisoryIDs" in lv:
+        ids = lv["advisoryIDs"]
+        if type(ids) is not list or not {str}.issuperset(map(type, ids)):
+            return None
+        advisories = tuple(ids)
+    return TcbLevel(comps, pcesvn, tdx_components, tcb_date, tcb_status, advisories)
 
 
 def _level(raw: Any, version: int, tdx: bool) -> TcbLevel:
