@@ -80,25 +80,25 @@ class ReportBody:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ReportBody:
-        b = expect_len("ReportBody", data, cls.SIZE)
-        return cls(
-            cpu_svn=b[0:16],
-            misc_select=int.from_bytes(b[16:20], "little"),
-            reserved1=b[20:32],
-            isv_ext_prod_id=b[32:48],
-            attributes=Attributes.from_bytes(b[48:64]),
-            mr_enclave=b[64:96],
-            reserved2=b[96:128],
-            mr_signer=b[128:160],
-            reserved3=b[160:192],
-            config_id=b[192:256],
-            isv_prod_id=int.from_bytes(b[256:258], "little"),
-            isv_svn=int.from_bytes(b[258:260], "little"),
-            config_svn=int.from_bytes(b[260:262], "little"),
-            reserved4=b[262:304],
-            isv_family_id=b[304:320],
-            report_data=b[320:384],
-        )
+        (
+            cpu_svn, misc_select, reserved1, isv_ext_prod_id, flags, xfrm, mr_enclave, reserved2,
+            mr_signer, reserved3, config_id, isv_prod_id, isv_svn, config_svn, reserved4,
+            isv_family_id, report_data,
+        ) = _BODY.unpack(expect_len("ReportBody", data, cls.SIZE))  # fmt: skip
+        # every field has its size by construction of _BODY: __post_init__'s checks would only
+        # repeat it (this is the hot path of every quote parse)
+        body = object.__new__(cls)
+        for name, value in zip(
+            _BODY_ORDER,
+            (
+                cpu_svn, misc_select, reserved1, isv_ext_prod_id, Attributes(flags, xfrm), mr_enclave,
+                reserved2, mr_signer, reserved3, config_id, isv_prod_id, isv_svn, config_svn,
+                reserved4, isv_family_id, report_data,
+            ),
+            strict=True,
+        ):  # fmt: skip
+            object.__setattr__(body, name, value)
+        return body
 
     def to_bytes(self) -> bytes:
         return b"".join(
@@ -126,6 +126,14 @@ class ReportBody:
     def debug(self) -> bool:
         return self.attributes.debug
 
+
+#: sgx_report_body_t in byte order (ATTRIBUTES as its two u64s)
+_BODY = struct.Struct("<16sI12s16sQQ32s32s32s32s64sHHH42s16s64s")
+_BODY_ORDER = (
+    "cpu_svn", "misc_select", "reserved1", "isv_ext_prod_id", "attributes", "mr_enclave",
+    "reserved2", "mr_signer", "reserved3", "config_id", "isv_prod_id", "isv_svn", "config_svn",
+    "reserved4", "isv_family_id", "report_data",
+)  # fmt: skip
 
 _BODY_FIELDS = (
     ("cpu_svn", 16),
