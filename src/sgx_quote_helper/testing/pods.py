@@ -221,11 +221,19 @@ def _make_target(target: Path, is_dir: bool, covered: set[str]) -> None:
         target.touch()
 
 
+def image_paths() -> list[str]:
+    """What a container "image" holds here: this interpreter's prefixes and the package's source
+    directory (the host's files, since no image is built)."""
+    package = Path(__file__).resolve().parents[2]  # src/ (or site-packages/) holding the package
+    return sorted({str(Path(sys.prefix).resolve()), str(Path(sys.base_prefix).resolve()), str(package)})
+
+
 def sandbox_main(plan_file: str) -> int:
     """pid 1 of the pod: mount the volumes, say so, then wait (the pause container)."""
     plan = json.loads(Path(plan_file).read_text())
     # open every source first: mounting over /tmp may hide the node's directories otherwise
     fds = {i: os.open(m["source"], os.O_PATH) for i, m in enumerate(plan["mounts"])}
+    keep = {k: os.open(k, os.O_PATH) for k in plan.get("keep", ()) if os.path.isdir(k)}
     ready = os.open(plan["ready_file"] + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     done = os.open(str(Path(plan["ready_file"]).parent), os.O_PATH)
     covered: set[str] = set()
@@ -241,7 +249,23 @@ def sandbox_main(plan_file: str) -> int:
         _libc_mount(f"/proc/self/fd/{fds[i]}", real, MS_BIND | MS_REC)
         if m["read_only"]:
             _libc_mount("none", real, MS_BIND | MS_REMOUNT | MS_RDONLY)
-    for fd in fds.values():
+    # the "image": where this Python and the package live must stay visible to the containers
+    # even when a volume covers it (a checkout under /tmp, and the chart mounts an emptyDir there)
+    for path, fd in keep.items():
+        seen = os.fstat(fd)
+        try:
+            now = os.stat(path)
+            if (now.st_dev, now.st_ino) == (seen.st_dev, seen.st_ino):
+                continue
+        except OSError:
+            pass
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)  # inside the covering volume, not the host
+            _libc_mount(f"/proc/self/fd/{fd}", path, MS_BIND | MS_REC)
+            _libc_mount("none", path, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        except OSError as exc:
+            skipped.append(f"{path} (the image): {exc}")
+    for fd in (*fds.values(), *keep.values()):
         os.close(fd)
     os.write(ready, json.dumps({"skipped": skipped}).encode())
     os.close(ready)
@@ -354,7 +378,7 @@ class Pod:
             )
         ready_file = self.dir / "sandbox.ready"
         plan = self.dir / "sandbox.json"
-        plan.write_text(json.dumps({"mounts": mounts, "ready_file": str(ready_file)}))
+        plan.write_text(json.dumps({"mounts": mounts, "ready_file": str(ready_file), "keep": image_paths()}))
         log = open(self.dir / "sandbox.log", "wb")  # noqa: SIM115 - the child owns it
         self._sandbox = subprocess.Popen(
             [
