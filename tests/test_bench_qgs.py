@@ -54,7 +54,16 @@ def qgs() -> Iterator[Qgs]:
         Platform.init(root / "plat")
         q = Qgs(root / "plat", root / "qgs.sock")
         proc = _start(
-            ["qgs", "serve", "--state-dir", str(q.state), "--socket", str(q.socket)],
+            [
+                "qgs",
+                "serve",
+                "--state-dir",
+                str(q.state),
+                "--socket",
+                str(q.socket),
+                "--handover-window",
+                "0",
+            ],
             lambda: QgsClient(q.socket, timeout=5).platform_info(),
         )
         try:
@@ -100,7 +109,10 @@ def test_bench_qgs_next_to_an_aesm_service(qgs: Qgs) -> None:
     from sgx_quote_helper.client import QuoteClient
 
     proc = _start(
-        ["serve", "--engine", "simulated", "--quiet", "--state-dir", str(qgs.state), "--socket", str(aesm)],
+        [
+            *("serve", "--engine", "simulated", "--quiet", "--handover-window", "0"),
+            *("--state-dir", str(qgs.state), "--socket", str(aesm)),
+        ],
         lambda: QuoteClient(aesm, timeout=5, retry_deadline=0).get_supported_att_key_id_num(),
     )
     try:

@@ -223,6 +223,7 @@ def _serve(platform: Path, directory: Path, *extra: str) -> Iterator[Qgs]:
         [
             *(sys.executable, "-m", "sgx_quote_helper", "qgs", "serve", "--engine", "simulated"),
             *("--state-dir", str(platform), "--socket", str(path), "--socket-group", str(os.getgid())),
+            *("--handover-window", "0"),  # no successor is coming: stop at once
             *extra,
         ],
         stderr=subprocess.PIPE,

@@ -342,6 +342,7 @@ def test_serve_engine_proxy_command(tmp_path: Path) -> None:
     with running_daemon(AesmService(SimulatedEngine(platform), instance_id="upstream-1"), upstream):
         cmd = [sys.executable, "-c", "from sgx_quote_helper.cli import main; main()", "serve"]
         cmd += ["--engine", "proxy", "--upstream-socket", str(upstream), "--socket", str(sock), "-q"]
+        cmd += ["--handover-window", "0"]  # no successor is coming: stop at once
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 60

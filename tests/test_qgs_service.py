@@ -251,6 +251,7 @@ def test_cli_qgs_serve(platform: Platform, tmp_path: Path) -> None:
             str(platform.state.path),
             "--socket",
             str(sock),
+            *("--handover-window", "0"),  # no successor is coming: stop at once
         ],
         stderr=subprocess.PIPE,
         env=env,

@@ -180,6 +180,7 @@ def test_cli_serve_engine_tdx_end_to_end(
             "2",
             "--socket",
             str(sock),
+            *("--handover-window", "0"),  # no successor is coming: stop at once
         ],
         stderr=subprocess.PIPE,
         env=env,

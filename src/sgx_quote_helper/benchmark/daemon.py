@@ -117,12 +117,13 @@ class DaemonProcess:
         return cpu_seconds(self.pid)
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (graceful), then SIGKILL after ``timeout``; returns the exit status."""
+        """SIGINT (graceful, at once: no successor is coming, so no handover window), then SIGKILL
+        after ``timeout``; returns the exit status."""
         proc, self.proc = self.proc, None
         if proc is None:
             return None
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:

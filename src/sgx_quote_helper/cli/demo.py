@@ -43,6 +43,7 @@ def _serve_command(socket_path: Path, state_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "sgx_quote_helper", "serve", "--quiet",
         "--socket", str(socket_path), "--state-dir", str(state_dir), "--engine", "simulated",
+        "--handover-window", "0",  # no successor is coming: stop at once on SIGTERM
     ]  # fmt: skip
 
 

@@ -52,6 +52,7 @@ def _qgs_command(socket_path: Path, state_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "sgx_quote_helper", "qgs", "serve", "--engine", "simulated",
         "--state-dir", str(state_dir), "--socket", str(socket_path),
+        "--handover-window", "0",  # no successor is coming: stop at once on SIGTERM
     ]  # fmt: skip
 
 
