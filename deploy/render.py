@@ -36,6 +36,12 @@ MANIFEST_SETS: dict[str, tuple[str, dict[str, Any]]] = {
     "sgx-quote-helper.yaml": ("kube-system", {"sampleJob": {"enabled": False}}),
     # the same on clusters with TDX hosts, plus the QGS on them (apply instead of the file above)
     "sgx-quote-helper-tdx.yaml": ("kube-system", {"sampleJob": {"enabled": False}, "qgs": {"enabled": True}}),
+    # a cluster whose SGX nodes are all TDX hosts: ONE DaemonSet (on the TDX hosts) serves both, the
+    # AESM socket and the QGS socket from one process (qgs.mode=combined; apply instead of the above)
+    "sgx-quote-helper-tdx-combined.yaml": (
+        "kube-system",
+        {"sampleJob": {"enabled": False}, "qgs": {"enabled": True, "mode": "combined"}},
+    ),
     # optional collateral service (a caching PCCS in front of Intel's PCS)
     "pccs.yaml": ("kube-system", {**_OFF, "pccs": {"enabled": True}}),
     # the sample app Job (out-of-process quoting from an ordinary pod)

@@ -108,6 +108,32 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
             "simulatedPki": {"existingSecret": "sgx-simulated-pki"},
         },
     ),
+    # one DaemonSet for both personalities: serve --qgs-socket (qgs.mode=combined)
+    "tdx-combined": (
+        "kube-system",
+        {
+            "qgs": {
+                "enabled": True,
+                "mode": "combined",
+                "engine": "auto",
+                "socketGid": 107,
+                "workers": 6,
+                "tdxLabel": "intel.feature.node.kubernetes.io/tdx",
+                "nodeSelector": {"example.com/tdx-pool": "a"},
+                "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+            },
+            "sgxNodeSelector": {"sgx.intel.com/capable": "true"},
+            "sampleJob": {"enabled": False},
+        },
+    ),
+    "tdx-combined-simulated": (
+        "tdx",
+        {
+            "quoteHelper": {"engine": "simulated", "metrics": {"enabled": False}},
+            "qgs": {"enabled": True, "mode": "combined", "engine": "simulated"},
+            "simulatedPki": {"existingSecret": "sgx-simulated-pki"},
+        },
+    ),
     "webhook-own-cert": (
         "kube-system",
         {
@@ -135,6 +161,12 @@ def objects(values: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
 def rendered(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     namespace, values = VALUE_SETS[request.param]
     return namespace, values, objects(values, namespace)
+
+
+def combined(values: dict[str, Any]) -> bool:
+    """qgs.mode=combined: the QGS in the quote helper's process (serve --qgs-socket)."""
+    q = values.get("qgs", {})
+    return bool(q.get("enabled")) and q.get("mode", "separate") == "combined"
 
 
 def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -194,9 +226,10 @@ def test_quote_helper_daemonset(rendered: Any) -> None:
     assert cm["data"]["engine"] == values.get("quoteHelper", {}).get("engine", "dcap")
     qcnl = json.loads(cm["data"]["sgx_default_qcnl.conf"])
     assert qcnl["pccs_url"].startswith("https://")
-    assert c["readinessProbe"]["exec"]["command"][:-2] == READY
+    also_qgs = ["--qgs-socket", QGS_SOCKET] if combined(values) else []
+    assert c["readinessProbe"]["exec"]["command"][:-2] == READY + also_qgs
     for probe in ("livenessProbe", "startupProbe"):
-        assert c[probe]["exec"]["command"][:-2] == QUOTE
+        assert c[probe]["exec"]["command"][:-2] == QUOTE + also_qgs
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         timeout = c[probe]["exec"]["command"][-2:]
         assert timeout[0] == "--timeout" and int(timeout[1]) < c[probe]["timeoutSeconds"]
@@ -208,11 +241,12 @@ def test_quote_helper_daemonset(rendered: Any) -> None:
     assert f"--private-dir={PRIVATE}" in c["args"]
     window = [float(a.split("=", 1)[1]) for a in c["args"] if a.startswith("--handover-window=")]
     assert window and 0 < window[0] < pod["terminationGracePeriodSeconds"]
-    for res in ("requests", "limits"):
-        assert c["resources"][res][epc] == "1"
+    for res in ("requests", "limits"):  # combined: QE3/PCE and the TDQE, one provision slot
+        assert c["resources"][res][epc] == ("3" if combined(values) else "1")
         assert c["resources"][res][PROV] == "1"
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert ("qgs-socket" in volumes) == ("qgs-socket" in mounts) == combined(values)
     assert volumes["aesmd-socket"]["hostPath"] == {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}
     assert mounts["aesmd-socket"]["mountPath"] == "/var/run/aesmd"
     assert mounts["config"]["mountPath"] == "/etc/sgx_default_qcnl.conf"
@@ -289,7 +323,8 @@ def test_sgx_nodes_selected_and_tolerated(rendered: Any) -> None:
     }
     for ds in by_kind(objs, "DaemonSet") + by_kind(objs, "Job"):
         pod = ds["spec"]["template"]["spec"]
-        if ds["metadata"]["labels"]["app.kubernetes.io/component"] == "qgs":
+        component = ds["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component == "qgs" or (component == "quote-helper" and combined(values)):
             q = values["qgs"]
             label = q.get("tdxLabel", "feature.node.kubernetes.io/cpu-security.tdx.enabled")
             tdx = {**q.get("nodeSelector", {}), label: "true"}
@@ -670,6 +705,10 @@ def test_quote_helper_image_matches_engine(rendered: Any) -> None:
         if obj["kind"] not in ("DaemonSet", "Deployment", "Job"):
             continue
         qgs = obj["metadata"]["labels"]["app.kubernetes.io/component"] == "qgs"
+        # combined: the quote helper's container loads the QGS's library too
+        qgs = qgs or (
+            obj["metadata"]["labels"]["app.kubernetes.io/component"] == "quote-helper" and combined(values)
+        )
         for c in containers(obj):
             # the QGS's tdx/auto engines load libsgx_tdx_logic: the DCAP image, its init container too
             dcap = (c["name"] == "quote-helper" and engine in ("dcap", "auto")) or (
@@ -795,8 +834,8 @@ def test_qgs_daemonset(rendered: Any) -> None:
     namespace, values, objs = rendered
     q = values.get("qgs", {})
     found = [o for o in objs if o["metadata"]["labels"]["app.kubernetes.io/component"] == "qgs"]
-    if not q.get("enabled", False):
-        assert found == []  # off by default
+    if not q.get("enabled", False) or combined(values):
+        assert found == []  # off by default; combined: in the quote helper's DaemonSet
         return
     assert sorted(o["kind"] for o in found) == ["ConfigMap", "DaemonSet"]
     ds = one(objs, "DaemonSet", "qgs")
@@ -998,3 +1037,136 @@ def test_dcap_image_has_the_tdx_engines_library() -> None:
     assert {"libsgx-tdx-logic", "libsgx-ae-tdqe"} <= set(words)
     assert tdx_library.TDX_LOGIC_LIBRARY == "libsgx_tdx_logic.so.1"
     assert "libsgx-tdx-logic" in tdx_library.INSTALL_TDX_LIBRARY_HINT
+
+
+def _combined_pod(values: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    objs = objects(values, "kube-system")
+    pod = one(objs, "DaemonSet", "quote-helper")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    return objs, pod, c
+
+
+COMBINED: dict[str, Any] = {"qgs": {"enabled": True, "mode": "combined", "socketGid": 107, "workers": 6}}
+
+
+def test_qgs_combined_runs_in_the_quote_helpers_process() -> None:
+    """qgs.mode=combined: no QGS DaemonSet; the quote helper's container runs `serve --qgs-socket`
+    with the hostPath, the socket group, the QGS engine from the ConfigMap, and probes of both."""
+    objs, pod, c = _combined_pod(COMBINED)
+    assert [o for o in objs if o["metadata"]["labels"]["app.kubernetes.io/component"] == "qgs"] == []
+    args = c["args"]
+    for arg in (
+        f"--qgs-socket={QGS_SOCKET}",
+        "--qgs-socket-group=107",
+        "--qgs-engine=$(SGX_QUOTE_HELPER_QGS_ENGINE)",
+        "--qgs-workers=6",
+    ):
+        assert arg in args, arg
+    assert "--replace" not in args  # never the AESM path from a host aesmd
+    env = {e["name"]: e for e in c["env"]}
+    ref = env["SGX_QUOTE_HELPER_QGS_ENGINE"]["valueFrom"]["configMapKeyRef"]
+    cm = next(o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == ref["name"])
+    assert cm["data"][ref["key"]] == "tdx" and cm["data"]["engine"] == "dcap"
+    assert env["XDG_CACHE_HOME"]["value"] == "/run/dcap/cache"
+    # the rendered args are serve's own and mean what the chart says
+    expanded = _expand(args[1:], {"SGX_QUOTE_HELPER_ENGINE": "dcap", "SGX_QUOTE_HELPER_QGS_ENGINE": "tdx"})
+    ctx = serve_command().make_context("serve", expanded)
+    assert ctx.params["qgs_socket"] == Path(QGS_SOCKET) and ctx.params["qgs_engine"] == "tdx"
+    assert ctx.params["qgs_socket_group"] == "107" and ctx.params["qgs_workers"] == 6
+    assert ctx.params["private_dir"] == Path(PRIVATE)
+    # both personalities in every probe, through the one private directory
+    assert c["readinessProbe"]["exec"]["command"][:-2] == [*READY, "--qgs-socket", QGS_SOCKET]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        command = c[probe]["exec"]["command"]
+        assert command[:2] == ["sgx-quote-helper", "healthcheck"]
+        _accepts("healthcheck", "healthcheck", command[2:])
+    assert c["livenessProbe"]["exec"]["command"][:-2] == [*QUOTE, "--qgs-socket", QGS_SOCKET]
+    # the socket directory, writable; the socket's group; the TDQE's EPC beside QE3/PCE
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert volumes["qgs-socket"]["hostPath"] == {"path": "/var/run/tdx-qgs", "type": "DirectoryOrCreate"}
+    assert mounts["qgs-socket"]["mountPath"] == "/var/run/tdx-qgs" and not mounts["qgs-socket"].get(
+        "readOnly"
+    )
+    assert mounts["qpl-cache"]["mountPath"] == "/run/dcap/cache" and "emptyDir" in volumes["qpl-cache"]
+    assert pod["securityContext"]["supplementalGroups"] == [107]
+    assert c["resources"]["limits"][EPC] == "3" and c["resources"]["limits"][PROV] == "1"
+    assert pod["nodeSelector"]["feature.node.kubernetes.io/cpu-security.tdx.enabled"] == "true"
+    assert c["image"] == "sgx-quote-helper:0.1.0-dcap"
+    # one provision slot holder, as without the QGS
+    (plugin,) = one(objs, "DaemonSet", "device-plugin")["spec"]["template"]["spec"]["containers"]
+    assert "--provision-slots=2" in plugin["args"]
+
+
+def test_qgs_combined_image_and_config_follow_the_qgs_engine() -> None:
+    """The QGS's tdx engine needs the DCAP image even under a simulated AESM engine; a change of
+    qgs.engine rolls the pods (checksum/config), as a change of the engine does."""
+    values = {"quoteHelper": {"engine": "simulated"}, "qgs": {**COMBINED["qgs"], "engine": "tdx"}}
+    _, _, c = _combined_pod(values)
+    assert c["image"] == "sgx-quote-helper:0.1.0-dcap"
+    values["qgs"]["engine"] = "simulated"
+    objs, _, c = _combined_pod(values)
+    assert c["image"] == "sgx-quote-helper:0.1.0"
+    assert (
+        next(o for o in by_kind(objs, "ConfigMap") if "qgsEngine" in o["data"])["data"]["qgsEngine"]
+        == "simulated"
+    )
+
+    def checksum(engine: str) -> str:
+        ds = one(
+            objects({"qgs": {**COMBINED["qgs"], "engine": engine}}, "kube-system"),
+            "DaemonSet",
+            "quote-helper",
+        )
+        return str(ds["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+    assert checksum("tdx") != checksum("auto")
+
+
+def test_qgs_separate_is_the_default_and_unchanged() -> None:
+    """qgs.mode defaults to separate: the QGS's own DaemonSet, the quote helper without --qgs-*."""
+    objs = objects({"qgs": {"enabled": True}}, "kube-system")
+    assert one(objs, "DaemonSet", "qgs")["metadata"]["name"] == "sgx-quote-helper-qgs"
+    (c,) = one(objs, "DaemonSet", "quote-helper")["spec"]["template"]["spec"]["containers"]
+    assert not any(a.startswith("--qgs") for a in c["args"])
+    assert objects({"qgs": {"enabled": True, "mode": "separate"}}, "kube-system") == objs
+
+
+def test_qgs_combined_notes_name_the_one_daemonset() -> None:
+    import helm_python
+
+    chart = helm_python.Chart.load(str(render.CHART))
+    out = chart.render(COMBINED, name="sgx-quote-helper", namespace="kube-system", is_install=True)
+    (notes,) = [text for path, text in out.items() if path.endswith("NOTES.txt")]
+    assert "in the quote service's process (serve --qgs-socket)" in notes
+    assert "ds/sgx-quote-helper-qgs" not in notes and "rollout status ds/sgx-quote-helper\n" in notes
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"qgs": {"enabled": True, "mode": "bogus"}}, "qgs.mode"),
+        (
+            {"qgs": {"enabled": True, "mode": "combined"}, "quoteHelper": {"enabled": False}},
+            "quoteHelper.enabled",
+        ),
+        ({"qgs": {"enabled": True, "mode": "combined"}, "quoteHelper": {"engine": "proxy"}}, "proxy"),
+        (
+            {
+                "qgs": {
+                    "enabled": True,
+                    "mode": "combined",
+                    "vsock": {"port": 4050, "seccompLocalhostProfile": "p.json"},
+                }
+            },
+            "qgs.vsock.port needs qgs.mode=separate",
+        ),
+        ({"qgs": {"enabled": True, "mode": "combined", "allow": ["get-quote"]}}, "need qgs.mode=separate"),
+        ({"qgs": {"enabled": True, "mode": "combined", "allowRaw": False}}, "need qgs.mode=separate"),
+        ({"qgs": {"enabled": True, "mode": "combined", "socketMode": "0666"}}, "need qgs.mode=separate"),
+        ({"qgs": {"enabled": True, "mode": "combined", "engine": "dcap"}}, "qgs.engine"),
+    ],
+)
+def test_bad_combined_values_fail_to_render(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        render.render(copy.deepcopy(values))

@@ -145,3 +145,21 @@ def test_app_in_a_read_only_mount_still_gets_quotes(root: Path) -> None:
             pod.delete()
     engine.close()
     assert not (sock_dir / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_combined_pod_rolls_without_losing_an_aesm_or_a_td_quote(root: Path) -> None:
+    """The chart's qgs.mode=combined pod (deploy/manifests/sgx-quote-helper-tdx-combined.yaml: ONE
+    `serve --qgs-socket` container, probes `healthcheck --ready/--quote --qgs-socket`), both engines
+    simulated, rolled twice under Intel-style AESM clients and QEMU-style TD clients at once (one
+    connection per call, no retry): neither loses a call, no container restarts."""
+    res = run_rollout(root, updates=2, clients=8, combined=True)
+    intel, qemu = res["intel"], res["qemu"]
+    assert intel["failed"] == 0 and intel["bad_quotes"] == 0 and intel["ok"] > 0, (
+        intel,
+        res["per_client"][:3],
+    )
+    assert qemu["failed"] == 0 and qemu["bad_quotes"] == 0 and qemu["ok"] > 0, (qemu, res["per_client"][:3])
+    assert res["container_restarts"] == 0, res
+    assert res["old_exit_codes"] == [0, 0, 0] and res["pods"] == 3

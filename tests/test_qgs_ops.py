@@ -457,8 +457,14 @@ def test_serve_hosts_aesm_and_qgs_in_one_process(platform: Platform, root: Path)
         assert check_td_quote(q.GetQuoteResponse.from_bytes(reply[4:]).quote, b"one process", {}) is None
         code, out = healthcheck("--socket", str(qgs), "--ready", "--private-dir", str(private))
         assert code == 0, out
+        # the one probe of both (the chart's combined mode): a real quote through each engine
+        both = ["healthcheck", "--socket", str(aesm), "--private-dir", str(private), "--qgs-socket", str(qgs)]
+        res = CliRunner().invoke(cli, [*both, "--quote", "--state-dir", str(platform.state.path)])
+        assert (
+            res.exit_code == 0 and res.output.count("signature and report checked; simulated engine") == 2
+        ), res.output + res.stderr
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        assert 'sgx_quote_helper_qgs_requests_total{result="SUCCESS",type="GetQuote"} 1.0' in text
+        assert 'sgx_quote_helper_qgs_requests_total{result="SUCCESS",type="GetQuote"} 2.0' in text
         assert "sgx_quote_helper_in_flight" in text  # the AESM families beside them
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

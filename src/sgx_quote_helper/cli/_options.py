@@ -180,6 +180,55 @@ def metrics_options() -> Callable[[F], F]:
     )
 
 
+#: what each `qgs serve --engine` is (also `serve --qgs-engine`)
+QGS_ENGINES_HELP = (
+    "simulated: the TDX side of the simulated platform in --state-dir (its TDQE quotes TDREPORTs "
+    "of that platform's simulated TDX module; SIMULATED Intel root). tdx: Intel's TDX quote library "
+    "(libsgx_tdx_logic.so.1, the TDQE on this TDX host), one library context per {workers} thread, "
+    "quoting in parallel. auto: tdx when /dev/sgx_enclave, /dev/sgx_provision and the library are "
+    "present, otherwise exit 2 naming what is missing (never falls back to simulated)."
+)
+
+
+def tdx_engine_options(when: str, workers: str = "--workers") -> Callable[[F], F]:
+    """--tdx-library, --tdqe-path and the QGS's worker count (``workers``: ``--workers`` for
+    ``qgs serve``, ``--qgs-workers`` for ``serve``): what the TDX engine of ``when`` needs."""
+    return _chain(
+        click.option(
+            "--tdx-library",
+            default=None,
+            metavar="PATH",
+            help=f"With {when}: Intel's TDX quote library [default: libsgx_tdx_logic.so.1 from the "
+            "loader path].",
+        ),
+        click.option(
+            "--tdqe-path",
+            default=None,
+            metavar="PATH",
+            help=f"With {when}: the TDQE enclave file [default: libsgx_tdqe.signed.so.1 next to "
+            "the library].",
+        ),
+        click.option(
+            workers,
+            type=click.IntRange(1, 256),
+            default=4,
+            show_default=True,
+            help="QGS quoting threads (with the tdx engine: one TDX library context, i.e. TDQE key, each).",
+        ),
+    )
+
+
+def device_root_option(when: str) -> Callable[[F], F]:
+    """--device-root: where the SGX devices are."""
+    return click.option(
+        "--device-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("/dev"),
+        show_default=True,
+        help=f"With {when}: where sgx_enclave and sgx_provision are (a container may mount them elsewhere).",
+    )
+
+
 def log_format_option() -> Callable[[F], F]:
     return click.option(
         "--log-format",
@@ -215,8 +264,10 @@ def handover_options(probe: str) -> Callable[[F], F]:
 
 
 __all__ = [
+    "QGS_ENGINES_HELP",
     "allow_options",
     "connection_limit_options",
+    "device_root_option",
     "handover_options",
     "idle_timeout_option",
     "log_format_option",
@@ -226,4 +277,5 @@ __all__ = [
     "parse_rate",
     "peer_limit_options",
     "reply_buffer_option",
+    "tdx_engine_options",
 ]

@@ -56,6 +56,13 @@ _CLIENT_ERRORS = (TransportError, BadResponseError, LocalProtocolError)
     is_flag=True,
     help="Liveness/startup: a quote through the daemon's own engine (see above).",
 )
+@click.option(
+    "--qgs-socket",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also check the QGS that `serve --qgs-socket` runs in the same daemon, the same way "
+    "(`qgs healthcheck` with --ready/--quote/neither, same --private-dir): one probe for both.",
+)
 @state_dir_option
 def healthcheck(
     socket_path: Path,
@@ -63,6 +70,7 @@ def healthcheck(
     private_dir: Path | None,
     ready: bool,
     quote: bool,
+    qgs_socket: Path | None,
     state_dir: Path | None,
 ) -> None:
     """Check the quote service; exit 0 when healthy, 1 (with one line saying why) when not.
@@ -71,7 +79,8 @@ def healthcheck(
     socket path is served by the daemon whose private socket is in --private-dir (Kubernetes
     readiness: this pod, not the one it replaces). --quote: a quote through that daemon's engine
     (Kubernetes liveness and startup: a wedged quoting enclave or quote provider fails it). No
-    retries: a probe must answer now.
+    retries: a probe must answer now. With --qgs-socket (a daemon run as `serve --qgs-socket`): the
+    same check of its QGS too (`qgs healthcheck`), both must pass; what each says, one line each.
 
     \b
     Examples:
@@ -79,6 +88,7 @@ def healthcheck(
       sgx-quote-helper healthcheck --socket /tmp/aesm/aesm.socket --timeout 2
       sgx-quote-helper healthcheck --ready --private-dir /run/sgx-quote-helper
       sgx-quote-helper healthcheck --quote --private-dir /run/sgx-quote-helper
+      sgx-quote-helper healthcheck --ready --private-dir /run/sgx-quote-helper --qgs-socket /var/run/tdx-qgs/qgs.socket
     Kubernetes (the chart):
       readinessProbe: {exec: {command: [sgx-quote-helper, healthcheck, --ready, --private-dir, /run/sgx-quote-helper]}}
       livenessProbe:  {exec: {command: [sgx-quote-helper, healthcheck, --quote, --private-dir, /run/sgx-quote-helper]}}
@@ -93,6 +103,10 @@ def healthcheck(
         click.echo(_check_quote(socket_path, private_dir, state_dir, timeout))
     else:
         click.echo(_check_answers(socket_path, timeout))
+    if qgs_socket is not None:
+        from .qgs import check_qgs
+
+        click.echo(check_qgs(qgs_socket, private_dir, state_dir, timeout, ready=ready, quote=quote))
 
 
 def _check_answers(socket_path: Path, timeout: float) -> str:

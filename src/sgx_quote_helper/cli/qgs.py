@@ -22,8 +22,10 @@ from ..errors import SgxQuoteHelperError
 from ._common import fail, resolve_state_dir, state_dir_option
 from ._logs import setup_logging
 from ._options import (
+    QGS_ENGINES_HELP,
     allow_options,
     connection_limit_options,
+    device_root_option,
     handover_options,
     idle_timeout_option,
     log_format_option,
@@ -33,6 +35,7 @@ from ._options import (
     parse_rate,
     peer_limit_options,
     reply_buffer_option,
+    tdx_engine_options,
 )
 from .healthcheck import check_ready, unhealthy
 
@@ -67,25 +70,26 @@ def _open_engine(
     )
 
 
+def tdx_options(
+    library: str | None, device_root: Path, qpl_path: str | None, tdqe_path: str | None
+) -> TdxOptions:
+    """The TDX engine's options from the command line (``None`` library: Intel's default name)."""
+    from ..engine.select import TdxOptions
+
+    if library is None:
+        return TdxOptions(device_root=device_root, qpl_path=qpl_path, tdqe_path=tdqe_path)
+    return TdxOptions(library, device_root, qpl_path, tdqe_path)
+
+
 @qgs.command("serve")
 @click.option(
     "--engine",
     type=click.Choice(["auto", "tdx", "simulated"]),
     default="simulated",
     show_default=True,
-    help="simulated: the TDX side of the simulated platform in --state-dir (its TDQE quotes TDREPORTs "
-    "of that platform's simulated TDX module; SIMULATED Intel root). tdx: Intel's TDX quote library "
-    "(libsgx_tdx_logic.so.1, the TDQE on this TDX host), one library context per --workers thread, "
-    "quoting in parallel. auto: tdx when /dev/sgx_enclave, /dev/sgx_provision and the library are "
-    "present, otherwise exit 2 naming what is missing (never falls back to simulated).",
+    help=QGS_ENGINES_HELP.format(workers="--workers"),
 )
-@click.option(
-    "--tdx-library",
-    default=None,
-    metavar="PATH",
-    help="With --engine tdx/auto: Intel's TDX quote library [default: libsgx_tdx_logic.so.1 from the "
-    "loader path].",
-)
+@tdx_engine_options("--engine tdx/auto")
 @click.option(
     "--qpl-path",
     default=None,
@@ -93,21 +97,7 @@ def _open_engine(
     help="With --engine tdx/auto: the quote provider library (tee_att_set_path) [default: "
     "libdcap_quoteprov.so.1 from the loader path].",
 )
-@click.option(
-    "--tdqe-path",
-    default=None,
-    metavar="PATH",
-    help="With --engine tdx/auto: the TDQE enclave file [default: libsgx_tdqe.signed.so.1 next to "
-    "the library].",
-)
-@click.option(
-    "--device-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("/dev"),
-    show_default=True,
-    help="With --engine tdx/auto: where sgx_enclave and sgx_provision are (a container may mount "
-    "them elsewhere).",
-)
+@device_root_option("--engine tdx/auto")
 @state_dir_option
 @click.option(
     "--socket",
@@ -132,7 +122,6 @@ def _open_engine(
 @click.option(
     "--no-raw", is_flag=True, help="Refuse raw mode (a bare 1024-byte TDREPORT with no QGS header)."
 )
-@click.option("--workers", type=click.IntRange(1, 256), default=4, show_default=True, help="Quoting threads.")
 @click.option(
     "--max-in-flight",
     type=click.IntRange(1),
@@ -223,8 +212,8 @@ def serve(
       sgx-quote-helper qgs serve --max-connections-per-uid 32 --metrics-port 9465 --log-format json
       sgx-quote-helper qgs serve --private-dir /run/sgx-quote-helper   # Kubernetes: an emptyDir
       sgx-quote-helper qgs healthcheck --socket /tmp/qgs.socket
+      sgx-quote-helper serve --engine dcap --qgs-socket /var/run/tdx-qgs/qgs.socket   # AESM and QGS, one process
     """
-    from ..engine.select import TdxOptions
     from ..qgs_service import QgsService
     from ..server.instance import load_instance
     from ..server.qgs import QgsConfig, QgsListener, QgsServer
@@ -268,12 +257,11 @@ def serve(
         fail(exc.message)
     except SgxQuoteHelperError as exc:
         fail(str(exc))
-    tdx = TdxOptions(device_root=device_root, qpl_path=qpl_path, tdqe_path=tdqe_path)
-    if tdx_library is not None:
-        tdx = TdxOptions(tdx_library, device_root, qpl_path, tdqe_path)
     try:
         instance = load_instance(private_dir)
-        quoting = _open_engine(engine, state_dir, workers, tdx)
+        quoting = _open_engine(
+            engine, state_dir, workers, tdx_options(tdx_library, device_root, qpl_path, tdqe_path)
+        )
     except SgxQuoteHelperError as exc:
         fail(str(exc))
     try:
@@ -351,18 +339,32 @@ def healthcheck(
     """
     if ready and quote:
         raise click.BadParameter("give --ready or --quote, not both (one per probe)")
+    if ready and private_dir is None:
+        raise click.BadParameter("--ready needs --private-dir (where this pod's server is reached)")
+    click.echo(check_qgs(socket_path, private_dir, state_dir, timeout, ready=ready, quote=quote))
+
+
+def check_qgs(
+    socket_path: Path,
+    private_dir: Path | None,
+    state_dir: Path | None,
+    timeout: float,
+    *,
+    ready: bool = False,
+    quote: bool = False,
+) -> str:
+    """One ``qgs healthcheck`` (``--ready``, ``--quote`` or neither): its ``ok``/``ready`` line, or
+    the unhealthy exit. Also ``healthcheck --qgs-socket`` (a ``serve --qgs-socket`` daemon)."""
     if ready:
-        if private_dir is None:
-            raise click.BadParameter("--ready needs --private-dir (where this pod's server is reached)")
         from ..server.instance import QGS_PRIVATE_SOCKET, private_socket
         from ..server.socketpath import probe_qgs_path
 
+        assert private_dir is not None
         own = private_socket(private_dir, QGS_PRIVATE_SOCKET)
-        click.echo(check_ready(socket_path, own, timeout, probe_qgs_path))
-    elif quote:
-        click.echo(_check_quote(socket_path, private_dir, state_dir, timeout))
-    else:
-        click.echo(_check_answers(socket_path, timeout))
+        return check_ready(socket_path, own, timeout, probe_qgs_path)
+    if quote:
+        return _check_quote(socket_path, private_dir, state_dir, timeout)
+    return _check_answers(socket_path, timeout)
 
 
 def _exchange(path: Path, request: object, timeout: float) -> object:
@@ -456,4 +458,4 @@ def _quote_problem(raw: bytes, report_data: bytes) -> str | None:
     return None
 
 
-__all__ = ["qgs"]
+__all__ = ["check_qgs", "qgs", "tdx_options"]

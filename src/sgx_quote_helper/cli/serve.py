@@ -15,8 +15,10 @@ from ..errors import ConfigError, SgxQuoteHelperError
 from ._common import fail, resolve_state_dir, socket_option, state_dir_option
 from ._logs import setup_logging
 from ._options import (
+    QGS_ENGINES_HELP,
     allow_options,
     connection_limit_options,
+    device_root_option,
     handover_options,
     idle_timeout_option,
     log_format_option,
@@ -26,14 +28,26 @@ from ._options import (
     parse_rate,
     peer_limit_options,
     reply_buffer_option,
+    tdx_engine_options,
 )
 
 if TYPE_CHECKING:
+    from ..engine.select import TdxOptions
+    from ..qgs_service import TdxEngine
     from ..server.config import ServerConfig
     from ..server.instance import Instance
     from ..server.qgs import QgsServer
 
 ENGINES = ("simulated", "dcap", "auto", "proxy")
+#: ``--qgs-engine follow``: the QGS engine that goes with each ``--engine`` (proxy has none)
+QGS_FOLLOWS = {"simulated": "simulated", "dcap": "tdx", "auto": "auto"}
+QGS_ENGINES = ("follow", "simulated", "tdx", "auto")
+#: what ``serve`` says instead of ``qgs serve``'s hint when the QGS's auto engine refuses
+QGS_BESIDE_REFUSAL_HINT = (
+    "The QGS's --qgs-engine auto (what --engine auto implies) never serves simulated quotes on its "
+    "own; --qgs-engine simulated runs the simulated platform's TDX side instead (its quotes chain to "
+    "a SIMULATED Intel root, not Intel's)."
+)
 
 
 _mode, _group = parse_mode, parse_group
@@ -49,29 +63,81 @@ _rate = parse_rate
 
 
 def open_engine(
-    kind: str, state_dir: Path | None, dcap_library: str | None = None, qpl_path: str | None = None
+    kind: str,
+    state_dir: Path | None,
+    dcap_library: str | None = None,
+    qpl_path: str | None = None,
+    device_root: Path = Path("/dev"),
 ) -> QuotingEngine:
     """Build the engine named on the command line (imports only what that engine needs)."""
     # engine choice (auto/dcap/simulated) lives in engine.select, shared with the in-process mode
     from ..engine.select import DcapOptions, select_engine
 
-    dcap = DcapOptions(qpl_path=qpl_path)
+    dcap = DcapOptions(device_root=device_root, qpl_path=qpl_path)
     if dcap_library is not None:
-        dcap = DcapOptions(library=dcap_library, qpl_path=qpl_path)
+        dcap = DcapOptions(library=dcap_library, device_root=device_root, qpl_path=qpl_path)
     return select_engine(kind, state_dir=resolve_state_dir(state_dir), create_state=True, dcap=dcap)
 
 
+def qgs_engine_for(engine: str, qgs_engine: str) -> str:
+    """The QGS engine ``serve --qgs-socket`` runs beside ``--engine`` (``follow``: dcap -> tdx)."""
+    if engine == "proxy":
+        raise click.BadParameter(
+            "--qgs-socket does not go with --engine proxy: a proxy has no quoting engine for TD "
+            "guests (it forwards AESM frames only); run `qgs serve` beside it, or serve with "
+            "--engine dcap|auto|simulated"
+        )
+    return QGS_FOLLOWS[engine] if qgs_engine == "follow" else qgs_engine
+
+
+def open_qgs_engine(name: str, state_dir: Path | None, workers: int, tdx: TdxOptions) -> TdxEngine:
+    """The TDX engine of the QGS beside the AESM service; ``auto``'s refusal speaks of ``serve``'s
+    flags (``--qgs-engine``) rather than ``qgs serve --engine``."""
+    from ..engine.select import QGS_AUTO_REFUSAL_HINT
+    from .qgs import _open_engine
+
+    try:
+        return _open_engine(name, state_dir, workers, tdx)
+    except ConfigError as exc:
+        text = str(exc)
+        if QGS_AUTO_REFUSAL_HINT not in text:
+            raise
+        raise ConfigError(text.replace(QGS_AUTO_REFUSAL_HINT, QGS_BESIDE_REFUSAL_HINT)) from exc
+
+
+def _qgs_choice(qgs_socket: Path | None, engine: str, qgs_engine: str) -> str | None:
+    """The QGS engine to run beside the AESM service (``None``: no --qgs-socket, no QGS)."""
+    if qgs_socket is not None:
+        return qgs_engine_for(engine, qgs_engine)
+    ctx = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("qgs_engine", "qgs_workers", "qgs_socket_group", "tdx_library", "tdqe_path")
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if given:
+        raise click.BadParameter(
+            f"{' and '.join(given)} go with --qgs-socket PATH (the QGS beside this service)"
+        )
+    return None
+
+
 def _qgs_beside(
-    config: ServerConfig, path: Path, group: str | None, state_dir: Path | None, instance: Instance
+    config: ServerConfig,
+    path: Path,
+    group: str | None,
+    workers: int,
+    engine: TdxEngine,
+    instance: Instance,
 ) -> QgsServer:
     """The QGS service ``serve --qgs-socket`` runs beside the AESM one: the same instance, limits,
     private directory and handover window; its metrics on the AESM endpoint."""
     from ..qgs_service import QgsService
     from ..server.qgs import QgsConfig, QgsListener, QgsServer
-    from .qgs import _open_engine
 
     qgs_config = QgsConfig(
         listeners=(QgsListener(path=path, group=_group(group)),),
+        workers=workers,
         idle_timeout=config.idle_timeout,
         allow_uids=config.allow_uids,
         allow_gids=config.allow_gids,
@@ -87,7 +153,7 @@ def _qgs_beside(
         replace=config.replace,
     )
     service = QgsService(
-        _open_engine("simulated", state_dir),
+        engine,
         version=__version__,
         instance_id=instance.instance_id,
         pid=os.getpid(),
@@ -156,9 +222,11 @@ def _run_proxy(
     "--qpl-path",
     default=None,
     metavar="PATH",
-    help="With --engine dcap/auto: the quote provider library (sgx_set_qpl_path) [default: "
+    help="With --engine dcap/auto: the quote provider library (sgx_set_qpl_path); with --qgs-engine "
+    "tdx/auto the QGS's TDX library gets the same one (tee_att_set_path) [default: "
     "libdcap_quoteprov.so.1 from the loader path].",
 )
+@device_root_option("--engine dcap/auto and --qgs-engine tdx/auto")
 @state_dir_option
 @click.option(
     "--replace", is_flag=True, help="Take the socket even if another program (e.g. aesmd) serves it."
@@ -229,7 +297,8 @@ def _run_proxy(
     default=None,
     help="Also serve the TDX Quote Generation Service (Intel's QGS protocol, as `qgs serve`) on this "
     "Unix socket, in this process, with these limits, private directory, handover window and "
-    "metrics endpoint (families sgx_quote_helper_qgs_*). With --engine simulated.",
+    "metrics endpoint (families sgx_quote_helper_qgs_*); its engine is --qgs-engine. Not with "
+    "--engine proxy.",
 )
 @click.option(
     "--qgs-socket-group",
@@ -237,6 +306,16 @@ def _run_proxy(
     metavar="NAME|GID",
     help="With --qgs-socket: group of the QGS socket (mode 0660; the group QEMU runs in).",
 )
+@click.option(
+    "--qgs-engine",
+    type=click.Choice(QGS_ENGINES),
+    default="follow",
+    show_default=True,
+    help="With --qgs-socket: the QGS's engine (as `qgs serve --engine`). follow: the one that goes "
+    "with --engine (simulated -> simulated, dcap -> tdx, auto -> auto). "
+    + QGS_ENGINES_HELP.format(workers="--qgs-workers"),
+)
+@tdx_engine_options("--qgs-engine tdx/auto", workers="--qgs-workers")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info is the default, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def serve(
@@ -272,6 +351,11 @@ def serve(
     handover_window: float,
     qgs_socket: Path | None,
     qgs_socket_group: str | None,
+    qgs_engine: str,
+    tdx_library: str | None,
+    tdqe_path: str | None,
+    qgs_workers: int,
+    device_root: Path,
     log_format: str,
     verbose: int,
     quiet: bool,
@@ -288,6 +372,13 @@ def serve(
     gracefully (queued and in-flight requests are answered), after up to --handover-window seconds
     of serving while no successor has the path.
 
+    With --qgs-socket the same process also serves TD guests over Intel's QGS protocol (as `qgs
+    serve`): one process, instance, private directory and metrics endpoint for both, so one
+    DaemonSet runs both on a TDX host. Its engine follows --engine (dcap -> Intel's TDX quote
+    library, auto -> the same or a refusal naming what is missing, simulated -> the simulated
+    platform's TDX side) unless --qgs-engine says otherwise; --engine proxy has no QGS. Probe both
+    with `healthcheck --ready|--quote --qgs-socket PATH`.
+
     \b
     Examples:
       sgx-quote-helper serve                                  # simulated platform, default socket
@@ -301,6 +392,8 @@ def serve(
       sgx-quote-helper healthcheck --socket /tmp/aesm/aesm.socket
       sgx-quote-helper serve --private-dir /run/sgx-quote-helper   # Kubernetes: an emptyDir
       sgx-quote-helper serve --qgs-socket /var/run/tdx-qgs/qgs.socket   # and the QGS, one process
+      sgx-quote-helper serve --engine dcap --qgs-socket /var/run/tdx-qgs/qgs.socket --qgs-socket-group qgsd
+      sgx-quote-helper healthcheck --ready --private-dir /run/sgx-quote-helper --qgs-socket /var/run/tdx-qgs/qgs.socket
     """
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
     setup_logging(level, log_format)
@@ -336,21 +429,28 @@ def serve(
             private_dir=private_dir,
             handover_window=handover_window,
         )
+        qgs_name = _qgs_choice(qgs_socket, engine, qgs_engine)
         instance = load_instance(private_dir)
-        if qgs_socket is not None and engine != "simulated":
-            raise click.BadParameter(
-                f"--qgs-socket goes with --engine simulated here (for --engine {engine} run `qgs serve`)"
-            )
         if engine == "proxy":  # no engine here: frames go to another AESM (server/proxy.py)
             _run_proxy(config, upstream_socket, upstream_timeout, instance)
             return
         if upstream_socket is not None:
             raise click.BadParameter("--upstream-socket goes with --engine proxy")
-        quoting_engine = open_engine(engine, state_dir, dcap_library, qpl_path)
+        quoting_engine = open_engine(engine, state_dir, dcap_library, qpl_path, device_root)
     except click.BadParameter:
         raise
     except SgxQuoteHelperError as exc:
         fail(str(exc), 2)
+    qgs_quoting: TdxEngine | None = None
+    if qgs_name is not None:
+        from .qgs import tdx_options
+
+        try:
+            tdx = tdx_options(tdx_library, device_root, qpl_path, tdqe_path)
+            qgs_quoting = open_qgs_engine(qgs_name, state_dir, qgs_workers, tdx)
+        except SgxQuoteHelperError as exc:
+            quoting_engine.close()
+            fail(str(exc), 2)
     also: tuple[QgsServer, ...] = ()
     try:
         service = AesmService(
@@ -370,8 +470,8 @@ def serve(
         from ..server.unix import AesmServer
 
         server = AesmServer(service, config)
-        if qgs_socket is not None:
-            qgs_server = _qgs_beside(config, qgs_socket, qgs_socket_group, state_dir, instance)
+        if qgs_socket is not None and qgs_quoting is not None:
+            qgs_server = _qgs_beside(config, qgs_socket, qgs_socket_group, qgs_workers, qgs_quoting, instance)
             server.metrics_also = (qgs_server.metrics,)
             also = (qgs_server,)
         reason = run_server(service, config, server=server, also=also)
@@ -379,6 +479,6 @@ def serve(
         fail(str(exc), 2)
     finally:
         quoting_engine.close()
-        for other in also:
-            other.service.engine.close()
+        if qgs_quoting is not None:
+            qgs_quoting.close()
     logging.getLogger(__name__).info("exiting: %s", reason)

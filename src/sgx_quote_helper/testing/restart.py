@@ -417,6 +417,8 @@ def run_restarts(
 
 
 MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "manifests" / "sgx-quote-helper.yaml"
+#: the chart's qgs.mode=combined render: ONE pod serves the AESM and the QGS socket (serve --qgs-socket)
+COMBINED_MANIFEST = MANIFEST.parent / "sgx-quote-helper-tdx-combined.yaml"
 
 #: the scenarios of issue 12: (serve delay of the new pod, old pod deleted this long after Ready)
 SCENARIOS: dict[str, tuple[float, float]] = {
@@ -490,14 +492,22 @@ class Rollout:
         self.old_exit_codes: list[int | None] = []
         self.ready_seconds: list[float] = []
         state_mount = next(m for m in spec.mounts if m.path == spec.env.get("SGX_QUOTE_HELPER_STATE"))
-        socket_arg = next(a for a in spec.args if a.startswith("--socket="))
-        container_socket = Path(socket_arg.split("=", 1)[1])
-        socket_mount = next(
-            m for m in spec.mounts if m.kind == "hostPath" and container_socket.is_relative_to(m.path)
+        self.socket = self._host_socket("--socket=")
+        #: the QGS socket of a combined pod (``serve --qgs-socket``), on the node
+        self.qgs_socket = (
+            self._host_socket("--qgs-socket=")
+            if any(a.startswith("--qgs-socket=") for a in spec.args)
+            else None
         )
-        name = container_socket.relative_to(socket_mount.path)
-        self.socket = self.node.host_dir(socket_mount.host_path) / name
         self.state = self.node.host_dir(state_mount.host_path)
+
+    def _host_socket(self, flag: str) -> Path:
+        """Where the socket the container serves (``flag`` PATH) is on the node (its hostPath)."""
+        container_socket = Path(next(a for a in self.spec.args if a.startswith(flag)).split("=", 1)[1])
+        mount = next(
+            m for m in self.spec.mounts if m.kind == "hostPath" and container_socket.is_relative_to(m.path)
+        )
+        return self.node.host_dir(mount.host_path) / container_socket.relative_to(mount.path)
 
     def _new_pod(self, delay: float) -> Pod:
         pod = Pod(
@@ -556,33 +566,42 @@ def run_rollout(
     kinds: tuple[str, ...] = ("intel",),
     pace: float = 0.02,
     qgs: bool = False,
+    combined: bool = False,
 ) -> dict[str, Any]:
     """Roll the rendered DaemonSet ``updates`` times under ``clients`` quoting threads (Intel-style
     by default: one connection per call, no retry; each at most one call per ``pace`` seconds);
     totals, restarts, exit codes, probe lines. ``qgs``: the QGS pod (:func:`qgs_pod_spec`) under TD
-    clients (:class:`QgsLoad`, kind ``qemu``)."""
-    spec = load_pod_spec(manifest, config_overrides={"engine": "simulated"})
+    clients (:class:`QgsLoad`, kind ``qemu``). ``combined``: the chart's qgs.mode=combined pod
+    (:data:`COMBINED_MANIFEST`, both engines simulated), ``clients`` AESM clients and ``clients``
+    TD clients at once."""
+    if combined:
+        manifest = COMBINED_MANIFEST if manifest == MANIFEST else manifest
+    spec = load_pod_spec(manifest, config_overrides={"engine": "simulated", "qgsEngine": "simulated"})
     if qgs:
         spec = qgs_pod_spec(spec)
     rollout = Rollout(root, spec, serve_delay=serve_delay, delete_after_ready=delete_after_ready)
     t0 = time.monotonic()
-    load: Load | QgsLoad | None = None
+    loads: list[Load | QgsLoad] = []
     try:
         rollout.start()
         if qgs:
-            load = QgsLoad(rollout.socket, rollout.state, clients, pace=pace)
+            loads.append(QgsLoad(rollout.socket, rollout.state, clients, pace=pace))
         else:
-            load = Load((rollout.socket, rollout.state), clients, kinds=kinds, pace=pace)
-        load.start()
+            loads.append(Load((rollout.socket, rollout.state), clients, kinds=kinds, pace=pace))
+        if combined:
+            assert rollout.qgs_socket is not None, "the manifest's pod serves no --qgs-socket"
+            loads.append(QgsLoad(rollout.qgs_socket, rollout.state, clients, pace=pace))
+        for load in loads:
+            load.start()
         time.sleep(settle)
         for _ in range(updates):
             rollout.update()
             time.sleep(settle)
     finally:
-        if load is not None:
+        for load in loads:
             load.stop()
         rollout.stop()
-    stats = load.stats if load is not None else []
+    stats = [s for load in loads for s in load.stats]
     probes: dict[str, list[str]] = {}
     for pod in rollout.pods:
         for name, plog in pod.status.probes.items():
@@ -663,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = [
+    "COMBINED_MANIFEST",
     "MANIFEST",
     "QGS_SOCKET",
     "SCENARIOS",

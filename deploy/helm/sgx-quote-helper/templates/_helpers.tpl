@@ -43,10 +43,24 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 /etc/sgx-quote-helper/simulated-pki
 {{- end -}}
 
-{{/* the quote helper's image: the DCAP image (deploy/Dockerfile.dcap) for the dcap and auto engines */}}
+{{/* "true" when the QGS runs inside the quote helper's pod (qgs.enabled, qgs.mode=combined), else "" */}}
+{{- define "sqh.qgsCombined" -}}
+{{- if not (has .Values.qgs.mode (list "separate" "combined")) -}}
+{{- fail (printf "qgs.mode: %q is neither separate (its own DaemonSet) nor combined (in the quote helper's process)" .Values.qgs.mode) -}}
+{{- end -}}
+{{- if and .Values.qgs.enabled (eq .Values.qgs.mode "combined") -}}
+{{- if not .Values.quoteHelper.enabled -}}
+{{- fail "qgs.mode=combined runs the QGS in the quote helper's pod: it needs quoteHelper.enabled=true (or qgs.mode=separate)" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* the quote helper's image: the DCAP image (deploy/Dockerfile.dcap) for the dcap and auto engines,
+     and in combined mode for the QGS's tdx and auto engines */}}
 {{- define "sqh.quoteHelperImage" -}}
 {{- $image := include "sqh.image" . -}}
-{{- if has .Values.quoteHelper.engine (list "dcap" "auto") -}}
+{{- if or (has .Values.quoteHelper.engine (list "dcap" "auto")) (and (include "sqh.qgsCombined" .) (has .Values.qgs.engine (list "tdx" "auto"))) -}}
 {{- printf "%s%s" $image .Values.image.dcapTagSuffix -}}
 {{- else -}}
 {{- $image -}}
