@@ -89,7 +89,9 @@ def main() -> None:
                 else:
                     os.environ["PYTHONPATH"] = old
         try:
-            workload = prepare_workload(daemon.socket_path, "quote", state_dir=root / "plat", sequence="get-quote")
+            workload = prepare_workload(
+                daemon.socket_path, "quote", state_dir=root / "plat", sequence="get-quote"
+            )
 
             def load(n: int) -> dict[str, object]:
                 spec = LoadSpec(
@@ -121,7 +123,10 @@ def main() -> None:
             shutil.copy(dump, args.keep)
         if args.annotate:
             ann = subprocess.run(
-                ["callgrind_annotate", "--inclusive=yes", str(dump)], capture_output=True, text=True, check=False
+                ["callgrind_annotate", "--inclusive=yes", str(dump)],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             print("\n".join(ann.stdout.splitlines()[: args.annotate + 25]))
 

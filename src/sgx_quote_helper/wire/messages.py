@@ -26,6 +26,8 @@ from typing import Any
 from google.protobuf.message import DecodeError, EncodeError
 
 from ..errors import Fault, LocalProtocolError, RemoteProtocolError
+from .framing import HEADER as _HEADER
+from .framing import encode_frame
 from .values import (
     _REQ_NAMES,
     _RES_NAMES,
@@ -78,6 +80,7 @@ from .values import (
     request_field,
     request_name,
     response_field,
+    slot_setters,
 )
 
 # ---------------------------------------------------------------- field tables
@@ -221,15 +224,24 @@ _SMALL_VARINTS = tuple(bytes((i,)) for i in range(0x80))
 _QUOTE_EX_TAG = _varint(F_GET_QUOTE_EX << 3 | 2)
 
 
-def _quote_ex_response(response: GetQuoteExResponse) -> bytes | None:
+def _quote_ex_response(response: GetQuoteExResponse, framed: bool = False) -> bytes | None:
     """The envelope of the reply sent once per quote, written directly: the bytes protobuf would
     write (errorCode, then each field present, in number order), without building a message and
-    copying the quote into it. ``None`` for a value it does not take (the general path decides)."""
+    copying the quote into it; ``framed``: with the frame's length prefix before it, in the same
+    join (the quote is copied once). ``None`` for a value it does not take (the general path
+    decides)."""
     code, quote, info = response.error_code, response.quote, response.qe_report_info
+    if info is None and type(quote) is bytes and isinstance(code, int) and 0 <= code < 0x80:
+        # the reply of (almost) every call: errorCode and quote; straight-line
+        nq = _varint(len(quote))
+        size = 3 + len(nq) + len(quote)
+        ns = _varint(size)
+        head = _HEADER.pack(2 + len(ns) + size) if framed else b""
+        return b"".join((head, _QUOTE_EX_TAG, ns, b"\x08", _SMALL_VARINTS[code], b"\x12", nq, quote))
     if not (isinstance(code, int) and 0 <= code <= 0xFFFFFFFF):
         return None
-    parts = [_QUOTE_EX_TAG, b"", b"\x08", _varint(code)]
-    size = 1 + len(parts[3])
+    parts = [b"", _QUOTE_EX_TAG, b"", b"\x08", _varint(code)]
+    size = 1 + len(parts[4])
     for tag, value in ((b"\x12", quote), (b"\x1a", info)):
         if value is not None:
             if type(value) is not bytes:
@@ -237,8 +249,24 @@ def _quote_ex_response(response: GetQuoteExResponse) -> bytes | None:
             n = _varint(len(value))
             parts += (tag, n, value)
             size += 1 + len(n) + len(value)
-    parts[1] = _varint(size)
+    n = _varint(size)
+    parts[2] = n
+    if framed:
+        parts[0] = _HEADER.pack(len(_QUOTE_EX_TAG) + len(n) + size)
     return b"".join(parts)
+
+
+def encode_response_frame(response: Response) -> bytes:
+    """:func:`encode_response` with its frame's length prefix: the bytes of one reply frame.
+
+    Raises:
+        LocalProtocolError: a value does not fit its protobuf field.
+    """
+    if type(response) is GetQuoteExResponse:
+        direct = _quote_ex_response(response, True)
+        if direct is not None:
+            return direct
+    return encode_frame(encode_response(response))
 
 
 def raw_envelope(field: int, payload: bytes) -> bytes:
@@ -250,11 +278,9 @@ def raw_envelope(field: int, payload: bytes) -> bytes:
 # ---------------------------------------------------------------- server side
 
 _new = object.__new__
-_set_report = GetQuoteExRequest.report.__set__  # type: ignore[attr-defined]
-_set_att_key_id = GetQuoteExRequest.att_key_id.__set__  # type: ignore[attr-defined]
-_set_qe_report_info = GetQuoteExRequest.qe_report_info.__set__  # type: ignore[attr-defined]
-_set_buf_size = GetQuoteExRequest.buf_size.__set__  # type: ignore[attr-defined]
-_set_timeout = GetQuoteExRequest.timeout.__set__  # type: ignore[attr-defined]
+_set_report, _set_att_key_id, _set_qe_report_info, _set_buf_size, _set_timeout = slot_setters(
+    GetQuoteExRequest, "report", "att_key_id", "qe_report_info", "buf_size", "timeout"
+)
 
 
 def _uvarint(b: bytes, i: int) -> tuple[int, int]:
@@ -351,7 +377,7 @@ def _quote_ex_request(body: bytes) -> GetQuoteExRequest | None:
     _set_qe_report_info(request, info)
     _set_buf_size(request, buf_size)
     _set_timeout(request, timeout)
-    return request  # type: ignore[no-any-return]
+    return request
 
 
 def decode_request(body: bytes) -> Request:
@@ -515,6 +541,7 @@ __all__ = [
     "decode_response",
     "encode_request",
     "encode_response",
+    "encode_response_frame",
     "raw_envelope",
     "request_field",
     "request_name",
