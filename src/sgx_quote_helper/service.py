@@ -32,6 +32,7 @@ from .abi.report import Report, TargetInfo
 from .engine.base import QuoteResult, QuotingEngine
 from .errors import EngineError, EngineUnavailableError, ParseError
 from .wire import messages as m
+from .wire.values import slot_setters
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,21 @@ _ENGINE_TO_AESM: dict[int, AesmStatus] = {
     QuoteLibStatus.NETWORK_ERROR: AesmStatus.NETWORK_ERROR,
     QuoteLibStatus.MESSAGE_ERROR: AesmStatus.MSG_ERROR,
 }
+
+
+_SUCCESS = AesmStatus.SUCCESS
+_new = object.__new__
+_set_code, _set_quote, _set_info = slot_setters(m.GetQuoteExResponse, "error_code", "quote", "qe_report_info")
+
+
+def _quote_ex_response(code: int, quote: bytes, info: bytes | None) -> m.GetQuoteExResponse:
+    """``GetQuoteExResponse(code, quote, info)``, its frozen fields set as its ``__init__`` sets
+    them (without the per-field ``object.__setattr__`` lookups: one is built per quote)."""
+    response = _new(m.GetQuoteExResponse)
+    _set_code(response, code)
+    _set_quote(response, quote)
+    _set_info(response, info)
+    return response
 
 
 def aesm_status_for(status: int) -> AesmStatus:
@@ -201,6 +217,9 @@ class AesmService:
 
     def _check_key_id(self, raw: bytes | None) -> AttKeyId:
         """At least 256 bytes (else 3), base equal to an available id's (else 38)."""
+        known = self._parsed.get(raw)  # type: ignore[arg-type]  # exactly an offered id (once listed)
+        if known is not None:
+            return known
         if raw is None or len(raw) < AttKeyId.SIZE:
             raise _Refused(AesmStatus.PARAMETER_ERROR)
         _, bases = self._available()
@@ -306,7 +325,7 @@ class AesmService:
                 raise _Refused(AesmStatus.UNABLE_TO_GENERATE_QE_REPORT)
             echoed = result.qe_report_info.to_bytes()
         padded = quote + bytes(request.buf_size - len(quote)) if len(quote) < request.buf_size else quote
-        return m.GetQuoteExResponse(AesmStatus.SUCCESS, padded, echoed)
+        return _quote_ex_response(_SUCCESS, padded, echoed)
 
 
 __all__ = ["DEFAULT_MAX_QUOTE_BUFFER", "IMPLEMENTATION", "LEGACY_STATUS", "AesmService", "aesm_status_for"]

@@ -33,6 +33,13 @@ from .base import InitQuoteResult, QuoteResult
 PUB_KEY_ID_SIZE = 32
 
 
+_new = object.__new__
+#: QuoteResult's slot setters: built field by field (as its __init__ does, without the per-field
+#: object.__setattr__ lookups), one per quote
+_set_quote = vars(QuoteResult)["quote"].__set__
+_set_info = vars(QuoteResult)["qe_report_info"].__set__
+
+
 class SimulatedEngine:
     """Quoting engine backed by a :class:`Platform` (real signatures, simulated trust anchor)."""
 
@@ -121,12 +128,18 @@ class SimulatedEngine:
                 QuoteLibStatus.ERROR_INVALID_PARAMETER,
                 f"quote buffer of {buf_size} bytes is smaller than the {certified.quote_size}-byte quote",
             )
-        return QuoteResult(self._quote(certified, report[:384], report[384:416], report[416:432]))
+        result = _new(QuoteResult)  # QuoteResult(quote), its frozen fields set as __init__ would
+        _set_quote(result, self._quote(certified, report[:384], report[384:416], report[416:432]))
+        _set_info(result, None)
+        return result
 
     def _quote(self, certified: CertifiedKey, raw_body: bytes, key_id: bytes, mac: bytes) -> bytes:
         """Check the report MAC (QE3's sgx_verify_report), then sign header || body."""
         with self._lock:
-            if not self._report_verifier().verify(raw_body, key_id, mac):
+            verifier = self._verifier
+            if self.platform.identity.cpusvn != self._verifier_svn:
+                verifier = self._report_verifier()
+            if not verifier.verify(raw_body, key_id, mac):
                 raise EngineError(
                     QuoteLibStatus.INVALID_REPORT,
                     "report MAC does not verify: it was not made for the QE's target info",

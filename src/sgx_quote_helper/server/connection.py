@@ -74,6 +74,8 @@ class ServerSide(Protocol):
     gate: Gate
     executor: Executor
     stopping: bool
+    #: one debug line per request (``log`` enabled for DEBUG; the server refreshes it each sweep)
+    log_requests: bool
 
     @property
     def stats(self) -> Any: ...
@@ -134,7 +136,11 @@ class ConnectionBase(asyncio.Protocol):
         srv.stats.connections += 1
         srv.metrics.connections_total += 1
         self._core.last_activity = now = srv.loop.time()
-        admitted, self._uid = srv.gate.open(len(srv.connections), self.peer, now)
+        gate = srv.gate
+        if gate.counts_only and len(srv.connections) < gate.max_connections:
+            admitted = True  # what gate.open answers when it has no list and no per-uid cap
+        else:
+            admitted, self._uid = gate.open(len(srv.connections), self.peer, now)
         if not admitted:
             self._closing = True
             t.close()
@@ -168,11 +174,14 @@ class ConnectionBase(asyncio.Protocol):
         self._closing = True
         srv = self._server
         srv.connections.discard(self)
-        srv.gate.close(self._uid)
-        self._uid = None
-        srv.admission.reply_bytes -= self._reply_bytes
-        self._reply_bytes = 0
-        srv.connection_gone()
+        if self._uid is not None:
+            srv.gate.close(self._uid)
+            self._uid = None
+        if self._reply_bytes:
+            srv.admission.reply_bytes -= self._reply_bytes
+            self._reply_bytes = 0
+        if srv.stopping:  # (connection_gone acts only then)
+            srv.connection_gone()
 
     def pause_writing(self) -> None:
         assert self.transport is not None
@@ -292,9 +301,12 @@ class ConnectionBase(asyncio.Protocol):
             srv.metrics.quote_latency(time.perf_counter() - t0)
         if code > 0 and rtype.ENGINE:
             srv.metrics.engine_error(rtype)
-        d, self._decision = self._decision, None
-        srv.admission.answered(d)
-        if log.isEnabledFor(logging.DEBUG):
+        d = self._decision
+        if d is not None:
+            self._decision = None
+            if d.peer is not None:
+                srv.admission.answered(d)
+        if srv.log_requests:  # log.isEnabledFor(DEBUG), as of the server's last sweep
             self._log_request(request, code, t0)
 
     def _log_request(self, request: m.Request, code: int, t0: float) -> None:
@@ -383,6 +395,27 @@ class AesmConnection(ConnectionBase):
     """A daemon connection: each request goes to the service (inline, or in the engine thread)."""
 
     __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        # the usual chunk (one whole request while nothing is pending: the core decides) is
+        # served here in one step, exactly as ConnectionBase.data_received -> _next would serve it
+        t = self.transport
+        if not self._processing and not self._read_paused and t is not None and not t.is_closing():
+            core = self._core
+            event = core.receive_request(data, self._server.loop.time())
+            if event is not None:
+                if type(event) is ProtocolViolation:
+                    self._violation(event)
+                elif self.serve(event):
+                    blocked = core.write_blocked
+                    if not blocked and t.is_closing():
+                        return
+                    if blocked is not self._read_paused:
+                        self._flow()
+                    if self._closing and not self._processing:
+                        t.close()
+                return
+        ConnectionBase.data_received(self, data)
 
     def pull(self) -> object:
         return self._core.next_event()

@@ -53,7 +53,15 @@ class Gate:
         metrics / refusals: where refusals are counted and logged.
     """
 
-    __slots__ = ("max_connections", "max_connections_per_uid", "metrics", "per_uid", "policy", "refusals")
+    __slots__ = (
+        "counts_only",
+        "max_connections",
+        "max_connections_per_uid",
+        "metrics",
+        "per_uid",
+        "policy",
+        "refusals",
+    )
 
     def __init__(
         self,
@@ -70,6 +78,9 @@ class Gate:
         self.refusals = refusals
         #: open connections per peer uid (only with a per-uid cap)
         self.per_uid: dict[int, int] = {}
+        #: no allow-list and no per-uid cap: :meth:`open` checks ``max_connections`` only (so a
+        #: caller may check that itself and not call)
+        self.counts_only = not policy.restricts_peers and not max_connections_per_uid
 
     def open(
         self, open_now: int, peer: Callable[[], tuple[int, int, int]], now: float

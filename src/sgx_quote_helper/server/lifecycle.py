@@ -418,9 +418,13 @@ class PathServer:
         interval = self.sweep_interval()
         while True:
             await asyncio.sleep(interval)
+            self.refresh()
             now = self.loop.time()
             for conn in list(self.connections):
                 conn.check_timeouts(now)
+
+    def refresh(self) -> None:
+        """Each sweep: re-read what the request path caches (the subclass: its log level)."""
 
     def connection_gone(self) -> None:
         """A connection closed or a request came back: at shutdown, are we done?"""

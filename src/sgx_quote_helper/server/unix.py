@@ -33,6 +33,7 @@ from ..wire import messages as m
 from .admission import Admission
 from .config import ServerConfig
 from .connection import AesmConnection, ConnectionBase
+from .connection import log as _request_log
 from .lifecycle import PathServer
 from .metrics import ServerMetrics
 
@@ -80,6 +81,8 @@ class AesmServer(PathServer):
             always_inline=never_blocks and inline_below > 0,
         )
         self.connections: set[ConnectionBase] = set()
+        #: the connections' debug line per request is on (read once per sweep, not per request)
+        self.log_requests = _request_log.isEnabledFor(logging.DEBUG)
         self._own_executor = executor is None
         self.executor: Executor = executor or ThreadPoolExecutor(1, thread_name_prefix="aesm-engine")
 
@@ -92,6 +95,7 @@ class AesmServer(PathServer):
         Raises:
             ConfigError: the path is served by another program (and not ``replace``), or unusable.
         """
+        self.refresh()
         await self.start_path()
         cfg = self.config
         log.info(
@@ -101,6 +105,9 @@ class AesmServer(PathServer):
             self.describe(),
             cfg.max_in_flight,
         )
+
+    def refresh(self) -> None:
+        self.log_requests = _request_log.isEnabledFor(logging.DEBUG)
 
     def describe(self) -> str:
         """What answers the requests, for logs ("engine simulated", "proxy to ...")."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 
 from ..abi.keyid import QE3_MRSIGNER, QE3_PROD_ID
 from ..abi.quote import (
@@ -57,9 +57,25 @@ PPID_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=
 ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
+#: the same signature over a digest computed beforehand (hashlib: no hash object per call)
+_ECDSA_PREHASHED_SHA256 = ec.ECDSA(Prehashed(hashes.SHA256()))
+_sha256 = hashlib.sha256
+
+
 def raw_signature(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    """ECDSA-P256-SHA256 over ``data`` as quotes carry it: r || s, 32 bytes each, big-endian."""
-    r, s = decode_dss_signature(key.sign(data, ECDSA_SHA256))
+    """ECDSA-P256-SHA256 over ``data`` as quotes carry it: r || s, 32 bytes each, big-endian.
+
+    The digest is SHA-256(``data``) as ``ECDSA(SHA256())`` would compute it. When both DER
+    INTEGERs are 32 or 33 bytes long (``30 L 02 lr r 02 ls s``; 33 = a 0x00 before a value whose
+    top bit is set: all but about 1 in 128 signatures) r and s are their last 32 bytes, cut out
+    directly; any other encoding goes through ``decode_dss_signature``."""
+    der = key.sign(_sha256(data).digest(), _ECDSA_PREHASHED_SHA256)
+    lr = der[3]
+    if 32 <= lr <= 33:
+        ls = der[lr + 5]
+        if 32 <= ls <= 33 and len(der) == lr + ls + 6:
+            return der[lr - 28 : lr + 4] + der[-32:]
+    r, s = decode_dss_signature(der)
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 

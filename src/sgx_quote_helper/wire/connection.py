@@ -39,7 +39,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..errors import Fault, LocalProtocolError, RemoteProtocolError
-from .framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from .framing import DEFAULT_MAX_FRAME_SIZE, HEADER, HEADER_SIZE, FrameDecoder, encode_frame
 from .messages import (
     EmptyRequest,
     Request,
@@ -48,7 +48,7 @@ from .messages import (
     decode_request,
     decode_response,
     encode_request,
-    encode_response,
+    encode_response_frame,
 )
 
 
@@ -79,6 +79,8 @@ class Expired:
     def __repr__(self) -> str:
         return "EXPIRED"
 
+
+_unpack_prefix = HEADER.unpack_from
 
 NEED_DATA = NeedData()
 PEER_CLOSED = PeerClosed()
@@ -317,8 +319,30 @@ class ServerConnection(_Connection):
         frames = self._frames
         if not frames:
             return PEER_CLOSED if self._eof else NEED_DATA
+        return self._request(frames.popleft())
+
+    def receive_request(self, data: bytes, now: float) -> Request | ProtocolViolation | None:
+        """:meth:`receive_data` then :meth:`next_event` in one step, for the usual chunk: exactly
+        one whole frame (prefix within ``max_frame_size``) while nothing is pending (no violation,
+        no EOF, nothing queued, no frame begun, not write-blocked). Returns what ``next_event`` would then return (a
+        request or a violation); ``None`` when ``data`` is not that case: nothing was consumed,
+        feed it with :meth:`receive_data`."""
+        if self._violation is not None or self._eof or self._frames or self._blocked_since is not None:
+            return None
+        decoder = self._decoder  # its state read here (same package): no call per request
+        if decoder._buf or decoder._need >= 0 or len(data) < HEADER_SIZE or type(data) is not bytes:
+            return None
+        (n,) = _unpack_prefix(data, 0)
+        if n > decoder.max_frame_size or len(data) != HEADER_SIZE + n:
+            return None
+        self.last_activity = now
+        return self._request(data[HEADER_SIZE:])
+
+    def _request(self, body: bytes) -> Request | ProtocolViolation:
+        """Decode one received frame body: a request now owed, or the violation that ends the
+        connection."""
         try:
-            request = decode_request(frames.popleft())
+            request = decode_request(body)
         except RemoteProtocolError as exc:
             return self._fail(exc)
         if type(request) is EmptyRequest or type(request) is UnknownRequest:
@@ -346,7 +370,12 @@ class ServerConnection(_Connection):
         Raises:
             LocalProtocolError: the value cannot be encoded.
         """
-        return self.send_body(encode_response(response), now)
+        frame = encode_response_frame(response)
+        if self.owed:
+            self.owed -= 1
+        self.served += 1
+        self.last_activity = now
+        return frame
 
     def send_body(self, body: bytes, now: float) -> bytes:
         """The frame of an already encoded reply body (a proxy passes the upstream's on)."""

@@ -26,6 +26,8 @@ from typing import Any
 from google.protobuf.message import DecodeError, EncodeError
 
 from ..errors import Fault, LocalProtocolError, RemoteProtocolError
+from .framing import HEADER as _HEADER
+from .framing import encode_frame
 from .values import (
     _REQ_NAMES,
     _RES_NAMES,
@@ -78,6 +80,7 @@ from .values import (
     request_field,
     request_name,
     response_field,
+    slot_setters,
 )
 
 # ---------------------------------------------------------------- field tables
@@ -221,15 +224,24 @@ _SMALL_VARINTS = tuple(bytes((i,)) for i in range(0x80))
 _QUOTE_EX_TAG = _varint(F_GET_QUOTE_EX << 3 | 2)
 
 
-def _quote_ex_response(response: GetQuoteExResponse) -> bytes | None:
+def _quote_ex_response(response: GetQuoteExResponse, framed: bool = False) -> bytes | None:
     """The envelope of the reply sent once per quote, written directly: the bytes protobuf would
     write (errorCode, then each field present, in number order), without building a message and
-    copying the quote into it. ``None`` for a value it does not take (the general path decides)."""
+    copying the quote into it; ``framed``: with the frame's length prefix before it, in the same
+    join (the quote is copied once). ``None`` for a value it does not take (the general path
+    decides)."""
     code, quote, info = response.error_code, response.quote, response.qe_report_info
+    if info is None and type(quote) is bytes and isinstance(code, int) and 0 <= code < 0x80:
+        # the reply of (almost) every call: errorCode and quote; straight-line
+        nq = _varint(len(quote))
+        size = 3 + len(nq) + len(quote)
+        ns = _varint(size)
+        head = _HEADER.pack(2 + len(ns) + size) if framed else b""
+        return b"".join((head, _QUOTE_EX_TAG, ns, b"\x08", _SMALL_VARINTS[code], b"\x12", nq, quote))
     if not (isinstance(code, int) and 0 <= code <= 0xFFFFFFFF):
         return None
-    parts = [_QUOTE_EX_TAG, b"", b"\x08", _varint(code)]
-    size = 1 + len(parts[3])
+    parts = [b"", _QUOTE_EX_TAG, b"", b"\x08", _varint(code)]
+    size = 1 + len(parts[4])
     for tag, value in ((b"\x12", quote), (b"\x1a", info)):
         if value is not None:
             if type(value) is not bytes:
@@ -237,8 +249,24 @@ def _quote_ex_response(response: GetQuoteExResponse) -> bytes | None:
             n = _varint(len(value))
             parts += (tag, n, value)
             size += 1 + len(n) + len(value)
-    parts[1] = _varint(size)
+    n = _varint(size)
+    parts[2] = n
+    if framed:
+        parts[0] = _HEADER.pack(len(_QUOTE_EX_TAG) + len(n) + size)
     return b"".join(parts)
+
+
+def encode_response_frame(response: Response) -> bytes:
+    """:func:`encode_response` with its frame's length prefix: the bytes of one reply frame.
+
+    Raises:
+        LocalProtocolError: a value does not fit its protobuf field.
+    """
+    if type(response) is GetQuoteExResponse:
+        direct = _quote_ex_response(response, True)
+        if direct is not None:
+            return direct
+    return encode_frame(encode_response(response))
 
 
 def raw_envelope(field: int, payload: bytes) -> bytes:
@@ -249,6 +277,108 @@ def raw_envelope(field: int, payload: bytes) -> bytes:
 
 # ---------------------------------------------------------------- server side
 
+_new = object.__new__
+_set_report, _set_att_key_id, _set_qe_report_info, _set_buf_size, _set_timeout = slot_setters(
+    GetQuoteExRequest, "report", "att_key_id", "qe_report_info", "buf_size", "timeout"
+)
+
+
+def _uvarint(b: bytes, i: int) -> tuple[int, int]:
+    """The varint at ``b[i]`` and the index after it; (-1, i) for one longer than 5 bytes or
+    above 2**32 - 1 (what only the general parser may judge). IndexError past the end."""
+    x = b[i]
+    if x < 0x80:
+        return x, i + 1
+    y = b[i + 1]
+    if y < 0x80:
+        return x & 0x7F | y << 7, i + 2
+    value, shift, j = x & 0x7F | (y & 0x7F) << 7, 14, i + 2
+    while j < i + 5:
+        z = b[j]
+        value |= (z & 0x7F) << shift
+        j += 1
+        if z < 0x80:
+            return (value, j) if value <= 0xFFFFFFFF else (-1, i)
+        shift += 7
+    return -1, i
+
+
+def _quote_ex_request(body: bytes) -> GetQuoteExRequest | None:
+    """The request sent once per quote, read directly when it has the shape every client writes:
+    the envelope's one field 17 holding report (1), then att_key_id (2), qe_report_info (3) if
+    present, buf_size (4) and timeout (9) if present, each once, in number order, nothing else.
+    The same value the general path decodes; ``None`` for anything else (the general path,
+    with protobuf's own parser, decides). Varints of one or two bytes (every length and value a
+    quote needs but large buffers) are read inline, longer ones by :func:`_uvarint`."""
+    end = len(body)
+    try:
+        x, y = body[2], body[3]  # the envelope's length
+        if x < 0x80:
+            n, i = x, 3
+        elif y < 0x80:
+            n, i = x & 0x7F | y << 7, 4
+        else:
+            n, i = _uvarint(body, 2)
+        if i + n != end or body[i] != 0x0A:
+            return None
+        x, y = body[i + 1], body[i + 2]  # report
+        if x < 0x80:
+            size, i = x, i + 2
+        elif y < 0x80:
+            size, i = x & 0x7F | y << 7, i + 3
+        else:
+            size, i = _uvarint(body, i + 1)
+        j = i + size
+        if size < 0 or j > end:
+            return None
+        report, i = body[i:j], j
+        key = info = timeout = None
+        tag = body[i]
+        if tag == 0x12:
+            x, y = body[i + 1], body[i + 2]
+            if x < 0x80:
+                size, i = x, i + 2
+            elif y < 0x80:
+                size, i = x & 0x7F | y << 7, i + 3
+            else:
+                size, i = _uvarint(body, i + 1)
+            j = i + size
+            if size < 0 or j > end:
+                return None
+            key, i = body[i:j], j
+            tag = body[i]
+        if tag == 0x1A:
+            size, i = _uvarint(body, i + 1)
+            j = i + size
+            if size < 0 or j > end:
+                return None
+            info, i = body[i:j], j
+            tag = body[i]
+        if tag != 0x20:
+            return None
+        x = body[i + 1]
+        if x < 0x80:
+            buf_size, i = x, i + 2
+        else:
+            buf_size, i = _uvarint(body, i + 1)
+            if buf_size < 0:
+                return None
+        if i < end:
+            if body[i] != 0x48:
+                return None
+            timeout, i = _uvarint(body, i + 1)
+            if timeout < 0 or i != end:
+                return None
+    except IndexError:
+        return None
+    request = _new(GetQuoteExRequest)  # the frozen dataclass's fields, set as its __init__ would
+    _set_report(request, report)
+    _set_att_key_id(request, key)
+    _set_qe_report_info(request, info)
+    _set_buf_size(request, buf_size)
+    _set_timeout(request, timeout)
+    return request
+
 
 def decode_request(body: bytes) -> Request:
     """Decode one request frame body.
@@ -256,6 +386,15 @@ def decode_request(body: bytes) -> Request:
     Raises:
         RemoteProtocolError: the bytes are not a protobuf ``Request``.
     """
+    if body[:2] == _QUOTE_EX_TAG:  # (field 17, length-delimited: the same tag both ways)
+        direct = _quote_ex_request(body)
+        if direct is not None:
+            return direct
+    return _decode_request(body)
+
+
+def _decode_request(body: bytes) -> Request:
+    """:func:`decode_request` by protobuf's parser (every request; the reference of the direct path)."""
     env: Any = _parse(pb.Request, body, "request")
     fields = env.ListFields()
     if len(fields) != 1:
@@ -402,6 +541,7 @@ __all__ = [
     "decode_response",
     "encode_request",
     "encode_response",
+    "encode_response_frame",
     "raw_envelope",
     "request_field",
     "request_name",
