@@ -42,7 +42,7 @@ from .qeidentity import QeIdentity, QeTcbLevel
 from .status import TcbStatus, converge
 from .step import Step, fail
 from .tcbinfo import TcbInfo, TcbLevel
-from .verdict import Body, Verdict
+from .verdict import Body, Verdict, build_verdict
 
 _ECDSA = ec.ECDSA(hashes.SHA256())
 _P256 = ec.SECP256R1()
@@ -459,7 +459,7 @@ def converge_and_decide(
         qe_identity.issue_date,
     )
     violations, warnings = policy.decide(facts, now)
-    return Verdict(
+    return build_verdict(
         status=status,
         platform_status=platform,
         qe_status=qe.status,
