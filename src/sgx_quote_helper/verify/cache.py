@@ -1,9 +1,9 @@
 """A small thread-safe bounded map for verified collateral, PCK chains, QE reports and keys.
 
-Items are stored with the validity windows they were verified under; the verifier re-checks the
-windows against ``now`` on every hit (:func:`within`), so an entry is never used past its window
-even when ``now`` moves, and an entry verified at one time is re-verified (and fails with the
-precise step) when asked about a time outside it.
+Items are stored with the one window inside all the validity windows they were verified under
+(:func:`intersect`); the verifier re-checks it against ``now`` on every hit, so an entry is never
+used past its window even when ``now`` moves, and an entry verified at one time is re-verified
+(and fails with the precise step) when asked about a time outside it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
-from datetime import datetime
 from typing import Generic, TypeVar
 
 from .chain import Window
@@ -25,11 +24,6 @@ def intersect(windows: Iterable[Window]) -> Window:
     lo = max(w[0] for w in ws)
     hi = min(w[1] for w in ws)
     return (lo, hi, all(w[2] for w in ws if w[1] == hi))
-
-
-def within(windows: Iterable[Window], now: datetime) -> bool:
-    """``now`` lies inside every window (inclusive or exclusive upper bound as recorded)."""
-    return all(lo <= now < hi or (inclusive and now == hi) for lo, hi, inclusive in windows)
 
 
 class BoundedCache(Generic[V]):
@@ -60,4 +54,4 @@ class BoundedCache(Generic[V]):
         return len(self._data)
 
 
-__all__ = ["BoundedCache", "intersect", "within"]
+__all__ = ["BoundedCache", "intersect"]
