@@ -1,9 +1,13 @@
-"""abi.quote's one-pass decoder of well-formed quotes agrees with the field-by-field reader.
+"""abi's one-pass decoders agree with the element-by-element readers they stand in front of.
 
 ``Quote.from_bytes`` tries ``_decode_well_formed`` (offset arithmetic) and falls back to
 ``Quote._from_bytes_checked`` (which names the fault). The two must accept exactly the same
 inputs with equal results: on every real quote and on mutations of each (truncations, appended
 bytes, every length and type field rewritten), never one without the other.
+
+``SgxExtensions.from_der`` tries ``_plain_extensions`` (Intel's layout read in place): whatever
+it returns, the checked reader returns too, on every real PCK certificate's extension and on
+every single-byte mutation and truncation of it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
+from sgx_quote_helper.abi.pck import SGX_EXTENSION_OID, SgxExtensions, _plain_extensions
 from sgx_quote_helper.abi.quote import Quote, _decode_well_formed
 from sgx_quote_helper.abi.tdreport import TdReport10, TdReport15
 from sgx_quote_helper.errors import ParseError
@@ -105,3 +111,46 @@ def test_td_report_layout_is_the_field_order(cls: type[TdReport10]) -> None:
     report = cls.from_bytes(raw[: cls.SIZE])
     assert type(report) is cls and report.to_bytes() == raw[: cls.SIZE]
     assert report == cls(**{f.name: getattr(report, f.name) for f in fields(cls)})
+
+
+def extension_of(raw_quote: bytes) -> bytes | None:
+    pem = Quote.from_bytes(raw_quote).pck_chain_pem
+    if pem is None:
+        return None
+    leaf = x509.load_pem_x509_certificates(pem)[0]
+    ext = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID)).value
+    assert isinstance(ext, x509.UnrecognizedExtension)
+    return ext.value
+
+
+def decoded(parse: object, data: bytes) -> SgxExtensions | None:
+    try:
+        return parse(data)  # type: ignore[operator, no-any-return]
+    except ParseError:
+        return None
+
+
+@pytest.mark.parametrize("vector", REAL_QUOTE_DIRS, ids=lambda p: p.name)
+def test_pck_extension_plain_reader_agrees_with_the_checked_one(vector: Path) -> None:
+    raw = extension_of((vector / "quote.bin").read_bytes())
+    if raw is None:
+        pytest.skip("no PCK chain in this quote")
+    plain = _plain_extensions(raw)
+    checked_ext = SgxExtensions._from_der_checked(raw)
+    if plain is not None:  # Platform-CA certificates (Configuration entry) take the checked reader
+        assert plain == checked_ext
+    assert SgxExtensions.from_der(raw) == checked_ext
+    both = only_checked = 0
+    inputs = [raw[:cut] for cut in range(len(raw))] + [raw + b"\x00"]
+    for i in range(len(raw)):
+        for new in {0x00, 0x01, 0x02, 0x7F, 0x80, 0x81, 0x82, 0xFF, raw[i] ^ 0x01} - {raw[i]}:
+            inputs.append(raw[:i] + bytes((new,)) + raw[i + 1 :])
+    for data in inputs:
+        fast, slow = decoded(_plain_extensions, data), decoded(SgxExtensions._from_der_checked, data)
+        if fast is not None:
+            assert slow == fast, data.hex()
+            both += 1
+        elif slow is not None:
+            only_checked += 1
+        assert decoded(SgxExtensions.from_der, data) == slow
+    assert both  # mutations the plain reader accepts (SVN values, PPID bytes...) were exercised
