@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import NamedTuple
 
 from cryptography import x509
@@ -460,30 +461,35 @@ def converge_and_decide(
     )
     violations, warnings = policy.decide(facts, now)
     return build_verdict(
-        status=status,
-        platform_status=platform,
-        qe_status=qe.status,
-        advisory_ids=p.advisory_ids,
-        qe_advisory_ids=qe.advisory_ids,
-        tcb_date=p.level.tcb_date,
-        qe_tcb_date=qe.tcb_date,
-        tcb_info_evaluation_data_number=tcb_info.tcb_evaluation_data_number,
-        qe_identity_evaluation_data_number=qe_identity.tcb_evaluation_data_number,
-        tcb_info_issue_date=tcb_info.issue_date,
-        qe_identity_issue_date=qe_identity.issue_date,
-        earliest_expiration=min(w[1] for w in (*pck.windows, *crls.windows, *vc.windows)),
-        fmspc=ext.fmspc,
-        pce_id=ext.pceid,
-        ca_type=pck.ca_type,
-        sgx_type=ext.sgx_type,
-        tee="TDX" if q.is_tdx else "SGX",
-        quote_version=q.version,
-        body=q.body,
-        crls_checked=crls.root_crl is not None and crls.pck_crl is not None,
-        tdx_module_status=p.module_status,
-        violations=violations,
-        warnings=warnings,
+        {
+            "status": status,
+            "platform_status": platform,
+            "qe_status": qe.status,
+            "advisory_ids": p.advisory_ids,
+            "qe_advisory_ids": qe.advisory_ids,
+            "tcb_date": p.level.tcb_date,
+            "qe_tcb_date": qe.tcb_date,
+            "tcb_info_evaluation_data_number": tcb_info.tcb_evaluation_data_number,
+            "qe_identity_evaluation_data_number": qe_identity.tcb_evaluation_data_number,
+            "tcb_info_issue_date": tcb_info.issue_date,
+            "qe_identity_issue_date": qe_identity.issue_date,
+            "earliest_expiration": min(map(_upper_bound, (*pck.windows, *crls.windows, *vc.windows))),
+            "fmspc": ext.fmspc,
+            "pce_id": ext.pceid,
+            "ca_type": pck.ca_type,
+            "sgx_type": ext.sgx_type,
+            "tee": "TDX" if q.is_tdx else "SGX",
+            "quote_version": q.version,
+            "body": q.body,
+            "crls_checked": crls.root_crl is not None and crls.pck_crl is not None,
+            "tdx_module_status": p.module_status,
+            "violations": violations,
+            "warnings": warnings,
+        }
     )
+
+
+_upper_bound = itemgetter(1)  # of a window (lo, hi, inclusive)
 
 
 class _Facts(NamedTuple):

@@ -139,10 +139,10 @@ class Verdict:
 _VERDICT_FIELDS = frozenset(f.name for f in fields(Verdict))
 
 
-def build_verdict(**values: Any) -> Verdict:
-    """``Verdict(**values)`` for a call that names every field, without the frozen dataclass's
-    per-field ``__init__`` (the verifier builds one per quote). Equal to the constructor's result;
-    a missing or unknown field is a TypeError, as with the constructor."""
+def build_verdict(values: dict[str, Any]) -> Verdict:
+    """``Verdict(**values)`` for a dict that names every field, without the frozen dataclass's
+    per-field ``__init__`` (the verifier builds one per quote); the Verdict takes the dict over.
+    Equal to the constructor's result; a missing or unknown field is a TypeError."""
     if values.keys() != _VERDICT_FIELDS:
         raise TypeError(f"Verdict fields missing or unknown: {sorted(_VERDICT_FIELDS ^ values.keys())}")
     verdict = object.__new__(Verdict)
