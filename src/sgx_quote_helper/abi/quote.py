@@ -348,7 +348,7 @@ class Quote:
         qe = signed + SIGNATURE_DATA_LEN_SIZE + ECDSA_SIGNATURE_SIZE + ECDSA_PUBLIC_KEY_SIZE
         if self.header.version != 3:  # v4/v5: the QE report certification travels in a type-6 block
             qe += CERT_DATA_HEADER_SIZE
-        return SignedRegions(slice(0, signed), slice(qe, qe + ReportBody.SIZE))
+        return _build_regions(slice(0, signed), slice(qe, qe + ReportBody.SIZE))
 
     # --- convenience --------------------------------------------------------------------------
     @property
@@ -391,6 +391,7 @@ _build_cert_data = decoded_builder(CertificationData)
 _build_qe_cert = decoded_builder(QeReportCertData)
 _build_sig_data = decoded_builder(EcdsaSigData)
 _build_quote = decoded_builder(Quote)
+_build_regions = decoded_builder(SignedRegions)
 
 
 def _decode_header(raw: bytes) -> QuoteHeader:

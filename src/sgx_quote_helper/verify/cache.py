@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 from .chain import Window
@@ -33,10 +33,9 @@ class BoundedCache(Generic[V]):
         self.maxsize = maxsize
         self._data: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> V | None:
-        """The value or None. Lock-free (a dict read is atomic); eviction is oldest-inserted first."""
-        return self._data.get(key)
+        #: ``get(key)``: the value or None. Lock-free (a dict read is atomic): the mapping's own
+        #: ``get``, called directly (it is on every verification's path)
+        self.get: Callable[[Hashable], V | None] = self._data.get
 
     def put(self, key: Hashable, value: V) -> None:
         if self.maxsize <= 0:
