@@ -472,14 +472,16 @@ def _decode_well_formed(data: bytes) -> Quote | None:
     if cert + CERT_DATA_HEADER_SIZE + cert_size != sig_end:
         return None
     qe_cert = _build_qe_cert(
-        ReportBody.from_bytes(data[qe : qe + ReportBody.SIZE]),
+        ReportBody.unpack_from(data, qe),
         data[qe + ReportBody.SIZE : auth],
         data[auth + 2 : cert],
         _build_cert_data(cert_type, data[cert + CERT_DATA_HEADER_SIZE : sig_end]),
     )
     return _build_quote(
         _build_header(version, akt, tee, qe_svn, pce_svn, vendor, user),
-        body_cls.from_bytes(data[pos:body_end]),
+        ReportBody.unpack_from(data, pos)
+        if body_cls is ReportBody
+        else body_cls.from_bytes(data[pos:body_end]),
         _build_sig_data(data[sig_start : sig_start + 64], data[sig_start + 64 : sig_start + 128], qe_cert),
         body_type,
         data[sig_end:],

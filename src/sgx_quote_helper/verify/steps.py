@@ -77,10 +77,10 @@ def check_quote_format(quote: Quote) -> None:
         raise fail(Step.QUOTE_FORMAT, "unsupported-attestation-key-type", str(h.att_key_type))
     if h.qe_vendor_id != INTEL_QE_VENDOR_ID:
         raise fail(Step.QUOTE_FORMAT, "unknown-qe-vendor", h.qe_vendor_id.hex())
-    tee = TEE_TYPE_TDX if quote.is_tdx else TEE_TYPE_SGX
-    if h.tee_type != tee:  # v3's field is att_key_data_0, which QVL requires to say SGX
+    tdx = quote.is_tdx
+    if h.tee_type != (TEE_TYPE_TDX if tdx else TEE_TYPE_SGX):  # v3: att_key_data_0, QVL wants SGX
         raise fail(Step.QUOTE_FORMAT, "tee-type-mismatch", f"v{h.version} header TEE type {h.tee_type:#x}")
-    if quote.is_tdx and h.version not in (4, 5):
+    if tdx and h.version not in (4, 5):
         raise fail(Step.QUOTE_FORMAT, "unsupported-version")
     cert_type = quote.certification_data.cert_type
     if not CERT_TYPE_PPID_CLEARTEXT <= cert_type <= CERT_TYPE_PCK_CHAIN:
@@ -312,9 +312,10 @@ def check_platform_match(
     quote: Quote, ext: SgxExtensions, tcb_info: TcbInfo, qe_identity: QeIdentity
 ) -> None:
     """Step 7: FMSPC and PCE-ID of the PCK cert equal TCB Info's; collateral kinds fit the TEE."""
-    if quote.is_tdx != tcb_info.is_tdx or (quote.is_tdx and tcb_info.version < 3):
+    tdx = quote.is_tdx
+    if tdx != tcb_info.is_tdx or (tdx and tcb_info.version < 3):
         raise fail(Step.PLATFORM_MATCH, "tcb-info-wrong-tee", f"TCB Info id {tcb_info.id}")
-    if qe_identity.id != ("TD_QE" if quote.is_tdx else "QE"):
+    if qe_identity.id != ("TD_QE" if tdx else "QE"):
         raise fail(Step.PLATFORM_MATCH, "qe-identity-wrong-tee", f"QE Identity id {qe_identity.id}")
     if ext.fmspc != tcb_info.fmspc:
         raise fail(Step.PLATFORM_MATCH, "fmspc-mismatch", f"{ext.fmspc.hex()} != {tcb_info.fmspc.hex()}")
