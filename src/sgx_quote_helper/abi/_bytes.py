@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any, TypeVar
 
 from ..errors import ParseError
+
+T = TypeVar("T")
 
 
 def expect_len(structure: str, data: bytes, size: int, offset: int = 0) -> bytes:
@@ -21,6 +26,29 @@ def check_field(structure: str, name: str, value: bytes, size: int) -> None:
     if not isinstance(value, bytes) or len(value) != size:
         got = len(value) if isinstance(value, (bytes, bytearray)) else type(value).__name__
         raise ParseError(structure, 0, f"field {name} must be {size} bytes, got {got}")
+
+
+def decoded_builder(cls: type[T]) -> Callable[..., T]:
+    """A constructor for a frozen slots dataclass that takes every field positionally, in field
+    order, and skips ``__init__``/``__post_init__``.
+
+    Only for decoders whose values already have the checked shape by construction (slices of a
+    fixed size taken by :class:`Reader` or at fixed offsets, integers from ``struct``):
+    ``__post_init__`` would repeat checks that cannot fail there. Anything built from
+    caller-supplied values goes through the class itself. The body is generated, one slot store
+    per field (as ``dataclasses`` generates ``__init__``), to keep a quote parse cheap.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def build({', '.join(f'v{i}' for i in range(len(names)))}):", "    obj = _new(_cls)"]
+    for i, name in enumerate(names):
+        env[f"_set{i}"] = getattr(cls, name).__set__  # the slot's member descriptor
+        lines.append(f"    _set{i}(obj, v{i})")
+    lines.append("    return obj")
+    exec("\n".join(lines), env)  # generated from the class's own field names
+    build: Callable[..., T] = env["build"]
+    build.__qualname__ = build.__name__ = f"build_{cls.__name__}"
+    return build
 
 
 class Reader:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import ParseError
-from ._bytes import Reader, check_field
+from ._bytes import Reader, check_field, decoded_builder
 from .report import ReportBody
 from .tdreport import TdReport10, TdReport15
 
@@ -93,9 +93,7 @@ class QuoteHeader:
     @classmethod
     def from_bytes(cls, data: bytes) -> QuoteHeader:
         r = Reader(bytes(data), "QuoteHeader")
-        raw = r.take(cls.SIZE, "header")
-        version, akt, tee, qe_svn, pce_svn = struct.unpack_from("<HHIHH", raw, 0)
-        return cls(version, akt, tee, qe_svn, pce_svn, raw[12:28], raw[28:48])
+        return _decode_header(r.take(cls.SIZE, "header"))
 
     def to_bytes(self) -> bytes:
         head = struct.pack(
@@ -143,7 +141,7 @@ class CertificationData:
     def read(cls, r: Reader) -> CertificationData:
         cert_type = r.u16("certification data type")
         size = r.u32("certification data size")
-        return cls(cert_type, r.take(size, f"certification data (type {cert_type})"))
+        return _build_cert_data(cert_type, r.take(size, f"certification data (type {cert_type})"))
 
     def to_bytes(self) -> bytes:
         return struct.pack("<HI", self.cert_type, len(self.data)) + self.data
@@ -197,7 +195,7 @@ class QeReportCertData:
         body = ReportBody.from_bytes(r.take(ReportBody.SIZE, "QE report"))
         sig = r.take(64, "QE report signature")
         auth = r.take(r.u16("QE auth data size"), "QE auth data")
-        return cls(body, sig, auth, CertificationData.read(r))
+        return _build_qe_cert(body, sig, auth, CertificationData.read(r))
 
     def to_bytes(self) -> bytes:
         return b"".join(
@@ -252,7 +250,7 @@ class EcdsaSigData:
             raise ParseError(
                 "EcdsaSigData", base + r.pos, f"{r.remaining} bytes left inside signature_data_len"
             )
-        return cls(sig, key, qe_cert)
+        return _build_sig_data(sig, key, qe_cert)
 
     def to_bytes(self, version: int) -> bytes:
         qe = self.qe_cert.to_bytes()
@@ -296,8 +294,14 @@ class Quote:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ParseError("Quote", 0, f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
+        quote = _decode_well_formed(data)
+        return quote if quote is not None else cls._from_bytes_checked(data)
+
+    @classmethod
+    def _from_bytes_checked(cls, data: bytes) -> Quote:
+        """The field-by-field reader: decodes every quote we accept, names the fault of the rest."""
         r = Reader(data, "Quote")
-        header = QuoteHeader.from_bytes(r.take(QuoteHeader.SIZE, "header"))
+        header = _decode_header(r.take(QuoteHeader.SIZE, "header"))
         if header.version not in (3, 4, 5):
             raise ParseError("Quote", 0, f"unsupported quote version {header.version} (expected 3, 4 or 5)")
         if header.att_key_type != ATT_KEY_TYPE_ECDSA_P256:
@@ -323,7 +327,8 @@ class Quote:
         sig_len = r.u32("signature_data_len")
         sig_base = r.pos
         sig = EcdsaSigData.from_bytes(r.take(sig_len, "signature data"), header.version, sig_base)
-        return cls(header, body, sig, body_type, r.rest())
+        # version and body_type were checked above: the same checks as __post_init__'s
+        return _build_quote(header, body, sig, body_type, r.rest())
 
     # --- encoding -----------------------------------------------------------------------------
     @property
@@ -343,7 +348,7 @@ class Quote:
         qe = signed + SIGNATURE_DATA_LEN_SIZE + ECDSA_SIGNATURE_SIZE + ECDSA_PUBLIC_KEY_SIZE
         if self.header.version != 3:  # v4/v5: the QE report certification travels in a type-6 block
             qe += CERT_DATA_HEADER_SIZE
-        return SignedRegions(slice(0, signed), slice(qe, qe + ReportBody.SIZE))
+        return _build_regions(slice(0, signed), slice(qe, qe + ReportBody.SIZE))
 
     # --- convenience --------------------------------------------------------------------------
     @property
@@ -378,11 +383,109 @@ class Quote:
         return self.body.report_data
 
 
+# Decoders build with these (values of the checked sizes by construction: Reader.take, struct);
+# anything built from caller-supplied values goes through the classes and their checks.
+_HEADER = struct.Struct("<HHIHH16s20s")
+_build_header = decoded_builder(QuoteHeader)
+_build_cert_data = decoded_builder(CertificationData)
+_build_qe_cert = decoded_builder(QeReportCertData)
+_build_sig_data = decoded_builder(EcdsaSigData)
+_build_quote = decoded_builder(Quote)
+_build_regions = decoded_builder(SignedRegions)
+
+
+def _decode_header(raw: bytes) -> QuoteHeader:
+    """The header from exactly 48 bytes."""
+    return _build_header(*_HEADER.unpack(raw))
+
+
 _V5_BODIES: dict[int, type[ReportBody] | type[TdReport10] | type[TdReport15]] = {
     BODY_TYPE_SGX: ReportBody,
     BODY_TYPE_TD_REPORT10: TdReport10,
     BODY_TYPE_TD_REPORT15: TdReport15,
 }
+
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U16_U32 = struct.Struct("<HI")
+#: ISV signature and attestation key, then (v4/v5: inside a type-6 block) QE report and its signature
+_SIG_AND_KEY = ECDSA_SIGNATURE_SIZE + ECDSA_PUBLIC_KEY_SIZE
+_QE_REPORT_AND_SIG = ReportBody.SIZE + ECDSA_SIGNATURE_SIZE
+
+
+def _decode_well_formed(data: bytes) -> Quote | None:
+    """A well-formed quote in one pass of offset arithmetic (every quote a platform sends), else
+    ``None``: then :meth:`Quote._from_bytes_checked` decodes it or names its fault. It accepts
+    exactly what the checked reader accepts, with the same result (the same layout and checks:
+    version, key type, v5 body type, size and TEE type, v3/v4 TEE type, every length inside
+    ``signature_data_len`` consumed exactly, a type-6 block in v4/v5); it only skips the
+    bookkeeping that names a fault."""
+    n = len(data)
+    if n < QuoteHeader.SIZE:
+        return None
+    version, akt, tee, qe_svn, pce_svn, vendor, user = _HEADER.unpack_from(data)
+    if akt != ATT_KEY_TYPE_ECDSA_P256:
+        return None
+    body_type: int | None = None
+    pos = QuoteHeader.SIZE
+    body_cls: type[ReportBody] | type[TdReport10] | type[TdReport15]
+    if version == 3 or (version == 4 and tee == TEE_TYPE_SGX):
+        body_cls = ReportBody
+    elif version == 4 and tee == TEE_TYPE_TDX:
+        body_cls = TdReport10
+    elif version == 5 and n >= pos + V5_BODY_DESCRIPTOR_SIZE:
+        body_type, body_size = _U16_U32.unpack_from(data, pos)
+        v5_cls = _V5_BODIES.get(body_type)
+        if v5_cls is None or body_size != v5_cls.SIZE:
+            return None
+        if tee != (TEE_TYPE_SGX if body_type == BODY_TYPE_SGX else TEE_TYPE_TDX):
+            return None
+        body_cls = v5_cls
+        pos += V5_BODY_DESCRIPTOR_SIZE
+    else:
+        return None
+    body_end = pos + body_cls.SIZE
+    if n < body_end + SIGNATURE_DATA_LEN_SIZE:
+        return None
+    (sig_len,) = _U32.unpack_from(data, body_end)
+    sig_start = body_end + SIGNATURE_DATA_LEN_SIZE
+    sig_end = sig_start + sig_len
+    qe = sig_start + _SIG_AND_KEY
+    if sig_end > n or sig_end < qe:
+        return None
+    if version != 3:  # the QE report certification travels in a type-6 block that fills the rest
+        if sig_end < qe + CERT_DATA_HEADER_SIZE:
+            return None
+        outer_type, outer_size = _U16_U32.unpack_from(data, qe)
+        qe += CERT_DATA_HEADER_SIZE
+        if outer_type != CERT_TYPE_QE_REPORT or qe + outer_size != sig_end:
+            return None
+    auth = qe + _QE_REPORT_AND_SIG
+    if sig_end < auth + 2:
+        return None
+    (auth_len,) = _U16.unpack_from(data, auth)
+    cert = auth + 2 + auth_len
+    if sig_end < cert + CERT_DATA_HEADER_SIZE:
+        return None
+    cert_type, cert_size = _U16_U32.unpack_from(data, cert)
+    if cert + CERT_DATA_HEADER_SIZE + cert_size != sig_end:
+        return None
+    qe_cert = _build_qe_cert(
+        ReportBody.unpack_from(data, qe),
+        data[qe + ReportBody.SIZE : auth],
+        data[auth + 2 : cert],
+        _build_cert_data(cert_type, data[cert + CERT_DATA_HEADER_SIZE : sig_end]),
+    )
+    return _build_quote(
+        _build_header(version, akt, tee, qe_svn, pce_svn, vendor, user),
+        ReportBody.unpack_from(data, pos)
+        if body_cls is ReportBody
+        else body_cls.from_bytes(data[pos:body_end]),
+        _build_sig_data(data[sig_start : sig_start + 64], data[sig_start + 64 : sig_start + 128], qe_cert),
+        body_type,
+        data[sig_end:],
+    )
 
 
 def _check_tee(header: QuoteHeader, body_type: int) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from ._bytes import check_field, expect_len
+from ._bytes import check_field, decoded_builder, expect_len
 
 # ATTRIBUTES.flags bits (SDM vol. 3D, SECS.ATTRIBUTES)
 FLAG_INIT = 0x01
@@ -80,25 +80,13 @@ class ReportBody:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ReportBody:
-        (
-            cpu_svn, misc_select, reserved1, isv_ext_prod_id, flags, xfrm, mr_enclave, reserved2,
-            mr_signer, reserved3, config_id, isv_prod_id, isv_svn, config_svn, reserved4,
-            isv_family_id, report_data,
-        ) = _BODY.unpack(expect_len("ReportBody", data, cls.SIZE))  # fmt: skip
-        # every field has its size by construction of _BODY: __post_init__'s checks would only
-        # repeat it (this is the hot path of every quote parse)
-        body = object.__new__(cls)
-        for name, value in zip(
-            _BODY_ORDER,
-            (
-                cpu_svn, misc_select, reserved1, isv_ext_prod_id, Attributes(flags, xfrm), mr_enclave,
-                reserved2, mr_signer, reserved3, config_id, isv_prod_id, isv_svn, config_svn,
-                reserved4, isv_family_id, report_data,
-            ),
-            strict=True,
-        ):  # fmt: skip
-            object.__setattr__(body, name, value)
-        return body
+        return _decode_body(_BODY.unpack(expect_len("ReportBody", data, cls.SIZE)))
+
+    @classmethod
+    def unpack_from(cls, data: bytes, offset: int) -> ReportBody:
+        """The body at ``data[offset : offset + 384]``, which the caller has checked is there
+        (quote decoding); :class:`struct.error` if it is not."""
+        return _decode_body(_BODY.unpack_from(data, offset))
 
     def to_bytes(self) -> bytes:
         return b"".join(
@@ -129,11 +117,24 @@ class ReportBody:
 
 #: sgx_report_body_t in byte order (ATTRIBUTES as its two u64s)
 _BODY = struct.Struct("<16sI12s16sQQ32s32s32s32s64sHHH42s16s64s")
-_BODY_ORDER = (
-    "cpu_svn", "misc_select", "reserved1", "isv_ext_prod_id", "attributes", "mr_enclave",
-    "reserved2", "mr_signer", "reserved3", "config_id", "isv_prod_id", "isv_svn", "config_svn",
-    "reserved4", "isv_family_id", "report_data",
-)  # fmt: skip
+_build_body = decoded_builder(ReportBody)
+_build_attributes = decoded_builder(Attributes)
+
+
+def _decode_body(values: tuple[Any, ...]) -> ReportBody:
+    (
+        cpu_svn, misc_select, reserved1, isv_ext_prod_id, flags, xfrm, mr_enclave, reserved2,
+        mr_signer, reserved3, config_id, isv_prod_id, isv_svn, config_svn, reserved4,
+        isv_family_id, report_data,
+    ) = values  # fmt: skip
+    # every field has its size by construction of _BODY: __post_init__'s checks would only
+    # repeat it (this is the hot path of every quote parse)
+    return _build_body(
+        cpu_svn, misc_select, isv_ext_prod_id, _build_attributes(flags, xfrm), mr_enclave,
+        mr_signer, config_id, isv_prod_id, isv_svn, config_svn, isv_family_id, report_data,
+        reserved1, reserved2, reserved3, reserved4,
+    )  # fmt: skip
+
 
 _BODY_FIELDS = (
     ("cpu_svn", 16),

@@ -9,10 +9,12 @@ bodies are derived, is :mod:`~sgx_quote_helper.abi.tdx_report`.)
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import ClassVar, Self
+from typing import ClassVar, Self, cast
 
-from ._bytes import check_field, expect_len
+from ._bytes import check_field, decoded_builder, expect_len
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +65,17 @@ class TdReport10:
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         b = expect_len(cls.__name__, data, cls.SIZE)
-        out: dict[str, bytes] = {}
-        pos = 0
-        for name, n in cls.LAYOUT:
-            out[name] = b[pos : pos + n]
-            pos += n
-        return cls(**out)
+        decoder = _DECODERS.get(cls)
+        if decoder is None:  # a subclass: field by field, with the checks
+            out: dict[str, bytes] = {}
+            pos = 0
+            for name, n in cls.LAYOUT:
+                out[name] = b[pos : pos + n]
+                pos += n
+            return cls(**out)
+        layout, build = decoder
+        # every field has its LAYOUT size by construction of the struct: no __post_init__ needed
+        return cast(Self, build(*layout.unpack(b)))
 
     def to_bytes(self) -> bytes:
         return b"".join(getattr(self, f.name) for f in fields(self))
@@ -94,5 +101,12 @@ class TdReport15(TdReport10):
     tee_tcb_svn2: bytes
     mr_service_td: bytes
 
+
+def _decoder(cls: type[TdReport10]) -> tuple[struct.Struct, Callable[..., TdReport10]]:
+    return struct.Struct("".join(f"{n}s" for _, n in cls.LAYOUT)), decoded_builder(cls)
+
+
+#: the fields of each report in one unpack (wire order is field order), and its builder
+_DECODERS = {cls: _decoder(cls) for cls in (TdReport10, TdReport15)}
 
 __all__ = ["TdReport10", "TdReport15"]

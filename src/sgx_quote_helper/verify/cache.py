@@ -1,17 +1,16 @@
 """A small thread-safe bounded map for verified collateral, PCK chains, QE reports and keys.
 
-Items are stored with the validity windows they were verified under; the verifier re-checks the
-windows against ``now`` on every hit (:func:`within`), so an entry is never used past its window
-even when ``now`` moves, and an entry verified at one time is re-verified (and fails with the
-precise step) when asked about a time outside it.
+Items are stored with the one window inside all the validity windows they were verified under
+(:func:`intersect`); the verifier re-checks it against ``now`` on every hit, so an entry is never
+used past its window even when ``now`` moves, and an entry verified at one time is re-verified
+(and fails with the precise step) when asked about a time outside it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
-from datetime import datetime
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 from .chain import Window
@@ -27,11 +26,6 @@ def intersect(windows: Iterable[Window]) -> Window:
     return (lo, hi, all(w[2] for w in ws if w[1] == hi))
 
 
-def within(windows: Iterable[Window], now: datetime) -> bool:
-    """``now`` lies inside every window (inclusive or exclusive upper bound as recorded)."""
-    return all(lo <= now < hi or (inclusive and now == hi) for lo, hi, inclusive in windows)
-
-
 class BoundedCache(Generic[V]):
     """A bounded mapping; the oldest entry is evicted first. Safe across threads (writes locked)."""
 
@@ -39,10 +33,9 @@ class BoundedCache(Generic[V]):
         self.maxsize = maxsize
         self._data: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> V | None:
-        """The value or None. Lock-free (a dict read is atomic); eviction is oldest-inserted first."""
-        return self._data.get(key)
+        #: ``get(key)``: the value or None. Lock-free (a dict read is atomic): the mapping's own
+        #: ``get``, called directly (it is on every verification's path)
+        self.get: Callable[[Hashable], V | None] = self._data.get
 
     def put(self, key: Hashable, value: V) -> None:
         if self.maxsize <= 0:
@@ -60,4 +53,4 @@ class BoundedCache(Generic[V]):
         return len(self._data)
 
 
-__all__ = ["BoundedCache", "intersect", "within"]
+__all__ = ["BoundedCache", "intersect"]

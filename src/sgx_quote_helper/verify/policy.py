@@ -25,7 +25,6 @@ warning for all but UpToDate. Policies load from JSON (:meth:`Policy.from_json`)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol
@@ -147,75 +146,93 @@ class Policy:
             warnings = (f"TCB status {v.status.value}: {', '.join(v.advisory_ids) or 'no advisories'}",)
         return tuple(self.violations(v, now)), warnings
 
-    def violations(self, v: Facts, now: datetime) -> Iterator[Rejection]:
-        """Yield every rule these facts break, in a fixed order."""
+    def violations(self, v: Facts, now: datetime) -> list[Rejection]:
+        """Every rule these facts break, in a fixed order (every rule is evaluated every time)."""
+        out: list[Rejection] = []
         b = v.body
         if b.debug and not self.allow_debug:
-            yield Rejection(_POLICY, "debug", "debug enclaves/TDs are rejected by default", "allow_debug")
+            out.append(
+                Rejection(_POLICY, "debug", "debug enclaves/TDs are rejected by default", "allow_debug")
+            )
         if isinstance(b, TdReport15) and any(b.mr_service_td) and not self.allow_service_td:
-            yield Rejection(_POLICY, "service-td", "MRSERVICETD is not zero", "allow_service_td")
+            out.append(Rejection(_POLICY, "service-td", "MRSERVICETD is not zero", "allow_service_td"))
         if v.status not in self.allowed_statuses:
-            yield Rejection(
-                _TCB_LEVEL, "tcb-status", f"status {v.status.value} not allowed", "allowed_statuses"
+            out.append(
+                Rejection(
+                    _TCB_LEVEL, "tcb-status", f"status {v.status.value} not allowed", "allowed_statuses"
+                )
             )
         if self.allowed_advisory_ids is not None:
             extra = (set(v.advisory_ids) | set(v.qe_advisory_ids)) - self.allowed_advisory_ids
             if extra:
-                yield Rejection(_TCB_LEVEL, "advisory", ", ".join(sorted(extra)), "allowed_advisory_ids")
-        yield from self._collateral(v, now)
+                out.append(
+                    Rejection(_TCB_LEVEL, "advisory", ", ".join(sorted(extra)), "allowed_advisory_ids")
+                )
+        if self.min_tcb_evaluation_data_number is not None or self.max_collateral_age_s is not None:
+            self._collateral(v, now, out)
         if self.report_data_prefix is not None and not b.report_data.startswith(self.report_data_prefix):
-            yield Rejection(
-                _POLICY, "report-data", "REPORTDATA does not start with the prefix", "report_data_prefix"
+            out.append(
+                Rejection(
+                    _POLICY, "report-data", "REPORTDATA does not start with the prefix", "report_data_prefix"
+                )
             )
-        yield from self._identity(b)
+        self._identity(b, out)
+        return out
 
-    def _collateral(self, v: Facts, now: datetime) -> Iterator[Rejection]:
+    def _collateral(self, v: Facts, now: datetime, out: list[Rejection]) -> None:
         docs = (
             (_TCB_INFO, "tcb-info", v.tcb_info_evaluation_data_number, v.tcb_info_issue_date),
             (_QE_IDENTITY, "qe-identity", v.qe_identity_evaluation_data_number, v.qe_identity_issue_date),
         )
+        want, max_age = self.min_tcb_evaluation_data_number, self.max_collateral_age_s
         for step, what, number, issued in docs:
-            want = self.min_tcb_evaluation_data_number
             if want is not None and number < want:
-                yield Rejection(
-                    step,
-                    f"{what}-evaluation-data-number-too-low",
-                    f"tcbEvaluationDataNumber {number} < required {want}",
-                    "min_tcb_evaluation_data_number",
+                out.append(
+                    Rejection(
+                        step,
+                        f"{what}-evaluation-data-number-too-low",
+                        f"tcbEvaluationDataNumber {number} < required {want}",
+                        "min_tcb_evaluation_data_number",
+                    )
                 )
-            age = (now - issued).total_seconds()
-            if self.max_collateral_age_s is not None and age > self.max_collateral_age_s:
-                yield Rejection(
-                    step,
-                    "collateral-too-old",
-                    f"{what} issued {int(age)} s ago (> {self.max_collateral_age_s} s)",
-                    "max_collateral_age_s",
-                )
+            if max_age is not None:
+                age = (now - issued).total_seconds()
+                if age > max_age:
+                    out.append(
+                        Rejection(
+                            step,
+                            "collateral-too-old",
+                            f"{what} issued {int(age)} s ago (> {max_age} s)",
+                            "max_collateral_age_s",
+                        )
+                    )
 
-    def _identity(self, b: Body) -> Iterator[Rejection]:
+    def _identity(self, b: Body, out: list[Rejection]) -> None:
         sgx = isinstance(b, ReportBody)
         for name in TDX_ONLY if sgx else SGX_ONLY:
             if getattr(self, name) is not None:
                 tee, other = ("an SGX enclave", "a TD") if sgx else ("a TDX TD", "an SGX enclave")
-                yield Rejection(
-                    _POLICY,
-                    f"{_kebab(name)}-not-applicable",
-                    f"{name} constrains {other}; the quote is {tee}",
-                    name,
+                out.append(
+                    Rejection(
+                        _POLICY,
+                        f"{_kebab(name)}-not-applicable",
+                        f"{name} constrains {other}; the quote is {tee}",
+                        name,
+                    )
                 )
         if isinstance(b, ReportBody):
             for name, have in (("mr_enclave", b.mr_enclave), ("mr_signer", b.mr_signer)):
                 want = getattr(self, name)
                 if want is not None and want != have:
-                    yield Rejection(_POLICY, _kebab(name), f"{have.hex()} != {want.hex()}", name)
+                    out.append(Rejection(_POLICY, _kebab(name), f"{have.hex()} != {want.hex()}", name))
             if self.isv_prod_id is not None and b.isv_prod_id != self.isv_prod_id:
-                yield Rejection(
-                    _POLICY, "isv-prod-id", f"{b.isv_prod_id} != {self.isv_prod_id}", "isv_prod_id"
+                out.append(
+                    Rejection(_POLICY, "isv-prod-id", f"{b.isv_prod_id} != {self.isv_prod_id}", "isv_prod_id")
                 )
             if self.min_isv_svn is not None and b.isv_svn < self.min_isv_svn:
-                yield Rejection(_POLICY, "isv-svn", f"{b.isv_svn} < {self.min_isv_svn}", "min_isv_svn")
+                out.append(Rejection(_POLICY, "isv-svn", f"{b.isv_svn} < {self.min_isv_svn}", "min_isv_svn"))
         elif self.mr_td is not None and b.mr_td != self.mr_td:
-            yield Rejection(_POLICY, "mr-td", f"{b.mr_td.hex()} != {self.mr_td.hex()}", "mr_td")
+            out.append(Rejection(_POLICY, "mr-td", f"{b.mr_td.hex()} != {self.mr_td.hex()}", "mr_td"))
 
 
 def _statuses(value: Any) -> frozenset[TcbStatus]:

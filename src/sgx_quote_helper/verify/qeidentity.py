@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..abi._bytes import decoded_builder
 from ..errors import CollateralError
 from ._json import date_or_none, get, get_advisories, get_date, get_hex, get_int, loads_object
 from .status import TcbStatus
@@ -112,7 +113,11 @@ def _plain_level(item: Any) -> QeTcbLevel | None:
         if type(ids) is not list or not {str}.issuperset(map(type, ids)):
             return None
         advisories = tuple(ids)
-    return QeTcbLevel(isvsvn, tcb_date, tcb_status, advisories)
+    return _build_level(isvsvn, tcb_date, tcb_status, advisories)
+
+
+#: QeTcbLevel from its checked values (no __post_init__ to skip; only the frozen __init__)
+_build_level = decoded_builder(QeTcbLevel)
 
 
 __all__ = ["QeIdentity", "QeTcbLevel"]

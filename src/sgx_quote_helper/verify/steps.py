@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import NamedTuple
 
 from cryptography import x509
@@ -42,7 +43,7 @@ from .qeidentity import QeIdentity, QeTcbLevel
 from .status import TcbStatus, converge
 from .step import Step, fail
 from .tcbinfo import TcbInfo, TcbLevel
-from .verdict import Body, Verdict
+from .verdict import Body, Verdict, build_verdict
 
 _ECDSA = ec.ECDSA(hashes.SHA256())
 _P256 = ec.SECP256R1()
@@ -76,10 +77,10 @@ def check_quote_format(quote: Quote) -> None:
         raise fail(Step.QUOTE_FORMAT, "unsupported-attestation-key-type", str(h.att_key_type))
     if h.qe_vendor_id != INTEL_QE_VENDOR_ID:
         raise fail(Step.QUOTE_FORMAT, "unknown-qe-vendor", h.qe_vendor_id.hex())
-    tee = TEE_TYPE_TDX if quote.is_tdx else TEE_TYPE_SGX
-    if h.tee_type != tee:  # v3's field is att_key_data_0, which QVL requires to say SGX
+    tdx = quote.is_tdx
+    if h.tee_type != (TEE_TYPE_TDX if tdx else TEE_TYPE_SGX):  # v3: att_key_data_0, QVL wants SGX
         raise fail(Step.QUOTE_FORMAT, "tee-type-mismatch", f"v{h.version} header TEE type {h.tee_type:#x}")
-    if quote.is_tdx and h.version not in (4, 5):
+    if tdx and h.version not in (4, 5):
         raise fail(Step.QUOTE_FORMAT, "unsupported-version")
     cert_type = quote.certification_data.cert_type
     if not CERT_TYPE_PPID_CLEARTEXT <= cert_type <= CERT_TYPE_PCK_CHAIN:
@@ -311,9 +312,10 @@ def check_platform_match(
     quote: Quote, ext: SgxExtensions, tcb_info: TcbInfo, qe_identity: QeIdentity
 ) -> None:
     """Step 7: FMSPC and PCE-ID of the PCK cert equal TCB Info's; collateral kinds fit the TEE."""
-    if quote.is_tdx != tcb_info.is_tdx or (quote.is_tdx and tcb_info.version < 3):
+    tdx = quote.is_tdx
+    if tdx != tcb_info.is_tdx or (tdx and tcb_info.version < 3):
         raise fail(Step.PLATFORM_MATCH, "tcb-info-wrong-tee", f"TCB Info id {tcb_info.id}")
-    if qe_identity.id != ("TD_QE" if quote.is_tdx else "QE"):
+    if qe_identity.id != ("TD_QE" if tdx else "QE"):
         raise fail(Step.PLATFORM_MATCH, "qe-identity-wrong-tee", f"QE Identity id {qe_identity.id}")
     if ext.fmspc != tcb_info.fmspc:
         raise fail(Step.PLATFORM_MATCH, "fmspc-mismatch", f"{ext.fmspc.hex()} != {tcb_info.fmspc.hex()}")
@@ -459,31 +461,36 @@ def converge_and_decide(
         qe_identity.issue_date,
     )
     violations, warnings = policy.decide(facts, now)
-    return Verdict(
-        status=status,
-        platform_status=platform,
-        qe_status=qe.status,
-        advisory_ids=p.advisory_ids,
-        qe_advisory_ids=qe.advisory_ids,
-        tcb_date=p.level.tcb_date,
-        qe_tcb_date=qe.tcb_date,
-        tcb_info_evaluation_data_number=tcb_info.tcb_evaluation_data_number,
-        qe_identity_evaluation_data_number=qe_identity.tcb_evaluation_data_number,
-        tcb_info_issue_date=tcb_info.issue_date,
-        qe_identity_issue_date=qe_identity.issue_date,
-        earliest_expiration=min(w[1] for w in (*pck.windows, *crls.windows, *vc.windows)),
-        fmspc=ext.fmspc,
-        pce_id=ext.pceid,
-        ca_type=pck.ca_type,
-        sgx_type=ext.sgx_type,
-        tee="TDX" if q.is_tdx else "SGX",
-        quote_version=q.version,
-        body=q.body,
-        crls_checked=crls.root_crl is not None and crls.pck_crl is not None,
-        tdx_module_status=p.module_status,
-        violations=violations,
-        warnings=warnings,
+    return build_verdict(
+        {
+            "status": status,
+            "platform_status": platform,
+            "qe_status": qe.status,
+            "advisory_ids": p.advisory_ids,
+            "qe_advisory_ids": qe.advisory_ids,
+            "tcb_date": p.level.tcb_date,
+            "qe_tcb_date": qe.tcb_date,
+            "tcb_info_evaluation_data_number": tcb_info.tcb_evaluation_data_number,
+            "qe_identity_evaluation_data_number": qe_identity.tcb_evaluation_data_number,
+            "tcb_info_issue_date": tcb_info.issue_date,
+            "qe_identity_issue_date": qe_identity.issue_date,
+            "earliest_expiration": min(map(_upper_bound, (*pck.windows, *crls.windows, *vc.windows))),
+            "fmspc": ext.fmspc,
+            "pce_id": ext.pceid,
+            "ca_type": pck.ca_type,
+            "sgx_type": ext.sgx_type,
+            "tee": "TDX" if q.is_tdx else "SGX",
+            "quote_version": q.version,
+            "body": q.body,
+            "crls_checked": crls.root_crl is not None and crls.pck_crl is not None,
+            "tdx_module_status": p.module_status,
+            "violations": violations,
+            "warnings": warnings,
+        }
     )
+
+
+_upper_bound = itemgetter(1)  # of a window (lo, hi, inclusive)
 
 
 class _Facts(NamedTuple):

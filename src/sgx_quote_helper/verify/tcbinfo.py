@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
+from ..abi._bytes import decoded_builder
 from ..errors import CollateralError
 from ._json import date_or_none, get, get_advisories, get_date, get_hex, get_int, loads_object
 from .status import TcbStatus
@@ -139,15 +141,19 @@ def _svn_list(items: Any, what: str) -> tuple[int, ...]:
     return svns
 
 
+_svn_of = itemgetter("svn")
+_INT = frozenset({int})
+
+
 def _plain_svns(items: Any) -> tuple[int, ...] | None:
-    """:func:`_svn_list` of a well-formed list, else ``None``."""
+    """:func:`_svn_list` of a well-formed list, else ``None`` (the same tests, without frames)."""
     if type(items) is not list or len(items) != 16:
         return None
     try:
-        svns = tuple([c["svn"] for c in items])
+        svns = tuple(map(_svn_of, items))
     except (TypeError, KeyError):
         return None
-    if not _SVNS.issuperset(svns) or True in [type(s) is bool for s in svns]:
+    if not _SVNS.issuperset(svns) or not _INT.issuperset(map(type, svns)):  # bools are not SVNs
         return None
     return svns
 
@@ -183,7 +189,11 @@ def _plain_level(lv: Any, version: int, tdx: bool) -> TcbLevel | None:
         if type(ids) is not list or not {str}.issuperset(map(type, ids)):
             return None
         advisories = tuple(ids)
-    return TcbLevel(comps, pcesvn, tdx_components, tcb_date, tcb_status, advisories)
+    return _build_level(comps, pcesvn, tdx_components, tcb_date, tcb_status, advisories)
+
+
+#: TcbLevel from its checked values (it has no __post_init__: the plain path skips only __init__)
+_build_level = decoded_builder(TcbLevel)
 
 
 def _level(raw: Any, version: int, tdx: bool) -> TcbLevel:

@@ -8,7 +8,7 @@ policy's call: :attr:`Verdict.violations` lists every rule broken (empty means a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -136,6 +136,20 @@ class Verdict:
         }
 
 
+_VERDICT_FIELDS = frozenset(f.name for f in fields(Verdict))
+
+
+def build_verdict(values: dict[str, Any]) -> Verdict:
+    """``Verdict(**values)`` for a dict that names every field, without the frozen dataclass's
+    per-field ``__init__`` (the verifier builds one per quote); the Verdict takes the dict over.
+    Equal to the constructor's result; a missing or unknown field is a TypeError."""
+    if values.keys() != _VERDICT_FIELDS:
+        raise TypeError(f"Verdict fields missing or unknown: {sorted(_VERDICT_FIELDS ^ values.keys())}")
+    verdict = object.__new__(Verdict)
+    object.__setattr__(verdict, "__dict__", values)
+    return verdict
+
+
 def body_identity(b: Body) -> dict[str, Any]:
     """The enclave (SGX report body) or TD (TD report) identity fields, hex-encoded."""
     if isinstance(b, ReportBody):
@@ -191,4 +205,4 @@ def failure_dict(error: VerificationError, body: Body | None = None) -> dict[str
     }
 
 
-__all__ = ["Body", "Rejection", "Verdict", "body_identity", "failure_dict"]
+__all__ = ["Body", "Rejection", "Verdict", "body_identity", "build_verdict", "failure_dict"]

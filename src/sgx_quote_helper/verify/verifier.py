@@ -26,7 +26,7 @@ from ..abi.quote import Quote
 from ..abi.tdreport import TdReport10, TdReport15
 from ..errors import ParseError, VerificationError
 from . import steps as st
-from .cache import BoundedCache, intersect, within
+from .cache import BoundedCache, intersect
 from .chain import TrustedRoot, Window
 from .collateral import Collateral
 from .policy import DEFAULT_POLICY, Policy
@@ -176,13 +176,20 @@ class Verifier:
 
     # -- the caching layer: one memo around step functions, keyed by their inputs -----------------
     def _memo(self, cache: str, key: Hashable, now: datetime, compute: Callable[[], V]) -> V:
-        """``compute()``, or its cached result for ``key`` while ``now`` is inside its windows."""
+        """``compute()``, or its cached result for ``key`` while ``now`` is inside its windows
+        (stored with the one window inside all of them: :func:`~.cache.intersect`)."""
         c = self._caches[cache]
         hit = c.get(key)
-        if hit is not None and (not hit.windows or within(hit.windows, now)):
-            return cast(V, hit)
+        if hit is not None:
+            value, window = hit
+            if window is None:
+                return cast(V, value)
+            lo, hi, inclusive = window
+            if lo <= now < hi or (inclusive and now == hi):
+                return cast(V, value)
         value = compute()
-        c.put(key, value)
+        windows = value.windows  # type: ignore[attr-defined]
+        c.put(key, (value, intersect(windows) if windows else None))
         return value
 
 
