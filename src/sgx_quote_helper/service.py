@@ -26,13 +26,13 @@ import logging
 import threading
 from collections.abc import Callable
 
+from .abi._bytes import decoded_builder
 from .abi.codes import AesmStatus, QuoteLibStatus
 from .abi.keyid import AttKeyId, AttKeyIdList, QeReportInfo
 from .abi.report import Report, TargetInfo
 from .engine.base import QuoteResult, QuotingEngine
 from .errors import EngineError, EngineUnavailableError, ParseError
 from .wire import messages as m
-from .wire.values import slot_setters
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +85,9 @@ _ENGINE_TO_AESM: dict[int, AesmStatus] = {
 
 
 _SUCCESS = AesmStatus.SUCCESS
-_new = object.__new__
-_set_code, _set_quote, _set_info = slot_setters(m.GetQuoteExResponse, "error_code", "quote", "qe_report_info")
-
-
-def _quote_ex_response(code: int, quote: bytes, info: bytes | None) -> m.GetQuoteExResponse:
-    """``GetQuoteExResponse(code, quote, info)``, its frozen fields set as its ``__init__`` sets
-    them (without the per-field ``object.__setattr__`` lookups: one is built per quote)."""
-    response = _new(m.GetQuoteExResponse)
-    _set_code(response, code)
-    _set_quote(response, quote)
-    _set_info(response, info)
-    return response
+#: ``GetQuoteExResponse(code, quote, info)`` without its ``__init__``'s per-field
+#: ``object.__setattr__`` lookups: one is built per quote, from values of the checked types
+_quote_ex_response = decoded_builder(m.GetQuoteExResponse)
 
 
 def aesm_status_for(status: int) -> AesmStatus:

@@ -32,10 +32,10 @@ def decoded_builder(cls: type[T]) -> Callable[..., T]:
     """A constructor for a frozen slots dataclass that takes every field positionally, in field
     order, and skips ``__init__``/``__post_init__``.
 
-    Only for decoders whose values already have the checked shape by construction (slices of a
-    fixed size taken by :class:`Reader` or at fixed offsets, integers from ``struct``):
-    ``__post_init__`` would repeat checks that cannot fail there. Anything built from
-    caller-supplied values goes through the class itself. The body is generated, one slot store
+    Only where the values already have the checked shape by construction (slices of a fixed
+    size taken by :class:`Reader` or at fixed offsets, integers from ``struct``, a wire decoder's
+    fields, the service's one reply per quote): ``__post_init__`` would repeat checks that cannot
+    fail there. Anything built from caller-supplied values goes through the class itself. The body is generated, one slot store
     per field (as ``dataclasses`` generates ``__init__``), to keep a quote parse cheap.
     """
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
 
+from ..abi._bytes import decoded_builder
 from ..errors import Fault, LocalProtocolError, RemoteProtocolError
 from .framing import HEADER as _HEADER
 from .framing import encode_frame
@@ -80,7 +81,6 @@ from .values import (
     request_field,
     request_name,
     response_field,
-    slot_setters,
 )
 
 # ---------------------------------------------------------------- field tables
@@ -277,10 +277,8 @@ def raw_envelope(field: int, payload: bytes) -> bytes:
 
 # ---------------------------------------------------------------- server side
 
-_new = object.__new__
-_set_report, _set_att_key_id, _set_qe_report_info, _set_buf_size, _set_timeout = slot_setters(
-    GetQuoteExRequest, "report", "att_key_id", "qe_report_info", "buf_size", "timeout"
-)
+#: the frozen dataclass's fields set as its ``__init__`` would, from values read at their shape
+_build_quote_ex_request = decoded_builder(GetQuoteExRequest)
 
 
 def _uvarint(b: bytes, i: int) -> tuple[int, int]:
@@ -371,13 +369,7 @@ def _quote_ex_request(body: bytes) -> GetQuoteExRequest | None:
                 return None
     except IndexError:
         return None
-    request = _new(GetQuoteExRequest)  # the frozen dataclass's fields, set as its __init__ would
-    _set_report(request, report)
-    _set_att_key_id(request, key)
-    _set_qe_report_info(request, info)
-    _set_buf_size(request, buf_size)
-    _set_timeout(request, timeout)
-    return request
+    return _build_quote_ex_request(report, key, info, buf_size, timeout)
 
 
 def decode_request(body: bytes) -> Request:

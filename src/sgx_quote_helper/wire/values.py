@@ -13,7 +13,6 @@ answer always carries), and whether the quoting engine does its work (``ENGINE``
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
@@ -351,13 +350,6 @@ def request_field(request: Request) -> int | None:
     return getattr(request, "FIELD", None)
 
 
-def slot_setters(cls: type, *names: str) -> tuple[Callable[[Any, Any], None], ...]:
-    """The slot setters of fields of a frozen slotted dataclass, for building a value the way its
-    ``__init__`` does (``object.__new__``, then each field) without ``__init__``'s per-field
-    ``object.__setattr__`` lookups: for the few values built once per quote."""
-    return tuple(vars(cls)[name].__set__ for name in names)
-
-
 __all__ = [
     "F_CHECK_UPDATE_STATUS",
     "F_GET_EXTENDED_EPID_GROUP_ID",
@@ -407,5 +399,4 @@ __all__ = [
     "request_field",
     "request_name",
     "response_field",
-    "slot_setters",
 ]
