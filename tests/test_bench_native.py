@@ -400,3 +400,59 @@ def test_strace_of_one_native_call_is_intels_sequence(daemon: Daemon, exe: Path,
         for t in intel_sequence(len(workload.body), len(reply))
     ]
     assert log == expected
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_strace_reply_in_pieces_is_read_in_512_byte_chunks(exe: Path, tmp_path: Path) -> None:
+    """The body arrives after the length: epoll_wait, then partialRead's reads of at most 512 bytes
+    (test_bench_intel's test of the same name, for the Python client)."""
+    import struct
+    import time
+
+    reply = bytes(range(256)) * 5  # 1280 bytes; no prefix asked: the length is the check
+    body = b"\x01\x02"
+    calls = tmp_path / "calls.bin"
+    calls.write_bytes(struct.pack(">I", 1) + HEADER.pack(len(body)) + struct.pack(">I", 2) + body
+                      + struct.pack(">II", len(reply), 0))  # fmt: skip
+
+    def slow(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.sendall(HEADER.pack(len(reply)))
+        time.sleep(0.3)
+        conn.sendall(reply)
+        time.sleep(0.1)
+
+    with short_dir() as root:
+        path = str(root / "slow.socket")
+        srv, stop = _serve(path, slow)
+        trace = tmp_path / "trace.txt"
+        try:
+            proc = subprocess.run(
+                ["strace", "-f", "-o", str(trace), "-e",
+                 "trace=epoll_create1,pipe2,epoll_ctl,socket,connect,fcntl,write,read,epoll_wait,epoll_pwait,close",
+                 str(exe), path, str(calls), "1", "1", "0", "5", "1", "-"],
+                input=b"go\n", capture_output=True, timeout=60, check=False,
+            )  # fmt: skip
+        finally:
+            stop.set()
+            srv.close()
+    if proc.returncode != 0 and b"ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.decode(errors='replace').strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr
+    assert b'"counts": {"ok": 1}' in proc.stdout
+    log = _tokens(trace.read_text())
+    assert log[log.index("read(4)=4") :] == [
+        "read(4)=4",
+        "epoll_ctl(MOD,sock,ET)",
+        "epoll_ctl(MOD,sock,IN|ET)",
+        "read(1280)=EAGAIN",
+        "epoll_wait",
+        "read(512)=512",
+        "read(512)=512",
+        "read(256)=256",
+        "epoll_ctl(MOD,sock,ET)",
+        "close(epoll)",
+        "close(pipe)",
+        "close(pipe)",
+        "close(socket)",
+    ]
