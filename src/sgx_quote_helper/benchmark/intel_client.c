@@ -605,6 +605,10 @@ int main(int argc, char **argv) {
     if (cpu_measure < 0) cpu_measure = cpu0;
     if (cpu_end < 0) cpu_end = cpu1;
     progress();
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double user = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+    double sys = (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     double window = quota ? (double)(last_ns - measure_ns) / 1e9 : duration;
     uint64_t requests = 0;
     for (int i = 0; i < L_COUNT; i++) requests += counts[i];
@@ -619,10 +623,10 @@ int main(int argc, char **argv) {
     }
     printf("}, \"latency_ns\": {\"count\": %llu, \"min\": %lld, \"mean\": %.1f, \"p50\": %.1f, "
            "\"p90\": %.1f, \"p99\": %.1f, \"max\": %lld}, \"cpu_s\": %.6f, \"cpu_window_s\": %.6f, "
-           "\"bad_reply_dumped\": %s}\n",
+           "\"cpu_user_s\": %.6f, \"cpu_system_s\": %.6f, \"bad_reply_dumped\": %s}\n",
            (unsigned long long)hcount, hcount ? (long long)hmin : 0LL,
            hcount ? (double)hsum / (double)hcount : 0.0, hpercentile(0.50), hpercentile(0.90),
-           hpercentile(0.99), (long long)hmax, cpu1 - cpu0, cpu_end - cpu_measure,
+           hpercentile(0.99), (long long)hmax, cpu1 - cpu0, cpu_end - cpu_measure, user, sys,
            bad_dumped ? "true" : "false");
     fflush(stdout);
     return 0;

@@ -214,7 +214,12 @@ def _run_native(spec: LoadSpec, on_progress: Callable[[Progress], None] | None) 
         on_progress(Progress(elapsed, phase, ok, errors, current))
 
     out = native.run_native(spec, progress)
-    extra: dict[str, Any] = {"calls_in_window": out["calls_in_window"]}
+    extra: dict[str, Any] = {
+        "calls_in_window": out["calls_in_window"],
+        # of the whole run (warm-up included): user space vs the kernel's socket work
+        "load_generator_cpu_user_s": round(float(out["cpu_user_s"]), 3),
+        "load_generator_cpu_system_s": round(float(out["cpu_system_s"]), 3),
+    }
     if "first_bad_response" in out:
         extra["first_bad_response"] = out["first_bad_response"]
     return LoadResult(
