@@ -18,7 +18,7 @@ Usage::
     .venv/bin/python bench/bench_intel_pattern.py --label ab --baseline-src /tmp/base/src
     .venv/bin/python bench/bench_intel_pattern.py --styles intel --loadgen native   # C load generator
 
-``--loadgen native`` makes the ``intel`` style's calls from the C program of
+``--loadgen native`` (or ``native,python``: runs alternate) makes the ``intel`` style's calls from the C program of
 ``sgx_quote_helper.benchmark.native`` (the same system calls, a fraction of the CPU): the Python
 client saturates its one core near 8,000 calls/s, below what one daemon core serves. Other
 styles stay on the Python generator. The report says which generator ran and its CPU per call.
@@ -136,7 +136,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"event loop of the daemon: {doc['daemon_loop']}, protobuf backend {m.get('protobuf_backend')}",
         f"- load generator of the intel style: **{doc.get('loadgen', 'python')}** "
         "(`--loadgen`; native: the C program of `benchmark/native.py`, the same calls system call for "
-        "system call); the other styles: python",
+        "system call; several: runs alternate); the other styles: python",
         f"- daemon `serve --engine simulated` pinned to CPU 0, load generator on CPU 1; "
         f"{doc['clients']} clients, {doc['runs']} runs x {doc['seconds']} s (+{doc['warmup']} s warm-up) each",
         f"- `uptime` at start: `{doc['uptime_start']}`; at end: `{doc['uptime_end']}`",
@@ -207,11 +207,15 @@ def main() -> None:
     ap.add_argument("--serve-arg", action="append", default=[], help="an extra `serve` option (repeatable)")
     ap.add_argument("--baseline-src", type=Path, default=None,
                     help="alternate runs with a daemon running this src/ tree (A/B on a shared machine)")  # fmt: skip
-    ap.add_argument("--loadgen", choices=("python", "native"), default="python",
-                    help="who makes the intel style's calls: Python workers or the native C program")  # fmt: skip
+    ap.add_argument("--loadgen", default="python",
+                    help="who makes the intel style's calls: python (workers), native (the C program), or "
+                    "both, e.g. native,python (runs alternate)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
+    loadgens = args.loadgen.split(",")
+    if not loadgens or any(g not in ("python", "native") for g in loadgens):
+        ap.error(f"--loadgen takes python, native or both (comma-separated), got {args.loadgen!r}")
     utc = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     doc: dict[str, Any] = {
         "label": args.label, "utc": utc, "git": git_head(), "clients": args.clients, "runs": args.runs,
@@ -243,14 +247,16 @@ def main() -> None:
                 for style in args.styles.split(","):
                     if style != "intel" and sequence != "get-quote":
                         continue
-                    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in daemons}
+                    gens = loadgens if style == "intel" else ["python"]
+                    keys = [(name, gen) for name in daemons for gen in gens]
+                    runs: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in keys}
                     for i in range(args.runs):
-                        for name, daemon in daemons.items():
+                        for name, gen in keys:  # interleaved: code x load generator, run by run
+                            daemon = daemons[name]
                             spec = LoadSpec(
                                 str(daemon.socket_path), workloads[name], clients=args.clients,
                                 duration=args.seconds, warmup=args.warmup, style=style, processes=1,
-                                cpu_affinity=frozenset({1}),
-                                loadgen=args.loadgen if style == "intel" else "python",
+                                cpu_affinity=frozenset({1}), loadgen=gen,  # type: ignore[arg-type]
                             )  # fmt: skip
                             r = one_run(daemon, spec)
                             print(
@@ -260,12 +266,12 @@ def main() -> None:
                                 f"µs/req ({r['loadgen']}) other {r.get('other_processes_cpu_cores')}",
                                 file=sys.stderr, flush=True,
                             )  # fmt: skip
-                            runs[name].append(r)
-                    for name in daemons:
+                            runs[name, gen].append(r)
+                    for name, gen in keys:
                         cases.append({
-                            "code": name, "style": style, "sequence": sequence,
+                            "code": name, "style": style, "sequence": sequence, "loadgen": gen,
                             "calls_per_request": 1 + len(workloads[name].prelude),
-                            "runs": runs[name], "summary": summarize(runs[name], doc["crypto_ceiling"]),
+                            "runs": runs[name, gen], "summary": summarize(runs[name, gen], doc["crypto_ceiling"]),
                         })  # fmt: skip
             doc["cases"] = cases
         finally:
