@@ -83,7 +83,7 @@ def _cpu_list(value: str | None) -> frozenset[int] | None:
     "--loadgen", type=click.Choice(["python", "native"]), default="python", show_default=True,
     help="Who makes the calls. python: worker processes (every style). native: with --client intel "
     "only, the same calls system call for system call from one C program (compiled on first use "
-    "with `cc -O2`, cached in ~/.cache/sgx-quote-helper), at about a third of the Python client's "
+    "with `cc -O2`, cached in ~/.cache/sgx-quote-helper), at about half the Python client's "
     "CPU per call, so one load core stays ahead of one daemon core. Needs a C compiler (`cc`, or "
     "$CC): without one the command fails (exit 2), it never falls back.",
 )  # fmt: skip
