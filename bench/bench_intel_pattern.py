@@ -16,6 +16,12 @@ Usage::
     .venv/bin/python bench/bench_intel_pattern.py --label after --runs 3 --seconds 5
     .venv/bin/python bench/bench_intel_pattern.py --styles intel --sequences get-quote,dcap-ql
     .venv/bin/python bench/bench_intel_pattern.py --label ab --baseline-src /tmp/base/src
+    .venv/bin/python bench/bench_intel_pattern.py --styles intel --loadgen native   # C load generator
+
+``--loadgen native`` (or ``native,python``: runs alternate) makes the ``intel`` style's calls from the C program of
+``sgx_quote_helper.benchmark.native`` (the same system calls, a fraction of the CPU): the Python
+client saturates its one core near 8,000 calls/s, below what one daemon core serves. Other
+styles stay on the Python generator. The report says which generator ran and its CPU per call.
 
 With ``--baseline-src`` (the ``src/`` of another checkout, e.g. ``git archive <commit> src | tar -x``)
 a second daemon runs that code (``PYTHONPATH``) and the runs alternate baseline, this tree,
@@ -110,6 +116,10 @@ def summarize(runs: list[dict[str, Any]], ceiling: float) -> dict[str, Any]:
         "p50_us_median": statistics.median(r["latency_us"]["p50_us"] for r in runs),
         "p99_us_median": statistics.median(p99),
         "daemon_cpu_us_per_request_median": statistics.median(r["daemon_cpu_us_per_request"] for r in runs),
+        "load_generator_cpu_us_per_request_median": statistics.median(
+            r["load_generator_cpu_us_per_request"] for r in runs
+        ),
+        "loadgen": runs[0].get("loadgen", "python"),
         "errors_total": sum(r["error_count"] for r in runs),
         "ratio_to_crypto_ceiling": round(med / ceiling, 3) if ceiling else None,
         "other_processes_cpu_cores_max": max(r.get("other_processes_cpu_cores", 0.0) for r in runs),
@@ -124,6 +134,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- code: `{doc['git']}`; extra `serve` options: {doc.get('serve_args') or 'none'}",
         f"- machine: {m.get('nproc')} CPUs, {m.get('cpu_model')}, Python {m.get('python')}, "
         f"event loop of the daemon: {doc['daemon_loop']}, protobuf backend {m.get('protobuf_backend')}",
+        f"- load generator of the intel style: **{doc.get('loadgen', 'python')}** "
+        "(`--loadgen`; native: the C program of `benchmark/native.py`, the same calls system call for "
+        "system call; several: runs alternate); the other styles: python",
         f"- daemon `serve --engine simulated` pinned to CPU 0, load generator on CPU 1; "
         f"{doc['clients']} clients, {doc['runs']} runs x {doc['seconds']} s (+{doc['warmup']} s warm-up) each",
         f"- `uptime` at start: `{doc['uptime_start']}`; at end: `{doc['uptime_end']}`",
@@ -135,8 +148,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"p99 <= {TARGET_P99_US / 1000:g} ms, no errors",
         "",
         "| code | client | sequence | calls/quote | quotes/s (min / med / max) | x ceiling | p50 ms | p99 ms "
-        "| daemon CPU µs/quote | errors | other procs (cores, max) |",
-        "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| daemon CPU µs/quote | load gen | load gen CPU µs/quote | errors | other procs (cores, max) |",
+        "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for case in doc["cases"]:
         s = case["summary"]
@@ -145,7 +158,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {case.get('code', 'this tree')} | {case['style']} | {case['sequence']} | {case['calls_per_request']} | "
             f"{lo:,.0f} / {med:,.0f} / {hi:,.0f} | {s['ratio_to_crypto_ceiling']:.2f} | "
             f"{s['p50_us_median'] / 1000:.1f} | {s['p99_us_median'] / 1000:.1f} | "
-            f"{s['daemon_cpu_us_per_request_median']:.0f} | {s['errors_total']} | "
+            f"{s['daemon_cpu_us_per_request_median']:.0f} | {s['loadgen']} | "
+            f"{s['load_generator_cpu_us_per_request_median']:.1f} | {s['errors_total']} | "
             f"{s['other_processes_cpu_cores_max']:.2f} |"
         )
     lines += ["", "Per run (quotes/s, p99 ms, other processes' cores, load average before):", ""]
@@ -153,7 +167,9 @@ def markdown(doc: dict[str, Any]) -> str:
         for r in case["runs"]:
             lines.append(
                 f"- [{case.get('code', 'this tree')}] {case['style']}/{case['sequence']}: {r['ok_per_s']:,.0f}/s, p99 "
-                f"{r['latency_us']['p99_us'] / 1000:.1f} ms, errors {r['error_count']}, other "
+                f"{r['latency_us']['p99_us'] / 1000:.1f} ms, errors {r['error_count']}, daemon "
+                f"{r['daemon_cpu_us_per_request']:.0f} µs/quote, load generator ({r.get('loadgen', 'python')}) "
+                f"{r['load_generator_cpu_us_per_request']:.1f} µs/quote, other "
                 f"{r.get('other_processes_cpu_cores', float('nan')):.2f} cores, `{r['uptime_before']}`"
             )
     return "\n".join(lines) + "\n"
@@ -191,15 +207,22 @@ def main() -> None:
     ap.add_argument("--serve-arg", action="append", default=[], help="an extra `serve` option (repeatable)")
     ap.add_argument("--baseline-src", type=Path, default=None,
                     help="alternate runs with a daemon running this src/ tree (A/B on a shared machine)")  # fmt: skip
+    ap.add_argument("--loadgen", default="python",
+                    help="who makes the intel style's calls: python (workers), native (the C program), or "
+                    "both, e.g. native,python (runs alternate)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
+    loadgens = args.loadgen.split(",")
+    if not loadgens or any(g not in ("python", "native") for g in loadgens):
+        ap.error(f"--loadgen takes python, native or both (comma-separated), got {args.loadgen!r}")
     utc = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     doc: dict[str, Any] = {
         "label": args.label, "utc": utc, "git": git_head(), "clients": args.clients, "runs": args.runs,
         "seconds": args.seconds, "warmup": args.warmup, "machine": describe_machine(),
         "uptime_start": uptime(), "serve_args": args.serve_arg,
         "baseline_src": str(args.baseline_src) if args.baseline_src else None, "daemon_loop": "asyncio" if args.no_uvloop else "uvloop if installed",
+        "loadgen": args.loadgen,
     }  # fmt: skip
     doc["crypto_ceiling"] = crypto_ceiling(2.0)
     with tempfile.TemporaryDirectory(prefix="sqip", dir="/tmp") as tmp:
@@ -224,27 +247,31 @@ def main() -> None:
                 for style in args.styles.split(","):
                     if style != "intel" and sequence != "get-quote":
                         continue
-                    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in daemons}
+                    gens = loadgens if style == "intel" else ["python"]
+                    keys = [(name, gen) for name in daemons for gen in gens]
+                    runs: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in keys}
                     for i in range(args.runs):
-                        for name, daemon in daemons.items():
+                        for name, gen in keys:  # interleaved: code x load generator, run by run
+                            daemon = daemons[name]
                             spec = LoadSpec(
                                 str(daemon.socket_path), workloads[name], clients=args.clients,
                                 duration=args.seconds, warmup=args.warmup, style=style, processes=1,
-                                cpu_affinity=frozenset({1}),
+                                cpu_affinity=frozenset({1}), loadgen=gen,  # type: ignore[arg-type]
                             )  # fmt: skip
                             r = one_run(daemon, spec)
                             print(
                                 f"[{name}] {style}/{sequence} run {i + 1}: {r['ok_per_s']:,.0f}/s p99 "
                                 f"{r['latency_us']['p99_us'] / 1000:.1f} ms errors {r['error_count']} daemon "
-                                f"{r['daemon_cpu_us_per_request']:.0f} µs/q other {r.get('other_processes_cpu_cores')}",
+                                f"{r['daemon_cpu_us_per_request']:.0f} µs/q load {r['load_generator_cpu_us_per_request']:.1f} "
+                                f"µs/req ({r['loadgen']}) other {r.get('other_processes_cpu_cores')}",
                                 file=sys.stderr, flush=True,
                             )  # fmt: skip
-                            runs[name].append(r)
-                    for name in daemons:
+                            runs[name, gen].append(r)
+                    for name, gen in keys:
                         cases.append({
-                            "code": name, "style": style, "sequence": sequence,
+                            "code": name, "style": style, "sequence": sequence, "loadgen": gen,
                             "calls_per_request": 1 + len(workloads[name].prelude),
-                            "runs": runs[name], "summary": summarize(runs[name], doc["crypto_ceiling"]),
+                            "runs": runs[name, gen], "summary": summarize(runs[name, gen], doc["crypto_ceiling"]),
                         })  # fmt: skip
             doc["cases"] = cases
         finally:

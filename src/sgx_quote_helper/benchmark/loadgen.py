@@ -13,6 +13,10 @@ daemon allows it; Intel's does not). Requests are timed from connect to the last
 A request counts when it completes inside the measured window (after ``warmup``); requests still
 running ``grace`` seconds after the end are cancelled and counted as ``timeout``.
 
+With ``loadgen="native"`` (style ``intel`` only) the clients run in one native process instead
+(:mod:`.native`: the same calls, system call for system call, for a fraction of the CPU, so that
+one load core stays ahead of one daemon core).
+
 Workers are ``spawn``-ed, so a script calling :func:`run_load` needs the usual
 ``if __name__ == "__main__":`` guard.
 
@@ -60,6 +64,12 @@ class LoadResult:
     #: CPU seconds the load-generator processes used (warm-up included)
     load_cpu_s: float = 0.0
     samples: LatencySamples = field(repr=False, default_factory=LatencySamples)
+    #: ``python`` or ``native`` (:mod:`.native`)
+    loadgen: str = "python"
+    #: the load generator's CPU seconds inside the measured window, when it measures them (native)
+    load_cpu_window_s: float | None = None
+    #: anything else the load generator reports (native: calls in the window, the first bad reply)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -78,6 +88,8 @@ class LoadResult:
         return self.ok / self.window_s if self.window_s > 0 else 0.0
 
     def _load_cpu_per_request(self) -> float:
+        if self.load_cpu_window_s is not None:  # measured inside the window: exact
+            return self.load_cpu_window_s / self.requests if self.requests else 0.0
         # the CPU time covers warm-up + window; scale the measured requests to that span
         if self.window_s <= 0 or not self.requests:
             return 0.0
@@ -107,6 +119,8 @@ class LoadResult:
             "latency_us": self.latency.to_dict(),
             "load_generator_cpu_s": round(self.load_cpu_s, 3),
             "load_generator_cpu_us_per_request": round(self._load_cpu_per_request() * 1e6, 1),
+            "loadgen": self.loadgen,
+            **self.extra,
         }
 
 
@@ -128,6 +142,8 @@ def run_load(spec: LoadSpec, on_progress: Callable[[Progress], None] | None = No
     """
     if spec.clients < 1:
         raise ValueError("clients must be >= 1")
+    if spec.loadgen == "native":
+        return _run_native(spec, on_progress)
     nproc = min(spec.processes or default_processes(spec.clients), spec.clients)
     shares = _split(spec.clients, nproc)
     quotas = _split(spec.total_requests, nproc) if spec.total_requests else [None] * nproc
@@ -167,6 +183,49 @@ def run_load(spec: LoadSpec, on_progress: Callable[[Progress], None] | None = No
                 proc.join(5)
         for conn in conns:
             conn.close()
+
+
+def _run_native(spec: LoadSpec, on_progress: Callable[[Progress], None] | None) -> LoadResult:
+    from . import native
+
+    t0 = time.monotonic()
+    history: deque[tuple[float, int]] = deque([(t0, 0)])
+    current = 0.0
+
+    def progress(ok: int, errors: int) -> None:
+        nonlocal current
+        if on_progress is None:
+            return
+        now = time.monotonic()
+        elapsed = now - t0
+        phase: Literal["warmup", "measure", "drain"] = (
+            "warmup"
+            if elapsed < spec.warmup
+            else "measure"
+            if spec.total_requests or elapsed < spec.warmup + spec.duration
+            else "drain"
+        )
+        history.append((now, ok))
+        while len(history) > 2 and now - history[1][0] >= 1.0:
+            history.popleft()
+        h0, ok0 = history[0]
+        if now - h0 >= 0.2:
+            current = (ok - ok0) / (now - h0)
+        on_progress(Progress(elapsed, phase, ok, errors, current))
+
+    out = native.run_native(spec, progress)
+    extra: dict[str, Any] = {
+        "calls_in_window": out["calls_in_window"],
+        # of the whole run (warm-up included): user space vs the kernel's socket work
+        "load_generator_cpu_user_s": round(float(out["cpu_user_s"]), 3),
+        "load_generator_cpu_system_s": round(float(out["cpu_system_s"]), 3),
+    }
+    if "first_bad_response" in out:
+        extra["first_bad_response"] = out["first_bad_response"]
+    return LoadResult(
+        spec, 1, float(out["window_s"]), native.counts(out), native.latency_summary(out), "epoll (native)",
+        float(out["cpu_s"]), loadgen="native", load_cpu_window_s=float(out["cpu_window_s"]), extra=extra,
+    )  # fmt: skip
 
 
 def _collect(

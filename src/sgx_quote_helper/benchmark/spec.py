@@ -24,6 +24,10 @@ from .workload import Workload
 Style = Literal["intel", "aesmd", "keepalive", "qgs"]
 #: the styles of an AESM service (``bench quote --client``)
 STYLES: tuple[Style, ...] = ("intel", "aesmd", "keepalive")
+#: who makes the calls: ``python`` (worker processes, :mod:`.worker`) or ``native`` (the C program
+#: of :mod:`.native`, one process; the ``intel`` style only)
+LoadGen = Literal["python", "native"]
+LOADGENS: tuple[LoadGen, ...] = ("python", "native")
 
 #: how often workers report progress (seconds)
 PROGRESS_INTERVAL = 0.25
@@ -50,10 +54,24 @@ class LoadSpec:
     total_requests: int | None = None
     grace: float = 15.0
     cpu_affinity: frozenset[int] | None = None
+    loadgen: LoadGen = "python"
 
     def __post_init__(self) -> None:
         if (self.style == "qgs") != isinstance(self.workload, QgsWorkload):
             raise ValueError("a QGS workload runs in the qgs style, and the qgs style needs one")
+        if self.loadgen == "native" and self.style != "intel":
+            raise ValueError("the native load generator makes Intel-pattern calls only (style intel)")
 
 
-__all__ = ["DONE", "GO", "PROGRESS", "PROGRESS_INTERVAL", "READY", "STYLES", "LoadSpec", "Style"]
+__all__ = [
+    "DONE",
+    "GO",
+    "LOADGENS",
+    "PROGRESS",
+    "PROGRESS_INTERVAL",
+    "READY",
+    "STYLES",
+    "LoadGen",
+    "LoadSpec",
+    "Style",
+]
