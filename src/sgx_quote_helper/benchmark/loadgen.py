@@ -185,19 +185,19 @@ def run_load(spec: LoadSpec, on_progress: Callable[[Progress], None] | None = No
             conn.close()
 
 
-def _run_native(spec: LoadSpec, on_progress: Callable[[Progress], None] | None) -> LoadResult:
-    from . import native
+class _ProgressMeter:
+    """What ``on_progress`` is told as a run goes: the phase by the seconds elapsed, and the rate
+    over the last second or so (at least 0.2 s: reports arrive in bursts)."""
 
-    t0 = time.monotonic()
-    history: deque[tuple[float, int]] = deque([(t0, 0)])
-    current = 0.0
+    def __init__(self, spec: LoadSpec, on_progress: Callable[[Progress], None] | None, start: float) -> None:
+        self.spec, self.on_progress = spec, on_progress
+        self.history: deque[tuple[float, int]] = deque([(start, 0)])
+        self.current = 0.0
 
-    def progress(ok: int, errors: int) -> None:
-        nonlocal current
-        if on_progress is None:
+    def report(self, elapsed: float, ok: int, errors: int) -> None:
+        if self.on_progress is None:
             return
-        now = time.monotonic()
-        elapsed = now - t0
+        spec, history, now = self.spec, self.history, time.monotonic()
         phase: Literal["warmup", "measure", "drain"] = (
             "warmup"
             if elapsed < spec.warmup
@@ -208,10 +208,20 @@ def _run_native(spec: LoadSpec, on_progress: Callable[[Progress], None] | None) 
         history.append((now, ok))
         while len(history) > 2 and now - history[1][0] >= 1.0:
             history.popleft()
-        h0, ok0 = history[0]
-        if now - h0 >= 0.2:
-            current = (ok - ok0) / (now - h0)
-        on_progress(Progress(elapsed, phase, ok, errors, current))
+        t0, ok0 = history[0]
+        if now - t0 >= 0.2:
+            self.current = (ok - ok0) / (now - t0)
+        self.on_progress(Progress(elapsed, phase, ok, errors, self.current))
+
+
+def _run_native(spec: LoadSpec, on_progress: Callable[[Progress], None] | None) -> LoadResult:
+    from . import native
+
+    t0 = time.monotonic()
+    meter = _ProgressMeter(spec, on_progress, t0)
+
+    def progress(ok: int, errors: int) -> None:
+        meter.report(time.monotonic() - t0, ok, errors)
 
     out = native.run_native(spec, progress)
     extra: dict[str, Any] = {
@@ -242,8 +252,7 @@ def _collect(
     cpu_s = 0.0
     loop_name = "?"
     pending = {id(c): c for c in conns}
-    history: deque[tuple[float, int]] = deque([(time.monotonic(), 0)])
-    current = 0.0
+    meter = _ProgressMeter(spec, on_progress, time.monotonic())
     while pending:
         ready = wait(list(pending.values()), timeout=PROGRESS_INTERVAL)
         for conn in ready:
@@ -268,22 +277,7 @@ def _collect(
         if on_progress is not None:
             ok = sum(v[0] for v in live.values())
             errors = sum(v[1] for v in live.values())
-            now = time.monotonic()
-            elapsed = (time.monotonic_ns() - start_ns) / 1e9
-            phase: Literal["warmup", "measure", "drain"] = (
-                "warmup"
-                if elapsed < spec.warmup
-                else "measure"
-                if spec.total_requests or elapsed < spec.warmup + spec.duration
-                else "drain"
-            )
-            history.append((now, ok))
-            while len(history) > 2 and now - history[1][0] >= 1.0:
-                history.popleft()
-            t0, ok0 = history[0]
-            if now - t0 >= 0.2:  # a rate over at least 0.2 s (reports arrive in bursts)
-                current = (ok - ok0) / (now - t0)
-            on_progress(Progress(elapsed, phase, ok, errors, current))
+            meter.report((time.monotonic_ns() - start_ns) / 1e9, ok, errors)
     window = window_ns / 1e9 if spec.total_requests else spec.duration
     return LoadResult(spec, nproc, window, counts, samples.summary(), loop_name, cpu_s, samples)
 
