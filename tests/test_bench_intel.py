@@ -120,6 +120,27 @@ def _mask(events: int) -> str:
     return "|".join([*names, "ET"]) if events & ET else "|".join(names)
 
 
+def reply_in_pieces_tail(epoll_wait: str) -> list[str]:
+    """Intel's client from the length read on, when the 1,280-byte body arrives only after it
+    waits: a direct read that finds nothing, epoll_wait, then partialRead's 512-byte reads."""
+    return [
+        "read(4)=4",
+        "epoll_ctl(MOD,sock,ET)",
+        # readRaw(size): direct read, EAGAIN, epoll_wait, partialRead in chunks of 512
+        "epoll_ctl(MOD,sock,IN|ET)",
+        "read(1280)=EAGAIN",
+        epoll_wait,
+        "read(512)=512",
+        "read(512)=512",
+        "read(256)=256",
+        "epoll_ctl(MOD,sock,ET)",
+        "close(epoll)",
+        "close(pipe)",
+        "close(pipe)",
+        "close(socket)",
+    ]
+
+
 def intel_sequence(request_len: int, reply_len: int) -> list[str]:
     """What Intel's client does for one call whose reply arrives while it waits (the usual case
     under load): read from Intel's source, step by step."""
@@ -215,21 +236,7 @@ def test_reply_in_pieces_is_read_in_512_byte_chunks(listener: tuple[str, socket.
         call.send(rec.epoll_wait(wait.ep, 1000))
     assert done.value.value == reply
     tail = rec.log[rec.log.index("read(4)=4") :]
-    assert tail == [
-        "read(4)=4",
-        "epoll_ctl(MOD,sock,ET)",
-        "epoll_ctl(MOD,sock,IN|ET)",
-        "read(1280)=EAGAIN",
-        "epoll_wait(1000)",
-        "read(512)=512",
-        "read(512)=512",
-        "read(256)=256",
-        "epoll_ctl(MOD,sock,ET)",
-        "close(epoll)",
-        "close(pipe)",
-        "close(pipe)",
-        "close(socket)",
-    ]
+    assert tail == reply_in_pieces_tail("epoll_wait(1000)")
 
 
 def test_failures_map_to_intels_statuses(listener: tuple[str, socket.socket], tmp_path: Path) -> None:
