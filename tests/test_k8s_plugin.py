@@ -379,3 +379,41 @@ def test_refused_registration_is_retried(short_tmp: Path) -> None:
             await kubelet.stop()
 
     asyncio.run(main())
+
+
+class HupDuringRegisterKubelet(FakeKubelet):
+    """Asks the plugin to register again (what SIGHUP does) while its first Register call is in flight."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.manager: DevicePluginManager | None = None
+        self.seen: list[str] = []
+
+    async def Register(self, request: pb.RegisterRequest, context: Any) -> pb.Empty:
+        if request.resource_name not in self.seen and self.manager is not None:
+            self.manager.reregister()  # lands before the plugin has the answer to this call
+        self.seen.append(request.resource_name)
+        return await super().Register(request, context)
+
+
+def test_reregister_during_an_inflight_registration_is_not_lost(short_tmp: Path) -> None:
+    """A SIGHUP between the kubelet taking a registration and the plugin seeing the reply still counts."""
+
+    async def main() -> None:
+        kubelet_dir, sysfs, dev = node_tree(short_tmp)
+        plans = scan.plan_resources(scan.discover_epc(sysfs), scan.find_devices(dev), PluginConfig())
+        kubelet = HupDuringRegisterKubelet(kubelet_dir)
+        await kubelet.start()
+        manager = DevicePluginManager(plans, kubelet_dir, dev, poll_interval=0.02)
+        kubelet.manager = manager
+        stop = asyncio.Event()
+        runner = asyncio.create_task(manager.run(stop))
+        try:
+            await until_done(registered(kubelet, n=4), runner)
+            assert sorted(kubelet.seen) == sorted([EPC, EPC, PROV, PROV])
+        finally:
+            stop.set()
+            await asyncio.wait_for(runner, WAIT)
+            await kubelet.stop()
+
+    asyncio.run(main())

@@ -230,7 +230,15 @@ def _id_key(device_id: str) -> tuple[int, str]:
 
 @dataclass
 class _Registration:
+    """Which kubelet (socket identity) a resource is registered with, as of which request to register.
+
+    ``epoch`` is the manager's re-registration count when the Register call started: a SIGHUP that
+    lands while that call is in flight bumps the count, so the finished call does not count as current
+    and the resource is registered once more.
+    """
+
     kubelet: tuple[int, int, int] | None = None
+    epoch: int = 0
 
 
 class DevicePluginManager:
@@ -259,6 +267,7 @@ class DevicePluginManager:
         self.poll_interval = poll_interval
         self.register_timeout = register_timeout
         self._registered = [_Registration() for _ in self.servers]
+        self._epoch = 0  # bumped by every reregister(); a registration older than this is stale
         self.registrations = 0  # successful Register calls, for diagnostics and tests
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -275,9 +284,11 @@ class DevicePluginManager:
                 await server.stop()
 
     def reregister(self) -> None:
-        """Register every resource again at the next step (SIGHUP does this)."""
-        for reg in self._registered:
-            reg.kubelet = None
+        """Register every resource again at the next step (SIGHUP does this).
+
+        Also when a Register call is in flight: its answer is then older than this request.
+        """
+        self._epoch += 1
 
     async def step(self) -> None:
         """One round: refresh health, (re)start servers whose socket vanished, (re)register."""
@@ -294,8 +305,9 @@ class DevicePluginManager:
                 await server.stop()
                 await server.start()
                 reg.kubelet = None
-            if kubelet is None or reg.kubelet == kubelet:
+            if kubelet is None or (reg.kubelet == kubelet and reg.epoch == self._epoch):
                 continue
+            epoch = self._epoch
             try:
                 await server.register(self.kubelet_socket, self.register_timeout)
             except grpc.aio.AioRpcError as exc:
@@ -307,7 +319,7 @@ class DevicePluginManager:
                     exc.details(),
                 )
                 continue
-            reg.kubelet = kubelet
+            reg.kubelet, reg.epoch = kubelet, epoch
             self.registrations += 1
 
 
