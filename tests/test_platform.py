@@ -276,12 +276,18 @@ def test_report_mac_covers_body_key_id_and_platform(platform: Platform, tmp_path
     assert not other_platform.verify_report_mac(r, TARGET)
 
 
-def test_key_id_injectable_and_random(platform: Platform) -> None:
+def test_key_id_injectable_and_the_platforms_cr_report_keyid_by_default(
+    platform: Platform, tmp_path: Path
+) -> None:
     a = platform.ereport(TARGET, b"x", key_id=b"\x05" * 32)
     b = platform.ereport(TARGET, b"x", key_id=b"\x05" * 32)
     assert a == b and a.key_id == b"\x05" * 32
-    c, d = platform.ereport(TARGET, b"x"), platform.ereport(TARGET, b"x")
-    assert c.key_id != d.key_id and c.mac != d.mac
+    # as on hardware, every report of one boot carries CR_REPORT_KEYID
+    c, d = platform.ereport(TARGET, b"x"), platform.ereport(TARGET, b"y")
+    assert c.key_id == d.key_id == platform.report_key_id and len(c.key_id) == 32
+    assert c.key_id != a.key_id and c.mac != a.mac
+    assert Platform.open(platform.state.path).report_key_id == platform.report_key_id  # per platform
+    assert Platform.init(tmp_path / "other").report_key_id != platform.report_key_id
 
 
 def test_report_key_derivation_inputs() -> None:

@@ -91,6 +91,22 @@ def test_report_verifier_matches_the_reference_derivation(platform: Platform) ->
         other.report_key(b"short")
 
 
+def test_report_verifier_keeps_the_last_keyid_and_switches_correctly() -> None:
+    """The kept REPORT key answers only for its own KEYID: a run of one boot's reports, another
+    KEYID in between, and back, each judged as the reference derivation judges it."""
+    secret, svn = os.urandom(16), os.urandom(16)
+    verifier = report_key.ReportVerifier(secret, svn, QE_TARGET_INFO)
+    boot, other = os.urandom(32), os.urandom(32)
+    for kid in (boot, boot, other, boot, other, other, boot):
+        body = ReportBody(report_data=os.urandom(64))
+        report = report_key.make_report(secret, svn, QE_TARGET_INFO, body, kid)
+        wrong = other if kid == boot else boot
+        assert verifier.verify(body.to_bytes(), kid, report.mac)
+        assert not verifier.verify(body.to_bytes(), wrong, report.mac)  # the key kept is not used for it
+        assert verifier.verify(body.to_bytes(), kid, report.mac)  # and the switch back is right
+        assert not verifier.verify(body.to_bytes(), kid, bytes(16))
+
+
 def test_engine_accepts_qe_reports_and_follows_a_cpusvn_change(platform: Platform) -> None:
     engine = SimulatedEngine(platform)
     key = engine.supported_key_ids()[0]

@@ -384,7 +384,8 @@ class Platform:
         """Simulated EREPORT by an enclave with the given identity, MAC'd for ``target_info``.
 
         ``report_data`` (at most 64 bytes) is zero-padded; ``attributes`` defaults to INIT|MODE64BIT
-        (plus DEBUG when ``debug``) with XFRM 3; ``key_id`` defaults to 32 random bytes.
+        (plus DEBUG when ``debug``) with XFRM 3; ``key_id`` defaults to the platform's
+        :attr:`report_key_id` (as EREPORT copies CR_REPORT_KEYID into every report).
 
         Raises:
             ParseError: report_data longer than 64 bytes or a field of the wrong size.
@@ -409,8 +410,20 @@ class Platform:
 
     def report_for(self, target_info: TargetInfo, body: ReportBody, key_id: bytes | None = None) -> Report:
         """MAC an already built report body for ``target_info`` (EREPORT's last step)."""
-        kid = os.urandom(32) if key_id is None else key_id
+        kid = self.report_key_id if key_id is None else key_id
         return report_key.make_report(self._secret, self.identity.cpusvn, target_info, body, kid)
+
+    @property
+    def report_key_id(self) -> bytes:
+        """The 32-byte KEYID every report of this platform carries: the simulated CR_REPORT_KEYID.
+
+        On hardware EREPORT copies CR_REPORT_KEYID into each REPORT; the CPU fills that register
+        with a statistically unique value at boot (key wear-out protection, SDM vol. 3D
+        "EREPORT"), so every report of one boot has the same KEYID. Ours is derived from the
+        platform secret and CPUSVN: fixed per platform, new after a TCB recovery (which on a
+        real node means a reboot).
+        """
+        return self.derived_key(b"SIMULATED-CR_REPORT_KEYID")
 
     def derived_key(self, label: bytes) -> bytes:
         """A 32-byte key for ``label`` derived from the platform's root secret and CPUSVN

@@ -11,8 +11,9 @@ check the MAC. Ours does the same with a per-platform 16-byte secret in place of
                               || target CONFIGID (64) || report KEYID (32))
 
 This is the shape of SGX's own key derivation (a CMAC-based KDF over a key request built from the
-enclave identity, SDM vol. 3D "EGETKEY"; the KEYID is the per-report random nonce EREPORT puts in
-the report). The MAC is AES-128-CMAC(report_key, the 384-byte report body), as on hardware
+enclave identity, SDM vol. 3D "EGETKEY"; the KEYID is what EREPORT copies from CR_REPORT_KEYID,
+a value the CPU makes statistically unique at each boot, so the reports of one boot share it).
+The MAC is AES-128-CMAC(report_key, the 384-byte report body), as on hardware
 (``sgx_verify_report``: ``shared/specs/aesm-protocol.md`` §6).
 
 Pure functions; the platform secret, key id and target are parameters.
@@ -73,18 +74,22 @@ class ReportVerifier:
     """``sgx_verify_report`` for one enclave (``as_target``) on one platform, for many reports.
 
     Same results as :func:`verify_report`; the part of the key derivation that does not depend on
-    the report (the CMAC of the key request up to the KEYID) is absorbed once, and each report then
-    costs a copy of that CMAC state, its KEYID, and the MAC of its body. Not thread-safe: callers
+    the report (the CMAC of the key request up to the KEYID) is absorbed once. The REPORT key of
+    the last KEYID seen is kept, keyed into a CMAC ready for a body: the reports of one boot all
+    carry the same KEYID (CR_REPORT_KEYID), so a report then costs a copy of that state and the
+    MAC of its body; a report with another KEYID costs the derivation too. Not thread-safe: callers
     serialise (the simulated engine holds its lock).
     """
 
-    __slots__ = ("_kdf",)
+    __slots__ = ("_kdf", "_key_id", "_mac")
 
     def __init__(self, platform_secret: bytes, cpu_svn: bytes, as_target: TargetInfo) -> None:
         if len(platform_secret) != 16 or len(cpu_svn) != 16:
             raise PlatformStateError("platform_secret and cpu_svn must be 16 bytes")
         self._kdf = cmac.CMAC(algorithms.AES(platform_secret))
         self._kdf.update(_key_request_prefix(cpu_svn, as_target))
+        self._key_id: bytes | None = None  # the KEYID whose REPORT key ``_mac`` is keyed with
+        self._mac: cmac.CMAC | None = None
 
     def report_key(self, key_id: bytes) -> bytes:
         """:func:`derive_report_key` for this platform and target."""
@@ -96,7 +101,12 @@ class ReportVerifier:
 
     def verify(self, body: bytes, key_id: bytes, mac: bytes) -> bool:
         """Does ``mac`` match the 384-byte report ``body`` made with ``key_id``? (constant time)"""
-        return hmac.compare_digest(_cmac(self.report_key(key_id), body), mac)
+        if key_id != self._key_id or self._mac is None:
+            keyed = cmac.CMAC(algorithms.AES(self.report_key(key_id)))
+            self._key_id, self._mac = key_id, keyed
+        ctx = self._mac.copy()
+        ctx.update(body)
+        return hmac.compare_digest(ctx.finalize(), mac)
 
 
 def report_mac(report_key: bytes, body: ReportBody) -> bytes:
