@@ -139,6 +139,33 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
+#: the KVM guest's halt-polling limit (cpuidle-haltpoll): how long an idle vCPU spins before it halts
+HALT_POLL_NS = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def cpuidle(sysfs: Path = Path("/sys")) -> dict[str, Any]:
+    """The idle driver and governor, and the guest halt-poll limit in ns (``None`` where absent).
+
+    On a VM this decides what waking an idle CPU costs: a halted vCPU needs an interrupt through
+    the hypervisor, one still polling does not. Cross-CPU wake-ups are one per reply for a
+    quote service, so results of machines that differ here are not comparable.
+    """
+    base = sysfs / "devices/system/cpu/cpuidle"
+    poll = _read_text(sysfs / HALT_POLL_NS.relative_to("/sys"))
+    return {
+        "driver": _read_text(base / "current_driver"),
+        "governor": _read_text(base / "current_governor"),
+        "halt_poll_ns": int(poll) if poll is not None and poll.isdigit() else None,
+    }
+
+
 def describe_machine() -> dict[str, Any]:
     """Everything a reader needs to compare a result with another machine's."""
     return {
@@ -151,6 +178,7 @@ def describe_machine() -> dict[str, Any]:
         "uvloop": uvloop_version(),
         "protobuf_backend": protobuf_backend(),
         "load_average": load_average(),
+        "cpuidle": cpuidle(),
     }
 
 
@@ -163,12 +191,22 @@ def machine_line(machine: dict[str, Any]) -> str:
         f"{machine.get('nproc')} CPUs ({machine.get('cpu_model')}), {mem_text} RAM, "
         f"{machine.get('python')}, cryptography {libs.get('cryptography')}, protobuf "
         f"{libs.get('protobuf')} ({machine.get('protobuf_backend')}), uvloop {machine.get('uvloop')}"
+        + _idle_text(machine.get("cpuidle"))
     )
 
 
+def _idle_text(idle: dict[str, Any] | None) -> str:
+    if not idle or not idle.get("driver"):
+        return ""
+    poll = idle.get("halt_poll_ns")
+    return f", cpuidle {idle['driver']}" + (f" (halt-poll {poll} ns)" if poll is not None else "")
+
+
 __all__ = [
+    "HALT_POLL_NS",
     "cpu_model",
     "cpu_seconds",
+    "cpuidle",
     "describe_machine",
     "library_versions",
     "load_average",
