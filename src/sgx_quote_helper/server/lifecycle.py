@@ -36,6 +36,7 @@ from .admission import Admission
 from .gate import Gate
 from .instance import PRIVATE_SOCKET, private_socket
 from .limits import PeerPolicy, RefusalLog
+from .listener import Listener
 from .metrics import MetricsServer, ServerMetrics, start_metrics_server
 from .socketpath import (
     Loss,
@@ -155,9 +156,9 @@ class PathServer:
         self.metrics_also: tuple[ServerMetrics, ...] = ()
         #: listeners beside the shared path (QGS: vsock, further paths), closed at stop
         self.extra_servers: list[asyncio.AbstractServer] = []
-        self._server: asyncio.AbstractServer | None = None
+        self._server: Listener | None = None
         self._private_server: asyncio.AbstractServer | None = None
-        self._retired: list[asyncio.AbstractServer] = []  # listeners an impostor cut off the path
+        self._retired: list[Listener] = []  # listeners an impostor cut off the path
         self._listen_dup: socket.socket | None = None
         self._state = "serving"
         self.handed_over: asyncio.Event | None = None
@@ -286,7 +287,7 @@ class PathServer:
         self.identity, self.previous = identity, previous
         self._listen_dup = sock.dup()  # keeps the listener alive to drain the backlog at stop
         self._listen_dup.setblocking(False)
-        self._server = await self.loop.create_unix_server(self.new_connection, sock=sock, backlog=cfg.backlog)
+        self._server = Listener(self.loop, self.new_connection, sock)
 
     def terminate(self, reason: str) -> None:
         """SIGTERM: stop now when a successor already has the path; else keep serving it up to

@@ -1,6 +1,9 @@
 """The asyncio Unix-socket server of the quote daemon (runs on uvloop when installed).
 
-Per connection (:class:`~.connection.AesmConnection`, an ``asyncio.Protocol``): frames are decoded as they arrive
+Connections are accepted by :class:`~.listener.Listener`, every waiting one at each readiness of the
+socket (the loop's own server takes one per turn, which puts apps that connect once per call in
+lock step with the loop). Per connection (:class:`~.connection.AesmConnection`, an
+``asyncio.Protocol``): frames are decoded as they arrive
 (any chunking), each request goes to the :class:`~sgx_quote_helper.service.AesmService` (engine
 requests in a one-thread executor: one quote at a time per engine; cheap ones inline), and the
 reply (prefix and body) is written in one write. The connection then stays open for further
