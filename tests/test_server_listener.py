@@ -1,8 +1,9 @@
-"""server/listener.py: every waiting connection taken at once, each a normal transport + protocol.
+"""server/listener.py: the loop's server, its backlog drained each turn it accepts, every
+connection a normal transport + protocol.
 
 Driven on both event loops the daemon runs on (asyncio's and uvloop's), over real Unix sockets in
-a temp dir. A readiness callback is called directly where a test needs to know exactly what one
-turn of the loop accepts; everything else is awaited with a deadline, never slept for.
+a temp dir. The drain is called directly where a test needs to know exactly what one turn takes;
+everything else is awaited with a deadline, never slept for.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from sgx_quote_helper.server.listener import Listener, _step
+from sgx_quote_helper.server.listener import MAX_SKIP, Listener, _step
 
 WAIT = 10.0
 
@@ -74,76 +75,107 @@ class Echo(asyncio.Protocol):
             self.lost.set_result(exc)
 
 
+async def connected(path: Path) -> socket.socket:
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(c, str(path))
+    return c
+
+
 @pytest.mark.parametrize("kind", LOOPS)
-def test_one_readiness_takes_up_to_batch_waiting_connections(kind: str, sock_path: Path) -> None:
+def test_connections_queued_at_once_are_all_served_and_uvloops_are_drained(
+    kind: str, sock_path: Path
+) -> None:
     async def body() -> None:
         Echo.made = []
         made = asyncio.Event()
+        loop = asyncio.get_running_loop()
         lsock = listening(sock_path)
-        listener = Listener(asyncio.get_running_loop(), lambda: Echo(made, 7), lsock, batch=3)
+        lsock.setblocking(False)
         clients = []
-        for _ in range(7):  # queued in the kernel's backlog before the loop runs again
+        for _ in range(7):  # queued in the kernel's backlog before the server exists
             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             c.connect(str(sock_path))
-            clients.append(c)
-        listener._on_readable()  # one turn of the loop: the batch, no more
-        assert listener.accepted == 3
-        listener._on_readable()
-        assert listener.accepted == 6
-        listener._on_readable()  # one left, then EAGAIN ends the turn
-        assert listener.accepted == 7
-        listener._on_readable()
-        assert listener.accepted == 7
-        await made.wait()
-        # each is a normal connection: a request answered, and its close seen
-        loop = asyncio.get_running_loop()
-        for i, c in enumerate(clients):
             c.setblocking(False)
+            clients.append(c)
+        listener = await Listener.start(loop, lambda: Echo(made, 7), lsock)
+        await made.wait()
+        if kind == "uvloop":  # its server took one on the first turn; the drain took the other six
+            assert listener.drained == 6
+        for i, c in enumerate(clients):  # each is a normal connection: answered, and its close seen
             await loop.sock_sendall(c, b"%d" % i)
             assert await loop.sock_recv(c, 100) == b"re:%d" % i
         for c in clients:
             c.close()
         assert await asyncio.gather(*(p.lost for p in Echo.made)) == [None] * 7
         listener.close()
-
-    run(kind, body)
-
-
-@pytest.mark.parametrize("kind", LOOPS)
-def test_accepts_on_its_own_and_close_stops_accepting(kind: str, sock_path: Path) -> None:
-    async def body() -> None:
-        Echo.made = []
-        made = asyncio.Event()
-        lsock = listening(sock_path)
-        listener = Listener(asyncio.get_running_loop(), lambda: Echo(made, 2), lsock)
-        loop = asyncio.get_running_loop()
-        a = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        a.setblocking(False)
-        await loop.sock_connect(a, str(sock_path))
-        b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        b.setblocking(False)
-        await loop.sock_connect(b, str(sock_path))
-        await made.wait()  # the loop called the listener by itself
-        assert listener.is_serving()
-        listener.close()
-        listener.close()  # idempotent
-        assert not listener.is_serving() and lsock.fileno() == -1
-        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with pytest.raises(OSError):  # nothing listens any more
-            c.connect(str(sock_path))
-        c.close()
-        # accepted connections outlive the listener
-        await loop.sock_sendall(a, b"x")
-        assert await loop.sock_recv(a, 10) == b"re:x"
-        for s in (a, b):
-            s.close()
         await listener.wait_closed()
 
     run(kind, body)
 
 
+@pytest.mark.parametrize("kind", LOOPS)
+def test_one_drain_takes_at_most_batch(kind: str, sock_path: Path) -> None:
+    async def body() -> None:
+        Echo.made = []
+        made = asyncio.Event()
+        lsock = listening(sock_path)
+        listener = Listener(asyncio.get_running_loop(), lambda: Echo(made, 7), lsock, batch=3)
+        clients = []
+        for _ in range(7):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(str(sock_path))
+            clients.append(c)
+        listener._drain()
+        assert listener.drained == 3
+        listener._drain()
+        assert listener.drained == 6
+        listener._drain()  # one left, then EAGAIN ends the turn
+        assert listener.drained == 7
+        listener._drain()
+        assert listener.drained == 7
+        await made.wait()
+        for c in clients:
+            c.close()
+        listener.close()
+        assert lsock.fileno() == -1 and listener._backlog.fileno() == -1  # no server: both closed here
+
+    run(kind, body)
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_a_lone_connection_costs_one_empty_accept_and_close_stops_accepting(
+    kind: str, sock_path: Path
+) -> None:
+    async def body() -> None:
+        Echo.made = []
+        made = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        lsock = listening(sock_path)
+        lsock.setblocking(False)
+        listener = await Listener.start(loop, lambda: Echo(made, 1), lsock)
+        a = await connected(sock_path)
+        await made.wait()  # the loop's server took it
+        assert listener.drained == 0 and listener.is_serving()
+        listener.close()
+        listener.close()  # idempotent
+        await listener.wait_closed()
+        assert not listener.is_serving()
+        listener._drain()  # a drain scheduled before the close finds nothing to do
+        assert listener.drained == 0
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with pytest.raises(OSError):  # nothing listens any more
+            c.connect(str(sock_path))
+        c.close()
+        await loop.sock_sendall(a, b"x")  # accepted connections outlive the listener
+        assert await loop.sock_recv(a, 10) == b"re:x"
+        a.close()
+
+    run(kind, body)
+
+
 class FailingSocket:
-    """A listening socket whose accept() fails as told, then behaves as the real one."""
+    """The backlog's socket, whose accept() fails as told, then behaves as the real one."""
 
     def __init__(self, real: socket.socket, failures: list[OSError]) -> None:
         self.real, self.failures = real, failures
@@ -153,79 +185,75 @@ class FailingSocket:
             raise self.failures.pop(0)
         return self.real.accept()
 
-    def fileno(self) -> int:
-        return self.real.fileno()
-
-    def setblocking(self, flag: bool) -> None:
-        self.real.setblocking(flag)
-
-    def getsockname(self) -> str:
-        return str(self.real.getsockname())
-
     def close(self) -> None:
         self.real.close()
 
+    def fileno(self) -> int:
+        return self.real.fileno()
+
 
 @pytest.mark.parametrize("kind", LOOPS)
-def test_out_of_descriptors_pauses_then_resumes(
+def test_accept_failures_end_the_drain_with_one_warning(
     kind: str, sock_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def body() -> None:
         Echo.made = []
         made = asyncio.Event()
-        fake = FailingSocket(listening(sock_path), [OSError(errno.EMFILE, "Too many open files")])
-        listener = Listener(asyncio.get_running_loop(), lambda: Echo(made, 1), fake, retry_delay=0.01)  # type: ignore[arg-type]
-        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        c.connect(str(sock_path))
-        with caplog.at_level(logging.WARNING, logger="sgx_quote_helper.server.listener"):
-            listener._on_readable()
-        assert listener.accepted == 0 and listener._paused is not None
-        assert "Too many open files; not accepting for 0.01s" in caplog.text
-        await made.wait()  # resumed after the delay: the waiting client is taken
-        assert listener.accepted == 1 and listener._paused is None
-        c.close()
-        listener.close()
-
-    run(kind, body)
-
-
-@pytest.mark.parametrize("kind", LOOPS)
-def test_close_while_paused_cancels_the_retry(kind: str, sock_path: Path) -> None:
-    async def body() -> None:
-        fake = FailingSocket(listening(sock_path), [OSError(errno.ENFILE, "Too many open files in system")])
-        listener = Listener(asyncio.get_running_loop(), asyncio.Protocol, fake, retry_delay=60.0)  # type: ignore[arg-type]
-        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        c.connect(str(sock_path))
-        listener._on_readable()
-        timer = listener._paused
-        assert timer is not None
-        listener.close()
-        assert timer.cancelled() and listener._paused is None and not listener.is_serving()
-        c.close()
-
-    run(kind, body)
-
-
-@pytest.mark.parametrize("kind", LOOPS)
-def test_aborted_and_other_accept_errors(
-    kind: str, sock_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    async def body() -> None:
-        Echo.made = []
-        made = asyncio.Event()
-        fake = FailingSocket(
-            listening(sock_path),
-            [ConnectionAbortedError(errno.ECONNABORTED, "aborted"), OSError(errno.EPROTO, "proto")],
+        listener = Listener(asyncio.get_running_loop(), lambda: Echo(made, 1), listening(sock_path))
+        listener._backlog = FailingSocket(  # type: ignore[assignment]
+            listener._backlog,
+            [
+                ConnectionAbortedError(errno.ECONNABORTED, "aborted"),
+                OSError(errno.EMFILE, "Too many open files"),
+                OSError(errno.EMFILE, "Too many open files"),
+            ],
         )
-        listener = Listener(asyncio.get_running_loop(), lambda: Echo(made, 1), fake)  # type: ignore[arg-type]
         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         c.connect(str(sock_path))
         with caplog.at_level(logging.WARNING, logger="sgx_quote_helper.server.listener"):
-            listener._on_readable()  # aborted: skipped; EPROTO: logged, the turn ends, no pause
-        assert listener.accepted == 0 and listener._paused is None
-        assert "proto" in caplog.text
-        await made.wait()  # the next readiness takes the client
-        assert listener.accepted == 1
+            listener._drain()  # aborted: skipped; EMFILE: warned, the drain ends
+            listener._drain()  # EMFILE again: no second warning
+        assert listener.drained == 0
+        assert caplog.text.count("accept out of descriptors") == 1
+        listener._drain()  # the descriptors are back: the waiting client is taken
+        assert listener.drained == 1 and not listener._warned
+        await made.wait()
+        c.close()
+        listener.close()
+
+    run(kind, body)
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_empty_drains_back_off_and_a_found_connection_resets_them(kind: str, sock_path: Path) -> None:
+    async def body() -> None:
+        Echo.made = []
+        made = asyncio.Event()
+        listener = Listener(asyncio.get_running_loop(), lambda: Echo(made, 1), listening(sock_path))
+        drains = []
+        real = listener._drain
+
+        def counted() -> None:
+            drains.append(listener._skip)
+            real()
+
+        listener._drain = counted  # type: ignore[method-assign]
+        pattern = []
+        for _ in range(60):  # the server accepting a lone connection per turn, nothing else waiting
+            listener._accepted()
+            before = len(drains)
+            await asyncio.sleep(0)  # one turn: a scheduled drain runs
+            pattern.append(len(drains) - before)
+        # drains after 0, 1, 2, 4, 8, 16, 16 ... accepts let pass
+        assert pattern[:20] == [1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 1] + [0] * 8 + [1]
+        assert sum(pattern[20:]) == 2  # then one drain in MAX_SKIP + 1 accepts
+        assert listener._backoff == MAX_SKIP
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(str(sock_path))
+        listener._skip = 0
+        listener._drain()  # finds one: back to a drain every turn
+        assert listener.drained == 1 and listener._backoff == 0 and listener._skip == 0
+        await made.wait()
         c.close()
         listener.close()
 

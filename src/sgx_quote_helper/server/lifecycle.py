@@ -287,7 +287,7 @@ class PathServer:
         self.identity, self.previous = identity, previous
         self._listen_dup = sock.dup()  # keeps the listener alive to drain the backlog at stop
         self._listen_dup.setblocking(False)
-        self._server = Listener(self.loop, self.new_connection, sock)
+        self._server = await Listener.start(self.loop, self.new_connection, sock, backlog=cfg.backlog)
 
     def terminate(self, reason: str) -> None:
         """SIGTERM: stop now when a successor already has the path; else keep serving it up to

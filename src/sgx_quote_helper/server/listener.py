@@ -1,21 +1,23 @@
-"""The listening side of a published socket: accepts every waiting connection at once.
+"""The listening side of a published socket: the event loop's own server, with its backlog drained.
 
-uvloop's own Unix server accepts one connection per turn of the event loop. Under apps that
-connect once per call (Intel's client does), that puts the loop in lock step: each turn accepts
-one connection, reads one request, answers one, sees one close, and every reply wakes a client
-that has just gone idle. :class:`Listener` watches the listening socket itself and takes up to
-``batch`` waiting connections each time it is readable, so a turn serves the requests of many;
-each accepted socket becomes the event loop's own transport and protocol
-(``loop.connect_accepted_socket``), exactly as the loop's server would have made it, so nothing
-about a connection changes: only when it is accepted.
+uvloop's Unix server accepts one connection per turn of the event loop. Under apps that connect
+once per call (Intel's client does), that puts the loop in lock step with them: each turn accepts
+one connection, reads one request, answers one, sees one close, and every reply wakes a client that
+has just gone idle. :class:`Listener` keeps the loop's server (its accept path is the cheapest one
+for a lone connection) and, on a turn where it accepted one, takes the others waiting in the
+kernel's backlog too, up to ``batch``, through a duplicate of the listening socket; each becomes the
+loop's own transport and protocol (``loop.connect_accepted_socket``), exactly as the server would
+have made it, so nothing about a connection changes: only when it is accepted. A drain that finds
+nothing waiting makes the next ones rarer (after 1, 2, 4 ... up to ``MAX_SKIP`` of the server's
+accepts; one that finds any goes back to every turn), so a lone client pays for an empty accept()
+on one connection in ``MAX_SKIP``, and a burst is drained from its second turn on.
 
-The coroutine that makes the transport is stepped here (:func:`_step`) rather than wrapped in a
-Task: it waits only for the protocol's ``connection_made``, and a Task per connection costs as
-much as a tenth of a quote.
+The coroutine that makes such a transport is stepped here (:func:`_step`) rather than wrapped in a
+Task: it waits only for the protocol's ``connection_made``, and a Task per connection costs a
+noticeable part of a quote.
 
-Running out of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM) pauses accepting for
-``retry_delay`` seconds with one warning, as asyncio's own server does; connections keep their
-place in the kernel's backlog meanwhile.
+An accept() that fails for want of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM) ends the drain
+with one warning until an accept succeeds again; the loop's server keeps its own handling of that.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: accept() failures that mean "out of a resource": pause and retry, do not spin
+#: after drains that found nothing, the server's accepts let pass before the next drain, at most
+MAX_SKIP = 16
+
+#: accept() failures that mean "out of a resource": warn once, let the backlog wait
 _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -55,15 +60,14 @@ def _step(coro: Coroutine[Any, Any, Any]) -> None:
 class Listener:
     """Serve ``sock`` (bound and listening) on ``loop``: ``factory()`` is each connection's protocol.
 
-    The part of ``asyncio.Server`` the lifecycle uses: :meth:`close` (stop accepting, close the
-    socket) and :meth:`wait_closed`.
+    Make one with :meth:`start`. It has what the lifecycle uses of ``asyncio.Server``:
+    :meth:`close` (stop accepting, close the socket) and :meth:`wait_closed`.
 
     Args:
         loop: the running event loop.
         factory: makes the protocol of one connection.
         sock: the listening socket (this object owns it from now on).
-        batch: connections taken per readiness at most (the rest at the next turn).
-        retry_delay: seconds without accepting after the process ran out of descriptors.
+        batch: connections taken from the backlog per turn at most (the rest at the next turn).
     """
 
     def __init__(
@@ -73,71 +77,96 @@ class Listener:
         sock: socket.socket,
         *,
         batch: int = 64,
-        retry_delay: float = 0.5,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
-        sock.setblocking(False)
         self._loop = loop
         self._factory = factory
         self._sock = sock
-        self._fd = sock.fileno()
+        self._backlog = sock.dup()  # the same listening socket, for taking what waits in its backlog
+        self._backlog.setblocking(False)
         self.batch = batch
-        self.retry_delay = retry_delay
-        self.accepted = 0  # connections handed to the loop, for tests and diagnostics
+        self.drained = 0  # connections taken from the backlog here (not by the loop's server)
+        self._server: asyncio.AbstractServer | None = None
+        self._draining = False  # a drain is scheduled for this turn
+        self._skip = 0  # the server's accepts to let pass before the next drain
+        self._backoff = 0  # what _skip is set to after the next empty drain (0, 1, 2, 4 ... MAX_SKIP)
         self._closed = False
-        self._paused: asyncio.TimerHandle | None = None
-        loop.add_reader(self._fd, self._on_readable)
+        self._warned = False
+
+    @classmethod
+    async def start(
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        factory: Callable[[], asyncio.Protocol],
+        sock: socket.socket,
+        *,
+        backlog: int = 100,
+        batch: int = 64,
+    ) -> Listener:
+        """Start serving ``sock`` (the loop's server listens with ``backlog``)."""
+        self = cls(loop, factory, sock, batch=batch)
+        try:
+            self._server = await loop.create_unix_server(self._accepted, sock=sock, backlog=backlog)
+        except BaseException:
+            self._backlog.close()
+            raise
+        return self
 
     def is_serving(self) -> bool:
         return not self._closed
 
-    def _on_readable(self) -> None:
-        loop, factory, accept = self._loop, self._factory, self._sock.accept
-        for _ in range(self.batch):
+    def _accepted(self) -> asyncio.Protocol:
+        """The loop's server accepted a connection: its protocol; drain the backlog this turn
+        (unless recent drains found nothing: see the module doc)."""
+        if self._skip:
+            self._skip -= 1
+        elif not self._draining and not self._closed:
+            self._draining = True
+            self._loop.call_soon(self._drain)
+        return self._factory()
+
+    def _drain(self) -> None:
+        """Take up to ``batch`` waiting connections (each a transport and protocol of the loop)."""
+        self._draining = False
+        if self._closed:
+            return
+        loop, factory, accept = self._loop, self._factory, self._backlog.accept
+        for i in range(self.batch):
             try:
                 conn, _ = accept()
             except (BlockingIOError, InterruptedError):
+                if i == 0:  # nothing was waiting: drain less often until something is
+                    self._backoff = min(MAX_SKIP, self._backoff * 2 or 1)
+                    self._skip = self._backoff
                 return
             except ConnectionAbortedError:
                 continue  # the client gave up while queued
             except OSError as exc:
-                if exc.errno in _EXHAUSTED:
-                    self._pause(exc)
-                else:
-                    log.warning("accept on %s: %s", self._sock.getsockname() or "socket", exc)
+                if not self._warned:
+                    self._warned = True
+                    kind = "out of descriptors" if exc.errno in _EXHAUSTED else "failed"
+                    log.warning("accept %s (%s); the backlog waits for the next turn", kind, exc)
                 return
-            self.accepted += 1
+            self._warned, self._backoff = False, 0
+            self.drained += 1
             _step(loop.connect_accepted_socket(factory, conn))
-
-    def _pause(self, exc: OSError) -> None:
-        log.warning(
-            "accept: %s; not accepting for %gs (connections wait in the backlog)",
-            exc.strerror,
-            self.retry_delay,
-        )
-        self._loop.remove_reader(self._fd)
-        self._paused = self._loop.call_later(self.retry_delay, self._resume)
-
-    def _resume(self) -> None:
-        self._paused = None
-        if not self._closed:
-            self._loop.add_reader(self._fd, self._on_readable)
 
     def close(self) -> None:
         """Stop accepting and close the listening socket (idempotent). Accepted connections stay."""
         if self._closed:
             return
         self._closed = True
-        if self._paused is not None:
-            self._paused.cancel()
-            self._paused = None
+        if self._server is not None:
+            self._server.close()
         else:
-            self._loop.remove_reader(self._fd)
-        self._sock.close()
+            self._sock.close()
+        self._backlog.close()
 
     async def wait_closed(self) -> None:
-        """Closing is immediate (connections are the lifecycle's to wait for)."""
+        """Until the loop's server has closed (connections are the lifecycle's to wait for)."""
+        if self._server is not None:
+            await self._server.wait_closed()
 
 
-__all__ = ["Listener"]
+__all__ = ["MAX_SKIP", "Listener"]

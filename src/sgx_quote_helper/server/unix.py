@@ -1,8 +1,8 @@
 """The asyncio Unix-socket server of the quote daemon (runs on uvloop when installed).
 
-Connections are accepted by :class:`~.listener.Listener`, every waiting one at each readiness of the
-socket (the loop's own server takes one per turn, which puts apps that connect once per call in
-lock step with the loop). Per connection (:class:`~.connection.AesmConnection`, an
+Connections are accepted by :class:`~.listener.Listener`: the loop's own server, which takes one per
+turn of the loop (apps that connect once per call would run in lock step with it), plus a drain of
+the backlog on the turns it accepts. Per connection (:class:`~.connection.AesmConnection`, an
 ``asyncio.Protocol``): frames are decoded as they arrive
 (any chunking), each request goes to the :class:`~sgx_quote_helper.service.AesmService` (engine
 requests in a one-thread executor: one quote at a time per engine; cheap ones inline), and the
