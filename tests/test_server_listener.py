@@ -75,6 +75,17 @@ class Echo(asyncio.Protocol):
             self.lost.set_result(exc)
 
 
+def queued(path: Path, n: int) -> list[socket.socket]:
+    """``n`` clients connected (non-blocking from then on), waiting in the listener's backlog."""
+    clients = []
+    for _ in range(n):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(str(path))
+        c.setblocking(False)
+        clients.append(c)
+    return clients
+
+
 async def connected(path: Path) -> socket.socket:
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     c.setblocking(False)
@@ -92,12 +103,7 @@ def test_connections_queued_at_once_are_all_served_and_uvloops_are_drained(
         loop = asyncio.get_running_loop()
         lsock = listening(sock_path)
         lsock.setblocking(False)
-        clients = []
-        for _ in range(7):  # queued in the kernel's backlog before the server exists
-            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            c.connect(str(sock_path))
-            c.setblocking(False)
-            clients.append(c)
+        clients = queued(sock_path, 7)  # in the kernel's backlog before the server exists
         listener = await Listener.start(loop, lambda: Echo(made, 7), lsock)
         await made.wait()
         if kind == "uvloop":  # its server took one on the first turn; the drain took the other six
@@ -121,11 +127,7 @@ def test_one_drain_takes_at_most_batch(kind: str, sock_path: Path) -> None:
         made = asyncio.Event()
         lsock = listening(sock_path)
         listener = Listener(asyncio.get_running_loop(), lambda: Echo(made, 7), lsock, batch=3)
-        clients = []
-        for _ in range(7):
-            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            c.connect(str(sock_path))
-            clients.append(c)
+        clients = queued(sock_path, 7)
         listener._drain()
         assert listener.drained == 3
         listener._drain()
