@@ -176,6 +176,32 @@ def test_a_lone_connection_costs_one_empty_accept_and_close_stops_accepting(
     run(kind, body)
 
 
+@pytest.mark.parametrize("kind", LOOPS)
+def test_a_stop_answers_what_queued_before_it(kind: str, sock_path: Path) -> None:
+    async def body() -> None:
+        Echo.made = []
+        made = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        lsock = listening(sock_path)
+        lsock.setblocking(False)
+        listener = await Listener.start(loop, lambda: Echo(made, 3), lsock)
+        listener._skip = 1 << 30  # no drain while serving: all three wait in the backlog
+        listener.close(keep_backlog=True)  # stop accepting, as a stop or a handover does
+        clients = queued(sock_path, 3)
+        await listener.drain_rest()
+        assert listener._backlog.fileno() == -1  # the listening socket is gone now
+        await made.wait()
+        for i, c in enumerate(clients):
+            await loop.sock_sendall(c, b"%d" % i)
+            assert await loop.sock_recv(c, 100) == b"re:%d" % i
+            c.close()
+        await listener.drain_rest()  # a second time: nothing left, no error
+        with pytest.raises(OSError):
+            queued(sock_path, 1)
+
+    run(kind, body)
+
+
 class FailingSocket:
     """The backlog's socket, whose accept() fails as told, then behaves as the real one."""
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -159,7 +158,6 @@ class PathServer:
         self._server: Listener | None = None
         self._private_server: asyncio.AbstractServer | None = None
         self._retired: list[Listener] = []  # listeners an impostor cut off the path
-        self._listen_dup: socket.socket | None = None
         self._state = "serving"
         self.handed_over: asyncio.Event | None = None
         self.successor: ProbeResult | None = None
@@ -282,11 +280,7 @@ class PathServer:
         )
         if self._server is not None:
             self._retired.append(self._server)
-        if self._listen_dup is not None:
-            self._listen_dup.close()
         self.identity, self.previous = identity, previous
-        self._listen_dup = sock.dup()  # keeps the listener alive to drain the backlog at stop
-        self._listen_dup.setblocking(False)
         self._server = await Listener.start(self.loop, self.new_connection, sock, backlog=cfg.backlog)
 
     def terminate(self, reason: str) -> None:
@@ -372,11 +366,11 @@ class PathServer:
         )
         self.successor = successor
         self.state = "handed-over"
-        if self._server is not None:
-            self._server.close()
-            self._retired.append(self._server)
-            self._server = None
-        await self._drain_backlog()
+        listener, self._server = self._server, None
+        if listener is not None:
+            listener.close(keep_backlog=True)
+            self._retired.append(listener)
+            await listener.drain_rest()
         self.handed_over.set()
 
     async def _restore(self, found: ProbeResult) -> None:
@@ -441,7 +435,10 @@ class PathServer:
         assert self._idle is not None
         cfg = self.config
         self.stopping = True
-        for srv in (self._server, self._private_server, *self._retired, *self.extra_servers):
+        current = self._server
+        if current is not None:
+            current.close(keep_backlog=True)  # stop accepting; what queued is answered below
+        for srv in (self._private_server, *self._retired, *self.extra_servers):
             if srv is not None:
                 srv.close()  # stop accepting
         if (
@@ -451,7 +448,8 @@ class PathServer:
             and unlink_if_ours(cfg.socket_path, self.identity)
         ):
             self.log.info("removed %s", cfg.socket_path)
-        await self._drain_backlog()
+        if current is not None:
+            await current.drain_rest()
         for conn in list(self.connections):
             conn.check_timeouts(self.loop.time())
         self.connection_gone()
@@ -479,26 +477,6 @@ class PathServer:
         if self.metrics_server is not None:
             self.metrics_server.close()
         self.log.info("stopped (%s): %s", self.stop_reason, self.summary())
-
-    async def _drain_backlog(self) -> None:
-        """Accept what the kernel queued before we stopped accepting, so it gets answered."""
-        dup = self._listen_dup
-        if dup is None:
-            return
-        self._listen_dup = None
-        try:
-            while True:
-                try:
-                    conn, _ = dup.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    self.log.warning("draining the backlog: %s", exc)
-                    break
-                conn.setblocking(False)
-                await self.loop.connect_accepted_socket(self.new_connection, conn)
-        finally:
-            dup.close()
 
 
 __all__ = ["PathServer", "PathSettings", "peer_policy"]

@@ -61,7 +61,8 @@ class Listener:
     """Serve ``sock`` (bound and listening) on ``loop``: ``factory()`` is each connection's protocol.
 
     Make one with :meth:`start`. It has what the lifecycle uses of ``asyncio.Server``:
-    :meth:`close` (stop accepting, close the socket) and :meth:`wait_closed`.
+    :meth:`close` (stop accepting, close the socket) and :meth:`wait_closed`; and for a stop or a
+    handover, :meth:`drain_rest` (answer what queued before the close).
 
     Args:
         loop: the running event loop.
@@ -83,7 +84,8 @@ class Listener:
         self._loop = loop
         self._factory = factory
         self._sock = sock
-        self._backlog = sock.dup()  # the same listening socket, for taking what waits in its backlog
+        # the same listening socket, for taking what waits in its backlog (also after the server closed)
+        self._backlog = sock.dup()
         self._backlog.setblocking(False)
         self.batch = batch
         self.drained = 0  # connections taken from the backlog here (not by the loop's server)
@@ -152,16 +154,40 @@ class Listener:
             self.drained += 1
             _step(loop.connect_accepted_socket(factory, conn))
 
-    def close(self) -> None:
-        """Stop accepting and close the listening socket (idempotent). Accepted connections stay."""
-        if self._closed:
+    def close(self, *, keep_backlog: bool = False) -> None:
+        """Stop accepting (idempotent). Accepted connections stay.
+
+        ``keep_backlog``: keep the connections that wait in the kernel's backlog for
+        :meth:`drain_rest` (a stop answers what it was sent); otherwise the listening socket goes now.
+        """
+        if not self._closed:
+            self._closed = True
+            if self._server is not None:
+                self._server.close()
+            else:
+                self._sock.close()
+        if not keep_backlog:
+            self._backlog.close()
+
+    async def drain_rest(self) -> None:
+        """After ``close(keep_backlog=True)``: accept every connection that queued before it, each the
+        loop's transport and protocol, then let the listening socket go."""
+        if self._backlog.fileno() < 0:
             return
-        self._closed = True
-        if self._server is not None:
-            self._server.close()
-        else:
-            self._sock.close()
-        self._backlog.close()
+        try:
+            while True:
+                try:
+                    conn, _ = self._backlog.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except ConnectionAbortedError:
+                    continue
+                except OSError as exc:
+                    log.warning("draining the backlog: %s", exc)
+                    break
+                await self._loop.connect_accepted_socket(self._factory, conn)
+        finally:
+            self._backlog.close()
 
     async def wait_closed(self) -> None:
         """Until the loop's server has closed (connections are the lifecycle's to wait for)."""
