@@ -59,6 +59,7 @@ from sgx_quote_helper.benchmark.daemon import DaemonProcess
 from sgx_quote_helper.benchmark.loadgen import run_load
 from sgx_quote_helper.benchmark.machine import (
     HALT_POLL_NS,
+    cpuidle_text,
     describe_machine,
     load_average,
     system_busy_seconds,
@@ -216,17 +217,12 @@ def _poll(value: int | None) -> str:
 
 
 def idle_line(idle: dict[str, Any] | None) -> str:
-    if not idle or not idle.get("driver"):
-        return "no cpuidle driver reported"
-    text = f"driver {idle['driver']}, governor {idle.get('governor')}"
-    poll = idle.get("halt_poll_ns")
-    if poll is not None:
-        text += f", guest halt-poll limit {poll} ns as found"
-        if poll == 0:
-            text += (
-                " (idle vCPUs halt at once: every reply that wakes the load generator's idle CPU costs the "
-                "daemon an interrupt through the hypervisor; `--halt-poll-ns 0,200000` measures both)"
-            )
+    text = cpuidle_text(idle) or "no cpuidle driver reported"
+    if idle and idle.get("halt_poll_ns") == 0:
+        text += (
+            ", as found: idle vCPUs halt at once, so every reply that wakes the load generator's idle CPU "
+            "costs the daemon an interrupt through the hypervisor (`--halt-poll-ns 0,200000` measures both)"
+        )
     return text
 
 

@@ -191,15 +191,16 @@ def machine_line(machine: dict[str, Any]) -> str:
         f"{machine.get('nproc')} CPUs ({machine.get('cpu_model')}), {mem_text} RAM, "
         f"{machine.get('python')}, cryptography {libs.get('cryptography')}, protobuf "
         f"{libs.get('protobuf')} ({machine.get('protobuf_backend')}), uvloop {machine.get('uvloop')}"
-        + _idle_text(machine.get("cpuidle"))
+        + (f", cpuidle {idle}" if (idle := cpuidle_text(machine.get("cpuidle"))) else "")
     )
 
 
-def _idle_text(idle: dict[str, Any] | None) -> str:
+def cpuidle_text(idle: dict[str, Any] | None) -> str:
+    """What :func:`cpuidle` found, for a caption: "haltpoll (halt-poll 0 ns)"; "" if nothing."""
     if not idle or not idle.get("driver"):
         return ""
     poll = idle.get("halt_poll_ns")
-    return f", cpuidle {idle['driver']}" + (f" (halt-poll {poll} ns)" if poll is not None else "")
+    return str(idle["driver"]) + (f" (halt-poll {poll} ns)" if poll is not None else "")
 
 
 __all__ = [
@@ -207,6 +208,7 @@ __all__ = [
     "cpu_model",
     "cpu_seconds",
     "cpuidle",
+    "cpuidle_text",
     "describe_machine",
     "library_versions",
     "load_average",
