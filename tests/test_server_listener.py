@@ -48,6 +48,7 @@ def listening(path: Path, backlog: int = 64) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(str(path))
     s.listen(backlog)
+    s.setblocking(False)
     return s
 
 
@@ -75,6 +76,13 @@ class Echo(asyncio.Protocol):
             self.lost.set_result(exc)
 
 
+def echoes(want: int) -> tuple[Callable[[], Echo], asyncio.Event]:
+    """A protocol factory of fresh :class:`Echo` records, and the event set once ``want`` are made."""
+    Echo.made = []
+    made = asyncio.Event()
+    return (lambda: Echo(made, want)), made
+
+
 def queued(path: Path, n: int) -> list[socket.socket]:
     """``n`` clients connected (non-blocking from then on), waiting in the listener's backlog."""
     clients = []
@@ -98,13 +106,11 @@ def test_connections_queued_at_once_are_all_served_and_uvloops_are_drained(
     kind: str, sock_path: Path
 ) -> None:
     async def body() -> None:
-        Echo.made = []
-        made = asyncio.Event()
+        factory, made = echoes(7)
         loop = asyncio.get_running_loop()
         lsock = listening(sock_path)
-        lsock.setblocking(False)
         clients = queued(sock_path, 7)  # in the kernel's backlog before the server exists
-        listener = await Listener.start(loop, lambda: Echo(made, 7), lsock)
+        listener = await Listener.start(loop, factory, lsock)
         await made.wait()
         if kind == "uvloop":  # its server took one on the first turn; the drain took the other six
             assert listener.drained == 6
@@ -123,10 +129,9 @@ def test_connections_queued_at_once_are_all_served_and_uvloops_are_drained(
 @pytest.mark.parametrize("kind", LOOPS)
 def test_one_drain_takes_at_most_batch(kind: str, sock_path: Path) -> None:
     async def body() -> None:
-        Echo.made = []
-        made = asyncio.Event()
+        factory, made = echoes(7)
         lsock = listening(sock_path)
-        listener = Listener(asyncio.get_running_loop(), lambda: Echo(made, 7), lsock, batch=3)
+        listener = Listener(asyncio.get_running_loop(), factory, lsock, batch=3)
         clients = queued(sock_path, 7)
         listener._drain()
         assert listener.drained == 3
@@ -150,12 +155,10 @@ def test_a_lone_connection_costs_one_empty_accept_and_close_stops_accepting(
     kind: str, sock_path: Path
 ) -> None:
     async def body() -> None:
-        Echo.made = []
-        made = asyncio.Event()
+        factory, made = echoes(1)
         loop = asyncio.get_running_loop()
         lsock = listening(sock_path)
-        lsock.setblocking(False)
-        listener = await Listener.start(loop, lambda: Echo(made, 1), lsock)
+        listener = await Listener.start(loop, factory, lsock)
         a = await connected(sock_path)
         await made.wait()  # the loop's server took it
         assert listener.drained == 0 and listener.is_serving()
@@ -179,12 +182,10 @@ def test_a_lone_connection_costs_one_empty_accept_and_close_stops_accepting(
 @pytest.mark.parametrize("kind", LOOPS)
 def test_a_stop_answers_what_queued_before_it(kind: str, sock_path: Path) -> None:
     async def body() -> None:
-        Echo.made = []
-        made = asyncio.Event()
+        factory, made = echoes(3)
         loop = asyncio.get_running_loop()
         lsock = listening(sock_path)
-        lsock.setblocking(False)
-        listener = await Listener.start(loop, lambda: Echo(made, 3), lsock)
+        listener = await Listener.start(loop, factory, lsock)
         listener._skip = 1 << 30  # no drain while serving: all three wait in the backlog
         listener.close(keep_backlog=True)  # stop accepting, as a stop or a handover does
         clients = queued(sock_path, 3)
@@ -225,9 +226,8 @@ def test_accept_failures_end_the_drain_with_one_warning(
     kind: str, sock_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def body() -> None:
-        Echo.made = []
-        made = asyncio.Event()
-        listener = Listener(asyncio.get_running_loop(), lambda: Echo(made, 1), listening(sock_path))
+        factory, made = echoes(1)
+        listener = Listener(asyncio.get_running_loop(), factory, listening(sock_path))
         listener._backlog = FailingSocket(  # type: ignore[assignment]
             listener._backlog,
             [
@@ -255,9 +255,8 @@ def test_accept_failures_end_the_drain_with_one_warning(
 @pytest.mark.parametrize("kind", LOOPS)
 def test_empty_drains_back_off_and_a_found_connection_resets_them(kind: str, sock_path: Path) -> None:
     async def body() -> None:
-        Echo.made = []
-        made = asyncio.Event()
-        listener = Listener(asyncio.get_running_loop(), lambda: Echo(made, 1), listening(sock_path))
+        factory, made = echoes(1)
+        listener = Listener(asyncio.get_running_loop(), factory, listening(sock_path))
         drains = []
         real = listener._drain
 
